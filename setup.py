@@ -1,0 +1,71 @@
+"""Build the compiled core.
+
+Environment switches (read here and, for the first, by qbreaker._core too):
+
+- QBREAKER_NO_EXTENSIONS=1: build pure Python. Without it a failed compile
+  fails the install: a build meant to be compiled never ships pure Python.
+- QBREAKER_DEBUG_BUILD=1: -O0 -g, line tracing, annotated HTML.
+- QBREAKER_SANITIZE=thread|address|undefined: build with that sanitizer.
+- QBREAKER_CFLAGS: extra compiler flags, appended last.
+"""
+
+import os
+import platform
+import shlex
+import sys
+
+from setuptools import Extension, setup
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+NO_EXTENSIONS = _env_flag("QBREAKER_NO_EXTENSIONS") or (
+    platform.python_implementation() != "CPython"
+)
+DEBUG = _env_flag("QBREAKER_DEBUG_BUILD")
+SANITIZE = os.environ.get("QBREAKER_SANITIZE", "")
+
+
+def _extensions() -> list:
+    from Cython.Build import cythonize
+
+    directives = {}
+    compile_args, link_args, macros = [], [], []
+    if sys.platform != "win32":
+        compile_args += ["-Wall", "-Wno-unused-function", "-std=c11"]
+        compile_args += ["-O0", "-g3"] if DEBUG else ["-O2"]
+        if SANITIZE:
+            flags = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
+            compile_args += flags
+            link_args += flags
+    if DEBUG:
+        directives.update(linetrace=True)
+        macros += [("CYTHON_TRACE_NOGIL", "1")]
+    compile_args += shlex.split(os.environ.get("QBREAKER_CFLAGS", ""))
+    ext = Extension(
+        "qbreaker._core_c",
+        ["src/qbreaker/_core_c.pyx"],
+        include_dirs=["src/qbreaker"],
+        depends=["src/qbreaker/qb_atomic.h", "src/qbreaker/qb_cell.h",
+                 "src/qbreaker/qb_clock.h", "src/qbreaker/_core_c.pxd"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=macros,
+    )
+    return cythonize(
+        [ext],
+        compiler_directives=directives,
+        include_path=["src"],
+        annotate=DEBUG,
+        # The pyx declares its own directives; keep the build reproducible.
+        force=DEBUG or bool(SANITIZE),
+    )
+
+
+if NO_EXTENSIONS:
+    print("*" * 60 + "\n* qbreaker: pure-Python build (QBREAKER_NO_EXTENSIONS)\n" + "*" * 60)
+    setup(ext_modules=[])
+else:
+    setup(ext_modules=_extensions())

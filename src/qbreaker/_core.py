@@ -1,0 +1,44 @@
+"""Chooses the core: compiled when available, the pure-Python twin otherwise.
+
+``QBREAKER_NO_EXTENSIONS=1`` or a non-CPython interpreter selects the twin.
+``QBREAKER_REQUIRE_EXTENSIONS=1`` turns a missing compiled core into an
+ImportError instead (CI and wheel tests set it). A compiled core that is
+present but broken always raises: only its absence falls back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+NO_EXTENSIONS = _flag("QBREAKER_NO_EXTENSIONS") or sys.implementation.name != "cpython"
+
+# isort: off
+if TYPE_CHECKING:
+    from ._core_py import CoreBreaker
+
+    IMPLEMENTATION = "python"
+elif NO_EXTENSIONS:
+    from ._core_py import CoreBreaker
+
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from ._core_c import CoreBreaker
+
+        IMPLEMENTATION = "cython"
+    except ModuleNotFoundError as exc:  # pragma: no cover - pure installs only
+        if exc.name != "qbreaker._core_c" or _flag("QBREAKER_REQUIRE_EXTENSIONS"):
+            raise
+        from ._core_py import CoreBreaker
+
+        IMPLEMENTATION = "python"
+# isort: on
+
+__all__ = ("IMPLEMENTATION", "NO_EXTENSIONS", "CoreBreaker")

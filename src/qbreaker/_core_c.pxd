@@ -1,0 +1,90 @@
+# The compiled core's C-level API. Another Cython extension can
+#     from qbreaker._core_c cimport CoreBreaker, qb_admit, qb_settle, QB_NOW_AUTO
+# and drive a breaker without the GIL:
+#     t = qb_admit(b.cell, &b.cpolicy, QB_NOW_AUTO)
+# The layout constants mirror _core_py.py; tests/test_parity.py compares them.
+
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "qb_cell.h" nogil:
+    ctypedef struct qb_cell:
+        uint64_t word
+        uint64_t allowed
+        uint64_t rejected
+        uint64_t successes
+        uint64_t failures
+        uint64_t neutral
+        uint64_t transitions
+        uint64_t reserved
+    uint64_t QB_NOW_AUTO
+
+
+cdef extern from "qb_atomic.h" nogil:
+    uint64_t qb_load(const uint64_t *p)
+    bint qb_cas(uint64_t *p, uint64_t *expected, uint64_t desired)
+    void qb_add(uint64_t *p, uint64_t v)
+    void qb_store(uint64_t *p, uint64_t v)
+
+
+cdef extern from "qb_clock.h" nogil:
+    uint64_t qb_monotonic_ms()
+
+
+cdef enum:
+    STATE_SHIFT = 0
+    STATE_BITS = 2
+    GEN_SHIFT = 2
+    GEN_BITS = 18
+    FAIL_SHIFT = 20
+    FAIL_BITS = 32
+    OPENED_SHIFT = 20
+    OPENED_BITS = 44
+    INFLIGHT_SHIFT = 20
+    INFLIGHT_BITS = 8
+    HSUCC_SHIFT = 28
+    HSUCC_BITS = 8
+    ENTERED_SHIFT = 36
+    ENTERED_BITS = 28
+    FORCED_KIND_SHIFT = 63
+    FORCED_KIND_BITS = 1
+    HEAD_BITS = 20
+
+    S_CLOSED = 0
+    S_OPEN = 1
+    S_HALF_OPEN = 2
+    S_FORCED = 3
+
+    OUTCOME_FAILURE = 0
+    OUTCOME_SUCCESS = 1
+    OUTCOME_NEUTRAL = 2
+
+
+ctypedef struct qb_policy:
+    uint32_t max_failures          # 0: the consecutive-failure trip is off
+    uint32_t half_open_max
+    uint32_t success_threshold
+    uint64_t reset_ticks
+    uint64_t half_open_timeout_ticks
+
+
+# Admit a call: its ticket, or 0 when rejected.
+cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol,
+                       uint64_t now) noexcept nogil
+# Report an outcome for `ticket`, or for the current generation if 0.
+# Returns False when the ticket is stale.
+cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
+                    uint64_t ticket, int outcome) noexcept nogil
+cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol,
+                         uint64_t now) noexcept nogil
+cdef void qb_reset(qb_cell *cell) noexcept nogil
+cdef void qb_force(qb_cell *cell, uint64_t kind_closed) noexcept nogil
+
+
+cdef class CoreBreaker:
+    cdef qb_cell *cell
+    cdef void *_cell_memory
+    cdef qb_policy cpolicy
+    cdef object _clock
+    cdef bint _configured
+    cdef object __weakref__

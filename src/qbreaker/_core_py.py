@@ -1,0 +1,535 @@
+"""The pure-Python twin of the compiled core: the executable specification.
+
+``_core_c.pyx`` mirrors this module function for function. A change to one
+lands in both, and ``tests/test_parity.py`` plus the hypothesis differential
+test say whether they still agree.
+
+The cell
+--------
+All mutable state of one breaker: the packed state word and six totals
+counters (allowed, rejected, successes, failures, neutral, transitions).
+All-zero is the valid initial state: closed, generation 0, no failures, so a
+cell in a fresh shared-memory segment needs no initialiser. Totals are
+statistics and only ever added to; every decision reads the word alone.
+
+The packed state word
+---------------------
+64 bits. Bits 0-19 (state and generation) are the word's *head*; the payload
+above them depends on the state::
+
+    bits    field        states            meaning
+    0-1     state        all               0 closed, 1 open, 2 half-open,
+                                           3 forced (kind in bit 63)
+    2-19    generation   all               +1 (mod 2**18) on every transition
+    20-51   failures     closed, forced    consecutive failures
+    20-63   opened_at    open              ms tick when it opened
+    20-27   in_flight    half-open         probes admitted, not yet reported
+    28-35   successes    half-open         successful probes so far
+    36-63   entered_at   half-open         ms tick when it became half-open
+    63      forced_kind  forced            0 forced open, 1 forced closed
+
+Constants (shift, width): STATE (0, 2), GEN (2, 18), FAIL (20, 32),
+OPENED (20, 44), INFLIGHT (20, 8), HSUCC (28, 8), ENTERED (36, 28),
+FORCED_KIND (63, 1).
+
+Rules the word obeys:
+
+- Every transition is one compare-and-swap of the whole word, and every
+  transition increments the generation. No lock, no second word.
+- Time is milliseconds on the monotonic clock (one timeline for every process
+  on a host), stored modulo the field width. Elapsed time is computed modulo
+  that width too, so it is exact while it stays below half the width: 2**43 ms
+  for ``opened_at`` (about 278 years) and 2**27 ms for ``entered_at`` (37.3
+  hours), which is why durations are capped at 2**27 - 1 ms. A half-open
+  breaker left untouched for a multiple of 2**28 ms can, at worst, see its
+  expiry one ``half_open_timeout`` late; it never wedges.
+- The generation wraps after 2**18 transitions. A ticket is compared by
+  equality of state and generation, so a ticket is misread as current only if
+  it was held across an exact multiple of 2**18 transitions.
+
+Tickets
+-------
+``ticket = head << 1 | 1``: never 0, so a rejection (0) is the only falsy
+result of ``admit``. A ticket whose head differs from the current word's head
+is stale: its outcome is counted in totals and changes no state.
+
+Time arguments
+--------------
+Every operation takes ``now`` in ticks, or ``NOW_AUTO`` to read the monotonic
+clock lazily, only on paths that decide by time (open, half-open, tripping).
+The closed path never reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import NamedTuple, Optional
+
+from ._state import State, Totals
+
+__all__ = ("CoreBreaker",)
+
+STATE_SHIFT, STATE_BITS = 0, 2
+GEN_SHIFT, GEN_BITS = 2, 18
+FAIL_SHIFT, FAIL_BITS = 20, 32
+OPENED_SHIFT, OPENED_BITS = 20, 44
+INFLIGHT_SHIFT, INFLIGHT_BITS = 20, 8
+HSUCC_SHIFT, HSUCC_BITS = 28, 8
+ENTERED_SHIFT, ENTERED_BITS = 36, 28
+FORCED_KIND_SHIFT, FORCED_KIND_BITS = 63, 1
+HEAD_BITS = STATE_BITS + GEN_BITS
+
+S_CLOSED, S_OPEN, S_HALF_OPEN, S_FORCED = 0, 1, 2, 3
+OUTCOME_FAILURE, OUTCOME_SUCCESS, OUTCOME_NEUTRAL = 0, 1, 2
+NOW_AUTO = (1 << 64) - 1
+
+STATE_FIELD = (1 << STATE_BITS) - 1
+GEN_FIELD = (1 << GEN_BITS) - 1
+FAIL_MAX = (1 << FAIL_BITS) - 1
+OPENED_FIELD = (1 << OPENED_BITS) - 1
+INFLIGHT_MAX = (1 << INFLIGHT_BITS) - 1
+HSUCC_MAX = (1 << HSUCC_BITS) - 1
+ENTERED_FIELD = (1 << ENTERED_BITS) - 1
+HEAD_FIELD = (1 << HEAD_BITS) - 1
+FAIL_MASK = FAIL_MAX << FAIL_SHIFT
+
+#: Every layout constant by name; the compiled core exports the same dict.
+LAYOUT = {
+    "STATE_SHIFT": STATE_SHIFT,
+    "STATE_BITS": STATE_BITS,
+    "GEN_SHIFT": GEN_SHIFT,
+    "GEN_BITS": GEN_BITS,
+    "FAIL_SHIFT": FAIL_SHIFT,
+    "FAIL_BITS": FAIL_BITS,
+    "OPENED_SHIFT": OPENED_SHIFT,
+    "OPENED_BITS": OPENED_BITS,
+    "INFLIGHT_SHIFT": INFLIGHT_SHIFT,
+    "INFLIGHT_BITS": INFLIGHT_BITS,
+    "HSUCC_SHIFT": HSUCC_SHIFT,
+    "HSUCC_BITS": HSUCC_BITS,
+    "ENTERED_SHIFT": ENTERED_SHIFT,
+    "ENTERED_BITS": ENTERED_BITS,
+    "FORCED_KIND_SHIFT": FORCED_KIND_SHIFT,
+    "FORCED_KIND_BITS": FORCED_KIND_BITS,
+    "S_CLOSED": S_CLOSED,
+    "S_OPEN": S_OPEN,
+    "S_HALF_OPEN": S_HALF_OPEN,
+    "S_FORCED": S_FORCED,
+    "OUTCOME_FAILURE": OUTCOME_FAILURE,
+    "OUTCOME_SUCCESS": OUTCOME_SUCCESS,
+    "OUTCOME_NEUTRAL": OUTCOME_NEUTRAL,
+}
+
+_STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
+
+
+class Policy(NamedTuple):
+    """A validated policy in the core's units (ms ticks, plain counts).
+
+    ``max_failures`` 0 means the consecutive-failure trip is off.
+    """
+
+    max_failures: int
+    reset_ticks: int
+    half_open_max: int
+    success_threshold: int
+    half_open_timeout_ticks: int
+
+
+DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
+
+
+class Cell:
+    """Stands in for the C struct; its lock stands in for the CPU's atomics."""
+
+    __slots__ = ("word", "totals", "lock")
+
+    def __init__(self) -> None:
+        self.word = 0
+        # allowed, rejected, successes, failures, neutral, transitions
+        self.totals = [0, 0, 0, 0, 0, 0]
+        self.lock = threading.Lock()
+
+
+T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
+# Indexed by outcome code.
+_OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
+
+
+def monotonic_ms() -> int:
+    # The same clock and truncation as qb_monotonic_ms() in qb_clock.h.
+    return time.monotonic_ns() // 1_000_000
+
+
+def clock_ticks(value: object) -> int:
+    """A user clock's reading in seconds to ticks on the word's timeline."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"clock() must return seconds as an int or float, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    scaled = value * 1000
+    if isinstance(scaled, float) and not math.isfinite(scaled):
+        raise ValueError(
+            f"clock() must return a finite number of seconds, got {value!r}"
+        )
+    # Nearest, not floor: a test clock stepping in exact milliseconds must
+    # land on them despite binary floats. Modulo 2**64 like the C core's
+    # uint64_t; the time fields are narrower still, compared modulo their width.
+    return round(scaled) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _load(cell: Cell) -> int:
+    return cell.word
+
+
+def _cas(cell: Cell, expected: int, desired: int) -> tuple[bool, int]:
+    """Compare-and-swap; on failure also returns the value seen."""
+    with cell.lock:
+        seen = cell.word
+        if seen != expected:
+            return False, seen
+        cell.word = desired
+        return True, desired
+
+
+def _add(cell: Cell, index: int) -> None:
+    with cell.lock:
+        cell.totals[index] += 1
+
+
+# -- word builders -----------------------------------------------------------
+
+
+def _next_gen(w: int) -> int:
+    return ((w >> GEN_SHIFT) + 1) & GEN_FIELD
+
+
+def _closed_word(gen: int) -> int:
+    return S_CLOSED | gen << GEN_SHIFT
+
+
+def _open_word(gen: int, now: int) -> int:
+    return S_OPEN | gen << GEN_SHIFT | (now & OPENED_FIELD) << OPENED_SHIFT
+
+
+def _half_open_word(gen: int, in_flight: int, successes: int, entered: int) -> int:
+    return (
+        S_HALF_OPEN
+        | gen << GEN_SHIFT
+        | in_flight << INFLIGHT_SHIFT
+        | successes << HSUCC_SHIFT
+        | (entered & ENTERED_FIELD) << ENTERED_SHIFT
+    )
+
+
+def _forced_word(gen: int, kind_closed: int) -> int:
+    return S_FORCED | gen << GEN_SHIFT | kind_closed << FORCED_KIND_SHIFT
+
+
+def ticket_of(w: int) -> int:
+    return (w & HEAD_FIELD) << 1 | 1
+
+
+def _expired_half_open(w: int, pol: Policy, now: int) -> int:
+    """The open word a timed-out half-open word becomes, else 0.
+
+    It re-opens as of the moment it expired, not as of now, so an idle
+    breaker admits its next probe ``reset_timeout`` after that moment.
+    """
+    elapsed = (now - (w >> ENTERED_SHIFT)) & ENTERED_FIELD
+    if elapsed < pol.half_open_timeout_ticks:
+        return 0
+    return _open_word(_next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
+
+
+def _transition(cell: Cell, w: int, nw: int) -> tuple[bool, int]:
+    """CAS that changes the generation; the winner counts the transition."""
+    ok, seen = _cas(cell, w, nw)
+    if ok:
+        _add(cell, T_TRANSITIONS)
+    return ok, seen
+
+
+# -- operations ----------------------------------------------------------------
+
+
+def admit(cell: Cell, pol: Policy, now: int) -> int:
+    """Admit a call: its ticket, or 0 when rejected."""
+    w = _load(cell)
+    while True:
+        state = w & STATE_FIELD
+        if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
+            _add(cell, T_ALLOWED)
+            return ticket_of(w)
+        if state == S_FORCED:
+            break
+        if now == NOW_AUTO:
+            now = monotonic_ms()
+        if state == S_OPEN:
+            if (now - (w >> OPENED_SHIFT)) & OPENED_FIELD < pol.reset_ticks:
+                break
+            # The caller that performs the transition is the first probe.
+            nw = _half_open_word(_next_gen(w), 1, 0, now)
+            ok, seen = _transition(cell, w, nw)
+            if ok:
+                _add(cell, T_ALLOWED)
+                return ticket_of(nw)
+            w = seen
+            continue
+        nw = _expired_half_open(w, pol, now)
+        if nw:
+            ok, seen = _transition(cell, w, nw)
+            w = nw if ok else seen
+            continue
+        if (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX >= pol.half_open_max:
+            break
+        nw = w + (1 << INFLIGHT_SHIFT)
+        ok, seen = _cas(cell, w, nw)
+        if ok:
+            _add(cell, T_ALLOWED)
+            return ticket_of(nw)
+        w = seen
+    _add(cell, T_REJECTED)
+    return 0
+
+
+def settle(cell: Cell, pol: Policy, now: int, ticket: int, outcome: int) -> bool:
+    """Report an outcome: for ``ticket``, or for the current generation if 0.
+
+    Returns False when the ticket is stale (counted in totals only).
+    """
+    _add(cell, _OUTCOME_TOTAL[outcome])
+    w = _load(cell)
+    while True:
+        if ticket and ticket >> 1 != w & HEAD_FIELD:
+            return False
+        state = w & STATE_FIELD
+        if state == S_OPEN or outcome == OUTCOME_NEUTRAL and state != S_HALF_OPEN:
+            return True
+        if state == S_CLOSED or state == S_FORCED:
+            if state == S_FORCED and not w >> FORCED_KIND_SHIFT:
+                return True
+            failures = (w >> FAIL_SHIFT) & FAIL_MAX
+            if outcome == OUTCOME_SUCCESS:
+                if failures == 0:
+                    # The common case writes nothing: no cache-line bounce.
+                    return True
+                nw = w & ~FAIL_MASK
+                ok, seen = _cas(cell, w, nw)
+            elif failures == FAIL_MAX:
+                return True
+            elif state == S_CLOSED and 0 < pol.max_failures <= failures + 1:
+                if now == NOW_AUTO:
+                    now = monotonic_ms()
+                ok, seen = _transition(cell, w, _open_word(_next_gen(w), now))
+            else:
+                ok, seen = _cas(cell, w, w + (1 << FAIL_SHIFT))
+            if ok:
+                return True
+            w = seen
+            continue
+        # Half-open.
+        if now == NOW_AUTO:
+            now = monotonic_ms()
+        nw = _expired_half_open(w, pol, now)
+        if nw:
+            ok, seen = _transition(cell, w, nw)
+            w = nw if ok else seen
+            continue
+        in_flight = (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX
+        freed = in_flight - 1 if in_flight else 0
+        if outcome == OUTCOME_FAILURE:
+            ok, seen = _transition(cell, w, _open_word(_next_gen(w), now))
+        elif outcome == OUTCOME_SUCCESS:
+            successes = ((w >> HSUCC_SHIFT) & HSUCC_MAX) + 1
+            if successes >= pol.success_threshold:
+                ok, seen = _transition(cell, w, _closed_word(_next_gen(w)))
+            else:
+                nw = _half_open_word(
+                    (w >> GEN_SHIFT) & GEN_FIELD, freed, successes, w >> ENTERED_SHIFT
+                )
+                ok, seen = _cas(cell, w, nw)
+        elif in_flight == 0:
+            return True
+        else:
+            ok, seen = _cas(cell, w, w - (1 << INFLIGHT_SHIFT))
+        if ok:
+            return True
+        w = seen
+
+
+def renormalize(cell: Cell, pol: Policy, now: int) -> None:
+    """Apply the transitions that time alone causes, admitting nothing."""
+    w = _load(cell)
+    while True:
+        state = w & STATE_FIELD
+        if state != S_OPEN and state != S_HALF_OPEN:
+            return
+        if now == NOW_AUTO:
+            now = monotonic_ms()
+        if state == S_HALF_OPEN:
+            nw = _expired_half_open(w, pol, now)
+            if not nw:
+                return
+        elif (now - (w >> OPENED_SHIFT)) & OPENED_FIELD < pol.reset_ticks:
+            return
+        else:
+            nw = _half_open_word(_next_gen(w), 0, 0, now)
+        ok, seen = _transition(cell, w, nw)
+        w = nw if ok else seen
+        if ok and state == S_OPEN:
+            return
+
+
+def reset(cell: Cell) -> None:
+    """Back to closed with no failures, always as a new generation."""
+    w = _load(cell)
+    while True:
+        ok, w = _transition(cell, w, _closed_word(_next_gen(w)))
+        if ok:
+            return
+
+
+def force(cell: Cell, kind_closed: int) -> None:
+    """Hold the breaker open (0) or closed (1) until reset."""
+    w = _load(cell)
+    while True:
+        if w & STATE_FIELD == S_FORCED and w >> FORCED_KIND_SHIFT == kind_closed:
+            return
+        ok, w = _transition(cell, w, _forced_word(_next_gen(w), kind_closed))
+        if ok:
+            return
+
+
+# -- the Python-facing class ---------------------------------------------------
+
+
+class CoreBreaker:
+    """The breaker's hot path. ``CircuitBreaker`` adds the ergonomic API."""
+
+    __slots__ = ("_cell", "_policy", "_clock", "_configured", "__weakref__")
+
+    def __init__(self) -> None:
+        self._cell = Cell()
+        self._policy = DEFAULT_POLICY
+        self._clock: Optional[object] = None
+        self._configured = False
+
+    def _configure(self, policy: tuple[int, int, int, int, int], clock: object) -> None:
+        if self._configured:
+            raise RuntimeError("a breaker's policy is set once, at construction")
+        self._policy = Policy(*policy)
+        self._clock = clock
+        self._configured = True
+
+    def _now(self) -> int:
+        if self._clock is None:
+            return NOW_AUTO
+        return clock_ticks(self._clock())  # type: ignore[operator]
+
+    def allow(self) -> bool:
+        """True if a call may proceed now; report it with ``record_*()``."""
+        return admit(self._cell, self._policy, self._now()) != 0
+
+    def record_success(self) -> None:
+        """Report a success against the current generation."""
+        settle(self._cell, self._policy, self._now(), 0, OUTCOME_SUCCESS)
+
+    def record_failure(self) -> None:
+        """Report a failure against the current generation."""
+        settle(self._cell, self._policy, self._now(), 0, OUTCOME_FAILURE)
+
+    def acquire(self) -> int:
+        """A ticket (a non-zero int) if a call may proceed, else 0."""
+        return admit(self._cell, self._policy, self._now())
+
+    def release(self, ticket: int, ok: Optional[bool]) -> None:
+        """Report the outcome of the call that ``ticket`` admitted.
+
+        ``ok`` is True for success, False for failure, None for neutral.
+        """
+        outcome = _outcome_code(ok)
+        settle(self._cell, self._policy, self._now(), _check_ticket(ticket), outcome)
+
+    def renormalize(self) -> None:
+        """Move an open breaker whose timeout has passed to half-open."""
+        renormalize(self._cell, self._policy, self._now())
+
+    def reset(self) -> None:
+        """Back to closed, as a new generation."""
+        reset(self._cell)
+
+    def force_open(self) -> None:
+        """Reject every call until ``reset()``."""
+        force(self._cell, 0)
+
+    def force_closed(self) -> None:
+        """Admit every call, never trip, until ``reset()``."""
+        force(self._cell, 1)
+
+    @property
+    def state(self) -> State:
+        w = _load(self._cell)
+        state = w & STATE_FIELD
+        if state == S_FORCED:
+            return State.OPEN if w >> FORCED_KIND_SHIFT == 0 else State.CLOSED
+        return _STATES[state]
+
+    @property
+    def forced(self) -> Optional[str]:
+        w = _load(self._cell)
+        if w & STATE_FIELD != S_FORCED:
+            return None
+        return "closed" if w >> FORCED_KIND_SHIFT else "open"
+
+    @property
+    def generation(self) -> int:
+        return (_load(self._cell) >> GEN_SHIFT) & GEN_FIELD
+
+    @property
+    def consecutive_failures(self) -> int:
+        w = _load(self._cell)
+        if w & STATE_FIELD in (S_CLOSED, S_FORCED):
+            return (w >> FAIL_SHIFT) & FAIL_MAX
+        return 0
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def _word(self) -> int:
+        return _load(self._cell)
+
+    def totals(self) -> Totals:
+        with self._cell.lock:
+            return Totals(*self._cell.totals)
+
+
+def _outcome_code(ok: object) -> int:
+    if ok is True:
+        return OUTCOME_SUCCESS
+    if ok is False:
+        return OUTCOME_FAILURE
+    if ok is None:
+        return OUTCOME_NEUTRAL
+    raise TypeError(
+        f"ok must be True (success), False (failure) or None (neutral), got {ok!r}"
+    )
+
+
+def _check_ticket(ticket: object) -> int:
+    if isinstance(ticket, bool) or not isinstance(ticket, int):
+        raise TypeError(
+            f"ticket must be an int returned by acquire(), got {ticket!r} "
+            f"({type(ticket).__name__})"
+        )
+    if not (0 < ticket <= (HEAD_FIELD << 1 | 1)) or not ticket & 1:
+        raise ValueError(
+            f"ticket must be a non-zero ticket returned by acquire() (an odd int "
+            f"in [1, {HEAD_FIELD << 1 | 1}]), got {ticket!r}"
+        )
+    return ticket

@@ -1,0 +1,37 @@
+/* The cell: all mutable state of one breaker, in one cache line.
+ *
+ * Plain uint64_t words, touched only through qb_atomic.h, so the same struct
+ * works in process memory and in a shared-memory segment. All-zero bytes are
+ * the valid initial state (closed, generation 0).
+ */
+#ifndef QB_CELL_H
+#define QB_CELL_H
+
+#include <stdint.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#  define QB_ALIGN64 __declspec(align(64))
+#else
+#  define QB_ALIGN64 __attribute__((aligned(64)))
+#endif
+
+typedef struct QB_ALIGN64 qb_cell {
+    uint64_t word;
+    uint64_t allowed;
+    uint64_t rejected;
+    uint64_t successes;
+    uint64_t failures;
+    uint64_t neutral;
+    uint64_t transitions;
+    uint64_t reserved;
+} qb_cell;
+
+/* Checked at compile time: a cell that straddled two cache lines would double
+   the coherence traffic, and shared-memory segments rely on this size. */
+typedef char qb_cell_is_one_cache_line[(sizeof(qb_cell) == 64) ? 1 : -1];
+
+/* "Read the monotonic clock yourself, if the decision needs it." No real tick
+   value can equal it: ticks are stored modulo 2**44 at most. */
+#define QB_NOW_AUTO UINT64_MAX
+
+#endif /* QB_CELL_H */
