@@ -18,10 +18,7 @@ WORK=""
 
 log() { echo "build_freethreaded_python: $*" >&2; }
 
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+die() { log "ERROR: $*"; exit 1; }
 
 # Any failure ends up here: drop the temp build tree, show why it failed.
 on_exit() {
@@ -91,12 +88,12 @@ Dir::Cache "$apt/cache";
 APT::Sandbox::User "root";
 EOF
   log "downloading python3.13 source from Debian trixie"
-  APT_CONFIG="$apt/apt.conf" apt-get update >>"$LOG" 2>&1
+  APT_CONFIG="$apt/apt.conf" apt-get update --error-on=any >>"$LOG" 2>&1
   (cd "$WORK/src" && APT_CONFIG="$apt/apt.conf" apt-get source --download-only python3.13) >>"$LOG" 2>&1
 }
 
-# Build the pristine upstream tarball (Debian's patches change install layouts),
-# staging the install via DESTDIR so the final prefix is baked in correctly.
+# Build the pristine upstream orig tarball (Debian's patches change install
+# layouts, e.g. dist-packages), staging the install via DESTDIR so the final prefix is baked in correctly.
 # `make install` also runs ensurepip into the staging root.
 build_python() {
   local src
@@ -118,6 +115,7 @@ main() {
     return 0
   fi
   : >"$LOG"
+  rm -rf "$CACHE_DIR"/tmp.*  # leftovers of a killed build; we hold the lock
   WORK=$(mktemp -d "$CACHE_DIR/tmp.XXXXXX")  # same filesystem, so mv is atomic
   install_build_deps
   fetch_source

@@ -328,6 +328,7 @@ cdef class CoreBreaker:
         PyMem_Free(self._cell_memory)
 
     def _configure(self, policy, clock):
+        """Set the validated policy and clock; once, by the constructor."""
         if self._configured:
             raise RuntimeError("a breaker's policy is set once, at construction")
         _set_policy(self, Policy(*policy))

@@ -412,13 +412,23 @@ class CoreBreaker:
 
     __slots__ = ("_cell", "_policy", "_clock", "_configured", "__weakref__")
 
-    def __init__(self) -> None:
+    _cell: Cell
+    _policy: Policy
+    _clock: Optional[object]
+    _configured: bool
+
+    def __new__(cls, *args: object, **kwargs: object) -> CoreBreaker:
+        # Like the compiled __cinit__: the cell exists before, and regardless
+        # of, any __init__, so calling __init__ again cannot wipe a live one.
+        self = super().__new__(cls)
         self._cell = Cell()
         self._policy = DEFAULT_POLICY
-        self._clock: Optional[object] = None
+        self._clock = None
         self._configured = False
+        return self
 
     def _configure(self, policy: tuple[int, int, int, int, int], clock: object) -> None:
+        """Set the validated policy and clock; once, by the constructor."""
         if self._configured:
             raise RuntimeError("a breaker's policy is set once, at construction")
         self._policy = Policy(*policy)

@@ -1,0 +1,112 @@
+"""The protected functions, the loop size and the one way a scenario is timed."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pytest_benchmark.fixture import BenchmarkFixture
+
+# Calls per timed round (aio-libs style): one call is too short to time, and
+# the report divides by this to give ns per protected call.
+LOOPS = 100
+# Rounds for scenarios that must restore state before every round (pedantic
+# mode, where pytest-benchmark does no calibration of its own).
+SETUP_ROUNDS = 1000
+
+# One group per scenario; every group holds its own baselines. New forms of a
+# scenario (with, decorator, call(), threads) join its group as new subjects.
+CLOSED = "closed"
+CLOSED_ASYNC = "closed-async"
+OPEN_REJECT = "open-reject"
+HALF_OPEN = "half-open"
+FAILURE_TRIP = "failure-trip"
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One qbreaker core, through its public class."""
+
+    name: str
+    Breaker: Callable[..., Any]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def work() -> None:
+    """The protected function: a plain Python call that does nothing."""
+
+
+async def awork() -> None:
+    """The protected coroutine function."""
+
+
+def pair_loop(b: Any) -> Callable[[], None]:
+    """``allow()`` + ``record_success()`` around ``work()``, LOOPS times."""
+
+    def run() -> None:
+        for _ in range(LOOPS):
+            if b.allow():
+                work()
+                b.record_success()
+
+    return run
+
+
+def ticket_loop(b: Any) -> Callable[[], None]:
+    """``acquire()`` + ``release(t, True)`` around ``work()``, LOOPS times."""
+
+    def run() -> None:
+        for _ in range(LOOPS):
+            t = b.acquire()
+            if t:
+                work()
+                b.release(t, True)
+
+    return run
+
+
+def bare_loop() -> None:
+    for _ in range(LOOPS):
+        work()
+
+
+async def bare_await() -> None:
+    for _ in range(LOOPS):
+        await awork()
+
+
+def measure(
+    benchmark: BenchmarkFixture,
+    group: str,
+    subject: str,
+    fn: Callable[[], Any],
+    setup: Callable[[], Any] | None = None,
+) -> None:
+    """Time ``fn`` (one round of LOOPS calls) under ``group``.
+
+    With ``setup``, every round starts from the state ``setup`` restores, so
+    every subject of that group (baselines too) goes through the same pedantic
+    path and pays the same timer overhead.
+    """
+    benchmark.group = group
+    benchmark.extra_info["subject"] = subject
+    benchmark.extra_info["loops"] = LOOPS
+    if setup is None:
+        benchmark(fn)
+    else:
+        rounds = max(SETUP_ROUNDS, benchmark._min_rounds)
+        benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=10)
+
+
+def in_loop(
+    loop: asyncio.AbstractEventLoop, coro_fn: Callable[[], Any]
+) -> Callable[[], Any]:
+    """A sync callable running one round of ``coro_fn`` on ``loop``.
+
+    The event loop's per-round cost is in every subject, bare await included,
+    so it cancels out of the overheads.
+    """
+    return lambda: loop.run_until_complete(coro_fn())
