@@ -19,33 +19,95 @@ MAX_SECONDS = "134217.727"
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"max_failures": 0}, ValueError, r"max_failures must be in \[1, 4294967295\], got 0"),
+        (
+            {"max_failures": 0},
+            ValueError,
+            r"max_failures must be in \[1, 4294967295\], got 0",
+        ),
         ({"max_failures": -3}, ValueError, r"max_failures .* got -3"),
-        ({"max_failures": 1 << 32}, ValueError, r"max_failures must be in \[1, 4294967295\], got 4294967296"),
-        ({"max_failures": True}, TypeError, r"max_failures must be an int .* got True \(bool\)"),
-        ({"max_failures": 2.0}, TypeError, r"max_failures must be an int .* got 2.0 \(float\)"),
+        (
+            {"max_failures": 1 << 32},
+            ValueError,
+            r"max_failures must be in \[1, 4294967295\], got 4294967296",
+        ),
+        (
+            {"max_failures": True},
+            TypeError,
+            r"max_failures must be an int .* got True \(bool\)",
+        ),
+        (
+            {"max_failures": 2.0},
+            TypeError,
+            r"max_failures must be an int .* got 2.0 \(float\)",
+        ),
         ({"max_failures": None}, ValueError, r"max_failures=None .* window policy"),
-        ({"half_open_max": 0}, ValueError, r"half_open_max must be in \[1, 255\], got 0"),
-        ({"half_open_max": 256}, ValueError, r"half_open_max must be in \[1, 255\], got 256"),
-        ({"half_open_max": False}, TypeError, r"half_open_max must be an int .* \(bool\)"),
-        ({"success_threshold": 0}, ValueError, r"success_threshold must be in \[1, 255\], got 0"),
-        ({"success_threshold": 300}, ValueError, r"success_threshold must be in \[1, 255\], got 300"),
-        ({"success_threshold": "3"}, TypeError, r"success_threshold must be an int .* \(str\)"),
-        ({"reset_timeout": 0}, ValueError, rf"reset_timeout must be between 0.001 and {MAX_SECONDS} seconds .* got 0"),
+        (
+            {"half_open_max": 0},
+            ValueError,
+            r"half_open_max must be in \[1, 255\], got 0",
+        ),
+        (
+            {"half_open_max": 256},
+            ValueError,
+            r"half_open_max must be in \[1, 255\], got 256",
+        ),
+        (
+            {"half_open_max": False},
+            TypeError,
+            r"half_open_max must be an int .* \(bool\)",
+        ),
+        (
+            {"success_threshold": 0},
+            ValueError,
+            r"success_threshold must be in \[1, 255\], got 0",
+        ),
+        (
+            {"success_threshold": 300},
+            ValueError,
+            r"success_threshold must be in \[1, 255\], got 300",
+        ),
+        (
+            {"success_threshold": "3"},
+            TypeError,
+            r"success_threshold must be an int .* \(str\)",
+        ),
+        (
+            {"reset_timeout": 0},
+            ValueError,
+            rf"reset_timeout must be between 0.001 and {MAX_SECONDS} seconds .* got 0",
+        ),
         ({"reset_timeout": -1.5}, ValueError, r"reset_timeout .* got -1.5"),
         ({"reset_timeout": math.nan}, ValueError, r"reset_timeout .* got nan"),
         ({"reset_timeout": math.inf}, ValueError, r"reset_timeout .* got inf"),
         ({"reset_timeout": 0.0004}, ValueError, r"reset_timeout .* got 0.0004"),
-        ({"reset_timeout": 200_000}, ValueError, rf"reset_timeout .* {MAX_SECONDS} .* got 200000"),
-        ({"reset_timeout": "60"}, TypeError, r"reset_timeout must be seconds .* got '60' \(str\)"),
+        (
+            {"reset_timeout": 200_000},
+            ValueError,
+            rf"reset_timeout .* {MAX_SECONDS} .* got 200000",
+        ),
+        (
+            {"reset_timeout": "60"},
+            TypeError,
+            r"reset_timeout must be seconds .* got '60' \(str\)",
+        ),
         ({"reset_timeout": True}, TypeError, r"reset_timeout .* \(bool\)"),
-        ({"reset_timeout": datetime.timedelta(0)}, ValueError, r"reset_timeout .* got datetime.timedelta\(0\)"),
-        ({"half_open_timeout": 0}, ValueError, r"half_open_timeout must be between .* got 0"),
+        (
+            {"reset_timeout": datetime.timedelta(0)},
+            ValueError,
+            r"reset_timeout .* got datetime.timedelta\(0\)",
+        ),
+        (
+            {"half_open_timeout": 0},
+            ValueError,
+            r"half_open_timeout must be between .* got 0",
+        ),
         ({"half_open_timeout": "x"}, TypeError, r"half_open_timeout must be seconds"),
         ({"clock": 5}, TypeError, r"clock must be a callable .* got 5"),
     ],
 )
-def test_constructor_refuses(impl: Impl, kwargs: dict[str, Any], error: type, pattern: str) -> None:
+def test_constructor_refuses(
+    impl: Impl, kwargs: dict[str, Any], error: type, pattern: str
+) -> None:
     with pytest.raises(error, match=pattern):
         impl.Breaker(**kwargs)
 
@@ -55,8 +117,13 @@ def test_success_threshold_may_exceed_half_open_max(impl: Impl) -> None:
 
 
 def test_limits_are_accepted(impl: Impl) -> None:
-    b = impl.Breaker((1 << 32) - 1, float(MAX_SECONDS), 255, success_threshold=255,
-                     half_open_timeout=0.001)
+    b = impl.Breaker(
+        (1 << 32) - 1,
+        float(MAX_SECONDS),
+        255,
+        success_threshold=255,
+        half_open_timeout=0.001,
+    )
     assert b.max_failures == (1 << 32) - 1
     assert b.reset_timeout == float(MAX_SECONDS)
 
@@ -71,7 +138,11 @@ def test_constructor_positional_order(impl: Impl) -> None:
 @pytest.mark.parametrize(
     ("ticket", "error", "pattern"),
     [
-        ("1", TypeError, r"ticket must be an int returned by acquire\(\), got '1' \(str\)"),
+        (
+            "1",
+            TypeError,
+            r"ticket must be an int returned by acquire\(\), got '1' \(str\)",
+        ),
         (True, TypeError, r"ticket must be an int .* \(bool\)"),
         (1.0, TypeError, r"ticket must be an int"),
         (0, ValueError, r"ticket must be a non-zero ticket .* got 0"),
@@ -81,7 +152,9 @@ def test_constructor_positional_order(impl: Impl) -> None:
         (1 << 80, ValueError, r"ticket must be .* got 1208925819614629174706176"),
     ],
 )
-def test_release_refuses_bad_tickets(impl: Impl, ticket: object, error: type, pattern: str) -> None:
+def test_release_refuses_bad_tickets(
+    impl: Impl, ticket: object, error: type, pattern: str
+) -> None:
     b = impl.Breaker(1, 1, 1)
     word = b._word
     with pytest.raises(error, match=pattern):
@@ -94,7 +167,10 @@ def test_release_refuses_bad_tickets(impl: Impl, ticket: object, error: type, pa
 def test_release_refuses_bad_outcomes(impl: Impl, ok: object) -> None:
     b = impl.Breaker(1, 1, 1)
     t = b.acquire()
-    with pytest.raises(TypeError, match=r"ok must be True \(success\), False \(failure\) or None \(neutral\), got"):
+    with pytest.raises(
+        TypeError,
+        match=r"ok must be True \(success\), False \(failure\) or None \(neutral\)",
+    ):
         b.release(t, ok)
     b.release(t, True)
     assert b.state is State.CLOSED
@@ -112,13 +188,23 @@ def test_an_int_subclass_ticket_is_accepted(impl: Impl) -> None:
 @pytest.mark.parametrize(
     ("reading", "error", "pattern"),
     [
-        ("now", TypeError, r"clock\(\) must return seconds as an int or float, got 'now'"),
-        (math.nan, ValueError, r"clock\(\) must return a finite number of seconds, got nan"),
+        (
+            "now",
+            TypeError,
+            r"clock\(\) must return seconds as an int or float, got 'now'",
+        ),
+        (
+            math.nan,
+            ValueError,
+            r"clock\(\) must return a finite number of seconds, got nan",
+        ),
         (math.inf, ValueError, r"finite .* got inf"),
         (1e306, ValueError, r"finite .* got 1e\+306"),
     ],
 )
-def test_bad_clock_readings(impl: Impl, reading: object, error: type, pattern: str) -> None:
+def test_bad_clock_readings(
+    impl: Impl, reading: object, error: type, pattern: str
+) -> None:
     clock = FakeClock()
     b = impl.Breaker(1, 1, 1, clock=lambda: reading)
     ok = impl.Breaker(1, 1, 1, clock=clock)

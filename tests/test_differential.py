@@ -26,7 +26,9 @@ _COMMON = [
     # Failures twice as often: trips, and so every later state, stay common.
     st.tuples(st.just("record_failure")),
     st.tuples(st.just("record_failure")),
-    st.tuples(st.just("release"), st.integers(0, 30), st.sampled_from([True, False, None])),
+    st.tuples(
+        st.just("release"), st.integers(0, 30), st.sampled_from([True, False, None])
+    ),
     st.tuples(st.just("advance"), st.integers(0, 9)),
     st.tuples(st.just("advance"), st.integers(0, 9)),
 ]
@@ -55,7 +57,9 @@ POLICIES = st.fixed_dictionaries(
 
 # Durations and steps of a few ms make every boundary (elapsed == timeout)
 # likely. Clock origins in ms: plain, negative, and just below each field's wrap.
-ORIGINS = st.sampled_from([0, 1_000_000, -7_000, (1 << 28) - 50, (1 << 44) - 50, (1 << 64) - 50])
+ORIGINS = st.sampled_from(
+    [0, 1_000_000, -7_000, (1 << 28) - 50, (1 << 44) - 50, (1 << 64) - 50]
+)
 
 
 def _compiled_class() -> type:
@@ -83,9 +87,13 @@ def _apply(b: Any, op: tuple[Any, ...], tickets: list[int], clock: FakeClock) ->
     return result
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(policy=POLICIES, origin=ORIGINS, ops=st.lists(OPS, min_size=20, max_size=100))
-def test_twins_agree(policy: dict[str, Any], origin: int, ops: list[tuple[Any, ...]]) -> None:
+def test_twins_agree(
+    policy: dict[str, Any], origin: int, ops: list[tuple[Any, ...]]
+) -> None:
     clock_c, clock_py = FakeClock(origin / 1000), FakeClock(origin / 1000)
     c = _compiled_class()(clock=clock_c, **policy)
     py = _breaker.PyCircuitBreaker(clock=clock_py, **policy)
@@ -99,7 +107,10 @@ def test_twins_agree(policy: dict[str, Any], origin: int, ops: list[tuple[Any, .
         assert c._word == py._word, where
         assert c.totals() == py.totals(), where
         assert (c.state, c.forced, c.generation, c.consecutive_failures) == (
-            py.state, py.forced, py.generation, py.consecutive_failures
+            py.state,
+            py.forced,
+            py.generation,
+            py.consecutive_failures,
         ), where
 
 
@@ -145,9 +156,18 @@ def test_long_random_walks_agree(seed: int) -> None:
     py = _breaker.PyCircuitBreaker(clock=clock_py, **policy)
     tickets_c: list[int] = []
     tickets_py: list[int] = []
-    weights = {"allow": 3, "acquire": 3, "record_success": 3, "record_failure": 4,
-               "release": 5, "advance": 5, "renormalize": 1, "reset": 0.2,
-               "force_open": 0.1, "force_closed": 0.1}
+    weights = {
+        "allow": 3,
+        "acquire": 3,
+        "record_success": 3,
+        "record_failure": 4,
+        "release": 5,
+        "advance": 5,
+        "renormalize": 1,
+        "reset": 0.2,
+        "force_open": 0.1,
+        "force_closed": 0.1,
+    }
     names, w = list(weights), list(weights.values())
     for step in range(3000):
         name = rng.choices(names, w)[0]

@@ -29,7 +29,9 @@ def test_docstring_documents_the_layout() -> None:
     assert line, "the layout's constants line is missing from _core_py's docstring"
     documented = dict(
         (name, (int(shift), int(bits)))
-        for name, shift, bits in re.findall(r"([A-Z_]+) \((\d+), (\d+)\)", line.group(1))
+        for name, shift, bits in re.findall(
+            r"([A-Z_]+) \((\d+), (\d+)\)", line.group(1)
+        )
     )
     fields = {k[: -len("_SHIFT")] for k in _core_py.LAYOUT if k.endswith("_SHIFT")}
     assert set(documented) == fields
@@ -72,7 +74,11 @@ def _api(cls: type) -> dict[str, str]:
 def test_same_methods_and_docstrings(core_c) -> None:  # type: ignore[no-untyped-def]
     c_api, py_api = _api(core_c.CoreBreaker), _api(_core_py.CoreBreaker)
     # Private storage of the twin's stand-in for the C struct.
-    py_api = {k: v for k, v in py_api.items() if k not in ("_cell", "_policy", "_clock", "_configured", "_now")}
+    py_api = {
+        k: v
+        for k, v in py_api.items()
+        if k not in ("_cell", "_policy", "_clock", "_configured", "_now")
+    }
     assert sorted(c_api) == sorted(py_api)
     for name in c_api:
         # embedsignature=True puts "Class.method(args)" on the first line.

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime
 
-import pytest
-
 from qbreaker import State, Totals
 
 from .conftest import FakeClock, Impl

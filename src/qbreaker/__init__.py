@@ -5,6 +5,14 @@ from ._core import IMPLEMENTATION
 from ._state import State, Totals
 from ._version import __version__
 
+
+def get_include() -> str:
+    """The directory of ``_core_c.pxd`` and its C headers, for Cython users."""
+    import os
+
+    return os.path.dirname(__file__)
+
+
 __all__ = (
     "IMPLEMENTATION",
     "CircuitBreaker",
@@ -12,4 +20,5 @@ __all__ = (
     "State",
     "Totals",
     "__version__",
+    "get_include",
 )

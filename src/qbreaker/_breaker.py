@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable
 
 from . import _core_py
 from ._core import CoreBreaker
@@ -23,13 +23,13 @@ class _BreakerAPI(_Base):
 
     def __init__(
         self,
-        max_failures: Optional[int] = 5,
+        max_failures: int | None = 5,
         reset_timeout: Seconds = 60.0,
         half_open_max: int = 3,
         *,
-        success_threshold: Optional[int] = None,
-        half_open_timeout: Optional[Seconds] = None,
-        clock: Optional[Clock] = None,
+        success_threshold: int | None = None,
+        half_open_timeout: Seconds | None = None,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__()
         if clock is not None and not callable(clock):
@@ -38,7 +38,10 @@ class _BreakerAPI(_Base):
                 f"time.monotonic, got {clock!r}"
             )
         policy = make_policy(
-            max_failures, reset_timeout, half_open_max, success_threshold,
+            max_failures,
+            reset_timeout,
+            half_open_max,
+            success_threshold,
             half_open_timeout,
         )
         self._configure(policy, clock)

@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from ._state import State, Totals
 
@@ -414,7 +414,7 @@ class CoreBreaker:
 
     _cell: Cell
     _policy: Policy
-    _clock: Optional[object]
+    _clock: object | None
     _configured: bool
 
     def __new__(cls, *args: object, **kwargs: object) -> CoreBreaker:
@@ -456,7 +456,7 @@ class CoreBreaker:
         """A ticket (a non-zero int) if a call may proceed, else 0."""
         return admit(self._cell, self._policy, self._now())
 
-    def release(self, ticket: int, ok: Optional[bool]) -> None:
+    def release(self, ticket: int, ok: bool | None) -> None:
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
@@ -489,7 +489,7 @@ class CoreBreaker:
         return _STATES[state]
 
     @property
-    def forced(self) -> Optional[str]:
+    def forced(self) -> str | None:
         w = _load(self._cell)
         if w & STATE_FIELD != S_FORCED:
             return None

@@ -8,7 +8,7 @@ of the packed word's fields (see ``_core_py``).
 from __future__ import annotations
 
 import datetime
-from typing import Optional, Union
+from typing import Union
 
 from . import _core_py as L
 from ._core_py import Policy
@@ -27,11 +27,11 @@ MAX_DURATION_SECONDS = MAX_DURATION_TICKS / TICKS_PER_SECOND
 
 
 def make_policy(
-    max_failures: Optional[int],
+    max_failures: int | None,
     reset_timeout: Seconds,
     half_open_max: int,
-    success_threshold: Optional[int],
-    half_open_timeout: Optional[Seconds],
+    success_threshold: int | None,
+    half_open_timeout: Seconds | None,
 ) -> Policy:
     if max_failures is None:
         raise ValueError(

@@ -1,0 +1,29 @@
+# cython: language_level=3
+"""A third-party extension driving a breaker through the cimport API."""
+
+from libc.stdint cimport uint64_t
+
+from qbreaker._core_c cimport (
+    OUTCOME_FAILURE,
+    OUTCOME_SUCCESS,
+    QB_NOW_AUTO,
+    CoreBreaker,
+    qb_admit,
+    qb_settle,
+)
+
+
+def hammer(CoreBreaker b, int calls, int fail_every, uint64_t now=QB_NOW_AUTO):
+    """Admit and settle `calls` calls without the GIL; returns (admitted, stale)."""
+    cdef int i, admitted = 0, stale = 0
+    cdef uint64_t ticket
+    with nogil:
+        for i in range(calls):
+            ticket = qb_admit(b.cell, &b.cpolicy, now)
+            if ticket:
+                admitted += 1
+                if not qb_settle(b.cell, &b.cpolicy, now, ticket,
+                                 OUTCOME_FAILURE if fail_every and i % fail_every == 0
+                                 else OUTCOME_SUCCESS):
+                    stale += 1
+    return admitted, stale

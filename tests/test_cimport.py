@@ -1,0 +1,72 @@
+"""The documented cimport API compiles in another extension and works nogil."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import qbreaker
+from qbreaker import State
+
+pytestmark = pytest.mark.c_extension
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def nogil_user(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    build = tmp_path_factory.mktemp("cimport")
+    (build / "nogil_user.pyx").write_text(
+        (HERE / "cimport" / "nogil_user.pyx").read_text()
+    )
+    (build / "setup.py").write_text(
+        textwrap.dedent(f"""
+        from setuptools import Extension, setup
+        from Cython.Build import cythonize
+        setup(ext_modules=cythonize(
+            [Extension("nogil_user", ["nogil_user.pyx"],
+                       include_dirs=[{qbreaker.get_include()!r}])],
+            quiet=True))
+    """)
+    )
+    result = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=build,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (so,) = build.glob("nogil_user*.so") or build.glob("nogil_user*.pyd")
+    spec = importlib.util.spec_from_file_location("nogil_user", so)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nogil_calls_drive_a_public_breaker(nogil_user) -> None:  # type: ignore[no-untyped-def]
+    b = qbreaker.CircuitBreaker(3, 60, 1)
+    assert nogil_user.hammer(b, 1000, 0) == (1000, 0)
+    assert b.totals().successes == 1000 and b.state is State.CLOSED
+    admitted, stale = nogil_user.hammer(b, 10, 1)  # every call fails
+    assert (admitted, stale) == (3, 0)
+    assert b.state is State.OPEN
+    t = b.totals()
+    assert (t.allowed, t.rejected, t.failures, t.transitions) == (1003, 7, 3, 1)
+
+
+def test_explicit_ticks_drive_time(nogil_user) -> None:  # type: ignore[no-untyped-def]
+    b = qbreaker.CircuitBreaker(1, 1, 1)
+    nogil_user.hammer(b, 1, 1, 5_000)
+    assert b.state is State.OPEN
+    assert nogil_user.hammer(b, 1, 0, 5_999) == (0, 0)
+    assert nogil_user.hammer(b, 1, 0, 6_000) == (1, 0)
+    assert b.state is State.CLOSED

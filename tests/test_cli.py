@@ -1,0 +1,45 @@
+"""``python -m qbreaker``: the tour runs, traces and checks itself."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+from qbreaker import _tour
+from qbreaker.__main__ import main
+
+
+def test_module_entry_point_runs_the_tour() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "qbreaker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "qbreaker 0." in text and "core)" in text
+    for phase in ("trip", "rejected", "half-open", "close"):
+        assert phase in text
+    assert "BAD" not in text
+    assert text.rstrip().endswith("every step behaved as documented")
+
+
+def test_tour_subcommand() -> None:
+    assert main(["tour"]) == 0
+
+
+def test_tour_reports_a_deviation(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The tour's check can fail: a breaker that never trips is caught."""
+
+    class NeverTrips(_tour.CircuitBreaker):  # type: ignore[misc]
+        __slots__ = ()
+
+        def record_failure(self) -> None:
+            self.record_success()
+
+    monkeypatch.setattr(_tour, "CircuitBreaker", NeverTrips)
+    buf = io.StringIO()
+    assert _tour.run(buf) == 1
+    assert "UNEXPECTED behaviour" in buf.getvalue()
