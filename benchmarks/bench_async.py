@@ -13,7 +13,16 @@ from typing import Any, Callable
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from _common import CLOSED_ASYNC, LOOPS, Impl, awork, bare_await, in_loop, measure
+from _common import (
+    CLOSED_ASYNC,
+    LOOPS,
+    Impl,
+    awork,
+    bare_await,
+    fresh,
+    in_loop,
+    measure,
+)
 
 
 def pair_await(b: Any) -> Callable[[], Awaitable[None]]:
@@ -23,7 +32,7 @@ def pair_await(b: Any) -> Callable[[], Awaitable[None]]:
                 await awork()
                 b.record_success()
 
-    return run
+    return fresh(run)
 
 
 def test_bare(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from _common import FAILURE_TRIP, LOOPS, Impl, bare_loop, measure, work
+from _common import FAILURE_TRIP, LOOPS, Impl, bare_loop, fresh, measure, work
 from qbreaker import State
 
 
@@ -23,7 +23,7 @@ def failure_loop(b: Any) -> Callable[[], None]:
                 work()
                 b.record_failure()
 
-    return run
+    return fresh(run)
 
 
 def test_bare(benchmark: BenchmarkFixture) -> None:

@@ -10,12 +10,17 @@ from typing import Any
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from _common import LOOPS, OPEN_REJECT, Impl, bare_loop, measure, pair_loop
+from _common import LOOPS, OPEN_REJECT, Impl, bare_loop, empty_loop, measure, pair_loop
 from qbreaker import State
 
 
 def test_bare(benchmark: BenchmarkFixture) -> None:
     measure(benchmark, OPEN_REJECT, "bare f()", bare_loop)
+
+
+def test_empty(benchmark: BenchmarkFixture) -> None:
+    # A rejection calls nothing: its overhead is measured from the loop alone.
+    measure(benchmark, OPEN_REJECT, "empty loop", empty_loop)
 
 
 def test_floor(benchmark: BenchmarkFixture, floor_reject: Any) -> None:

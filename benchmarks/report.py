@@ -1,9 +1,10 @@
 """Per-call table from a ``--benchmark-json`` file.
 
 ``python benchmarks/report.py bench.json`` prints, per group, ns per protected
-call (a round's time divided by its loop count), the overhead over ``bare``,
-and that overhead against the floor of the same form, then the headline
-ratios. Medians, not means: these machines are noisy and the noise only adds.
+call (a round's time divided by its loop count), the overhead over the
+group's reference (``bare f()``, or ``empty loop`` where nothing is called),
+that overhead against the floor of the same form, then the headline ratios.
+Medians, not means: these machines are noisy and noise only ever adds.
 """
 
 from __future__ import annotations
@@ -13,77 +14,61 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-HEADLINES = (
-    # (label, group, numerator subject, denominator subject)
-    (
-        "compiled pair / floor pair",
-        "closed",
-        "qbreaker-c allow+record",
-        "floor allow+record",
-    ),
-    (
-        "compiled ticket / floor ticket",
-        "closed",
-        "qbreaker-c acquire+release",
-        "floor acquire+release",
-    ),
-    (
-        "pybreaker call(f) / compiled pair",
-        "closed",
-        "pybreaker call(f)",
-        "qbreaker-c allow+record",
-    ),
-    (
-        "twin pair / compiled pair",
-        "closed",
-        "qbreaker-py allow+record",
-        "qbreaker-c allow+record",
-    ),
-    (
-        "compiled reject / floor reject",
-        "open-reject",
-        "qbreaker-c allow()->False",
-        "floor allow()->False",
-    ),
+C_PAIR = "qbreaker-c allow+record"
+HEADLINES = (  # (group, numerator, denominator), ratios of overheads
+    ("closed", C_PAIR, "floor allow+record"),
+    ("closed", "qbreaker-c acquire+release", "floor acquire+release"),
+    ("closed", "pybreaker call(f)", C_PAIR),
+    ("closed", "qbreaker-py allow+record", C_PAIR),
+    ("closed-async", C_PAIR, "floor allow+record"),
+    ("open-reject", "qbreaker-c allow()->False", "floor allow()->False"),
 )
 
+Rows = dict[str, tuple[float, float]]
 
-def per_call(bench: dict[str, Any]) -> tuple[float, float]:
-    loops = bench["extra_info"]["loops"]
-    stats = bench["stats"]
-    return stats["median"] / loops * 1e9, stats["min"] / loops * 1e9
+
+def load(path: str) -> dict[str, Rows]:
+    with open(path) as f:
+        data = json.load(f)
+    groups: dict[str, Rows] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info: dict[str, Any] = bench["extra_info"]
+        stats = bench["stats"]
+        ns = 1e9 / info["loops"]
+        groups[bench["group"]][info["subject"]] = (
+            stats["median"] * ns,
+            stats["min"] * ns,
+        )
+    return groups
+
+
+def overhead(rows: Rows, subject: str) -> float:
+    ref = rows.get("empty loop") or next(
+        v for k, v in rows.items() if k.startswith("bare")
+    )
+    return rows[subject][0] - ref[0]
 
 
 def main(path: str) -> None:
-    with open(path) as f:
-        data = json.load(f)
-    groups: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
-    for bench in data["benchmarks"]:
-        groups[bench["group"]][bench["extra_info"]["subject"]] = per_call(bench)
-
-    def overhead(group: str, subject: str) -> float:
-        rows = groups[group]
-        bare = next(v for k, v in rows.items() if k.startswith("bare"))
-        return rows[subject][0] - bare[0]
-
+    groups = load(path)
     for group, rows in groups.items():
         print(f"\n### {group}\n")
-        print("| subject | median ns/call | min ns/call | + over bare | x floor |")
+        print("| subject | median ns/call | min ns/call | + over ref | x floor |")
         print("|---|---:|---:|---:|---:|")
         for subject, (median, best) in sorted(rows.items(), key=lambda kv: kv[1]):
-            extra = overhead(group, subject)
-            form = subject.split(" ", 1)[-1]
-            floor = f"floor {form}"
+            extra = overhead(rows, subject)
+            floor = "floor " + subject.split(" ", 1)[-1]
             ratio = ""
-            if floor in rows and subject != floor and not subject.startswith("bare"):
-                ratio = f"{extra / overhead(group, floor):.2f}"
+            if floor in rows and subject != floor:
+                ratio = f"{extra / overhead(rows, floor):.2f}"
             print(f"| {subject} | {median:.1f} | {best:.1f} | {extra:+.1f} | {ratio} |")
 
-    print("\n### headline ratios (of overheads over bare, medians)\n")
-    for label, group, num, den in HEADLINES:
-        if num in groups[group] and den in groups[group]:
-            value = overhead(group, num) / overhead(group, den)
-            print(f"- {label}: {value:.2f}")
+    print("\n### headline ratios (overheads over the reference, medians)\n")
+    for group, num, den in HEADLINES:
+        rows = groups.get(group, {})
+        if num in rows and den in rows:
+            ratio = overhead(rows, num) / overhead(rows, den)
+            print(f"- {group}: {num} / {den} = {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""The package's exceptions."""
+
+from __future__ import annotations
+
+import math
+
+from ._state import State
+
+
+class BreakerError(Exception):
+    """Base class of every exception qbreaker raises on its own account."""
+
+
+class CircuitOpenError(BreakerError):
+    """A call was rejected without running.
+
+    ``retry_after`` is the number of seconds until the breaker can admit a
+    probe: 0.0 when it is half-open with every probe slot busy, ``math.inf``
+    when it is forced open (until ``reset()``).
+
+    A fresh instance is raised each time: a shared, re-raised instance would
+    grow its ``__traceback__`` on every rejection.
+    """
+
+    def __init__(self, name: str, state: State, retry_after: float) -> None:
+        self.name = name
+        self.state = state
+        self.retry_after = retry_after
+        super().__init__(_message(name, state, retry_after))
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, State, float]]:
+        return type(self), (self.name, self.state, self.retry_after)
+
+
+def _message(name: str, state: State, retry_after: float) -> str:
+    if math.isinf(retry_after):
+        return f"circuit breaker {name!r} is forced open until reset()"
+    if state is State.HALF_OPEN:
+        return (
+            f"circuit breaker {name!r} is half-open and every probe slot is "
+            f"busy; retry when a probe reports"
+        )
+    return f"circuit breaker {name!r} is open; retry after {retry_after:.3f} s"

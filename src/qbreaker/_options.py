@@ -1,0 +1,152 @@
+"""Outcome rules, fallback and hooks: validated once, immutable, shareable.
+
+A breaker holds one ``Options``; the breakers of a group share theirs. Both
+cores and every form of protection classify outcomes through the functions
+here, so the rules exist in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any, Callable, NamedTuple, Optional
+
+logger = logging.getLogger("qbreaker")
+
+Hook = Callable[..., Any]
+
+
+class Options(NamedTuple):
+    exclude: tuple[type[BaseException], ...]
+    is_failure: Optional[Callable[[BaseException], object]]
+    is_failure_result: Optional[Callable[[Any], object]]
+    fallback: Optional[Callable[..., Any]]
+    on_success: Optional[Hook]
+    on_failure: Optional[Hook]
+    on_reject: Optional[Hook]
+    error_rate_threshold: Optional[float]
+    latency_threshold: Optional[float]
+
+
+def make_options(
+    exclude: Iterable[type[BaseException]] = (),
+    is_failure: Optional[Callable[[BaseException], object]] = None,
+    is_failure_result: Optional[Callable[[Any], object]] = None,
+    fallback: Optional[Callable[..., Any]] = None,
+    on_success: Optional[Hook] = None,
+    on_failure: Optional[Hook] = None,
+    on_reject: Optional[Hook] = None,
+    error_rate_threshold: Optional[float] = None,
+    latency_threshold: Optional[float] = None,
+) -> Options:
+    if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
+        raise TypeError(
+            f"exclude must be an iterable of exception classes, got {exclude!r}"
+        )
+    excluded = tuple(exclude)
+    for entry in excluded:
+        if not (isinstance(entry, type) and issubclass(entry, BaseException)):
+            raise TypeError(
+                f"exclude entries must be exception classes, got {entry!r}"
+            )
+    for name, value in (
+        ("is_failure", is_failure),
+        ("is_failure_result", is_failure_result),
+        ("fallback", fallback),
+        ("on_success", on_success),
+        ("on_failure", on_failure),
+        ("on_reject", on_reject),
+    ):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable or None, got {value!r}")
+    return Options(
+        excluded,
+        is_failure,
+        is_failure_result,
+        fallback,
+        on_success,
+        on_failure,
+        on_reject,
+        check_fraction("error_rate_threshold", error_rate_threshold, open_low=True),
+        check_latency_threshold(latency_threshold),
+    )
+
+
+def check_fraction(name: str, value: object, *, open_low: bool) -> Optional[float]:
+    """None, or a float in (0, 1] (``open_low``) or [0, 1]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {value!r}")
+    low_ok = value > 0 if open_low else value >= 0
+    if not (low_ok and value <= 1):  # also refuses NaN
+        low = "(0" if open_low else "[0"
+        raise ValueError(f"{name} must be in {low}, 1], got {value!r}")
+    return float(value)
+
+
+def check_latency_threshold(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    seconds = seconds_of("latency_threshold", value)
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(
+            f"latency_threshold must be a finite number of seconds > 0, got {value!r}"
+        )
+    return seconds
+
+
+def seconds_of(name: str, value: object) -> float:
+    import datetime
+
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be seconds (int or float) or a datetime.timedelta, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+DEFAULT_OPTIONS = make_options()
+
+
+def exception_outcome(options: Options, exc: BaseException) -> Optional[bool]:
+    """True (success), False (failure) or None (neutral) for a raised ``exc``.
+
+    Order: ``exclude``, then the BaseException rule (KeyboardInterrupt,
+    SystemExit, GeneratorExit, CancelledError... are neutral), then
+    ``is_failure`` or the default (every Exception is a failure).
+    """
+    if options.exclude and isinstance(exc, options.exclude):
+        return None
+    if not isinstance(exc, Exception):
+        return None
+    if options.is_failure is None:
+        return False
+    try:
+        return not options.is_failure(exc)
+    except Exception:
+        logger.exception("qbreaker: is_failure raised; counting a failure")
+        return False
+
+
+def result_outcome(options: Options, result: object) -> bool:
+    """True (success) unless ``is_failure_result`` says the result failed."""
+    if options.is_failure_result is None:
+        return True
+    try:
+        return not options.is_failure_result(result)
+    except Exception:
+        logger.exception("qbreaker: is_failure_result raised; counting a failure")
+        return False
+
+
+def run_hook(hook: Hook, *args: object) -> None:
+    """Call a user hook; its exceptions are logged, never propagated."""
+    try:
+        hook(*args)
+    except Exception:
+        logger.exception("qbreaker: hook %r raised", hook)
