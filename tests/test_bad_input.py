@@ -205,8 +205,11 @@ def test_an_int_subclass_ticket_is_accepted(impl: Impl) -> None:
 def test_bad_clock_readings(
     impl: Impl, reading: object, error: type, pattern: str
 ) -> None:
+    with pytest.raises(error, match=pattern):
+        impl.Breaker(1, 1, 1, clock=lambda: reading)  # read once at construction
+    readings = iter([0.0])
+    b = impl.Breaker(1, 1, 1, clock=lambda: next(readings, reading))
     clock = FakeClock()
-    b = impl.Breaker(1, 1, 1, clock=lambda: reading)
     ok = impl.Breaker(1, 1, 1, clock=clock)
     with pytest.raises(error, match=pattern):
         b.record_failure()

@@ -44,7 +44,7 @@ def nogil_user(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
         env={**os.environ, "PYTHONPATH": ""},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (so,) = build.glob("nogil_user*.so") or build.glob("nogil_user*.pyd")
+    (so,) = [*build.glob("nogil_user*.so"), *build.glob("nogil_user*.pyd")]
     spec = importlib.util.spec_from_file_location("nogil_user", so)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -1,7 +1,7 @@
 # The compiled core's C-level API. Another Cython extension can
 #     from qbreaker._core_c cimport CoreBreaker, qb_admit, qb_settle, QB_NOW_AUTO
 # and drive a breaker without the GIL:
-#     t = qb_admit(b.cell, &b.cpolicy, QB_NOW_AUTO)
+#     t = qb_admit(b.cell, &b.cpolicy, QB_NOW_AUTO, NULL)
 # The layout constants mirror _core_py.py; tests/test_parity.py compares them.
 
 from libc.stdint cimport uint32_t, uint64_t
@@ -16,8 +16,14 @@ cdef extern from "qb_cell.h" nogil:
         uint64_t failures
         uint64_t neutral
         uint64_t transitions
-        uint64_t reserved
+        uint64_t changed_at
+    ctypedef struct qb_translog:
+        int n
+        int lost
+        uint64_t from_word[8]
+        uint64_t to_word[8]
     uint64_t QB_NOW_AUTO
+    int QB_LOG_CAP
 
 
 cdef extern from "qb_atomic.h" nogil:
@@ -68,17 +74,23 @@ ctypedef struct qb_policy:
     uint64_t half_open_timeout_ticks
 
 
+# Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic
+# clock only if a decision needs it) and `log` (NULL, or where to record the
+# transitions it wins).
+
 # Admit a call: its ticket, or 0 when rejected.
-cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol,
-                       uint64_t now) noexcept nogil
+cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
+                       qb_translog *log) noexcept nogil
 # Report an outcome for `ticket`, or for the current generation if 0.
 # Returns False when the ticket is stale.
 cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
-                    uint64_t ticket, int outcome) noexcept nogil
-cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol,
-                         uint64_t now) noexcept nogil
-cdef void qb_reset(qb_cell *cell) noexcept nogil
-cdef void qb_force(qb_cell *cell, uint64_t kind_closed) noexcept nogil
+                    uint64_t ticket, int outcome, qb_translog *log) noexcept nogil
+cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t now,
+                         qb_translog *log) noexcept nogil
+cdef void qb_reset(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil
+cdef void qb_force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
+                   qb_translog *log) noexcept nogil
+cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil
 
 
 cdef class CoreBreaker:
@@ -87,4 +99,13 @@ cdef class CoreBreaker:
     cdef qb_policy cpolicy
     cdef object _clock
     cdef bint _configured
+    # Cached from _options: the closed success path of call()/with needs no
+    # hook or result rule when both are False.
+    cdef bint _plain_success
+    cdef bint _async_fallback
+    cdef public object _options
+    cdef public object _name
+    cdef public tuple _listeners
+    cdef public object _events
+    cdef public object _last_observation
     cdef object __weakref__

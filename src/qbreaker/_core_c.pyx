@@ -11,14 +11,36 @@ The GIL is never released inside a Python-facing method: the atomics make the
 code correct either way, and releasing it around one CAS measured slower.
 """
 
+from cpython.contextvars cimport PyContextVar_Set, get_value_no_default
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.string cimport memset
 
+import contextvars
+import functools
+from types import MethodType
+
 from qbreaker._core_py import DEFAULT_POLICY, Policy
 from qbreaker._core_py import _check_ticket, _outcome_code, clock_ticks
+from qbreaker._events import Dispatcher
+from qbreaker._options import (
+    DEFAULT_OPTIONS,
+    exception_outcome,
+    raise_async_fallback,
+    result_outcome,
+    run_hook,
+)
 from qbreaker._state import State, Totals
+
+
+cdef extern from "Python.h":
+    # Only the field we read: the thread's current contextvars.Context.
+    ctypedef struct PyThreadState:
+        PyObject *context
+    PyThreadState *PyThreadState_Get()
 
 LAYOUT = {
     "STATE_SHIFT": STATE_SHIFT,
@@ -104,19 +126,32 @@ cdef inline uint64_t _expired_half_open(uint64_t w, const qb_policy *pol,
                       now - (elapsed - pol.half_open_timeout_ticks))
 
 
-cdef inline bint _transition(qb_cell *cell, uint64_t *w,
-                             uint64_t nw) noexcept nogil:
-    # CAS that changes the generation; the winner counts the transition.
-    if qb_cas(&cell.word, w, nw):
-        qb_add(&cell.transitions, 1)
-        return True
-    return False
+cdef inline bint _transition(qb_cell *cell, uint64_t *w, uint64_t nw,
+                             uint64_t now, qb_translog *log) noexcept nogil:
+    # CAS that changes the generation; the winner counts and logs it.
+    cdef uint64_t old = w[0]
+    if not qb_cas(&cell.word, w, nw):
+        return False
+    qb_add(&cell.transitions, 1)
+    qb_store(&cell.changed_at, now)
+    if log != NULL:
+        if log.n < QB_LOG_CAP:
+            log.from_word[log.n] = old
+            log.to_word[log.n] = nw
+            log.n += 1
+        else:
+            log.lost += 1
+    return True
+
+
+cdef inline uint64_t _resolve(uint64_t now) noexcept nogil:
+    return qb_monotonic_ms() if now == QB_NOW_AUTO else now
 
 
 # -- operations ----------------------------------------------------------------
 
-cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol,
-                            uint64_t now) noexcept nogil:
+cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
+                            qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw
     while True:
@@ -126,20 +161,19 @@ cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol,
             return _ticket_of(w)
         if state == S_FORCED:
             break
-        if now == QB_NOW_AUTO:
-            now = qb_monotonic_ms()
+        now = _resolve(now)
         if state == S_OPEN:
             if ((now - (w >> OPENED_SHIFT)) & OPENED_FIELD) < pol.reset_ticks:
                 break
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
-            if _transition(cell, &w, nw):
+            if _transition(cell, &w, nw, now, log):
                 qb_add(&cell.allowed, 1)
                 return _ticket_of(nw)
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
-            if _transition(cell, &w, nw):
+            if _transition(cell, &w, nw, now, log):
                 w = nw
             continue
         if ((w >> INFLIGHT_SHIFT) & INFLIGHT_MAX) >= pol.half_open_max:
@@ -153,7 +187,8 @@ cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol,
 
 
 cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
-                         uint64_t ticket, int outcome) noexcept nogil:
+                         uint64_t ticket, int outcome,
+                         qb_translog *log) noexcept nogil:
     cdef uint64_t w, state, failures, in_flight, freed, successes, nw
     cdef bint ok
     if outcome == OUTCOME_SUCCESS:
@@ -182,30 +217,31 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                 return True
             elif (state == S_CLOSED and pol.max_failures > 0
                   and failures + 1 >= pol.max_failures):
-                if now == QB_NOW_AUTO:
-                    now = qb_monotonic_ms()
-                ok = _transition(cell, &w, _open_word(_next_gen(w), now))
+                now = _resolve(now)
+                nw = _open_word(_next_gen(w), now)
+                ok = _transition(cell, &w, nw, now, log)
             else:
                 ok = qb_cas(&cell.word, &w, w + (<uint64_t>1 << FAIL_SHIFT))
             if ok:
                 return True
             continue
         # Half-open.
-        if now == QB_NOW_AUTO:
-            now = qb_monotonic_ms()
+        now = _resolve(now)
         nw = _expired_half_open(w, pol, now)
         if nw:
-            if _transition(cell, &w, nw):
+            if _transition(cell, &w, nw, now, log):
                 w = nw
             continue
         in_flight = (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX
         freed = in_flight - 1 if in_flight else 0
         if outcome == OUTCOME_FAILURE:
-            ok = _transition(cell, &w, _open_word(_next_gen(w), now))
+            nw = _open_word(_next_gen(w), now)
+            ok = _transition(cell, &w, nw, now, log)
         elif outcome == OUTCOME_SUCCESS:
             successes = ((w >> HSUCC_SHIFT) & HSUCC_MAX) + 1
             if successes >= pol.success_threshold:
-                ok = _transition(cell, &w, _closed_word(_next_gen(w)))
+                nw = _closed_word(_next_gen(w))
+                ok = _transition(cell, &w, nw, now, log)
             else:
                 nw = _half_open_word((w >> GEN_SHIFT) & GEN_FIELD, freed,
                                      successes, w >> ENTERED_SHIFT)
@@ -218,26 +254,25 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
             return True
 
 
-cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol,
-                       uint64_t now) noexcept nogil:
-    return _admit(cell, pol, now)
+cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
+                       qb_translog *log) noexcept nogil:
+    return _admit(cell, pol, now, log)
 
 
 cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
-                    uint64_t ticket, int outcome) noexcept nogil:
-    return _settle(cell, pol, now, ticket, outcome)
+                    uint64_t ticket, int outcome, qb_translog *log) noexcept nogil:
+    return _settle(cell, pol, now, ticket, outcome, log)
 
 
-cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol,
-                         uint64_t now) noexcept nogil:
+cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t now,
+                         qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw
     while True:
         state = w & STATE_FIELD
         if state != S_OPEN and state != S_HALF_OPEN:
             return
-        if now == QB_NOW_AUTO:
-            now = qb_monotonic_ms()
+        now = _resolve(now)
         if state == S_HALF_OPEN:
             nw = _expired_half_open(w, pol, now)
             if not nw:
@@ -246,25 +281,49 @@ cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol,
             return
         else:
             nw = _half_open_word(_next_gen(w), 0, 0, now)
-        if _transition(cell, &w, nw):
+        if _transition(cell, &w, nw, now, log):
             if state == S_OPEN:
                 return
             w = nw
 
 
-cdef void qb_reset(qb_cell *cell) noexcept nogil:
+cdef void qb_reset(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
-    while not _transition(cell, &w, _closed_word(_next_gen(w))):
+    now = _resolve(now)
+    while not _transition(cell, &w, _closed_word(_next_gen(w)), now, log):
         pass
 
 
-cdef void qb_force(qb_cell *cell, uint64_t kind_closed) noexcept nogil:
+cdef void qb_force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
+                   qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     while True:
         if (w & STATE_FIELD) == S_FORCED and (w >> FORCED_KIND_SHIFT) == kind_closed:
             return
-        if _transition(cell, &w, _forced_word(_next_gen(w), kind_closed)):
+        now = _resolve(now)
+        if _transition(cell, &w, _forced_word(_next_gen(w), kind_closed), now, log):
             return
+
+
+cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil:
+    cdef uint64_t w = qb_load(&cell.word)
+    while (w & STATE_FIELD) == S_CLOSED:
+        now = _resolve(now)
+        if _transition(cell, &w, _open_word(_next_gen(w), now), now, log):
+            return True
+    return False
+
+
+cdef inline double _retry_after_ticks(uint64_t w, const qb_policy *pol,
+                                      uint64_t now) noexcept nogil:
+    cdef uint64_t state = w & STATE_FIELD
+    cdef uint64_t elapsed
+    if state == S_FORCED:
+        return 0.0 if w >> FORCED_KIND_SHIFT else INFINITY
+    if state != S_OPEN:
+        return 0.0
+    elapsed = (_resolve(now) - (w >> OPENED_SHIFT)) & OPENED_FIELD
+    return <double>(pol.reset_ticks - elapsed) if elapsed < pol.reset_ticks else 0.0
 
 
 # -- the Python-facing class ---------------------------------------------------
@@ -299,6 +358,29 @@ cdef inline int _outcome_arg(object ok) except -1:
     return _outcome_code(ok)
 
 
+def describe_word(uint64_t w):
+    """The public state and the generation of a raw word."""
+    cdef uint64_t state = w & STATE_FIELD
+    if state == S_FORCED:
+        public = _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
+    else:
+        public = _STATES[state]
+    return public, (w >> GEN_SHIFT) & GEN_FIELD
+
+
+cdef int _push(CoreBreaker b, qb_translog *log) except -1:
+    # Called right after the operation, with the GIL held since its CAS and
+    # no Python code run in between: the queue's order is the transitions'.
+    cdef int i
+    if b._events is None:
+        b._events = Dispatcher(describe_word)
+    pending = b._events.pending
+    for i in range(log.n):
+        pending.append((log.from_word[i], log.to_word[i]))
+    b._events.drain(b)
+    return 0
+
+
 cdef int _set_policy(CoreBreaker b, object policy) except -1:
     b.cpolicy.max_failures = policy.max_failures
     b.cpolicy.reset_ticks = policy.reset_ticks
@@ -306,6 +388,146 @@ cdef int _set_policy(CoreBreaker b, object policy) except -1:
     b.cpolicy.success_threshold = policy.success_threshold
     b.cpolicy.half_open_timeout_ticks = policy.half_open_timeout_ticks
     return 0
+
+
+cdef int _set_options(CoreBreaker b, object options) except -1:
+    b._options = options
+    b._plain_success = (options.is_failure_result is None
+                        and options.on_success is None)
+    b._async_fallback = options.fallback_is_async
+    return 0
+
+
+# -- tickets of ``with`` blocks --------------------------------------------------
+#
+# A ``with`` block's ticket belongs to the thread or asyncio task running it.
+# Each contextvars.Context gets one _WithTickets stack, found through a
+# ContextVar. A context copied from another (asyncio copies one per task)
+# inherits the ContextVar's value, so a stack records the context that made it
+# and a context that finds a stack it does not own makes its own. A block pops
+# its own entry by breaker identity. (The twin keeps an immutable chain in the
+# ContextVar instead, same semantics: setting a ContextVar twice per block
+# would cost more than the block's whole budget here.)
+
+cdef object _WITH_TICKETS = contextvars.ContextVar("qbreaker_with_tickets_c")
+
+
+cdef class _WithTickets:
+    cdef PyObject *owner
+    cdef Py_ssize_t n, cap
+    cdef PyObject **keys   # borrowed: a breaker outlives its open block
+    cdef uint64_t *tickets
+
+    def __dealloc__(self):
+        PyMem_Free(self.keys)
+        PyMem_Free(self.tickets)
+
+    cdef int push(self, PyObject *key, uint64_t ticket) except -1:
+        cdef Py_ssize_t cap
+        cdef void *k
+        cdef void *t
+        if self.n == self.cap:
+            cap = self.cap * 2 if self.cap else 8
+            k = PyMem_Realloc(self.keys, cap * sizeof(PyObject *))
+            if k == NULL:
+                raise MemoryError()
+            self.keys = <PyObject **>k
+            t = PyMem_Realloc(self.tickets, cap * sizeof(uint64_t))
+            if t == NULL:
+                raise MemoryError()
+            self.tickets = <uint64_t *>t
+            self.cap = cap
+        self.keys[self.n] = key
+        self.tickets[self.n] = ticket
+        self.n += 1
+        return 0
+
+    cdef uint64_t pop(self, PyObject *key) noexcept:
+        """The innermost open ticket of ``key`` here, or 0 if none."""
+        cdef Py_ssize_t i = self.n - 1
+        cdef uint64_t ticket
+        while i >= 0 and self.keys[i] != key:
+            i -= 1
+        if i < 0:
+            # Not entered in this context (a block spanning a generator's
+            # yield): report against the current generation, like record_*().
+            return 0
+        ticket = self.tickets[i]
+        self.n -= 1
+        while i < self.n:
+            self.keys[i] = self.keys[i + 1]
+            self.tickets[i] = self.tickets[i + 1]
+            i += 1
+        return ticket
+
+
+cdef _WithTickets _with_tickets():
+    cdef object found = get_value_no_default(_WITH_TICKETS, None)
+    # The get above made sure this thread has a current context.
+    cdef PyObject *context = PyThreadState_Get().context
+    cdef _WithTickets stack
+    if found is not None and (<_WithTickets>found).owner == context:
+        return <_WithTickets>found
+    stack = _WithTickets.__new__(_WithTickets)
+    stack.owner = context
+    PyContextVar_Set(_WITH_TICKETS, stack)
+    return stack
+
+
+# -- protected calls -------------------------------------------------------------
+
+cdef object _call(CoreBreaker b, object fn, tuple args, dict kwargs):
+    cdef qb_translog log
+    cdef uint64_t ticket
+    if b._async_fallback:
+        raise_async_fallback(b._options)
+    log.n = 0
+    ticket = _admit(b.cell, &b.cpolicy, _now_of(b), &log)
+    if log.n:
+        _push(b, &log)
+    if not ticket:
+        return b._rejected(args, kwargs)
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        b._exit_exc(ticket, exc)
+        raise
+    if b._plain_success:
+        _settle_and_push(b, ticket, OUTCOME_SUCCESS)
+    else:
+        b._exit_result(ticket, result)
+    return result
+
+
+cdef inline int _settle_and_push(CoreBreaker b, uint64_t ticket,
+                                 int outcome) except -1:
+    cdef qb_translog log
+    log.n = 0
+    _settle(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log)
+    if log.n:
+        _push(b, &log)
+    return 0
+
+
+cdef class _Guarded:
+    """A function protected by a breaker: each call goes through ``call``."""
+
+    cdef CoreBreaker breaker
+    cdef object fn
+    cdef dict __dict__
+    cdef object __weakref__
+
+    def __call__(self, *args, **kwargs):
+        return _call(self.breaker, self.fn, args, kwargs)
+
+    def __get__(self, obj, objtype):
+        # Decorated methods bind like functions do.
+        if obj is None:
+            return self
+        return MethodType(self, obj)
+
+    def __repr__(self):
+        return f"<protected {self.fn!r} by {self.breaker!r}>"
 
 
 cdef class CoreBreaker:
@@ -321,35 +543,53 @@ cdef class CoreBreaker:
                                 & ~(<uintptr_t>63))
         memset(self.cell, 0, sizeof(qb_cell))
         _set_policy(self, DEFAULT_POLICY)
+        _set_options(self, DEFAULT_OPTIONS)
         self._clock = None
         self._configured = False
+        self._name = None
+        self._listeners = ()
+        self._events = None
+        self._last_observation = None
 
     def __dealloc__(self):
         PyMem_Free(self._cell_memory)
 
-    def _configure(self, policy, clock):
+    def _configure(self, policy, clock, options=DEFAULT_OPTIONS, name=None):
         """Set the validated policy and clock; once, by the constructor."""
         if self._configured:
             raise RuntimeError("a breaker's policy is set once, at construction")
         _set_policy(self, Policy(*policy))
         self._clock = clock
+        _set_options(self, options)
+        self._name = name
         self._configured = True
+        qb_store(&self.cell.changed_at, _resolve(_now_of(self)))
 
     def allow(self):
         """True if a call may proceed now; report it with ``record_*()``."""
-        return _admit(self.cell, &self.cpolicy, _now_of(self)) != 0
+        cdef qb_translog log
+        log.n = 0
+        cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
+        return ticket != 0
 
     def record_success(self):
         """Report a success against the current generation."""
-        _settle(self.cell, &self.cpolicy, _now_of(self), 0, OUTCOME_SUCCESS)
+        _settle_and_push(self, 0, OUTCOME_SUCCESS)
 
     def record_failure(self):
         """Report a failure against the current generation."""
-        _settle(self.cell, &self.cpolicy, _now_of(self), 0, OUTCOME_FAILURE)
+        _settle_and_push(self, 0, OUTCOME_FAILURE)
 
     def acquire(self):
         """A ticket (a non-zero int) if a call may proceed, else 0."""
-        return _admit(self.cell, &self.cpolicy, _now_of(self))
+        cdef qb_translog log
+        log.n = 0
+        cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
+        return ticket
 
     def release(self, ticket, ok):
         """Report the outcome of the call that ``ticket`` admitted.
@@ -358,23 +598,107 @@ cdef class CoreBreaker:
         """
         cdef uint64_t t = _ticket_arg(ticket)
         cdef int outcome = _outcome_arg(ok)
-        _settle(self.cell, &self.cpolicy, _now_of(self), t, outcome)
+        _settle_and_push(self, t, outcome)
 
     def renormalize(self):
         """Move an open breaker whose timeout has passed to half-open."""
-        qb_renormalize(self.cell, &self.cpolicy, _now_of(self))
+        cdef qb_translog log
+        log.n = 0
+        qb_renormalize(self.cell, &self.cpolicy, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
 
     def reset(self):
         """Back to closed, as a new generation."""
-        qb_reset(self.cell)
+        cdef qb_translog log
+        log.n = 0
+        qb_reset(self.cell, _now_of(self), &log)
+        _push(self, &log)
 
     def force_open(self):
         """Reject every call until ``reset()``."""
-        qb_force(self.cell, 0)
+        cdef qb_translog log
+        log.n = 0
+        qb_force(self.cell, 0, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
 
     def force_closed(self):
         """Admit every call, never trip, until ``reset()``."""
-        qb_force(self.cell, 1)
+        cdef qb_translog log
+        log.n = 0
+        qb_force(self.cell, 1, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
+
+    def _trip(self):
+        """Open a closed, unforced breaker now; True if this call opened it."""
+        cdef qb_translog log
+        log.n = 0
+        cdef bint tripped = qb_trip(self.cell, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
+        return tripped
+
+    # -- forms of protection ------------------------------------------------
+
+    def __enter__(self):
+        cdef qb_translog log
+        log.n = 0
+        cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
+        if log.n:
+            _push(self, &log)
+        if not ticket:
+            self._raise_open()
+        _with_tickets().push(<PyObject *>self, ticket)
+
+    def __exit__(self, exc_type, exc, tb):
+        cdef uint64_t ticket = _with_tickets().pop(<PyObject *>self)
+        if exc_type is not None:
+            self._exit_exc(ticket, exc)
+        elif self._plain_success:
+            _settle_and_push(self, ticket, OUTCOME_SUCCESS)
+        else:
+            self._exit_ok(ticket)
+
+    def call(self, fn, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` under the breaker."""
+        return _call(self, fn, args, kwargs)
+
+    def _guard(self, fn):
+        """``fn`` wrapped so that each call goes through ``call``."""
+        cdef _Guarded guarded = _Guarded.__new__(_Guarded)
+        guarded.breaker = self
+        guarded.fn = fn
+        functools.update_wrapper(guarded, fn)
+        return guarded
+
+    def _exit_ok(self, ticket):
+        """A call admitted with ``ticket`` succeeded (no result to judge)."""
+        _settle_and_push(self, ticket, OUTCOME_SUCCESS)
+        if self._options.on_success is not None:
+            run_hook(self._options.on_success, self)
+
+    def _exit_result(self, ticket, result):
+        """A call returned ``result``; ``is_failure_result`` may call it failed."""
+        if result_outcome(self._options, result):
+            self._exit_ok(ticket)
+            return
+        _settle_and_push(self, ticket, OUTCOME_FAILURE)
+        if self._options.on_failure is not None:
+            run_hook(self._options.on_failure, self, result)
+
+    def _exit_exc(self, ticket, exc):
+        """A call raised ``exc``: failure, success or neutral by the rules."""
+        ok = exception_outcome(self._options, exc)
+        if ok is True:
+            self._exit_ok(ticket)
+            return
+        _settle_and_push(self, ticket, _outcome_arg(ok))
+        if ok is False and self._options.on_failure is not None:
+            run_hook(self._options.on_failure, self, exc)
+
+    # -- reading ------------------------------------------------------------
 
     @property
     def state(self):
@@ -401,6 +725,18 @@ cdef class CoreBreaker:
         if (w & STATE_FIELD) == S_CLOSED or (w & STATE_FIELD) == S_FORCED:
             return (w >> FAIL_SHIFT) & FAIL_MAX
         return 0
+
+    @property
+    def retry_after(self):
+        """Seconds until a probe can be admitted (see CircuitOpenError)."""
+        return _retry_after_ticks(qb_load(&self.cell.word), &self.cpolicy,
+                                  _now_of(self)) / 1000
+
+    @property
+    def time_in_state(self):
+        """Seconds since the last transition (or since construction)."""
+        cdef uint64_t now = _resolve(_now_of(self))
+        return (now - qb_load(&self.cell.changed_at)) / 1000
 
     @property
     def policy(self):

@@ -62,11 +62,22 @@ The closed path never reads a clock.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
+from . import _events
+from ._options import (
+    DEFAULT_OPTIONS,
+    Options,
+    exception_outcome,
+    raise_async_fallback,
+    result_outcome,
+    run_hook,
+)
 from ._state import State, Totals
 
 __all__ = ("CoreBreaker",)
@@ -144,18 +155,24 @@ DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
 class Cell:
     """Stands in for the C struct; its lock stands in for the CPU's atomics."""
 
-    __slots__ = ("word", "totals", "lock")
+    __slots__ = ("word", "totals", "changed_at", "lock")
 
     def __init__(self) -> None:
         self.word = 0
         # allowed, rejected, successes, failures, neutral, transitions
         self.totals = [0, 0, 0, 0, 0, 0]
+        # Tick of the last transition: statistics (time in state), never read
+        # by a decision, so it may trail the word by an instant.
+        self.changed_at = 0
         self.lock = threading.Lock()
 
 
 T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
 # Indexed by outcome code.
 _OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
+
+#: Where transitions record (old word, new word): anything with append, or None.
+TransitionLog = Optional[Any]
 
 
 def monotonic_ms() -> int:
@@ -181,6 +198,10 @@ def clock_ticks(value: object) -> int:
     return round(scaled) & 0xFFFF_FFFF_FFFF_FFFF
 
 
+def _resolve(now: int) -> int:
+    return monotonic_ms() if now == NOW_AUTO else now
+
+
 def _load(cell: Cell) -> int:
     return cell.word
 
@@ -198,6 +219,24 @@ def _cas(cell: Cell, expected: int, desired: int) -> tuple[bool, int]:
 def _add(cell: Cell, index: int) -> None:
     with cell.lock:
         cell.totals[index] += 1
+
+
+def _transition(
+    cell: Cell, w: int, nw: int, now: int, log: TransitionLog
+) -> tuple[bool, int]:
+    """CAS that changes the generation; the winner counts and logs it."""
+    with cell.lock:
+        seen = cell.word
+        if seen != w:
+            return False, seen
+        cell.word = nw
+        cell.totals[T_TRANSITIONS] += 1
+        cell.changed_at = now
+        # Logged under the lock that made the swap, so the log's order is the
+        # order of the transitions. (The C core gets that order from the GIL.)
+        if log is not None:
+            log.append((w, nw))
+        return True, nw
 
 
 # -- word builders -----------------------------------------------------------
@@ -245,18 +284,10 @@ def _expired_half_open(w: int, pol: Policy, now: int) -> int:
     return _open_word(_next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
 
 
-def _transition(cell: Cell, w: int, nw: int) -> tuple[bool, int]:
-    """CAS that changes the generation; the winner counts the transition."""
-    ok, seen = _cas(cell, w, nw)
-    if ok:
-        _add(cell, T_TRANSITIONS)
-    return ok, seen
-
-
 # -- operations ----------------------------------------------------------------
 
 
-def admit(cell: Cell, pol: Policy, now: int) -> int:
+def admit(cell: Cell, pol: Policy, now: int, log: TransitionLog) -> int:
     """Admit a call: its ticket, or 0 when rejected."""
     w = _load(cell)
     while True:
@@ -266,14 +297,13 @@ def admit(cell: Cell, pol: Policy, now: int) -> int:
             return ticket_of(w)
         if state == S_FORCED:
             break
-        if now == NOW_AUTO:
-            now = monotonic_ms()
+        now = _resolve(now)
         if state == S_OPEN:
             if (now - (w >> OPENED_SHIFT)) & OPENED_FIELD < pol.reset_ticks:
                 break
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
-            ok, seen = _transition(cell, w, nw)
+            ok, seen = _transition(cell, w, nw, now, log)
             if ok:
                 _add(cell, T_ALLOWED)
                 return ticket_of(nw)
@@ -281,7 +311,7 @@ def admit(cell: Cell, pol: Policy, now: int) -> int:
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
-            ok, seen = _transition(cell, w, nw)
+            ok, seen = _transition(cell, w, nw, now, log)
             w = nw if ok else seen
             continue
         if (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX >= pol.half_open_max:
@@ -296,7 +326,9 @@ def admit(cell: Cell, pol: Policy, now: int) -> int:
     return 0
 
 
-def settle(cell: Cell, pol: Policy, now: int, ticket: int, outcome: int) -> bool:
+def settle(
+    cell: Cell, pol: Policy, now: int, ticket: int, outcome: int, log: TransitionLog
+) -> bool:
     """Report an outcome: for ``ticket``, or for the current generation if 0.
 
     Returns False when the ticket is stale (counted in totals only).
@@ -317,14 +349,13 @@ def settle(cell: Cell, pol: Policy, now: int, ticket: int, outcome: int) -> bool
                 if failures == 0:
                     # The common case writes nothing: no cache-line bounce.
                     return True
-                nw = w & ~FAIL_MASK
-                ok, seen = _cas(cell, w, nw)
+                ok, seen = _cas(cell, w, w & ~FAIL_MASK)
             elif failures == FAIL_MAX:
                 return True
             elif state == S_CLOSED and 0 < pol.max_failures <= failures + 1:
-                if now == NOW_AUTO:
-                    now = monotonic_ms()
-                ok, seen = _transition(cell, w, _open_word(_next_gen(w), now))
+                now = _resolve(now)
+                nw = _open_word(_next_gen(w), now)
+                ok, seen = _transition(cell, w, nw, now, log)
             else:
                 ok, seen = _cas(cell, w, w + (1 << FAIL_SHIFT))
             if ok:
@@ -332,21 +363,22 @@ def settle(cell: Cell, pol: Policy, now: int, ticket: int, outcome: int) -> bool
             w = seen
             continue
         # Half-open.
-        if now == NOW_AUTO:
-            now = monotonic_ms()
+        now = _resolve(now)
         nw = _expired_half_open(w, pol, now)
         if nw:
-            ok, seen = _transition(cell, w, nw)
+            ok, seen = _transition(cell, w, nw, now, log)
             w = nw if ok else seen
             continue
         in_flight = (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX
         freed = in_flight - 1 if in_flight else 0
         if outcome == OUTCOME_FAILURE:
-            ok, seen = _transition(cell, w, _open_word(_next_gen(w), now))
+            nw = _open_word(_next_gen(w), now)
+            ok, seen = _transition(cell, w, nw, now, log)
         elif outcome == OUTCOME_SUCCESS:
             successes = ((w >> HSUCC_SHIFT) & HSUCC_MAX) + 1
             if successes >= pol.success_threshold:
-                ok, seen = _transition(cell, w, _closed_word(_next_gen(w)))
+                nw = _closed_word(_next_gen(w))
+                ok, seen = _transition(cell, w, nw, now, log)
             else:
                 nw = _half_open_word(
                     (w >> GEN_SHIFT) & GEN_FIELD, freed, successes, w >> ENTERED_SHIFT
@@ -361,15 +393,14 @@ def settle(cell: Cell, pol: Policy, now: int, ticket: int, outcome: int) -> bool
         w = seen
 
 
-def renormalize(cell: Cell, pol: Policy, now: int) -> None:
+def renormalize(cell: Cell, pol: Policy, now: int, log: TransitionLog) -> None:
     """Apply the transitions that time alone causes, admitting nothing."""
     w = _load(cell)
     while True:
         state = w & STATE_FIELD
         if state != S_OPEN and state != S_HALF_OPEN:
             return
-        if now == NOW_AUTO:
-            now = monotonic_ms()
+        now = _resolve(now)
         if state == S_HALF_OPEN:
             nw = _expired_half_open(w, pol, now)
             if not nw:
@@ -378,30 +409,59 @@ def renormalize(cell: Cell, pol: Policy, now: int) -> None:
             return
         else:
             nw = _half_open_word(_next_gen(w), 0, 0, now)
-        ok, seen = _transition(cell, w, nw)
+        ok, seen = _transition(cell, w, nw, now, log)
         w = nw if ok else seen
         if ok and state == S_OPEN:
             return
 
 
-def reset(cell: Cell) -> None:
+def reset(cell: Cell, now: int, log: TransitionLog) -> None:
     """Back to closed with no failures, always as a new generation."""
+    now = _resolve(now)
     w = _load(cell)
     while True:
-        ok, w = _transition(cell, w, _closed_word(_next_gen(w)))
+        ok, w = _transition(cell, w, _closed_word(_next_gen(w)), now, log)
         if ok:
             return
 
 
-def force(cell: Cell, kind_closed: int) -> None:
+def force(cell: Cell, kind_closed: int, now: int, log: TransitionLog) -> None:
     """Hold the breaker open (0) or closed (1) until reset."""
     w = _load(cell)
     while True:
         if w & STATE_FIELD == S_FORCED and w >> FORCED_KIND_SHIFT == kind_closed:
             return
-        ok, w = _transition(cell, w, _forced_word(_next_gen(w), kind_closed))
+        now = _resolve(now)
+        nw = _forced_word(_next_gen(w), kind_closed)
+        ok, w = _transition(cell, w, nw, now, log)
         if ok:
             return
+
+
+def trip(cell: Cell, now: int, log: TransitionLog) -> bool:
+    """Open a closed (not forced) breaker as of now; True if this call did."""
+    w = _load(cell)
+    while w & STATE_FIELD == S_CLOSED:
+        now = _resolve(now)
+        ok, w = _transition(cell, w, _open_word(_next_gen(w), now), now, log)
+        if ok:
+            return True
+    return False
+
+
+def retry_after_ticks(w: int, pol: Policy, now: int) -> float:
+    """Ticks until a breaker whose word is ``w`` can admit a probe.
+
+    0 when closed or half-open (busy slots free as their probes report),
+    infinite when forced open.
+    """
+    state = w & STATE_FIELD
+    if state == S_FORCED:
+        return 0.0 if w >> FORCED_KIND_SHIFT else math.inf
+    if state != S_OPEN:
+        return 0.0
+    elapsed = (_resolve(now) - (w >> OPENED_SHIFT)) & OPENED_FIELD
+    return float(max(pol.reset_ticks - elapsed, 0))
 
 
 # -- the Python-facing class ---------------------------------------------------
@@ -410,12 +470,27 @@ def force(cell: Cell, kind_closed: int) -> None:
 class CoreBreaker:
     """The breaker's hot path. ``CircuitBreaker`` adds the ergonomic API."""
 
-    __slots__ = ("_cell", "_policy", "_clock", "_configured", "__weakref__")
-
+    __slots__ = (
+        "_cell",
+        "_policy",
+        "_clock",
+        "_configured",
+        "_options",
+        "_name",
+        "_listeners",
+        "_events",
+        "_last_observation",
+        "__weakref__",
+    )
     _cell: Cell
     _policy: Policy
-    _clock: object | None
+    _clock: Any
     _configured: bool
+    _options: Options
+    _name: Optional[str]
+    _listeners: tuple[Any, ...]
+    _events: Any
+    _last_observation: Any
 
     def __new__(cls, *args: object, **kwargs: object) -> CoreBreaker:
         # Like the compiled __cinit__: the cell exists before, and regardless
@@ -425,71 +500,183 @@ class CoreBreaker:
         self._policy = DEFAULT_POLICY
         self._clock = None
         self._configured = False
+        self._options = DEFAULT_OPTIONS
+        self._name = None
+        self._listeners = ()
+        self._events = _events.Dispatcher(describe_word)
+        self._last_observation = None
         return self
 
-    def _configure(self, policy: tuple[int, int, int, int, int], clock: object) -> None:
+    def _configure(
+        self,
+        policy: tuple[int, int, int, int, int],
+        clock: object,
+        options: Options = DEFAULT_OPTIONS,
+        name: Optional[str] = None,
+    ) -> None:
         """Set the validated policy and clock; once, by the constructor."""
         if self._configured:
             raise RuntimeError("a breaker's policy is set once, at construction")
         self._policy = Policy(*policy)
         self._clock = clock
+        self._options = options
+        self._name = name
         self._configured = True
+        self._cell.changed_at = _resolve(self._now())
 
     def _now(self) -> int:
         if self._clock is None:
             return NOW_AUTO
-        return clock_ticks(self._clock())  # type: ignore[operator]
+        return clock_ticks(self._clock())
+
+    def _deliver(self, log: Any) -> None:
+        # The core appended this call's transitions to the dispatcher's queue
+        # (under the cell lock, so in order); deliver them, and any others.
+        if log:
+            self._events.drain(self)
 
     def allow(self) -> bool:
         """True if a call may proceed now; report it with ``record_*()``."""
-        return admit(self._cell, self._policy, self._now()) != 0
+        log = self._events.pending
+        ok = admit(self._cell, self._policy, self._now(), log) != 0
+        self._deliver(log)
+        return ok
 
     def record_success(self) -> None:
         """Report a success against the current generation."""
-        settle(self._cell, self._policy, self._now(), 0, OUTCOME_SUCCESS)
+        log = self._events.pending
+        settle(self._cell, self._policy, self._now(), 0, OUTCOME_SUCCESS, log)
+        self._deliver(log)
 
     def record_failure(self) -> None:
         """Report a failure against the current generation."""
-        settle(self._cell, self._policy, self._now(), 0, OUTCOME_FAILURE)
+        log = self._events.pending
+        settle(self._cell, self._policy, self._now(), 0, OUTCOME_FAILURE, log)
+        self._deliver(log)
 
     def acquire(self) -> int:
         """A ticket (a non-zero int) if a call may proceed, else 0."""
-        return admit(self._cell, self._policy, self._now())
+        log = self._events.pending
+        ticket = admit(self._cell, self._policy, self._now(), log)
+        self._deliver(log)
+        return ticket
 
-    def release(self, ticket: int, ok: bool | None) -> None:
+    def release(self, ticket: int, ok: Optional[bool]) -> None:
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
         """
-        outcome = _outcome_code(ok)
-        settle(self._cell, self._policy, self._now(), _check_ticket(ticket), outcome)
+        self._settle(_check_ticket(ticket), _outcome_code(ok))
+
+    def _settle(self, ticket: int, outcome: int) -> None:
+        log = self._events.pending
+        settle(self._cell, self._policy, self._now(), ticket, outcome, log)
+        self._deliver(log)
 
     def renormalize(self) -> None:
         """Move an open breaker whose timeout has passed to half-open."""
-        renormalize(self._cell, self._policy, self._now())
+        log = self._events.pending
+        renormalize(self._cell, self._policy, self._now(), log)
+        self._deliver(log)
 
     def reset(self) -> None:
         """Back to closed, as a new generation."""
-        reset(self._cell)
+        log = self._events.pending
+        reset(self._cell, self._now(), log)
+        self._deliver(log)
 
     def force_open(self) -> None:
         """Reject every call until ``reset()``."""
-        force(self._cell, 0)
+        log = self._events.pending
+        force(self._cell, 0, self._now(), log)
+        self._deliver(log)
 
     def force_closed(self) -> None:
         """Admit every call, never trip, until ``reset()``."""
-        force(self._cell, 1)
+        log = self._events.pending
+        force(self._cell, 1, self._now(), log)
+        self._deliver(log)
+
+    def _trip(self) -> bool:
+        """Open a closed, unforced breaker now; True if this call opened it."""
+        log = self._events.pending
+        tripped = trip(self._cell, self._now(), log)
+        self._deliver(log)
+        return tripped
+
+    # -- forms of protection ------------------------------------------------
+
+    def __enter__(self) -> None:
+        ticket = self.acquire()
+        if not ticket:
+            self._raise_open()  # type: ignore[attr-defined]
+        _push_with_ticket(self, ticket)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        ticket = _pop_with_ticket(self)
+        if exc_type is None:
+            self._exit_ok(ticket)
+        else:
+            self._exit_exc(ticket, exc)
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` under the breaker."""
+        if self._options.fallback_is_async:
+            raise_async_fallback(self._options)
+        ticket = self.acquire()
+        if not ticket:
+            return self._rejected(args, kwargs)  # type: ignore[attr-defined]
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit_exc(ticket, exc)
+            raise
+        self._exit_result(ticket, result)
+        return result
+
+    def _guard(self, fn: Any) -> Any:
+        """``fn`` wrapped so that each call goes through ``call``."""
+        breaker = self
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return breaker.call(fn, *args, **kwargs)
+
+        return guarded
+
+    def _exit_ok(self, ticket: int) -> None:
+        """A call admitted with ``ticket`` succeeded (no result to judge)."""
+        self._settle(ticket, OUTCOME_SUCCESS)
+        if self._options.on_success is not None:
+            run_hook(self._options.on_success, self)
+
+    def _exit_result(self, ticket: int, result: object) -> None:
+        """A call returned ``result``; ``is_failure_result`` may call it failed."""
+        if result_outcome(self._options, result):
+            self._exit_ok(ticket)
+            return
+        self._settle(ticket, OUTCOME_FAILURE)
+        if self._options.on_failure is not None:
+            run_hook(self._options.on_failure, self, result)
+
+    def _exit_exc(self, ticket: int, exc: BaseException) -> None:
+        """A call raised ``exc``: failure, success or neutral by the rules."""
+        ok = exception_outcome(self._options, exc)
+        if ok is True:
+            self._exit_ok(ticket)
+            return
+        self._settle(ticket, _outcome_code(ok))
+        if ok is False and self._options.on_failure is not None:
+            run_hook(self._options.on_failure, self, exc)
+
+    # -- reading ------------------------------------------------------------
 
     @property
     def state(self) -> State:
-        w = _load(self._cell)
-        state = w & STATE_FIELD
-        if state == S_FORCED:
-            return State.OPEN if w >> FORCED_KIND_SHIFT == 0 else State.CLOSED
-        return _STATES[state]
+        return describe_word(_load(self._cell))[0]
 
     @property
-    def forced(self) -> str | None:
+    def forced(self) -> Optional[str]:
         w = _load(self._cell)
         if w & STATE_FIELD != S_FORCED:
             return None
@@ -507,6 +694,17 @@ class CoreBreaker:
         return 0
 
     @property
+    def retry_after(self) -> float:
+        """Seconds until a probe can be admitted (see CircuitOpenError)."""
+        return retry_after_ticks(_load(self._cell), self._policy, self._now()) / 1000
+
+    @property
+    def time_in_state(self) -> float:
+        """Seconds since the last transition (or since construction)."""
+        elapsed = (_resolve(self._now()) - self._cell.changed_at) & 0xFFFF_FFFF_FFFF_FFFF
+        return elapsed / 1000
+
+    @property
     def policy(self) -> Policy:
         return self._policy
 
@@ -517,6 +715,16 @@ class CoreBreaker:
     def totals(self) -> Totals:
         with self._cell.lock:
             return Totals(*self._cell.totals)
+
+
+def describe_word(w: int) -> tuple[State, int]:
+    """The public state and the generation of a raw word."""
+    state = w & STATE_FIELD
+    if state == S_FORCED:
+        public = State.CLOSED if w >> FORCED_KIND_SHIFT else State.OPEN
+    else:
+        public = _STATES[state]
+    return public, (w >> GEN_SHIFT) & GEN_FIELD
 
 
 def _outcome_code(ok: object) -> int:
@@ -543,3 +751,38 @@ def _check_ticket(ticket: object) -> int:
             f"in [1, {HEAD_FIELD << 1 | 1}]), got {ticket!r}"
         )
     return ticket
+
+
+# -- tickets of ``with`` blocks --------------------------------------------------
+#
+# A ``with`` block's ticket belongs to the thread or asyncio task running it,
+# never to the breaker, which many enter at once. Each context holds an
+# immutable chain of (breaker, ticket) links in one ContextVar; a block finds
+# its own link by breaker identity, so nested blocks of several breakers work.
+# (The compiled core keeps the same chain in a mutable per-context stack.)
+
+_WITH_TICKETS: contextvars.ContextVar[Optional[tuple[Any, int, Any]]] = (
+    contextvars.ContextVar("qbreaker_with_tickets", default=None)
+)
+
+
+def _push_with_ticket(breaker: object, ticket: int) -> None:
+    _WITH_TICKETS.set((breaker, ticket, _WITH_TICKETS.get()))
+
+
+def _pop_with_ticket(breaker: object) -> int:
+    """The ticket of ``breaker``'s innermost open block here, or 0 if none."""
+    chain = _WITH_TICKETS.get()
+    kept: list[tuple[Any, int]] = []
+    while chain is not None and chain[0] is not breaker:
+        kept.append((chain[0], chain[1]))
+        chain = chain[2]
+    if chain is None:
+        # Not entered in this context (a block spanning a generator's yield):
+        # report against the current generation, like record_*().
+        return 0
+    rest = chain[2]
+    for owner, ticket in reversed(kept):
+        rest = (owner, ticket, rest)
+    _WITH_TICKETS.set(rest)
+    return chain[1]

@@ -7,6 +7,7 @@ here, so the rules exist in one place.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ class Options(NamedTuple):
     on_reject: Optional[Hook]
     error_rate_threshold: Optional[float]
     latency_threshold: Optional[float]
+    fallback_is_async: bool
 
 
 def make_options(
@@ -70,6 +72,14 @@ def make_options(
         on_reject,
         check_fraction("error_rate_threshold", error_rate_threshold, open_low=True),
         check_latency_threshold(latency_threshold),
+        fallback is not None and inspect.iscoroutinefunction(fallback),
+    )
+
+
+def raise_async_fallback(options: Options) -> None:
+    raise TypeError(
+        f"fallback {options.fallback!r} is a coroutine function, which a "
+        f"synchronous call cannot await; use call_async() or an async function"
     )
 
 

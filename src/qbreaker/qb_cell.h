@@ -23,12 +23,26 @@ typedef struct QB_ALIGN64 qb_cell {
     uint64_t failures;
     uint64_t neutral;
     uint64_t transitions;
-    uint64_t reserved;
+    /* Tick of the last transition, for "time in state": statistics only,
+       written after the transition's CAS, never read by a decision. */
+    uint64_t changed_at;
 } qb_cell;
 
 /* Checked at compile time: a cell that straddled two cache lines would double
    the coherence traffic, and shared-memory segments rely on this size. */
 typedef char qb_cell_is_one_cache_line[(sizeof(qb_cell) == 64) ? 1 : -1];
+
+/* Where a core operation records the transitions it won, in order, as
+   (old word, new word). One operation wins at most a few; QB_LOG_CAP leaves
+   room for retries against concurrent transitions, and `lost` counts any
+   that did not fit (never seen in testing). NULL: no record. */
+#define QB_LOG_CAP 8
+typedef struct qb_translog {
+    int n;
+    int lost;
+    uint64_t from_word[QB_LOG_CAP];
+    uint64_t to_word[QB_LOG_CAP];
+} qb_translog;
 
 /* "Read the monotonic clock yourself, if the decision needs it." No real tick
    value can equal it: ticks are stored modulo 2**44 at most. */

@@ -19,11 +19,11 @@ def hammer(CoreBreaker b, int calls, int fail_every, uint64_t now=QB_NOW_AUTO):
     cdef uint64_t ticket
     with nogil:
         for i in range(calls):
-            ticket = qb_admit(b.cell, &b.cpolicy, now)
+            ticket = qb_admit(b.cell, &b.cpolicy, now, NULL)
             if ticket:
                 admitted += 1
                 if not qb_settle(b.cell, &b.cpolicy, now, ticket,
                                  OUTCOME_FAILURE if fail_every and i % fail_every == 0
-                                 else OUTCOME_SUCCESS):
+                                 else OUTCOME_SUCCESS, NULL):
                     stale += 1
     return admitted, stale

@@ -1,0 +1,55 @@
+"""Observations fed to ``observe()`` and snapshots returned by ``metrics()``."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from ._options import check_fraction, seconds_of
+from ._state import State
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """An aggregate observation of a dependency, from your own monitoring.
+
+    ``error_rate`` is a fraction in [0, 1]; ``latency`` is seconds (a float
+    or a timedelta, stored as float seconds). Either may be None.
+    """
+
+    error_rate: Optional[float] = None
+    latency: Optional[Union[float, datetime.timedelta]] = None
+
+    def __post_init__(self) -> None:
+        rate = check_fraction("error_rate", self.error_rate, open_low=False)
+        object.__setattr__(self, "error_rate", rate)
+        if self.latency is not None:
+            seconds = seconds_of("latency", self.latency)
+            if not seconds >= 0 or math.isinf(seconds):  # refuses NaN
+                raise ValueError(
+                    f"latency must be a finite number of seconds >= 0, "
+                    f"got {self.latency!r}"
+                )
+            object.__setattr__(self, "latency", seconds)
+
+
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    """A breaker's state and totals, read at one moment (not atomically)."""
+
+    name: str
+    state: State
+    forced: Optional[str]
+    generation: int
+    consecutive_failures: int
+    allowed: int
+    rejected: int
+    successes: int
+    failures: int
+    neutral: int
+    transitions: int
+    retry_after: float
+    time_in_state: float
+    last_observation: Optional[Metrics]
