@@ -2,6 +2,9 @@
 
 from ._breaker import CircuitBreaker, PyCircuitBreaker
 from ._core import IMPLEMENTATION
+from ._errors import BreakerError, CircuitOpenError
+from ._group import BreakerGroup
+from ._metrics import BreakerSnapshot, Metrics
 from ._state import State, Totals
 from ._version import __version__
 
@@ -15,7 +18,12 @@ def get_include() -> str:
 
 __all__ = (
     "IMPLEMENTATION",
+    "BreakerError",
+    "BreakerGroup",
+    "BreakerSnapshot",
     "CircuitBreaker",
+    "CircuitOpenError",
+    "Metrics",
     "PyCircuitBreaker",
     "State",
     "Totals",

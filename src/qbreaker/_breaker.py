@@ -131,7 +131,7 @@ class _BreakerAPI(_Base):
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
-        return self._listeners  # type: ignore[no-any-return]
+        return self._listeners
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(breaker, old_state, new_state)`` on each transition."""
@@ -175,7 +175,9 @@ class _BreakerAPI(_Base):
 
         return decorate(self, fn)
 
-    async def call_async(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call_async(
+        self, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """Await ``fn(*args, **kwargs)`` under the breaker."""
         from ._forms import call_async
 

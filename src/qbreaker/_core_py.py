@@ -67,7 +67,7 @@ import functools
 import math
 import threading
 import time
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _events
 from ._options import (
@@ -79,6 +79,12 @@ from ._options import (
     run_hook,
 )
 from ._state import State, Totals
+
+if TYPE_CHECKING:
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 __all__ = ("CoreBreaker",)
 
@@ -612,20 +618,22 @@ class CoreBreaker:
             self._raise_open()  # type: ignore[attr-defined]
         _push_with_ticket(self, ticket)
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(
+        self, exc_type: object, exc: Optional[BaseException], tb: object
+    ) -> None:
         ticket = _pop_with_ticket(self)
         if exc_type is None:
             self._exit_ok(ticket)
         else:
-            self._exit_exc(ticket, exc)
+            self._exit_exc(ticket, exc)  # type: ignore[arg-type]
 
-    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under the breaker."""
         if self._options.fallback_is_async:
             raise_async_fallback(self._options)
         ticket = self.acquire()
         if not ticket:
-            return self._rejected(args, kwargs)  # type: ignore[attr-defined]
+            return self._rejected(args, kwargs)  # type: ignore[attr-defined,no-any-return]
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -701,7 +709,9 @@ class CoreBreaker:
     @property
     def time_in_state(self) -> float:
         """Seconds since the last transition (or since construction)."""
-        elapsed = (_resolve(self._now()) - self._cell.changed_at) & 0xFFFF_FFFF_FFFF_FFFF
+        elapsed = (
+            _resolve(self._now()) - self._cell.changed_at
+        ) & 0xFFFF_FFFF_FFFF_FFFF
         return elapsed / 1000
 
     @property

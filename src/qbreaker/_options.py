@@ -40,7 +40,7 @@ def make_options(
     on_failure: Optional[Hook] = None,
     on_reject: Optional[Hook] = None,
     error_rate_threshold: Optional[float] = None,
-    latency_threshold: Optional[float] = None,
+    latency_threshold: Optional[object] = None,
 ) -> Options:
     if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
         raise TypeError(
@@ -49,9 +49,7 @@ def make_options(
     excluded = tuple(exclude)
     for entry in excluded:
         if not (isinstance(entry, type) and issubclass(entry, BaseException)):
-            raise TypeError(
-                f"exclude entries must be exception classes, got {entry!r}"
-            )
+            raise TypeError(f"exclude entries must be exception classes, got {entry!r}")
     for name, value in (
         ("is_failure", is_failure),
         ("is_failure_result", is_failure_result),

@@ -1,0 +1,236 @@
+"""``BreakerGroup``: named breakers created lazily from shared defaults."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Callable
+
+from ._breaker import CircuitBreaker
+from ._metrics import BreakerSnapshot
+from ._state import State
+
+__all__ = ("BreakerGroup",)
+
+
+class _Entry:
+    __slots__ = ("name", "breaker", "overrides", "seen")
+
+    def __init__(
+        self, name: str, breaker: CircuitBreaker, overrides: dict[str, Any]
+    ) -> None:
+        self.name = name
+        self.breaker = breaker
+        self.overrides = overrides
+        # sum(breaker.totals()) when the eviction hand last passed: a change
+        # since then means the breaker was used, by any route.
+        self.seen = 0
+
+
+class BreakerGroup:
+    """Breakers by name, each created on first use from the group's defaults.
+
+    ``BreakerGroup(**defaults)`` takes any ``CircuitBreaker`` keyword except
+    ``name``, which is each breaker's key. ``get(name, **overrides)`` creates
+    a breaker with ``{**defaults, **overrides}``; asking again for an existing
+    name with overrides that give different settings is a ValueError, while
+    ``get(name)`` and ``group[name]`` return whatever exists.
+
+    Lookups take no lock. Creation takes one, so concurrent first use of a
+    name builds exactly one breaker.
+
+    ``max_breakers=N`` bounds the group for high-cardinality keys. Creating a
+    breaker in a full group first evicts one that is closed, not forced, and
+    idle: its totals are unchanged since the eviction hand last passed it, or
+    since its creation. Any admitted, rejected or reported call is a use,
+    whether made through the group or on a breaker you hold (a decorator);
+    a bare lookup is not. The hand walks the breakers in a ring, in creation
+    order, and moves a used one to the back, marked idle (a second chance:
+    the CLOCK approximation of least recently used, which costs lookups and
+    calls nothing). Open, half-open and forced breakers are never evicted,
+    since their protection would be lost: when nothing can be evicted the
+    group grows past N, and later creations shrink it back as breakers close
+    and go idle. An evicted name starts afresh, its consecutive failures
+    forgotten; a reference you still hold keeps working but is no longer the
+    group's, so with a bound, look breakers up rather than keeping them.
+    """
+
+    __slots__ = (
+        "_defaults",
+        "_max",
+        "_factory",
+        "_entries",
+        "_ring",
+        "_lock",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_breakers: int | None = None,
+        _breaker_class: Callable[..., CircuitBreaker] | None = None,
+        **defaults: Any,
+    ) -> None:
+        if max_breakers is not None:
+            if isinstance(max_breakers, bool) or not isinstance(max_breakers, int):
+                raise TypeError(
+                    f"max_breakers must be None or an int in [1, inf), "
+                    f"got {max_breakers!r} ({type(max_breakers).__name__})"
+                )
+            if max_breakers < 1:
+                raise ValueError(
+                    f"max_breakers must be None or an int in [1, inf), "
+                    f"got {max_breakers!r}"
+                )
+        self._defaults = _settings("defaults", defaults)
+        self._max = max_breakers
+        self._factory = CircuitBreaker if _breaker_class is None else _breaker_class
+        # Bad defaults fail here, with the breaker's own message, rather than
+        # at some first lookup far from this line.
+        self._factory(name="BreakerGroup defaults", **self._defaults)
+        self._entries: dict[str, _Entry] = {}
+        self._ring: deque[_Entry] = deque()  # the eviction order; bounded only
+        self._lock = threading.Lock()
+        _groups.add(self)
+
+    @property
+    def max_breakers(self) -> int | None:
+        return self._max
+
+    def get(self, name: str, **overrides: Any) -> CircuitBreaker:
+        """The breaker called ``name``, created now if it does not exist."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        if overrides:
+            overrides = _settings("overrides", overrides)
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._create(name, overrides)
+        if overrides and overrides != entry.overrides:
+            self._check_same(entry, overrides)
+        return entry.breaker
+
+    # These inline get()'s hit path, saving a frame (~70 ns) per call; a miss,
+    # or a name that is not exactly a str, goes through get().
+
+    def __getitem__(self, name: str) -> CircuitBreaker:
+        entry = self._entries.get(name) if type(name) is str else None
+        return self.get(name) if entry is None else entry.breaker
+
+    def allow(self, name: str) -> bool:
+        entry = self._entries.get(name) if type(name) is str else None
+        return (self.get(name) if entry is None else entry.breaker).allow()
+
+    def record_success(self, name: str) -> None:
+        entry = self._entries.get(name) if type(name) is str else None
+        (self.get(name) if entry is None else entry.breaker).record_success()
+
+    def record_failure(self, name: str) -> None:
+        entry = self._entries.get(name) if type(name) is str else None
+        (self.get(name) if entry is None else entry.breaker).record_failure()
+
+    def metrics(self) -> dict[str, BreakerSnapshot]:
+        """A snapshot per breaker, each read at its own moment."""
+        return {name: e.breaker.metrics() for name, e in list(self._entries.items())}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        # A snapshot: names created while the caller iterates never break it.
+        return iter(list(self._entries))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __repr__(self) -> str:
+        bound = "" if self._max is None else f" max_breakers={self._max}"
+        return f"<BreakerGroup {len(self._entries)} breakers{bound} {self._defaults!r}>"
+
+    def _create(self, name: str, overrides: dict[str, Any]) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:  # another thread created it first
+                return entry
+            # Built before evicting, so bad overrides evict nothing.
+            breaker = self._factory(name=name, **{**self._defaults, **overrides})
+            entry = _Entry(name, breaker, overrides)
+            if self._max is not None:
+                while len(self._entries) >= self._max and self._evict_one():
+                    pass
+                self._ring.append(entry)
+            # Published last: a fork that cut this short leaves at worst a ring
+            # entry that _evict_one discards (or a breaker the ring misses).
+            self._entries[name] = entry
+            return entry
+
+    def _evict_one(self) -> bool:
+        """Evict the first idle, closed, unforced breaker; False if none.
+
+        Two sweeps at most: the first may only clear the marks of used ones.
+        """
+        ring = self._ring
+        for _ in range(2 * len(ring)):
+            entry = ring.popleft()
+            if self._entries.get(entry.name) is not entry:
+                continue
+            breaker = entry.breaker
+            activity = sum(breaker.totals())
+            if activity != entry.seen:
+                entry.seen = activity
+            elif breaker.state == State.CLOSED and breaker.forced is None:
+                del self._entries[entry.name]
+                return True
+            ring.append(entry)
+        return False
+
+    def _check_same(self, entry: _Entry, overrides: dict[str, Any]) -> None:
+        # Compare the effective settings, so restating a group default is fine.
+        want = {**self._defaults, **overrides}
+        have = {**self._defaults, **entry.overrides}
+        differ = sorted(
+            key
+            for key in want.keys() | have.keys()
+            if key not in want or key not in have or not _same(want[key], have[key])
+        )
+        if differ:
+            raise ValueError(
+                f"breaker {entry.name!r} already exists with different "
+                f"{', '.join(differ)}: created with overrides {entry.overrides!r}, "
+                f"asked for {overrides!r}"
+            )
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b or bool(a == b)
+
+
+def _settings(what: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if "name" in kwargs:
+        raise TypeError(
+            f"name cannot be given in a BreakerGroup's {what}: "
+            f"each breaker is named by its key, got name={kwargs['name']!r}"
+        )
+    exclude = kwargs.get("exclude")
+    if isinstance(exclude, Iterator):
+        # A generator would be used up by the first breaker built from it.
+        kwargs = {**kwargs, "exclude": tuple(exclude)}
+    return kwargs
+
+
+# Only the forking thread survives a fork: a creation lock another thread
+# held at that moment would stay held forever in the child.
+_groups: weakref.WeakSet[BreakerGroup] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for group in list(_groups):
+        group._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
