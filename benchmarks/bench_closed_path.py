@@ -36,3 +36,14 @@ def test_ticket(benchmark: BenchmarkFixture, impl: Impl) -> None:
     b = impl.Breaker()
     measure(benchmark, CLOSED, f"{impl} acquire+release", ticket_loop(b))
     assert b.state is State.CLOSED and b.totals().successes >= LOOPS
+
+
+def test_core_pair(benchmark: BenchmarkFixture) -> None:
+    # Diagnostic: the compiled class itself, not the public Python subclass.
+    # CPython's specialised call of a C method wants the exact type, so the
+    # gap between this row and qbreaker-c's is what subclassing costs.
+    from qbreaker._core_c import CoreBreaker
+
+    b = CoreBreaker()
+    measure(benchmark, CLOSED, "qbreaker-c-core allow+record", pair_loop(b))
+    assert b.totals().successes >= LOOPS

@@ -17,6 +17,7 @@ from typing import Any
 C_PAIR = "qbreaker-c allow+record"
 HEADLINES = (  # (group, numerator, denominator), ratios of overheads
     ("closed", C_PAIR, "floor allow+record"),
+    ("closed", "qbreaker-c-core allow+record", "floor allow+record"),
     ("closed", "qbreaker-c acquire+release", "floor acquire+release"),
     ("closed", "pybreaker call(f)", C_PAIR),
     ("closed", "qbreaker-py allow+record", C_PAIR),

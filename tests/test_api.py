@@ -270,13 +270,19 @@ def test_listeners_see_every_transition_once_in_order(
     clock.advance(2 + 10)
     assert b.allow()  # lazily: half-open -> open (expired) -> half-open
     b.record_success()  # half-open -> closed
-    C, O, H = State.CLOSED, State.OPEN, State.HALF_OPEN
-    expected = [(C, O), (O, H), (H, O), (O, H), (H, C)]
+    closed, opened, half = State.CLOSED, State.OPEN, State.HALF_OPEN
+    expected = [
+        (closed, opened),
+        (opened, half),
+        (half, opened),
+        (opened, half),
+        (half, closed),
+    ]
     assert [(o, n) for who, o, n in seen if who == "ctor"] == expected
     assert [(o, n) for who, o, n in seen if who == "added"] == expected
     b.remove_listener(second)
     b.force_open()
-    assert seen[-1] == ("ctor", C, O)
+    assert seen[-1] == ("ctor", closed, opened)
     with pytest.raises(ValueError):
         b.remove_listener(second)
 

@@ -68,7 +68,15 @@ def test_fields_tile_the_word() -> None:
 
 # The twin's stand-ins for the C struct's fields, and helpers that are cdef
 # functions (invisible from Python) in the compiled core.
-_TWIN_ONLY = ("_cell", "_policy", "_clock", "_configured", "_now", "_deliver", "_settle")
+_TWIN_ONLY = (
+    "_cell",
+    "_policy",
+    "_clock",
+    "_configured",
+    "_now",
+    "_deliver",
+    "_settle",
+)
 
 
 def _api(cls: type) -> dict[str, str]:
@@ -79,11 +87,7 @@ def _api(cls: type) -> dict[str, str]:
 def test_same_methods_and_docstrings(core_c) -> None:  # type: ignore[no-untyped-def]
     c_api, py_api = _api(core_c.CoreBreaker), _api(_core_py.CoreBreaker)
     # Private storage of the twin's stand-in for the C struct.
-    py_api = {
-        k: v
-        for k, v in py_api.items()
-        if k not in _TWIN_ONLY
-    }
+    py_api = {k: v for k, v in py_api.items() if k not in _TWIN_ONLY}
     assert sorted(c_api) == sorted(py_api)
     for name in c_api:
         # embedsignature=True puts "Class.method(args)" on the first line.

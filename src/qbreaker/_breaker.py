@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _core_py
 from ._core import CoreBreaker
@@ -37,24 +37,24 @@ class _BreakerAPI(_Base):
 
     def __init__(
         self,
-        max_failures: Optional[int] = 5,
+        max_failures: int | None = 5,
         reset_timeout: Seconds = 60.0,
         half_open_max: int = 3,
         *,
-        success_threshold: Optional[int] = None,
-        half_open_timeout: Optional[Seconds] = None,
-        name: Optional[str] = None,
+        success_threshold: int | None = None,
+        half_open_timeout: Seconds | None = None,
+        name: str | None = None,
         exclude: Iterable[type[BaseException]] = (),
-        is_failure: Optional[Callable[[BaseException], object]] = None,
-        is_failure_result: Optional[Callable[[Any], object]] = None,
-        fallback: Optional[Callable[..., Any]] = None,
-        on_state_change: Optional[Listener] = None,
-        on_success: Optional[Hook] = None,
-        on_failure: Optional[Hook] = None,
-        on_reject: Optional[Hook] = None,
-        error_rate_threshold: Optional[float] = None,
-        latency_threshold: Optional[Seconds] = None,
-        clock: Optional[Clock] = None,
+        is_failure: Callable[[BaseException], object] | None = None,
+        is_failure_result: Callable[[Any], object] | None = None,
+        fallback: Callable[..., Any] | None = None,
+        on_state_change: Listener | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_reject: Hook | None = None,
+        error_rate_threshold: float | None = None,
+        latency_threshold: Seconds | None = None,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__()
         if clock is not None and not callable(clock):

@@ -736,7 +736,7 @@ cdef class CoreBreaker:
     def time_in_state(self):
         """Seconds since the last transition (or since construction)."""
         cdef uint64_t now = _resolve(_now_of(self))
-        return (now - qb_load(&self.cell.changed_at)) / 1000
+        return <double>(now - qb_load(&self.cell.changed_at)) / 1000.0
 
     @property
     def policy(self):

@@ -493,7 +493,7 @@ class CoreBreaker:
     _clock: Any
     _configured: bool
     _options: Options
-    _name: Optional[str]
+    _name: str | None
     _listeners: tuple[Any, ...]
     _events: Any
     _last_observation: Any
@@ -518,7 +518,7 @@ class CoreBreaker:
         policy: tuple[int, int, int, int, int],
         clock: object,
         options: Options = DEFAULT_OPTIONS,
-        name: Optional[str] = None,
+        name: str | None = None,
     ) -> None:
         """Set the validated policy and clock; once, by the constructor."""
         if self._configured:
@@ -567,7 +567,7 @@ class CoreBreaker:
         self._deliver(log)
         return ticket
 
-    def release(self, ticket: int, ok: Optional[bool]) -> None:
+    def release(self, ticket: int, ok: bool | None) -> None:
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
@@ -618,9 +618,7 @@ class CoreBreaker:
             self._raise_open()  # type: ignore[attr-defined]
         _push_with_ticket(self, ticket)
 
-    def __exit__(
-        self, exc_type: object, exc: Optional[BaseException], tb: object
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         ticket = _pop_with_ticket(self)
         if exc_type is None:
             self._exit_ok(ticket)
@@ -684,7 +682,7 @@ class CoreBreaker:
         return describe_word(_load(self._cell))[0]
 
     @property
-    def forced(self) -> Optional[str]:
+    def forced(self) -> str | None:
         w = _load(self._cell)
         if w & STATE_FIELD != S_FORCED:
             return None
@@ -771,7 +769,7 @@ def _check_ticket(ticket: object) -> int:
 # its own link by breaker identity, so nested blocks of several breakers work.
 # (The compiled core keeps the same chain in a mutable per-context stack.)
 
-_WITH_TICKETS: contextvars.ContextVar[Optional[tuple[Any, int, Any]]] = (
+_WITH_TICKETS: contextvars.ContextVar[tuple[Any, int, Any] | None] = (
     contextvars.ContextVar("qbreaker_with_tickets", default=None)
 )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from ._options import check_fraction, seconds_of
 from ._state import State
@@ -19,8 +18,8 @@ class Metrics:
     or a timedelta, stored as float seconds). Either may be None.
     """
 
-    error_rate: Optional[float] = None
-    latency: Optional[Union[float, datetime.timedelta]] = None
+    error_rate: float | None = None
+    latency: float | datetime.timedelta | None = None
 
     def __post_init__(self) -> None:
         rate = check_fraction("error_rate", self.error_rate, open_low=False)
@@ -41,7 +40,7 @@ class BreakerSnapshot:
 
     name: str
     state: State
-    forced: Optional[str]
+    forced: str | None
     generation: int
     consecutive_failures: int
     allowed: int
@@ -52,4 +51,4 @@ class BreakerSnapshot:
     transitions: int
     retry_after: float
     time_in_state: float
-    last_observation: Optional[Metrics]
+    last_observation: Metrics | None

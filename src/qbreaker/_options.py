@@ -11,7 +11,7 @@ import inspect
 import logging
 import math
 from collections.abc import Iterable
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 logger = logging.getLogger("qbreaker")
 
@@ -20,27 +20,27 @@ Hook = Callable[..., Any]
 
 class Options(NamedTuple):
     exclude: tuple[type[BaseException], ...]
-    is_failure: Optional[Callable[[BaseException], object]]
-    is_failure_result: Optional[Callable[[Any], object]]
-    fallback: Optional[Callable[..., Any]]
-    on_success: Optional[Hook]
-    on_failure: Optional[Hook]
-    on_reject: Optional[Hook]
-    error_rate_threshold: Optional[float]
-    latency_threshold: Optional[float]
+    is_failure: Callable[[BaseException], object] | None
+    is_failure_result: Callable[[Any], object] | None
+    fallback: Callable[..., Any] | None
+    on_success: Hook | None
+    on_failure: Hook | None
+    on_reject: Hook | None
+    error_rate_threshold: float | None
+    latency_threshold: float | None
     fallback_is_async: bool
 
 
 def make_options(
     exclude: Iterable[type[BaseException]] = (),
-    is_failure: Optional[Callable[[BaseException], object]] = None,
-    is_failure_result: Optional[Callable[[Any], object]] = None,
-    fallback: Optional[Callable[..., Any]] = None,
-    on_success: Optional[Hook] = None,
-    on_failure: Optional[Hook] = None,
-    on_reject: Optional[Hook] = None,
-    error_rate_threshold: Optional[float] = None,
-    latency_threshold: Optional[object] = None,
+    is_failure: Callable[[BaseException], object] | None = None,
+    is_failure_result: Callable[[Any], object] | None = None,
+    fallback: Callable[..., Any] | None = None,
+    on_success: Hook | None = None,
+    on_failure: Hook | None = None,
+    on_reject: Hook | None = None,
+    error_rate_threshold: float | None = None,
+    latency_threshold: object | None = None,
 ) -> Options:
     if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
         raise TypeError(
@@ -81,7 +81,7 @@ def raise_async_fallback(options: Options) -> None:
     )
 
 
-def check_fraction(name: str, value: object, *, open_low: bool) -> Optional[float]:
+def check_fraction(name: str, value: object, *, open_low: bool) -> float | None:
     """None, or a float in (0, 1] (``open_low``) or [0, 1]."""
     if value is None:
         return None
@@ -94,7 +94,7 @@ def check_fraction(name: str, value: object, *, open_low: bool) -> Optional[floa
     return float(value)
 
 
-def check_latency_threshold(value: object) -> Optional[float]:
+def check_latency_threshold(value: object) -> float | None:
     if value is None:
         return None
     seconds = seconds_of("latency_threshold", value)
@@ -121,7 +121,7 @@ def seconds_of(name: str, value: object) -> float:
 DEFAULT_OPTIONS = make_options()
 
 
-def exception_outcome(options: Options, exc: BaseException) -> Optional[bool]:
+def exception_outcome(options: Options, exc: BaseException) -> bool | None:
     """True (success), False (failure) or None (neutral) for a raised ``exc``.
 
     Order: ``exclude``, then the BaseException rule (KeyboardInterrupt,
