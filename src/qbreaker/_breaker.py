@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import _core_py
+from . import _core_py, _forms
 from ._core import CoreBreaker
 from ._errors import CircuitOpenError
 from ._metrics import BreakerSnapshot, Metrics
@@ -20,6 +20,12 @@ from ._options import Hook, make_options, run_hook
 from ._settings import TICKS_PER_SECOND, Seconds, make_policy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Coroutine
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+    F = TypeVar("F", bound=Callable[..., Any])
     _Base = _core_py.CoreBreaker
 else:
     _Base = object
@@ -169,19 +175,15 @@ class _BreakerAPI(_Base):
 
     # -- forms that need Python -----------------------------------------------
 
-    def __call__(self, fn: Callable[..., Any]) -> Any:
+    def __call__(self, fn: F) -> F:
         """Use the breaker as a decorator, on any kind of function."""
-        from ._forms import decorate
+        return _forms.decorate(self, fn)
 
-        return decorate(self, fn)
-
-    async def call_async(
-        self, fn: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> Any:
+    def call_async(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
         """Await ``fn(*args, **kwargs)`` under the breaker."""
-        from ._forms import call_async
-
-        return await call_async(self, fn, *args, **kwargs)
+        return _forms.call_async(self, fn, *args, **kwargs)
 
     async def __aenter__(self) -> None:
         self.__enter__()

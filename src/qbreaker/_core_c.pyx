@@ -681,6 +681,9 @@ cdef class CoreBreaker:
 
     def _exit_result(self, ticket, result):
         """A call returned ``result``; ``is_failure_result`` may call it failed."""
+        if self._plain_success:
+            _settle_and_push(self, ticket, OUTCOME_SUCCESS)
+            return
         if result_outcome(self._options, result):
             self._exit_ok(ticket)
             return

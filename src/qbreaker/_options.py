@@ -7,6 +7,7 @@ here, so the rules exist in one place.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -70,14 +71,43 @@ def make_options(
         on_reject,
         check_fraction("error_rate_threshold", error_rate_threshold, open_low=True),
         check_latency_threshold(latency_threshold),
-        fallback is not None and inspect.iscoroutinefunction(fallback),
+        fallback is not None
+        and callable_kind(fallback)
+        in ("coroutine function", "async generator function"),
     )
+
+
+def callable_kind(fn: object) -> str:
+    """'coroutine function', 'async generator function', 'generator
+    function' or 'function' (any other callable).
+
+    Functions, methods and ``functools.partial`` objects are recognised by
+    ``inspect``; another callable object by its class's ``__call__``.
+    """
+    target = fn
+    if not (
+        inspect.isroutine(fn)
+        or inspect.isclass(fn)
+        or isinstance(fn, functools.partial)
+    ):
+        target = type(fn).__call__
+    if inspect.iscoroutinefunction(target):
+        return "coroutine function"
+    if inspect.isasyncgenfunction(target):
+        return "async generator function"
+    if inspect.isgeneratorfunction(target):
+        return "generator function"
+    return "function"
+
+
+_ASYNC_KINDS = ("coroutine function", "async generator function")
 
 
 def raise_async_fallback(options: Options) -> None:
     raise TypeError(
-        f"fallback {options.fallback!r} is a coroutine function, which a "
-        f"synchronous call cannot await; use call_async() or an async function"
+        f"fallback {options.fallback!r} is an async (coroutine or async "
+        f"generator) function, whose result a synchronous call cannot use; "
+        f"use call_async() or protect an async function"
     )
 
 
