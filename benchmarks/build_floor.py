@@ -17,6 +17,7 @@ import os
 import sys
 import sysconfig
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
@@ -36,11 +37,9 @@ def cache_dir() -> Path:
 
 
 def _key() -> str:
-    import Cython
-
     h = hashlib.sha256(PYX.read_bytes())
     h.update(Path(__file__).read_bytes())
-    h.update(f"{sys.implementation.cache_tag} {Cython.__version__}".encode())
+    h.update(f"{sys.implementation.cache_tag} {version('Cython')}".encode())
     return h.hexdigest()[:16]
 
 
@@ -62,7 +61,7 @@ def build(force: bool = False) -> Path:
         # build_dir keeps the generated .c out of the repository.
         exts = cythonize([ext], build_dir=tmp, quiet=True, force=True)
         cmd = Distribution({"ext_modules": exts}).get_command_obj("build_ext")
-        cmd.build_lib = cmd.build_temp = tmp  # type: ignore[attr-defined]
+        cmd.build_lib = cmd.build_temp = tmp
         cmd.ensure_finalized()
         cmd.run()
         os.replace(Path(tmp) / f"_floor{suffix}", target)

@@ -2,12 +2,14 @@
 
 Every scenario runs the same loop of ``_common.LOOPS`` calls over:
 
-- ``bare``: the protected function alone, what a call costs unprotected;
+- ``bare``: the protected function alone, what a call costs unprotected
+  (``empty loop`` where the scenario calls nothing);
 - ``floor``: the same loop around ``_floor.Floor``, two Python-to-C calls
   that do nothing: the least any compiled breaker can cost;
 - ``qbreaker-c`` / ``qbreaker-py``: the public class on the compiled core and
   the pure-Python twin (``PyCircuitBreaker``);
-- the peers, each skipped if not installed (``pip install -e .[bench]``).
+- the peers, each skipped if not installed (``pip install -e .[bench]``;
+  the floor also needs Cython and a C compiler).
 
 Files are named ``bench_*.py`` so the default test run never collects them;
 the hook below collects them when ``benchmarks/`` is named on the command line.
@@ -99,19 +101,23 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture
 def pybreaker() -> ModuleType:
-    return pytest.importorskip("pybreaker")
+    module: ModuleType = pytest.importorskip("pybreaker")
+    return module
 
 
 @pytest.fixture
 def circuitbreaker() -> ModuleType:
-    return pytest.importorskip("circuitbreaker")
+    module: ModuleType = pytest.importorskip("circuitbreaker")
+    return module
 
 
 @pytest.fixture
 def purgatory() -> ModuleType:
-    return pytest.importorskip("purgatory")
+    module: ModuleType = pytest.importorskip("purgatory")
+    return module
 
 
 @pytest.fixture
 def aiobreaker() -> ModuleType:
-    return pytest.importorskip("aiobreaker")
+    module: ModuleType = pytest.importorskip("aiobreaker")
+    return module

@@ -68,8 +68,8 @@ def main(path: str) -> None:
     for group, num, den in HEADLINES:
         rows = groups.get(group, {})
         if num in rows and den in rows:
-            ratio = overhead(rows, num) / overhead(rows, den)
-            print(f"- {group}: {num} / {den} = {ratio:.2f}")
+            value = overhead(rows, num) / overhead(rows, den)
+            print(f"- {group}: {num} / {den} = {value:.2f}")
 
 
 if __name__ == "__main__":
