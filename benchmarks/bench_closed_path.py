@@ -42,7 +42,7 @@ def test_core_pair(benchmark: BenchmarkFixture) -> None:
     # Diagnostic: the compiled class itself, not the public Python subclass.
     # CPython's specialised call of a C method wants the exact type, so the
     # gap between this row and qbreaker-c's is what subclassing costs.
-    from qbreaker._core_c import CoreBreaker
+    from qbreaker._core_c import CircuitBreaker as CoreBreaker
 
     b = CoreBreaker()
     measure(benchmark, CLOSED, "qbreaker-c-core allow+record", pair_loop(b))

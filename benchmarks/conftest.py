@@ -53,7 +53,7 @@ def _compiled_class() -> type:
             f"qbreaker._core_c is not importable ({exc}); build it with "
             "`pip install -e .` (Cython and a C compiler needed)"
         ) from exc
-    if not issubclass(qbreaker.CircuitBreaker, _core_c.CoreBreaker):
+    if qbreaker.CircuitBreaker is not _core_c.CircuitBreaker:
         raise pytest.UsageError(
             "qbreaker.CircuitBreaker is not on the compiled core "
             f"(IMPLEMENTATION={qbreaker.IMPLEMENTATION!r}); "

@@ -27,7 +27,7 @@ def make(name: str) -> Any:
     if name in ("empty", "floor"):
         return build_floor.load().Floor()
     if name == "core":
-        from qbreaker._core_c import CoreBreaker
+        from qbreaker._core_c import CircuitBreaker as CoreBreaker
 
         return CoreBreaker()
     if name == "public":

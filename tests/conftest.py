@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qbreaker import _breaker, _core_py
+from qbreaker import _core_py
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,13 +50,10 @@ class Impl:
 def _compiled() -> Impl:
     core_c = importlib.import_module("qbreaker._core_c")
 
-    class CCircuitBreaker(_breaker._BreakerAPI, core_c.CoreBreaker):  # type: ignore[misc]
-        __slots__ = ()
-
-    return Impl("c", core_c, CCircuitBreaker)
+    return Impl("c", core_c, core_c.CircuitBreaker)
 
 
-_PY = Impl("py", _core_py, _breaker.PyCircuitBreaker)
+_PY = Impl("py", _core_py, _core_py.CircuitBreaker)
 
 
 @pytest.fixture(

@@ -228,10 +228,10 @@ def test_policy_is_set_once(impl: Impl) -> None:
 
 
 def test_error_messages_are_the_same_on_both_cores() -> None:
-    from qbreaker import _breaker
+    from qbreaker import _core_c, _core_py
 
     messages = []
-    for cls in (_breaker.CircuitBreaker, _breaker.PyCircuitBreaker):
+    for cls in (_core_c.CircuitBreaker, _core_py.CircuitBreaker):
         with pytest.raises(ValueError) as info:
             cls(max_failures=0)
         messages.append(str(info.value))

@@ -10,7 +10,7 @@ import pytest
 
 PROBE = (
     "import qbreaker, qbreaker._core as core; "
-    "print(qbreaker.IMPLEMENTATION, core.CoreBreaker.__module__, "
+    "print(qbreaker.IMPLEMENTATION, core.CircuitBreaker.__module__, "
     "type(qbreaker.CircuitBreaker.allow).__name__)"
 )
 

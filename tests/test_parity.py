@@ -85,13 +85,13 @@ def _api(cls: type) -> dict[str, str]:
 
 
 def test_same_methods_and_docstrings(core_c) -> None:  # type: ignore[no-untyped-def]
-    c_api, py_api = _api(core_c.CoreBreaker), _api(_core_py.CoreBreaker)
+    c_api, py_api = _api(core_c.CircuitBreaker), _api(_core_py.CircuitBreaker)
     # Private storage of the twin's stand-in for the C struct.
     py_api = {k: v for k, v in py_api.items() if k not in _TWIN_ONLY}
     assert sorted(c_api) == sorted(py_api)
     for name in c_api:
         # embedsignature=True puts "Class.method(args)" on the first line.
-        c_doc = re.sub(r"^CoreBreaker\.\w+\(.*?\)\n*", "", c_api[name])
+        c_doc = re.sub(r"^CircuitBreaker\.\w+\(.*?\)\n*", "", c_api[name])
         # A ``cdef public`` attribute's doc is its declaration, "name: type".
         c_doc = re.sub(r"^\w+: \w+$", "", c_doc)
         assert c_doc == py_api[name], name
@@ -99,4 +99,4 @@ def test_same_methods_and_docstrings(core_c) -> None:  # type: ignore[no-untyped
 
 def test_the_compiled_core_is_compiled(core_c) -> None:  # type: ignore[no-untyped-def]
     assert core_c.__file__.endswith((".so", ".pyd"))
-    assert type(core_c.CoreBreaker.allow).__name__ == "method_descriptor"
+    assert type(core_c.CircuitBreaker.allow).__name__ == "method_descriptor"

@@ -1,7 +1,7 @@
 """qbreaker: a lock-free circuit breaker for Python services."""
 
-from ._breaker import CircuitBreaker, PyCircuitBreaker
-from ._core import IMPLEMENTATION
+from ._core import IMPLEMENTATION, CircuitBreaker
+from ._core_py import CircuitBreaker as PyCircuitBreaker
 from ._errors import BreakerError, CircuitOpenError
 from ._group import BreakerGroup
 from ._metrics import BreakerSnapshot, Metrics

@@ -1,5 +1,5 @@
 # The compiled core's C-level API. Another Cython extension can
-#     from qbreaker._core_c cimport CoreBreaker, qb_admit, qb_settle, QB_NOW_AUTO
+#     from qbreaker._core_c cimport CircuitBreaker, qb_admit, qb_settle, QB_NOW_AUTO
 # and drive a breaker without the GIL:
 #     t = qb_admit(b.cell, &b.cpolicy, QB_NOW_AUTO, NULL)
 # The layout constants mirror _core_py.py; tests/test_parity.py compares them.
@@ -93,7 +93,7 @@ cdef void qb_force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
 cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil
 
 
-cdef class CoreBreaker:
+cdef class CircuitBreaker:
     cdef qb_cell *cell
     cdef void *_cell_memory
     cdef qb_policy cpolicy

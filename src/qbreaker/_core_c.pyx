@@ -23,6 +23,7 @@ import contextvars
 import functools
 from types import MethodType
 
+from qbreaker import _api, _forms
 from qbreaker._core_py import DEFAULT_POLICY, Policy
 from qbreaker._core_py import _check_ticket, _outcome_code, clock_ticks
 from qbreaker._events import Dispatcher
@@ -116,6 +117,12 @@ cdef inline uint64_t _ticket_of(uint64_t w) noexcept nogil:
     return (w & HEAD_FIELD) << 1 | 1
 
 
+cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
+    # 0 if it opened "after" now (see _core_py._open_elapsed).
+    cdef uint64_t elapsed = (now - (w >> OPENED_SHIFT)) & OPENED_FIELD
+    return 0 if elapsed >> (OPENED_BITS - 1) else elapsed
+
+
 cdef inline uint64_t _expired_half_open(uint64_t w, const qb_policy *pol,
                                         uint64_t now) noexcept nogil:
     # Re-opens as of the moment it expired, not as of now (see _core_py).
@@ -150,10 +157,10 @@ cdef inline uint64_t _resolve(uint64_t now) noexcept nogil:
 
 # -- operations ----------------------------------------------------------------
 
-cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
+cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                             qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
-    cdef uint64_t state, nw
+    cdef uint64_t state, nw, now
     while True:
         state = w & STATE_FIELD
         if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
@@ -161,9 +168,9 @@ cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
             return _ticket_of(w)
         if state == S_FORCED:
             break
-        now = _resolve(now)
+        now = _resolve(given_now)
         if state == S_OPEN:
-            if ((now - (w >> OPENED_SHIFT)) & OPENED_FIELD) < pol.reset_ticks:
+            if _open_elapsed(w, now) < pol.reset_ticks:
                 break
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
@@ -186,10 +193,10 @@ cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
     return 0
 
 
-cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
+cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                          uint64_t ticket, int outcome,
                          qb_translog *log) noexcept nogil:
-    cdef uint64_t w, state, failures, in_flight, freed, successes, nw
+    cdef uint64_t w, state, failures, in_flight, freed, successes, nw, now
     cdef bint ok
     if outcome == OUTCOME_SUCCESS:
         qb_add(&cell.successes, 1)
@@ -217,7 +224,7 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                 return True
             elif (state == S_CLOSED and pol.max_failures > 0
                   and failures + 1 >= pol.max_failures):
-                now = _resolve(now)
+                now = _resolve(given_now)
                 nw = _open_word(_next_gen(w), now)
                 ok = _transition(cell, &w, nw, now, log)
             else:
@@ -226,7 +233,7 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                 return True
             continue
         # Half-open.
-        now = _resolve(now)
+        now = _resolve(given_now)
         nw = _expired_half_open(w, pol, now)
         if nw:
             if _transition(cell, &w, nw, now, log):
@@ -264,20 +271,20 @@ cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
     return _settle(cell, pol, now, ticket, outcome, log)
 
 
-cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t now,
+cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                          qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
-    cdef uint64_t state, nw
+    cdef uint64_t state, nw, now
     while True:
         state = w & STATE_FIELD
         if state != S_OPEN and state != S_HALF_OPEN:
             return
-        now = _resolve(now)
+        now = _resolve(given_now)
         if state == S_HALF_OPEN:
             nw = _expired_half_open(w, pol, now)
             if not nw:
                 return
-        elif ((now - (w >> OPENED_SHIFT)) & OPENED_FIELD) < pol.reset_ticks:
+        elif _open_elapsed(w, now) < pol.reset_ticks:
             return
         else:
             nw = _half_open_word(_next_gen(w), 0, 0, now)
@@ -305,10 +312,11 @@ cdef void qb_force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
             return
 
 
-cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil:
+cdef bint qb_trip(qb_cell *cell, uint64_t given_now, qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
+    cdef uint64_t now
     while (w & STATE_FIELD) == S_CLOSED:
-        now = _resolve(now)
+        now = _resolve(given_now)
         if _transition(cell, &w, _open_word(_next_gen(w), now), now, log):
             return True
     return False
@@ -322,17 +330,21 @@ cdef inline double _retry_after_ticks(uint64_t w, const qb_policy *pol,
         return 0.0 if w >> FORCED_KIND_SHIFT else INFINITY
     if state != S_OPEN:
         return 0.0
-    elapsed = (_resolve(now) - (w >> OPENED_SHIFT)) & OPENED_FIELD
+    elapsed = _open_elapsed(w, _resolve(now))
     return <double>(pol.reset_ticks - elapsed) if elapsed < pol.reset_ticks else 0.0
 
 
 # -- the Python-facing class ---------------------------------------------------
 
-cdef inline uint64_t _now_of(CoreBreaker b) except? 0:
-    # A user clock is read on every call: clock= serves tests, and a branch
-    # here keeps the default path free of any Python call.
+cdef inline uint64_t _now_of(CircuitBreaker b) except? 0:
+    # A user clock is read on every call: clock= serves tests, and this
+    # inlined branch keeps the default path free of any Python call.
     if b._clock is None:
         return QB_NOW_AUTO
+    return _user_now(b)
+
+
+cdef uint64_t _user_now(CircuitBreaker b) except? 0:
     return clock_ticks(b._clock())
 
 
@@ -368,7 +380,7 @@ def describe_word(uint64_t w):
     return public, (w >> GEN_SHIFT) & GEN_FIELD
 
 
-cdef int _push(CoreBreaker b, qb_translog *log) except -1:
+cdef int _push(CircuitBreaker b, qb_translog *log) except -1:
     # Called right after the operation, with the GIL held since its CAS and
     # no Python code run in between: the queue's order is the transitions'.
     cdef int i
@@ -381,7 +393,7 @@ cdef int _push(CoreBreaker b, qb_translog *log) except -1:
     return 0
 
 
-cdef int _set_policy(CoreBreaker b, object policy) except -1:
+cdef int _set_policy(CircuitBreaker b, object policy) except -1:
     b.cpolicy.max_failures = policy.max_failures
     b.cpolicy.reset_ticks = policy.reset_ticks
     b.cpolicy.half_open_max = policy.half_open_max
@@ -390,7 +402,7 @@ cdef int _set_policy(CoreBreaker b, object policy) except -1:
     return 0
 
 
-cdef int _set_options(CoreBreaker b, object options) except -1:
+cdef int _set_options(CircuitBreaker b, object options) except -1:
     b._options = options
     b._plain_success = (options.is_failure_result is None
                         and options.on_success is None)
@@ -476,7 +488,7 @@ cdef _WithTickets _with_tickets():
 
 # -- protected calls -------------------------------------------------------------
 
-cdef object _call(CoreBreaker b, object fn, tuple args, dict kwargs):
+cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
     cdef qb_translog log
     cdef uint64_t ticket
     if b._async_fallback:
@@ -499,7 +511,7 @@ cdef object _call(CoreBreaker b, object fn, tuple args, dict kwargs):
     return result
 
 
-cdef inline int _settle_and_push(CoreBreaker b, uint64_t ticket,
+cdef inline int _settle_and_push(CircuitBreaker b, uint64_t ticket,
                                  int outcome) except -1:
     cdef qb_translog log
     log.n = 0
@@ -512,7 +524,7 @@ cdef inline int _settle_and_push(CoreBreaker b, uint64_t ticket,
 cdef class _Guarded:
     """A function protected by a breaker: each call goes through ``call``."""
 
-    cdef CoreBreaker breaker
+    cdef CircuitBreaker breaker
     cdef object fn
     cdef dict __dict__
     cdef object __weakref__
@@ -530,8 +542,12 @@ cdef class _Guarded:
         return f"<protected {self.fn!r} by {self.breaker!r}>"
 
 
-cdef class CoreBreaker:
-    """The breaker's hot path. ``CircuitBreaker`` adds the ergonomic API."""
+cdef class CircuitBreaker:
+    """A circuit breaker: closed, open and half-open, lock-free.
+
+    ``CircuitBreaker(max_failures=5, reset_timeout=60.0, half_open_max=3)``;
+    see the README for every setting.
+    """
 
     def __cinit__(self, *args, **kwargs):
         # Over-allocate and align by hand: pymalloc serves the 127 bytes from
@@ -550,6 +566,18 @@ cdef class CoreBreaker:
         self._listeners = ()
         self._events = None
         self._last_observation = None
+
+    def __init__(self, max_failures=5, reset_timeout=60.0, half_open_max=3, *,
+                 success_threshold=None, half_open_timeout=None, name=None,
+                 exclude=(), is_failure=None, is_failure_result=None,
+                 fallback=None, on_state_change=None, on_success=None,
+                 on_failure=None, on_reject=None, error_rate_threshold=None,
+                 latency_threshold=None, clock=None):
+        _api.init(self, max_failures, reset_timeout, half_open_max,
+                  success_threshold, half_open_timeout, name, exclude,
+                  is_failure, is_failure_result, fallback, on_state_change,
+                  on_success, on_failure, on_reject, error_rate_threshold,
+                  latency_threshold, clock)
 
     def __dealloc__(self):
         PyMem_Free(self._cell_memory)
@@ -748,6 +776,28 @@ cdef class CoreBreaker:
                       p.success_threshold, p.half_open_timeout_ticks)
 
     @property
+    def max_failures(self):
+        return self.cpolicy.max_failures
+
+    @property
+    def reset_timeout(self):
+        """Seconds, as validated and rounded to the millisecond."""
+        return self.cpolicy.reset_ticks / 1000.0
+
+    @property
+    def half_open_max(self):
+        return self.cpolicy.half_open_max
+
+    @property
+    def success_threshold(self):
+        return self.cpolicy.success_threshold
+
+    @property
+    def half_open_timeout(self):
+        """Seconds, as validated and rounded to the millisecond."""
+        return self.cpolicy.half_open_timeout_ticks / 1000.0
+
+    @property
     def _word(self):
         return qb_load(&self.cell.word)
 
@@ -756,3 +806,63 @@ cdef class CoreBreaker:
         return Totals(qb_load(&c.allowed), qb_load(&c.rejected),
                       qb_load(&c.successes), qb_load(&c.failures),
                       qb_load(&c.neutral), qb_load(&c.transitions))
+
+    # -- the Python-level API, written once in _api ------------------------------
+
+    @property
+    def name(self):
+        """Given at construction, else the first decorated function's
+        qualified name, else a generated ``breaker-N``."""
+        return _api.name(self)
+
+    def _adopt_name(self, qualname):
+        _api.adopt_name(self, qualname)
+
+    @property
+    def listeners(self):
+        return self._listeners
+
+    def add_listener(self, listener):
+        """Call ``listener(breaker, old_state, new_state)`` on each transition."""
+        _api.add_listener(self, listener)
+
+    def remove_listener(self, listener):
+        """Stop calling ``listener``; ValueError if it was not added."""
+        _api.remove_listener(self, listener)
+
+    def _raise_open(self):
+        _api.raise_open(self)
+
+    def _rejected(self, args, kwargs):
+        return _api.rejected(self, args, kwargs)
+
+    def __call__(self, fn):
+        """Use the breaker as a decorator, on any kind of function."""
+        return _forms.decorate(self, fn)
+
+    def call_async(self, fn, /, *args, **kwargs):
+        """Await ``fn(*args, **kwargs)`` under the breaker."""
+        return _forms.call_async(self, fn, *args, **kwargs)
+
+    async def __aenter__(self):
+        self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        self.__exit__(exc_type, exc, tb)
+
+    def observe(self, metrics):
+        """Record an observation; trip a closed breaker if it crosses a threshold.
+
+        From the closed state (not forced), it opens the breaker when
+        ``error_rate >= error_rate_threshold`` or ``latency >=
+        latency_threshold`` (thresholds that are None never trip). In any
+        other state it only records. Returns True if this call opened it.
+        """
+        return _api.observe(self, metrics)
+
+    def metrics(self):
+        """A snapshot of the state and totals (read field by field)."""
+        return _api.metrics(self)
+
+    def __repr__(self):
+        return _api.describe(self)

@@ -70,6 +70,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _events
+from ._api import BreakerAPI
 from ._options import (
     DEFAULT_OPTIONS,
     Options,
@@ -86,7 +87,7 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
     R = TypeVar("R")
 
-__all__ = ("CoreBreaker",)
+__all__ = ("CircuitBreaker", "CoreBreaker")
 
 STATE_SHIFT, STATE_BITS = 0, 2
 GEN_SHIFT, GEN_BITS = 2, 18
@@ -181,8 +182,13 @@ _OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
 TransitionLog = Optional[Any]
 
 
+_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", None)
+
+
 def monotonic_ms() -> int:
     # The same clock and truncation as qb_monotonic_ms() in qb_clock.h.
+    if _COARSE is not None:
+        return time.clock_gettime_ns(_COARSE) // 1_000_000
     return time.monotonic_ns() // 1_000_000
 
 
@@ -278,6 +284,17 @@ def ticket_of(w: int) -> int:
     return (w & HEAD_FIELD) << 1 | 1
 
 
+def _open_elapsed(w: int, now: int) -> int:
+    """Ticks since an open word opened; 0 if it opened "after" ``now``.
+
+    A time read before a concurrent transition can be older than the time
+    that transition stored. The 44-bit field cannot wrap in practice (2**43
+    ms is 278 years), so a difference in its upper half means "negative".
+    """
+    elapsed = (now - (w >> OPENED_SHIFT)) & OPENED_FIELD
+    return 0 if elapsed >> (OPENED_BITS - 1) else elapsed
+
+
 def _expired_half_open(w: int, pol: Policy, now: int) -> int:
     """The open word a timed-out half-open word becomes, else 0.
 
@@ -293,7 +310,7 @@ def _expired_half_open(w: int, pol: Policy, now: int) -> int:
 # -- operations ----------------------------------------------------------------
 
 
-def admit(cell: Cell, pol: Policy, now: int, log: TransitionLog) -> int:
+def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
     """Admit a call: its ticket, or 0 when rejected."""
     w = _load(cell)
     while True:
@@ -303,9 +320,9 @@ def admit(cell: Cell, pol: Policy, now: int, log: TransitionLog) -> int:
             return ticket_of(w)
         if state == S_FORCED:
             break
-        now = _resolve(now)
+        now = _resolve(given_now)
         if state == S_OPEN:
-            if (now - (w >> OPENED_SHIFT)) & OPENED_FIELD < pol.reset_ticks:
+            if _open_elapsed(w, now) < pol.reset_ticks:
                 break
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
@@ -333,7 +350,12 @@ def admit(cell: Cell, pol: Policy, now: int, log: TransitionLog) -> int:
 
 
 def settle(
-    cell: Cell, pol: Policy, now: int, ticket: int, outcome: int, log: TransitionLog
+    cell: Cell,
+    pol: Policy,
+    given_now: int,
+    ticket: int,
+    outcome: int,
+    log: TransitionLog,
 ) -> bool:
     """Report an outcome: for ``ticket``, or for the current generation if 0.
 
@@ -359,7 +381,7 @@ def settle(
             elif failures == FAIL_MAX:
                 return True
             elif state == S_CLOSED and 0 < pol.max_failures <= failures + 1:
-                now = _resolve(now)
+                now = _resolve(given_now)
                 nw = _open_word(_next_gen(w), now)
                 ok, seen = _transition(cell, w, nw, now, log)
             else:
@@ -369,7 +391,7 @@ def settle(
             w = seen
             continue
         # Half-open.
-        now = _resolve(now)
+        now = _resolve(given_now)
         nw = _expired_half_open(w, pol, now)
         if nw:
             ok, seen = _transition(cell, w, nw, now, log)
@@ -399,19 +421,19 @@ def settle(
         w = seen
 
 
-def renormalize(cell: Cell, pol: Policy, now: int, log: TransitionLog) -> None:
+def renormalize(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> None:
     """Apply the transitions that time alone causes, admitting nothing."""
     w = _load(cell)
     while True:
         state = w & STATE_FIELD
         if state != S_OPEN and state != S_HALF_OPEN:
             return
-        now = _resolve(now)
+        now = _resolve(given_now)
         if state == S_HALF_OPEN:
             nw = _expired_half_open(w, pol, now)
             if not nw:
                 return
-        elif (now - (w >> OPENED_SHIFT)) & OPENED_FIELD < pol.reset_ticks:
+        elif _open_elapsed(w, now) < pol.reset_ticks:
             return
         else:
             nw = _half_open_word(_next_gen(w), 0, 0, now)
@@ -444,11 +466,11 @@ def force(cell: Cell, kind_closed: int, now: int, log: TransitionLog) -> None:
             return
 
 
-def trip(cell: Cell, now: int, log: TransitionLog) -> bool:
+def trip(cell: Cell, given_now: int, log: TransitionLog) -> bool:
     """Open a closed (not forced) breaker as of now; True if this call did."""
     w = _load(cell)
     while w & STATE_FIELD == S_CLOSED:
-        now = _resolve(now)
+        now = _resolve(given_now)
         ok, w = _transition(cell, w, _open_word(_next_gen(w), now), now, log)
         if ok:
             return True
@@ -466,8 +488,7 @@ def retry_after_ticks(w: int, pol: Policy, now: int) -> float:
         return 0.0 if w >> FORCED_KIND_SHIFT else math.inf
     if state != S_OPEN:
         return 0.0
-    elapsed = (_resolve(now) - (w >> OPENED_SHIFT)) & OPENED_FIELD
-    return float(max(pol.reset_ticks - elapsed, 0))
+    return float(max(pol.reset_ticks - _open_elapsed(w, _resolve(now)), 0))
 
 
 # -- the Python-facing class ---------------------------------------------------
@@ -717,6 +738,28 @@ class CoreBreaker:
         return self._policy
 
     @property
+    def max_failures(self) -> int:
+        return self._policy.max_failures
+
+    @property
+    def reset_timeout(self) -> float:
+        """Seconds, as validated and rounded to the millisecond."""
+        return self._policy.reset_ticks / 1000
+
+    @property
+    def half_open_max(self) -> int:
+        return self._policy.half_open_max
+
+    @property
+    def success_threshold(self) -> int:
+        return self._policy.success_threshold
+
+    @property
+    def half_open_timeout(self) -> float:
+        """Seconds, as validated and rounded to the millisecond."""
+        return self._policy.half_open_timeout_ticks / 1000
+
+    @property
     def _word(self) -> int:
         return _load(self._cell)
 
@@ -794,3 +837,14 @@ def _pop_with_ticket(breaker: object) -> int:
         rest = (owner, ticket, rest)
     _WITH_TICKETS.set(rest)
     return chain[1]
+
+
+class CircuitBreaker(BreakerAPI, CoreBreaker):
+    """A circuit breaker: closed, open and half-open, lock-free.
+
+    ``CircuitBreaker(max_failures=5, reset_timeout=60.0, half_open_max=3)``;
+    see the README for every setting. This is the pure-Python twin, exported
+    as ``qbreaker.PyCircuitBreaker``.
+    """
+
+    __slots__ = ()

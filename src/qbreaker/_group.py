@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ._breaker import CircuitBreaker
+from ._core import CircuitBreaker
 from ._metrics import BreakerSnapshot
 from ._state import State
 

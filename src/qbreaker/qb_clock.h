@@ -31,9 +31,17 @@ static inline uint64_t qb_monotonic_ms(void) {
 }
 #else
 #  include <time.h>
+/* The coarse clock: the same timeline as CLOCK_MONOTONIC at tick resolution
+   (1-4 ms), read in about 3 ns instead of about 20 here. An open breaker
+   reads the clock on every rejection, so this is the rejection path's cost. */
+#  if defined(CLOCK_MONOTONIC_COARSE)
+#    define QB_CLOCK_ID CLOCK_MONOTONIC_COARSE
+#  else
+#    define QB_CLOCK_ID CLOCK_MONOTONIC
+#  endif
 static inline uint64_t qb_monotonic_ms(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(QB_CLOCK_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 #endif

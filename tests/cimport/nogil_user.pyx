@@ -7,13 +7,13 @@ from qbreaker._core_c cimport (
     OUTCOME_FAILURE,
     OUTCOME_SUCCESS,
     QB_NOW_AUTO,
-    CoreBreaker,
+    CircuitBreaker,
     qb_admit,
     qb_settle,
 )
 
 
-def hammer(CoreBreaker b, int calls, int fail_every, uint64_t now=QB_NOW_AUTO):
+def hammer(CircuitBreaker b, int calls, int fail_every, uint64_t now=QB_NOW_AUTO):
     """Admit and settle `calls` calls without the GIL; returns (admitted, stale)."""
     cdef int i, admitted = 0, stale = 0
     cdef uint64_t ticket

@@ -1,0 +1,298 @@
+"""The breaker's Python-level API, written once for both cores.
+
+None of this is on the closed-state hot path. The compiled class must *be*
+the public class (CPython 3.11 specialises a C method call only when the
+instance's type is exactly the method's class, so a Python subclass doubles
+the cost of ``allow()``), so it cannot inherit a Python mixin: it defines
+one-line methods that call the functions here. The twin inherits
+``BreakerAPI``, whose methods are the same one-liners.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _forms
+from ._errors import CircuitOpenError
+from ._metrics import BreakerSnapshot, Metrics
+from ._options import Hook, make_options, run_hook
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Coroutine
+    from typing import ParamSpec, TypeVar
+
+    from ._core_py import CoreBreaker as _Base
+    from ._settings import Seconds
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+    F = TypeVar("F", bound=Callable[..., Any])
+else:
+    _Base = object
+
+Clock = Callable[[], float]
+Listener = Callable[[Any, Any, Any], object]
+
+_anonymous = itertools.count(1)
+# Guards name adoption and listener-tuple replacement: never held around
+# user code, never taken on a protected call.
+_lock = threading.Lock()
+
+
+def init(
+    b: Any,
+    max_failures: int | None,
+    reset_timeout: Seconds,
+    half_open_max: int,
+    success_threshold: int | None,
+    half_open_timeout: Seconds | None,
+    name: str | None,
+    exclude: Iterable[type[BaseException]],
+    is_failure: Callable[[BaseException], object] | None,
+    is_failure_result: Callable[[Any], object] | None,
+    fallback: Callable[..., Any] | None,
+    on_state_change: Listener | None,
+    on_success: Hook | None,
+    on_failure: Hook | None,
+    on_reject: Hook | None,
+    error_rate_threshold: float | None,
+    latency_threshold: Seconds | None,
+    clock: Clock | None,
+) -> None:
+    from ._settings import make_policy  # _settings imports the twin
+
+    if clock is not None and not callable(clock):
+        raise TypeError(
+            f"clock must be a callable returning seconds, like time.monotonic, "
+            f"got {clock!r}"
+        )
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {name!r}")
+    if on_state_change is not None and not callable(on_state_change):
+        raise TypeError(
+            f"on_state_change must be callable or None, got {on_state_change!r}"
+        )
+    policy = make_policy(
+        max_failures, reset_timeout, half_open_max, success_threshold, half_open_timeout
+    )
+    options = make_options(
+        exclude,
+        is_failure,
+        is_failure_result,
+        fallback,
+        on_success,
+        on_failure,
+        on_reject,
+        error_rate_threshold,
+        latency_threshold,
+    )
+    b._configure(policy, clock, options, name)
+    if on_state_change is not None:
+        b._listeners = (on_state_change,)
+
+
+def name(b: Any) -> str:
+    if b._name is None:
+        adopt_name(b, f"breaker-{next(_anonymous)}")
+    return b._name  # type: ignore[no-any-return]
+
+
+def adopt_name(b: Any, qualname: str) -> None:
+    with _lock:
+        if b._name is None:
+            b._name = qualname
+
+
+def add_listener(b: Any, listener: Listener) -> None:
+    if not callable(listener):
+        raise TypeError(f"listener must be callable, got {listener!r}")
+    with _lock:
+        b._listeners = (*b._listeners, listener)
+
+
+def remove_listener(b: Any, listener: Listener) -> None:
+    with _lock:
+        current = list(b._listeners)
+        if listener not in current:
+            raise ValueError(f"{listener!r} is not a listener of {b!r}")
+        current.remove(listener)
+        b._listeners = tuple(current)
+
+
+def open_error(b: Any) -> CircuitOpenError:
+    return CircuitOpenError(name(b), b.state, b.retry_after)
+
+
+def raise_open(b: Any) -> None:
+    if b._options.on_reject is not None:
+        run_hook(b._options.on_reject, b)
+    raise open_error(b)
+
+
+def rejected(b: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A rejected call's result: the fallback's, or CircuitOpenError."""
+    options = b._options
+    if options.on_reject is not None:
+        run_hook(options.on_reject, b)
+    if options.fallback is None:
+        raise open_error(b)
+    return options.fallback(*args, **kwargs)
+
+
+def observe(b: Any, metrics: Metrics) -> bool:
+    if not isinstance(metrics, Metrics):
+        raise TypeError(f"observe() takes a qbreaker.Metrics, got {metrics!r}")
+    b._last_observation = metrics
+    options = b._options
+    rate_limit = options.error_rate_threshold
+    latency_limit = options.latency_threshold
+    crossed = (
+        rate_limit is not None
+        and metrics.error_rate is not None
+        and metrics.error_rate >= rate_limit
+    ) or (
+        latency_limit is not None
+        and metrics.latency is not None
+        and metrics.latency >= latency_limit
+    )
+    return bool(crossed) and bool(b._trip())
+
+
+def metrics(b: Any) -> BreakerSnapshot:
+    totals = b.totals()
+    return BreakerSnapshot(
+        name=name(b),
+        state=b.state,
+        forced=b.forced,
+        generation=b.generation,
+        consecutive_failures=b.consecutive_failures,
+        allowed=totals.allowed,
+        rejected=totals.rejected,
+        successes=totals.successes,
+        failures=totals.failures,
+        neutral=totals.neutral,
+        transitions=totals.transitions,
+        retry_after=b.retry_after,
+        time_in_state=b.time_in_state,
+        last_observation=b._last_observation,
+    )
+
+
+def describe(b: Any) -> str:
+    p = b.policy
+    return (
+        f"<{type(b).__name__} {b._name or '(unnamed)'!r} {b.state} "
+        f"max_failures={p.max_failures} reset_timeout={p.reset_ticks / 1000} "
+        f"half_open_max={p.half_open_max} generation={b.generation}>"
+    )
+
+
+class BreakerAPI(_Base):
+    """The twin's copy of the one-liners the compiled class defines."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        max_failures: int | None = 5,
+        reset_timeout: Seconds = 60.0,
+        half_open_max: int = 3,
+        *,
+        success_threshold: int | None = None,
+        half_open_timeout: Seconds | None = None,
+        name: str | None = None,
+        exclude: Iterable[type[BaseException]] = (),
+        is_failure: Callable[[BaseException], object] | None = None,
+        is_failure_result: Callable[[Any], object] | None = None,
+        fallback: Callable[..., Any] | None = None,
+        on_state_change: Listener | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_reject: Hook | None = None,
+        error_rate_threshold: float | None = None,
+        latency_threshold: Seconds | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        init(
+            self,
+            max_failures,
+            reset_timeout,
+            half_open_max,
+            success_threshold,
+            half_open_timeout,
+            name,
+            exclude,
+            is_failure,
+            is_failure_result,
+            fallback,
+            on_state_change,
+            on_success,
+            on_failure,
+            on_reject,
+            error_rate_threshold,
+            latency_threshold,
+            clock,
+        )
+
+    @property
+    def name(self) -> str:
+        """Given at construction, else the first decorated function's
+        qualified name, else a generated ``breaker-N``."""
+        return name(self)
+
+    def _adopt_name(self, qualname: str) -> None:
+        adopt_name(self, qualname)
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        return self._listeners
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(breaker, old_state, new_state)`` on each transition."""
+        add_listener(self, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ValueError if it was not added."""
+        remove_listener(self, listener)
+
+    def _raise_open(self) -> None:
+        raise_open(self)
+
+    def _rejected(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return rejected(self, args, kwargs)
+
+    def __call__(self, fn: F) -> F:
+        """Use the breaker as a decorator, on any kind of function."""
+        return _forms.decorate(self, fn)
+
+    def call_async(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        """Await ``fn(*args, **kwargs)`` under the breaker."""
+        return _forms.call_async(self, fn, *args, **kwargs)
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def observe(self, metrics: Metrics) -> bool:
+        """Record an observation; trip a closed breaker if it crosses a threshold.
+
+        From the closed state (not forced), it opens the breaker when
+        ``error_rate >= error_rate_threshold`` or ``latency >=
+        latency_threshold`` (thresholds that are None never trip). In any
+        other state it only records. Returns True if this call opened it.
+        """
+        return observe(self, metrics)
+
+    def metrics(self) -> BreakerSnapshot:
+        """A snapshot of the state and totals (read field by field)."""
+        return metrics(self)
+
+    def __repr__(self) -> str:
+        return describe(self)
