@@ -41,5 +41,5 @@ def test_tour_reports_a_deviation(monkeypatch) -> None:  # type: ignore[no-untyp
 
     monkeypatch.setattr(_tour, "CircuitBreaker", NeverTrips)
     buf = io.StringIO()
-    assert _tour.run(buf) == 1
+    assert _tour.run(None, buf) == 1
     assert "UNEXPECTED behaviour" in buf.getvalue()

@@ -1,5 +1,7 @@
 """qbreaker: a lock-free circuit breaker for Python services."""
 
+import logging as _logging
+
 from ._core import IMPLEMENTATION, CircuitBreaker
 from ._core_py import CircuitBreaker as PyCircuitBreaker
 from ._errors import BreakerError, CircuitOpenError
@@ -7,6 +9,10 @@ from ._group import BreakerGroup
 from ._metrics import BreakerSnapshot, Metrics
 from ._state import State, Totals
 from ._version import __version__
+
+# A library logs, the application decides where it goes: without this, every
+# transition would reach stderr through logging's last-resort handler.
+_logging.getLogger("qbreaker").addHandler(_logging.NullHandler())
 
 
 def get_include() -> str:

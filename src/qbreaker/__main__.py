@@ -1,9 +1,21 @@
-"""Command line: ``python -m qbreaker [tour]``."""
+"""Command line: ``python -m qbreaker [tour|demo|bench]``.
+
+Each command lives in its own module with ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when chosen, so ``tour`` never pays
+for the demo's HTTP server or the benchmark's peers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
+
+COMMANDS = {
+    "tour": ("qbreaker._tour", "trace the seed scenario: trip, reject, probe, close"),
+    "demo": ("qbreaker._demo", "a flaky local HTTP backend, with and without breaker"),
+    "bench": ("qbreaker._bench", "a quick benchmark against the twin and the peers"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -12,16 +24,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="qbreaker: a lock-free circuit breaker. With no command, "
         "runs the tour.",
     )
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser(
-        "tour", help="trace the seed scenario: trip, reject, probe, close"
-    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:  # pragma: no cover - a command not built yet
+            continue
+        add_arguments = getattr(module, "add_arguments", None)
+        if add_arguments is not None:
+            add_arguments(sub)
     args = parser.parse_args(argv)
-    if args.command in (None, "tour"):
-        from . import _tour
-
-        return _tour.run()
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    module = importlib.import_module(getattr(args, "module", "qbreaker._tour"))
+    return int(module.run(args))
 
 
 if __name__ == "__main__":

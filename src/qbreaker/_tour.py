@@ -21,7 +21,8 @@ class _VirtualClock:
         return self.ms / 1000
 
 
-def run(out: TextIO = sys.stdout) -> int:
+def run(args: object = None, out: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout
     clock = _VirtualClock()
     breaker = CircuitBreaker(5, 60.0, 3, clock=clock)
     problems: list[str] = []
