@@ -24,6 +24,7 @@ cdef extern from "qb_cell.h" nogil:
         uint64_t to_word[8]
     uint64_t QB_NOW_AUTO
     int QB_LOG_CAP
+    enum: QB_CELL_STORAGE
 
 
 cdef extern from "qb_atomic.h" nogil:
@@ -67,11 +68,21 @@ cdef enum:
 
 
 ctypedef struct qb_policy:
+    uint64_t reset_ticks
+    uint64_t half_open_timeout_ticks
     uint32_t max_failures          # 0: the consecutive-failure trip is off
     uint32_t half_open_max
     uint32_t success_threshold
-    uint64_t reset_ticks
-    uint64_t half_open_timeout_ticks
+    # Not read by the core: the owning object's cached FLAG_* bits, kept in
+    # what would otherwise be the struct's tail padding.
+    uint32_t host_flags
+
+
+cdef enum:
+    FLAG_CONFIGURED = 1
+    FLAG_HAS_CLOCK = 2
+    FLAG_PLAIN_SUCCESS = 4       # no is_failure_result, no on_success hook
+    FLAG_ASYNC_FALLBACK = 8
 
 
 # Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic
@@ -94,18 +105,16 @@ cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil
 
 
 cdef class CircuitBreaker:
+    # Points into _cell_storage, or (later) into a shared-memory segment.
     cdef qb_cell *cell
-    cdef void *_cell_memory
     cdef qb_policy cpolicy
     cdef object _clock
-    cdef bint _configured
-    # Cached from _options: the closed success path of call()/with needs no
-    # hook or result rule when both are False.
-    cdef bint _plain_success
-    cdef bint _async_fallback
     cdef public object _options
     cdef public object _name
     cdef public tuple _listeners
     cdef public object _events
     cdef public object _last_observation
     cdef object __weakref__
+    # The cell lives inside the object: one allocation per breaker, and room
+    # to align it to its cache line wherever the allocator put the object.
+    cdef char _cell_storage[QB_CELL_STORAGE]

@@ -13,7 +13,7 @@ code correct either way, and releasing it around one CAS measured slower.
 
 from cpython.contextvars cimport PyContextVar_Set, get_value_no_default
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
@@ -339,7 +339,7 @@ cdef inline double _retry_after_ticks(uint64_t w, const qb_policy *pol,
 cdef inline uint64_t _now_of(CircuitBreaker b) except? 0:
     # A user clock is read on every call: clock= serves tests, and this
     # inlined branch keeps the default path free of any Python call.
-    if b._clock is None:
+    if not (b.cpolicy.host_flags & FLAG_HAS_CLOCK):
         return QB_NOW_AUTO
     return _user_now(b)
 
@@ -404,9 +404,11 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
 
 cdef int _set_options(CircuitBreaker b, object options) except -1:
     b._options = options
-    b._plain_success = (options.is_failure_result is None
-                        and options.on_success is None)
-    b._async_fallback = options.fallback_is_async
+    b.cpolicy.host_flags &= ~(FLAG_PLAIN_SUCCESS | FLAG_ASYNC_FALLBACK)
+    if options.is_failure_result is None and options.on_success is None:
+        b.cpolicy.host_flags |= FLAG_PLAIN_SUCCESS
+    if options.fallback_is_async:
+        b.cpolicy.host_flags |= FLAG_ASYNC_FALLBACK
     return 0
 
 
@@ -491,7 +493,7 @@ cdef _WithTickets _with_tickets():
 cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
     cdef qb_translog log
     cdef uint64_t ticket
-    if b._async_fallback:
+    if b.cpolicy.host_flags & FLAG_ASYNC_FALLBACK:
         raise_async_fallback(b._options)
     log.n = 0
     ticket = _admit(b.cell, &b.cpolicy, _now_of(b), &log)
@@ -504,7 +506,7 @@ cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
     except BaseException as exc:
         b._exit_exc(ticket, exc)
         raise
-    if b._plain_success:
+    if b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
         _settle_and_push(b, ticket, OUTCOME_SUCCESS)
     else:
         b._exit_result(ticket, result)
@@ -550,18 +552,14 @@ cdef class CircuitBreaker:
     """
 
     def __cinit__(self, *args, **kwargs):
-        # Over-allocate and align by hand: pymalloc serves the 127 bytes from
-        # its pools, cheaper in memory than an aligned allocator's header.
-        self._cell_memory = PyMem_Malloc(sizeof(qb_cell) + 63)
-        if self._cell_memory == NULL:
-            raise MemoryError()
-        self.cell = <qb_cell *>((<uintptr_t>self._cell_memory + 63)
+        # CPython allocates objects 16-byte aligned: the storage's 48 spare
+        # bytes are enough to align the cell to 64 inside it.
+        self.cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
                                 & ~(<uintptr_t>63))
         memset(self.cell, 0, sizeof(qb_cell))
         _set_policy(self, DEFAULT_POLICY)
         _set_options(self, DEFAULT_OPTIONS)
         self._clock = None
-        self._configured = False
         self._name = None
         self._listeners = ()
         self._events = None
@@ -579,18 +577,17 @@ cdef class CircuitBreaker:
                   on_success, on_failure, on_reject, error_rate_threshold,
                   latency_threshold, clock)
 
-    def __dealloc__(self):
-        PyMem_Free(self._cell_memory)
-
     def _configure(self, policy, clock, options=DEFAULT_OPTIONS, name=None):
         """Set the validated policy and clock; once, by the constructor."""
-        if self._configured:
+        if self.cpolicy.host_flags & FLAG_CONFIGURED:
             raise RuntimeError("a breaker's policy is set once, at construction")
         _set_policy(self, Policy(*policy))
         self._clock = clock
+        if clock is not None:
+            self.cpolicy.host_flags |= FLAG_HAS_CLOCK
         _set_options(self, options)
         self._name = name
-        self._configured = True
+        self.cpolicy.host_flags |= FLAG_CONFIGURED
         qb_store(&self.cell.changed_at, _resolve(_now_of(self)))
 
     def allow(self):
@@ -684,7 +681,7 @@ cdef class CircuitBreaker:
         cdef uint64_t ticket = _with_tickets().pop(<PyObject *>self)
         if exc_type is not None:
             self._exit_exc(ticket, exc)
-        elif self._plain_success:
+        elif self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
             _settle_and_push(self, ticket, OUTCOME_SUCCESS)
         else:
             self._exit_ok(ticket)
@@ -709,7 +706,7 @@ cdef class CircuitBreaker:
 
     def _exit_result(self, ticket, result):
         """A call returned ``result``; ``is_failure_result`` may call it failed."""
-        if self._plain_success:
+        if self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
             _settle_and_push(self, ticket, OUTCOME_SUCCESS)
             return
         if result_outcome(self._options, result):

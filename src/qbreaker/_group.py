@@ -17,14 +17,13 @@ __all__ = ("BreakerGroup",)
 
 
 class _Entry:
-    __slots__ = ("name", "breaker", "overrides", "seen")
+    """A breaker's place in the eviction ring (bounded groups only)."""
 
-    def __init__(
-        self, name: str, breaker: CircuitBreaker, overrides: dict[str, Any]
-    ) -> None:
+    __slots__ = ("name", "breaker", "seen")
+
+    def __init__(self, name: str, breaker: CircuitBreaker) -> None:
         self.name = name
         self.breaker = breaker
-        self.overrides = overrides
         # sum(breaker.totals()) when the eviction hand last passed: a change
         # since then means the breaker was used, by any route.
         self.seen = 0
@@ -62,7 +61,8 @@ class BreakerGroup:
         "_defaults",
         "_max",
         "_factory",
-        "_entries",
+        "_breakers",
+        "_overrides",
         "_ring",
         "_lock",
         "__weakref__",
@@ -92,7 +92,10 @@ class BreakerGroup:
         # Bad defaults fail here, with the breaker's own message, rather than
         # at some first lookup far from this line.
         self._factory(name="BreakerGroup defaults", **self._defaults)
-        self._entries: dict[str, _Entry] = {}
+        # Name to breaker, nothing else: a group of 100,000 costs little more
+        # than its breakers. Overrides are kept only for names that had some.
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._overrides: dict[str, dict[str, Any]] = {}
         self._ring: deque[_Entry] = deque()  # the eviction order; bounded only
         self._lock = threading.Lock()
         _groups.add(self)
@@ -107,66 +110,69 @@ class BreakerGroup:
             raise TypeError(f"name must be a str, got {name!r}")
         if overrides:
             overrides = _settings("overrides", overrides)
-        entry = self._entries.get(name)
-        if entry is None:
-            entry = self._create(name, overrides)
-        if overrides and overrides != entry.overrides:
-            self._check_same(entry, overrides)
-        return entry.breaker
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            breaker = self._create(name, overrides)
+        if overrides and overrides != self._overrides.get(name):
+            self._check_same(name, overrides)
+        return breaker
 
     # These inline get()'s hit path, saving a frame (~70 ns) per call; a miss,
     # or a name that is not exactly a str, goes through get().
 
     def __getitem__(self, name: str) -> CircuitBreaker:
-        entry = self._entries.get(name) if type(name) is str else None
-        return self.get(name) if entry is None else entry.breaker
+        breaker = self._breakers.get(name) if type(name) is str else None
+        return self.get(name) if breaker is None else breaker
 
     def allow(self, name: str) -> bool:
-        entry = self._entries.get(name) if type(name) is str else None
-        return (self.get(name) if entry is None else entry.breaker).allow()
+        breaker = self._breakers.get(name) if type(name) is str else None
+        return (self.get(name) if breaker is None else breaker).allow()
 
     def record_success(self, name: str) -> None:
-        entry = self._entries.get(name) if type(name) is str else None
-        (self.get(name) if entry is None else entry.breaker).record_success()
+        breaker = self._breakers.get(name) if type(name) is str else None
+        (self.get(name) if breaker is None else breaker).record_success()
 
     def record_failure(self, name: str) -> None:
-        entry = self._entries.get(name) if type(name) is str else None
-        (self.get(name) if entry is None else entry.breaker).record_failure()
+        breaker = self._breakers.get(name) if type(name) is str else None
+        (self.get(name) if breaker is None else breaker).record_failure()
 
     def metrics(self) -> dict[str, BreakerSnapshot]:
         """A snapshot per breaker, each read at its own moment."""
-        return {name: e.breaker.metrics() for name, e in list(self._entries.items())}
+        return {name: b.metrics() for name, b in list(self._breakers.items())}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._breakers)
 
     def __iter__(self) -> Iterator[str]:
         # A snapshot: names created while the caller iterates never break it.
-        return iter(list(self._entries))
+        return iter(list(self._breakers))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._breakers
 
     def __repr__(self) -> str:
         bound = "" if self._max is None else f" max_breakers={self._max}"
-        return f"<BreakerGroup {len(self._entries)} breakers{bound} {self._defaults!r}>"
+        return (
+            f"<BreakerGroup {len(self._breakers)} breakers{bound} {self._defaults!r}>"
+        )
 
-    def _create(self, name: str, overrides: dict[str, Any]) -> _Entry:
+    def _create(self, name: str, overrides: dict[str, Any]) -> CircuitBreaker:
         with self._lock:
-            entry = self._entries.get(name)
-            if entry is not None:  # another thread created it first
-                return entry
+            breaker = self._breakers.get(name)
+            if breaker is not None:  # another thread created it first
+                return breaker
             # Built before evicting, so bad overrides evict nothing.
             breaker = self._factory(name=name, **{**self._defaults, **overrides})
-            entry = _Entry(name, breaker, overrides)
             if self._max is not None:
-                while len(self._entries) >= self._max and self._evict_one():
+                while len(self._breakers) >= self._max and self._evict_one():
                     pass
-                self._ring.append(entry)
+                self._ring.append(_Entry(name, breaker))
+            if overrides:
+                self._overrides[name] = overrides
             # Published last: a fork that cut this short leaves at worst a ring
             # entry that _evict_one discards (or a breaker the ring misses).
-            self._entries[name] = entry
-            return entry
+            self._breakers[name] = breaker
+            return breaker
 
     def _evict_one(self) -> bool:
         """Evict the first idle, closed, unforced breaker; False if none.
@@ -176,22 +182,24 @@ class BreakerGroup:
         ring = self._ring
         for _ in range(2 * len(ring)):
             entry = ring.popleft()
-            if self._entries.get(entry.name) is not entry:
+            if self._breakers.get(entry.name) is not entry.breaker:
                 continue
             breaker = entry.breaker
             activity = sum(breaker.totals())
             if activity != entry.seen:
                 entry.seen = activity
             elif breaker.state == State.CLOSED and breaker.forced is None:
-                del self._entries[entry.name]
+                del self._breakers[entry.name]
+                self._overrides.pop(entry.name, None)
                 return True
             ring.append(entry)
         return False
 
-    def _check_same(self, entry: _Entry, overrides: dict[str, Any]) -> None:
+    def _check_same(self, name: str, overrides: dict[str, Any]) -> None:
         # Compare the effective settings, so restating a group default is fine.
+        had = self._overrides.get(name, {})
         want = {**self._defaults, **overrides}
-        have = {**self._defaults, **entry.overrides}
+        have = {**self._defaults, **had}
         differ = sorted(
             key
             for key in want.keys() | have.keys()
@@ -199,8 +207,8 @@ class BreakerGroup:
         )
         if differ:
             raise ValueError(
-                f"breaker {entry.name!r} already exists with different "
-                f"{', '.join(differ)}: created with overrides {entry.overrides!r}, "
+                f"breaker {name!r} already exists with different "
+                f"{', '.join(differ)}: created with overrides {had!r}, "
                 f"asked for {overrides!r}"
             )
 

@@ -61,20 +61,35 @@ def make_options(
     ):
         if value is not None and not callable(value):
             raise TypeError(f"{name} must be callable or None, got {value!r}")
-    return Options(
-        excluded,
-        is_failure,
-        is_failure_result,
-        fallback,
-        on_success,
-        on_failure,
-        on_reject,
-        check_fraction("error_rate_threshold", error_rate_threshold, open_low=True),
-        check_latency_threshold(latency_threshold),
-        fallback is not None
-        and callable_kind(fallback)
-        in ("coroutine function", "async generator function"),
+    return _shared(
+        Options(
+            excluded,
+            is_failure,
+            is_failure_result,
+            fallback,
+            on_success,
+            on_failure,
+            on_reject,
+            check_fraction("error_rate_threshold", error_rate_threshold, open_low=True),
+            check_latency_threshold(latency_threshold),
+            fallback is not None and callable_kind(fallback) in _ASYNC_KINDS,
+        )
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _intern(options: Options) -> Options:
+    return options
+
+
+def _shared(options: Options) -> Options:
+    """An equal Options made earlier, if any: breakers built with the same
+    settings (a group's, or the defaults) then hold one object between them,
+    which keeps a breaker within its memory budget."""
+    try:
+        return _intern(options)
+    except TypeError:  # an unhashable hook: keep this one
+        return options
 
 
 def callable_kind(fn: object) -> str:

@@ -32,6 +32,10 @@ typedef struct QB_ALIGN64 qb_cell {
    the coherence traffic, and shared-memory segments rely on this size. */
 typedef char qb_cell_is_one_cache_line[(sizeof(qb_cell) == 64) ? 1 : -1];
 
+/* Bytes to reserve for a cell inside another object: the cell, plus the
+   worst-case slack to align it, for allocators that align to 16 bytes. */
+#define QB_CELL_STORAGE (sizeof(qb_cell) + 48)
+
 /* Where a core operation records the transitions it won, in order, as
    (old word, new word). One operation wins at most a few; QB_LOG_CAP leaves
    room for retries against concurrent transitions, and `lost` counts any
