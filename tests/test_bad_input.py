@@ -40,7 +40,7 @@ MAX_SECONDS = "134217.727"
             TypeError,
             r"max_failures must be an int .* got 2.0 \(float\)",
         ),
-        ({"max_failures": None}, ValueError, r"max_failures=None .* window policy"),
+        ({"max_failures": None}, ValueError, r"max_failures=None .* rate policy"),
         (
             {"half_open_max": 0},
             ValueError,

@@ -29,6 +29,13 @@ _COMMON = [
     st.tuples(
         st.just("release"), st.integers(0, 30), st.sampled_from([True, False, None])
     ),
+    # A measured duration: slow (>= slow_call_duration) or not, or none.
+    st.tuples(
+        st.just("release_timed"),
+        st.integers(0, 30),
+        st.sampled_from([True, False]),
+        st.integers(0, 12),
+    ),
     st.tuples(st.just("advance"), st.integers(0, 9)),
     st.tuples(st.just("advance"), st.integers(0, 9)),
 ]
@@ -42,6 +49,28 @@ _RARE = [
     st.tuples(st.just("force_closed")),
 ]
 OPS = st.one_of(*(_COMMON * 6), *_RARE)
+
+# Windows small enough that rotation, minimum_calls and every threshold are
+# reached within a sequence: count windows of a few outcomes, time windows of
+# a few ms (each bucket >= 1 ms).
+WINDOWS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {
+            "window_size": st.integers(1, 40),
+            "failure_rate_threshold": st.sampled_from([0.1, 0.25, 0.5, 1.0]),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "window_seconds": st.integers(2, 40).map(lambda ms: ms / 1000),
+            "failure_rate_threshold": st.sampled_from([0.2, 0.5, 0.75]),
+            "slow_call_rate_threshold": st.sampled_from([0.3, 1.0]),
+            "slow_call_duration": st.integers(1, 8).map(lambda ms: ms / 1000),
+            "minimum_calls": st.integers(1, 5),
+        }
+    ),
+)
 
 POLICIES = st.fixed_dictionaries(
     {
@@ -78,6 +107,11 @@ def _apply(b: Any, op: tuple[Any, ...], tickets: list[int], clock: FakeClock) ->
             return "no ticket"
         b.release(tickets[op[1] % len(tickets)], op[2])
         return None
+    if name == "release_timed":
+        if not tickets:
+            return "no ticket"
+        b.release(tickets[op[1] % len(tickets)], op[2], duration=op[3] / 1000)
+        return None
     result = getattr(b, name)()
     if name == "acquire" and result:
         tickets.append(result)
@@ -87,10 +121,19 @@ def _apply(b: Any, op: tuple[Any, ...], tickets: list[int], clock: FakeClock) ->
 @settings(
     max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-@given(policy=POLICIES, origin=ORIGINS, ops=st.lists(OPS, min_size=20, max_size=100))
+@given(
+    policy=POLICIES,
+    window=WINDOWS,
+    origin=ORIGINS,
+    ops=st.lists(OPS, min_size=20, max_size=100),
+)
 def test_twins_agree(
-    policy: dict[str, Any], origin: int, ops: list[tuple[Any, ...]]
+    policy: dict[str, Any],
+    window: dict[str, Any],
+    origin: int,
+    ops: list[tuple[Any, ...]],
 ) -> None:
+    policy = {**policy, **window}
     clock_c, clock_py = FakeClock(origin / 1000), FakeClock(origin / 1000)
     c = _compiled_class()(clock=clock_c, **policy)
     py = _core_py.CircuitBreaker(clock=clock_py, **policy)
@@ -103,6 +146,7 @@ def test_twins_agree(
         assert got_c == got_py, where
         assert c._word == py._word, where
         assert c.totals() == py.totals(), where
+        assert c._window_sums() == py._window_sums(), where
         assert (c.state, c.forced, c.generation, c.consecutive_failures) == (
             py.state,
             py.forced,
@@ -130,7 +174,7 @@ def test_invariants(policy: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
         if w & 3 == 2:  # half-open: never more probes in flight than allowed
             assert (w >> 20) & 0xFF <= b.half_open_max
             assert (w >> 28) & 0xFF < b.success_threshold
-        if w & 3 == 0:
+        if w & 3 == 0 and b.max_failures:
             assert b.consecutive_failures < b.max_failures
 
 
@@ -147,6 +191,18 @@ def test_long_random_walks_agree(seed: int) -> None:
         "success_threshold": rng.choice([None, 1, 2, 3, 4]),
         "half_open_timeout": rng.choice([None, rng.randint(1, 6) / 1000]),
     }
+    if seed % 3 == 1:
+        policy.update(window_size=rng.randint(1, 40), failure_rate_threshold=0.5)
+    elif seed % 3 == 2:
+        policy.update(
+            window_seconds=rng.randint(2, 40) / 1000,
+            failure_rate_threshold=rng.choice([0.3, 0.6]),
+            slow_call_rate_threshold=0.5,
+            slow_call_duration=rng.randint(1, 6) / 1000,
+            minimum_calls=rng.randint(1, 6),
+        )
+        if seed % 2:
+            policy["max_failures"] = None
     origin = rng.choice([0, -7_000, (1 << 28) - 500, (1 << 44) - 500])
     clock_c, clock_py = FakeClock(origin / 1000), FakeClock(origin / 1000)
     c = _compiled_class()(clock=clock_c, **policy)
@@ -159,6 +215,7 @@ def test_long_random_walks_agree(seed: int) -> None:
         "record_success": 3,
         "record_failure": 4,
         "release": 5,
+        "release_timed": 3,
         "advance": 5,
         "renormalize": 1,
         "reset": 0.2,
@@ -172,11 +229,14 @@ def test_long_random_walks_agree(seed: int) -> None:
             op: tuple[Any, ...] = (name, rng.randint(0, 8))
         elif name == "release":
             op = (name, rng.randint(0, 1 << 30), rng.choice([True, False, None]))
+        elif name == "release_timed":
+            op = (name, rng.randint(0, 1 << 30), rng.random() < 0.5, rng.randint(0, 9))
         else:
             op = (name,)
         got = (_apply(c, op, tickets_c, clock_c), _apply(py, op, tickets_py, clock_py))
         assert got[0] == got[1], (step, op)
         assert c._word == py._word, (step, op)
         assert c.totals() == py.totals(), (step, op)
+        assert c._window_sums() == py._window_sums(), (step, op)
         if len(tickets_c) > 64:  # keep old tickets around, but not all of them
             del tickets_c[:32], tickets_py[:32]

@@ -76,6 +76,7 @@ _TWIN_ONLY = (
     "_now",
     "_deliver",
     "_settle",
+    "_slow",
 )
 
 

@@ -61,6 +61,12 @@ def init(
     error_rate_threshold: float | None,
     latency_threshold: Seconds | None,
     clock: Clock | None,
+    failure_rate_threshold: float | None = None,
+    slow_call_rate_threshold: float | None = None,
+    slow_call_duration: Seconds | None = None,
+    window_size: int | None = None,
+    window_seconds: Seconds | None = None,
+    minimum_calls: int | None = None,
 ) -> None:
     from ._settings import make_policy  # _settings imports the twin
 
@@ -76,7 +82,17 @@ def init(
             f"on_state_change must be callable or None, got {on_state_change!r}"
         )
     policy = make_policy(
-        max_failures, reset_timeout, half_open_max, success_threshold, half_open_timeout
+        max_failures,
+        reset_timeout,
+        half_open_max,
+        success_threshold,
+        half_open_timeout,
+        failure_rate_threshold,
+        slow_call_rate_threshold,
+        slow_call_duration,
+        window_size,
+        window_seconds,
+        minimum_calls,
     )
     options = make_options(
         exclude,
@@ -147,8 +163,15 @@ def observe(b: Any, metrics: Metrics) -> bool:
         raise TypeError(f"observe() takes a qbreaker.Metrics, got {metrics!r}")
     b._last_observation = metrics
     options = b._options
+    policy = b.policy
+    # Without thresholds of its own, observe() judges by the window policy's:
+    # one meaning of "too many errors" and "too slow" per breaker.
     rate_limit = options.error_rate_threshold
+    if rate_limit is None and policy.failure_rate_threshold:
+        rate_limit = policy.failure_rate_threshold
     latency_limit = options.latency_threshold
+    if latency_limit is None and policy.slow_ticks:
+        latency_limit = policy.slow_ticks / 1000
     crossed = (
         rate_limit is not None
         and metrics.error_rate is not None
@@ -163,6 +186,7 @@ def observe(b: Any, metrics: Metrics) -> bool:
 
 def metrics(b: Any) -> BreakerSnapshot:
     totals = b.totals()
+    calls, failures, slow = b._window_sums()
     return BreakerSnapshot(
         name=name(b),
         state=b.state,
@@ -178,6 +202,9 @@ def metrics(b: Any) -> BreakerSnapshot:
         retry_after=b.retry_after,
         time_in_state=b.time_in_state,
         last_observation=b._last_observation,
+        failure_rate=failures / calls if calls else 0.0,
+        slow_call_rate=slow / calls if calls else 0.0,
+        calls_in_window=calls,
     )
 
 
@@ -215,6 +242,12 @@ class BreakerAPI(_Base):
         error_rate_threshold: float | None = None,
         latency_threshold: Seconds | None = None,
         clock: Clock | None = None,
+        failure_rate_threshold: float | None = None,
+        slow_call_rate_threshold: float | None = None,
+        slow_call_duration: Seconds | None = None,
+        window_size: int | None = None,
+        window_seconds: Seconds | None = None,
+        minimum_calls: int | None = None,
     ) -> None:
         init(
             self,
@@ -235,6 +268,12 @@ class BreakerAPI(_Base):
             error_rate_threshold,
             latency_threshold,
             clock,
+            failure_rate_threshold,
+            slow_call_rate_threshold,
+            slow_call_duration,
+            window_size,
+            window_seconds,
+            minimum_calls,
         )
 
     @property

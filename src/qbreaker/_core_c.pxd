@@ -4,7 +4,7 @@
 #     t = qb_admit(b.cell, &b.cpolicy, QB_NOW_AUTO, NULL)
 # The layout constants mirror _core_py.py; tests/test_parity.py compares them.
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "qb_cell.h" nogil:
@@ -22,6 +22,22 @@ cdef extern from "qb_cell.h" nogil:
         int lost
         uint64_t from_word[8]
         uint64_t to_word[8]
+    ctypedef struct qb_window:
+        uint64_t cursor
+        uint64_t span
+        uint64_t slow_ticks
+        double failure_rate_threshold
+        double slow_rate_threshold
+        uint32_t buckets
+        uint32_t minimum_calls
+    ctypedef struct qb_bucket:
+        uint64_t key
+        uint64_t calls
+        uint64_t failures
+        uint64_t slow
+    qb_window *QB_WINDOW(qb_cell *cell)
+    qb_bucket *QB_BUCKETS(qb_cell *cell)
+    size_t QB_CELL_BYTES(uint32_t buckets)
     uint64_t QB_NOW_AUTO
     int QB_LOG_CAP
     enum: QB_CELL_STORAGE
@@ -31,6 +47,7 @@ cdef extern from "qb_atomic.h" nogil:
     uint64_t qb_load(const uint64_t *p)
     bint qb_cas(uint64_t *p, uint64_t *expected, uint64_t desired)
     void qb_add(uint64_t *p, uint64_t v)
+    uint64_t qb_fetch_add(uint64_t *p, uint64_t v)
     void qb_store(uint64_t *p, uint64_t v)
 
 
@@ -65,14 +82,24 @@ cdef enum:
     OUTCOME_FAILURE = 0
     OUTCOME_SUCCESS = 1
     OUTCOME_NEUTRAL = 2
+    OUTCOME_SLOW = 4
+    OUTCOME_BASE = 3
+
+    WINDOW_NONE = 0
+    WINDOW_COUNT = 1
+    WINDOW_TIME = 2
+    KEY_EPOCH_BITS = 40
 
 
 ctypedef struct qb_policy:
     uint64_t reset_ticks
     uint64_t half_open_timeout_ticks
     uint32_t max_failures          # 0: the consecutive-failure trip is off
-    uint32_t half_open_max
-    uint32_t success_threshold
+    uint16_t half_open_max
+    uint16_t success_threshold
+    # WINDOW_*; the window's own settings live in its header, after the cell.
+    uint16_t window_kind
+    uint16_t reserved
     # Not read by the core: the owning object's cached FLAG_* bits, kept in
     # what would otherwise be the struct's tail padding.
     uint32_t host_flags
@@ -83,6 +110,10 @@ cdef enum:
     FLAG_HAS_CLOCK = 2
     FLAG_PLAIN_SUCCESS = 4       # no is_failure_result, no on_success hook
     FLAG_ASYNC_FALLBACK = 8
+    FLAG_OWNS_CELL = 16          # the cell (and its window) was allocated
+    FLAG_SLOW_POLICY = 32        # time protected calls: slow_call_duration is set
+    # Bits 8-15 of host_flags: the aligned cell's offset in that allocation.
+    FLAG_OFFSET_SHIFT = 8
 
 
 # Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic

@@ -13,7 +13,7 @@ code correct either way, and releasing it around one CAS measured slower.
 
 from cpython.contextvars cimport PyContextVar_Set, get_value_no_default
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
@@ -25,7 +25,7 @@ from types import MethodType
 
 from qbreaker import _api, _forms
 from qbreaker._core_py import DEFAULT_POLICY, Policy
-from qbreaker._core_py import _check_ticket, _outcome_code, clock_ticks
+from qbreaker._core_py import _check_ticket, _is_slow, _outcome_code, clock_ticks
 from qbreaker._events import Dispatcher
 from qbreaker._options import (
     DEFAULT_OPTIONS,
@@ -67,6 +67,12 @@ LAYOUT = {
     "OUTCOME_FAILURE": OUTCOME_FAILURE,
     "OUTCOME_SUCCESS": OUTCOME_SUCCESS,
     "OUTCOME_NEUTRAL": OUTCOME_NEUTRAL,
+    "OUTCOME_SLOW": OUTCOME_SLOW,
+    "OUTCOME_BASE": OUTCOME_BASE,
+    "WINDOW_NONE": WINDOW_NONE,
+    "WINDOW_COUNT": WINDOW_COUNT,
+    "WINDOW_TIME": WINDOW_TIME,
+    "KEY_EPOCH_BITS": KEY_EPOCH_BITS,
 }
 
 cdef tuple _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
@@ -83,6 +89,8 @@ cdef uint64_t ENTERED_FIELD = (<uint64_t>1 << ENTERED_BITS) - 1
 cdef uint64_t HEAD_FIELD = (<uint64_t>1 << HEAD_BITS) - 1
 cdef uint64_t FAIL_MASK = FAIL_MAX << FAIL_SHIFT
 cdef long long TICKET_MAX = <long long>(HEAD_FIELD << 1 | 1)
+# Marks a with-block's stored ticket as timed (tickets use 21 bits).
+cdef uint64_t TIMED_BIT = <uint64_t>1 << 63
 
 
 # -- word builders -----------------------------------------------------------
@@ -155,6 +163,108 @@ cdef inline uint64_t _resolve(uint64_t now) noexcept nogil:
     return qb_monotonic_ms() if now == QB_NOW_AUTO else now
 
 
+# -- the rate window ------------------------------------------------------------
+
+cdef uint64_t EPOCH_FIELD = (<uint64_t>1 << KEY_EPOCH_BITS) - 1
+
+
+cdef inline uint64_t _window_epoch(qb_cell *cell, const qb_policy *pol,
+                                   uint64_t now) noexcept nogil:
+    # The epoch an outcome counts in: by time, or by its position.
+    cdef qb_window *win = QB_WINDOW(cell)
+    if pol.window_kind == WINDOW_TIME:
+        return now // win.span
+    return qb_fetch_add(&win.cursor, 1) // win.span
+
+
+cdef inline bint _window_add(qb_cell *cell, uint64_t gen, uint64_t epoch,
+                             int outcome) noexcept nogil:
+    # Count an outcome in its bucket; True if this call rotated the bucket.
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef qb_bucket *b = QB_BUCKETS(cell) + epoch % win.buckets
+    cdef uint64_t key = gen << KEY_EPOCH_BITS | (epoch & EPOCH_FIELD)
+    cdef uint64_t seen = qb_load(&b.key)
+    cdef uint64_t ahead
+    cdef bint rotated = False
+    if seen != key:
+        ahead = (epoch - seen) & EPOCH_FIELD
+        if (seen >> KEY_EPOCH_BITS) != gen or (
+                0 < ahead < (<uint64_t>1 << (KEY_EPOCH_BITS - 1))):
+            if qb_cas(&b.key, &seen, key):
+                qb_store(&b.calls, 0)
+                qb_store(&b.failures, 0)
+                qb_store(&b.slow, 0)
+                rotated = True
+    qb_add(&b.calls, 1)
+    if (outcome & OUTCOME_BASE) == OUTCOME_FAILURE:
+        qb_add(&b.failures, 1)
+    if outcome & OUTCOME_SLOW:
+        qb_add(&b.slow, 1)
+    return rotated
+
+
+cdef inline void _window_sums(qb_cell *cell, uint64_t gen, uint64_t epoch,
+                              uint64_t *sums) noexcept nogil:
+    # (calls, failures, slow) of generation `gen` in the window ending at
+    # `epoch`: its bucket and the buckets - 1 before it.
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef qb_bucket *b = QB_BUCKETS(cell)
+    cdef uint32_t i
+    cdef uint64_t key
+    sums[0] = sums[1] = sums[2] = 0
+    for i in range(win.buckets):
+        key = qb_load(&b[i].key)
+        if (key >> KEY_EPOCH_BITS) != gen:
+            continue
+        if ((epoch - key) & EPOCH_FIELD) < win.buckets:
+            sums[0] += qb_load(&b[i].calls)
+            sums[1] += qb_load(&b[i].failures)
+            sums[2] += qb_load(&b[i].slow)
+
+
+cdef inline uint64_t _window_now(qb_cell *cell, const qb_policy *pol,
+                                 uint64_t now) noexcept nogil:
+    # The epoch a reader sums to: the current time's, or the last outcome's.
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef uint64_t position
+    if pol.window_kind == WINDOW_TIME:
+        return now // win.span
+    position = qb_load(&win.cursor)
+    return (position - 1) // win.span if position else 0
+
+
+cdef inline bint _rates_crossed(qb_cell *cell, const uint64_t *sums) noexcept nogil:
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef double calls = <double>sums[0]
+    if sums[0] == 0 or sums[0] < win.minimum_calls:
+        return False
+    if win.failure_rate_threshold and <double>sums[1] >= win.failure_rate_threshold * calls:
+        return True
+    return win.slow_rate_threshold and <double>sums[2] >= win.slow_rate_threshold * calls
+
+
+cdef bint _window_settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
+                         uint64_t w, int outcome, qb_translog *log) noexcept nogil:
+    # Count a closed generation's outcome; True if its rates tripped it. The
+    # rates are judged on failures, slow outcomes and rotations only.
+    cdef uint64_t gen = (w >> GEN_SHIFT) & GEN_FIELD
+    cdef uint64_t now = _resolve(given_now) if pol.window_kind == WINDOW_TIME else 0
+    cdef uint64_t epoch = _window_epoch(cell, pol, now)
+    cdef uint64_t sums[3]
+    cdef bint rotated = _window_add(cell, gen, epoch, outcome)
+    if not (rotated or outcome & OUTCOME_SLOW
+            or (outcome & OUTCOME_BASE) == OUTCOME_FAILURE):
+        return False
+    _window_sums(cell, gen, epoch, sums)
+    if not _rates_crossed(cell, sums):
+        return False
+    while (w & STATE_FIELD) == S_CLOSED and ((w >> GEN_SHIFT) & GEN_FIELD) == gen:
+        now = _resolve(given_now)
+        if _transition(cell, &w, _open_word(_next_gen(w), now), now, log):
+            return True
+    return False  # another thread moved it on: the usual path judges the rest
+
+
 # -- operations ----------------------------------------------------------------
 
 cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
@@ -198,6 +308,8 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
                          qb_translog *log) noexcept nogil:
     cdef uint64_t w, state, failures, in_flight, freed, successes, nw, now
     cdef bint ok
+    cdef int slow = outcome & OUTCOME_SLOW
+    outcome &= OUTCOME_BASE
     if outcome == OUTCOME_SUCCESS:
         qb_add(&cell.successes, 1)
     elif outcome == OUTCOME_FAILURE:
@@ -205,6 +317,12 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
     else:
         qb_add(&cell.neutral, 1)
     w = qb_load(&cell.word)
+    if (pol.window_kind and outcome != OUTCOME_NEUTRAL
+            and (w & STATE_FIELD) == S_CLOSED
+            and (not ticket or (ticket >> 1) == (w & HEAD_FIELD))):
+        if _window_settle(cell, pol, given_now, w, outcome | slow, log):
+            return True
+        w = qb_load(&cell.word)
     while True:
         if ticket and (ticket >> 1) != (w & HEAD_FIELD):
             return False
@@ -241,7 +359,8 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
             continue
         in_flight = (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX
         freed = in_flight - 1 if in_flight else 0
-        if outcome == OUTCOME_FAILURE:
+        # Under a slow-call policy a slow probe is a failed probe.
+        if outcome == OUTCOME_FAILURE or (slow and outcome == OUTCOME_SUCCESS):
             nw = _open_word(_next_gen(w), now)
             ok = _transition(cell, &w, nw, now, log)
         elif outcome == OUTCOME_SUCCESS:
@@ -399,7 +518,52 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
     b.cpolicy.half_open_max = policy.half_open_max
     b.cpolicy.success_threshold = policy.success_threshold
     b.cpolicy.half_open_timeout_ticks = policy.half_open_timeout_ticks
+    if policy.window_kind:
+        _attach_window(b, policy)
     return 0
+
+
+cdef int _attach_window(CircuitBreaker b, object policy) except -1:
+    # A window makes the cell larger than the object's storage: allocate the
+    # cell and its window together, aligned, and remember the offset to free.
+    cdef size_t size = QB_CELL_BYTES(policy.window_buckets)
+    cdef char *memory = <char *>PyMem_Malloc(size + 63)
+    cdef qb_cell *cell
+    cdef qb_window *win
+    if memory == NULL:
+        raise MemoryError()
+    cell = <qb_cell *>((<uintptr_t>memory + 63) & ~(<uintptr_t>63))
+    memset(cell, 0, size)
+    win = QB_WINDOW(cell)
+    win.span = policy.window_span
+    win.slow_ticks = policy.slow_ticks
+    win.failure_rate_threshold = policy.failure_rate_threshold
+    win.slow_rate_threshold = policy.slow_rate_threshold
+    win.buckets = policy.window_buckets
+    win.minimum_calls = policy.minimum_calls
+    b.cell = cell
+    b.cpolicy.window_kind = policy.window_kind
+    b.cpolicy.host_flags |= FLAG_OWNS_CELL | (
+        (<uint32_t>(<char *>cell - memory)) << FLAG_OFFSET_SHIFT)
+    if policy.slow_ticks:
+        b.cpolicy.host_flags |= FLAG_SLOW_POLICY
+    return 0
+
+
+cdef inline bint _timed(CircuitBreaker b) noexcept:
+    return (b.cpolicy.host_flags & FLAG_SLOW_POLICY) != 0
+
+
+cdef inline int _slow_since(CircuitBreaker b, uint64_t started) except -1:
+    # OUTCOME_SLOW if a call that started at `started` took slow_call_duration.
+    cdef uint64_t elapsed = _resolve(_now_of(b)) - started
+    return OUTCOME_SLOW if elapsed >= QB_WINDOW(b.cell).slow_ticks else 0
+
+
+cdef inline int _slow_arg(CircuitBreaker b, object started) except -1:
+    if started is None:
+        return 0
+    return _slow_since(b, <uint64_t>started)
 
 
 cdef int _set_options(CircuitBreaker b, object options) except -1:
@@ -430,13 +594,15 @@ cdef class _WithTickets:
     cdef PyObject *owner
     cdef Py_ssize_t n, cap
     cdef PyObject **keys   # borrowed: a breaker outlives its open block
-    cdef uint64_t *tickets
+    cdef uint64_t *tickets  # bit 63 set: the block is timed, from starts[i]
+    cdef uint64_t *starts
 
     def __dealloc__(self):
         PyMem_Free(self.keys)
         PyMem_Free(self.tickets)
+        PyMem_Free(self.starts)
 
-    cdef int push(self, PyObject *key, uint64_t ticket) except -1:
+    cdef int push(self, PyObject *key, uint64_t ticket, uint64_t start) except -1:
         cdef Py_ssize_t cap
         cdef void *k
         cdef void *t
@@ -450,13 +616,18 @@ cdef class _WithTickets:
             if t == NULL:
                 raise MemoryError()
             self.tickets = <uint64_t *>t
+            t = PyMem_Realloc(self.starts, cap * sizeof(uint64_t))
+            if t == NULL:
+                raise MemoryError()
+            self.starts = <uint64_t *>t
             self.cap = cap
         self.keys[self.n] = key
         self.tickets[self.n] = ticket
+        self.starts[self.n] = start
         self.n += 1
         return 0
 
-    cdef uint64_t pop(self, PyObject *key) noexcept:
+    cdef uint64_t pop(self, PyObject *key, uint64_t *start) noexcept:
         """The innermost open ticket of ``key`` here, or 0 if none."""
         cdef Py_ssize_t i = self.n - 1
         cdef uint64_t ticket
@@ -467,10 +638,12 @@ cdef class _WithTickets:
             # yield): report against the current generation, like record_*().
             return 0
         ticket = self.tickets[i]
+        start[0] = self.starts[i]
         self.n -= 1
         while i < self.n:
             self.keys[i] = self.keys[i + 1]
             self.tickets[i] = self.tickets[i + 1]
+            self.starts[i] = self.starts[i + 1]
             i += 1
         return ticket
 
@@ -501,6 +674,8 @@ cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
         _push(b, &log)
     if not ticket:
         return b._rejected(args, kwargs)
+    if _timed(b):
+        return _timed_call(b, ticket, fn, args, kwargs)
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
@@ -510,6 +685,19 @@ cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
         _settle_and_push(b, ticket, OUTCOME_SUCCESS)
     else:
         b._exit_result(ticket, result)
+    return result
+
+
+cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
+                        tuple args, dict kwargs):
+    # Only under a slow-call policy: two clock reads, off the plain path.
+    started = _resolve(_now_of(b))
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        b._exit_exc(ticket, exc, started)
+        raise
+    b._exit_result(ticket, result, started)
     return result
 
 
@@ -565,17 +753,26 @@ cdef class CircuitBreaker:
         self._events = None
         self._last_observation = None
 
+    def __dealloc__(self):
+        if self.cpolicy.host_flags & FLAG_OWNS_CELL:
+            PyMem_Free(<char *>self.cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
+
     def __init__(self, max_failures=5, reset_timeout=60.0, half_open_max=3, *,
                  success_threshold=None, half_open_timeout=None, name=None,
                  exclude=(), is_failure=None, is_failure_result=None,
                  fallback=None, on_state_change=None, on_success=None,
                  on_failure=None, on_reject=None, error_rate_threshold=None,
-                 latency_threshold=None, clock=None):
+                 latency_threshold=None, clock=None,
+                 failure_rate_threshold=None, slow_call_rate_threshold=None,
+                 slow_call_duration=None, window_size=None, window_seconds=None,
+                 minimum_calls=None):
         _api.init(self, max_failures, reset_timeout, half_open_max,
                   success_threshold, half_open_timeout, name, exclude,
                   is_failure, is_failure_result, fallback, on_state_change,
                   on_success, on_failure, on_reject, error_rate_threshold,
-                  latency_threshold, clock)
+                  latency_threshold, clock, failure_rate_threshold,
+                  slow_call_rate_threshold, slow_call_duration, window_size,
+                  window_seconds, minimum_calls)
 
     def _configure(self, policy, clock, options=DEFAULT_OPTIONS, name=None):
         """Set the validated policy and clock; once, by the constructor."""
@@ -616,13 +813,16 @@ cdef class CircuitBreaker:
             _push(self, &log)
         return ticket
 
-    def release(self, ticket, ok):
+    def release(self, ticket, ok, duration=None):
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
+        ``duration`` (seconds) marks the call slow under a slow-call policy.
         """
         cdef uint64_t t = _ticket_arg(ticket)
         cdef int outcome = _outcome_arg(ok)
+        if duration is not None and _is_slow(self.policy, duration):
+            outcome |= OUTCOME_SLOW
         _settle_and_push(self, t, outcome)
 
     def renormalize(self):
@@ -671,20 +871,29 @@ cdef class CircuitBreaker:
         cdef qb_translog log
         log.n = 0
         cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
+        cdef uint64_t start = 0
         if log.n:
             _push(self, &log)
         if not ticket:
             self._raise_open()
-        _with_tickets().push(<PyObject *>self, ticket)
+        if _timed(self):
+            start = _resolve(_now_of(self))
+            ticket |= TIMED_BIT
+        _with_tickets().push(<PyObject *>self, ticket, start)
 
     def __exit__(self, exc_type, exc, tb):
-        cdef uint64_t ticket = _with_tickets().pop(<PyObject *>self)
+        cdef uint64_t start = 0
+        cdef uint64_t ticket = _with_tickets().pop(<PyObject *>self, &start)
+        started = None
+        if ticket & TIMED_BIT:
+            ticket &= ~TIMED_BIT
+            started = start
         if exc_type is not None:
-            self._exit_exc(ticket, exc)
-        elif self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
+            self._exit_exc(ticket, exc, started)
+        elif started is None and self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
             _settle_and_push(self, ticket, OUTCOME_SUCCESS)
         else:
-            self._exit_ok(ticket)
+            self._exit_ok(ticket, started)
 
     def call(self, fn, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` under the breaker."""
@@ -698,31 +907,38 @@ cdef class CircuitBreaker:
         functools.update_wrapper(guarded, fn)
         return guarded
 
-    def _exit_ok(self, ticket):
+    def _started(self):
+        """The tick a call starts at, under a slow-call policy; else None."""
+        if not _timed(self):
+            return None
+        return _resolve(_now_of(self))
+
+    def _exit_ok(self, ticket, started=None):
         """A call admitted with ``ticket`` succeeded (no result to judge)."""
-        _settle_and_push(self, ticket, OUTCOME_SUCCESS)
+        _settle_and_push(self, ticket, OUTCOME_SUCCESS | _slow_arg(self, started))
         if self._options.on_success is not None:
             run_hook(self._options.on_success, self)
 
-    def _exit_result(self, ticket, result):
+    def _exit_result(self, ticket, result, started=None):
         """A call returned ``result``; ``is_failure_result`` may call it failed."""
-        if self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
+        if self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS and started is None:
             _settle_and_push(self, ticket, OUTCOME_SUCCESS)
             return
         if result_outcome(self._options, result):
-            self._exit_ok(ticket)
+            self._exit_ok(ticket, started)
             return
-        _settle_and_push(self, ticket, OUTCOME_FAILURE)
+        _settle_and_push(self, ticket, OUTCOME_FAILURE | _slow_arg(self, started))
         if self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, result)
 
-    def _exit_exc(self, ticket, exc):
+    def _exit_exc(self, ticket, exc, started=None):
         """A call raised ``exc``: failure, success or neutral by the rules."""
         ok = exception_outcome(self._options, exc)
         if ok is True:
-            self._exit_ok(ticket)
+            self._exit_ok(ticket, started)
             return
-        _settle_and_push(self, ticket, _outcome_arg(ok))
+        slow = _slow_arg(self, started) if ok is False else 0
+        _settle_and_push(self, ticket, _outcome_arg(ok) | slow)
         if ok is False and self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, exc)
 
@@ -769,8 +985,27 @@ cdef class CircuitBreaker:
     @property
     def policy(self):
         cdef qb_policy *p = &self.cpolicy
+        cdef qb_window *win
+        if not p.window_kind:
+            return Policy(p.max_failures, p.reset_ticks, p.half_open_max,
+                          p.success_threshold, p.half_open_timeout_ticks)
+        win = QB_WINDOW(self.cell)
         return Policy(p.max_failures, p.reset_ticks, p.half_open_max,
-                      p.success_threshold, p.half_open_timeout_ticks)
+                      p.success_threshold, p.half_open_timeout_ticks,
+                      p.window_kind, win.buckets, win.span, win.minimum_calls,
+                      win.failure_rate_threshold, win.slow_rate_threshold,
+                      win.slow_ticks)
+
+    def _window_sums(self):
+        """(calls, failures, slow) in the window now; zeros without one."""
+        cdef uint64_t sums[3]
+        cdef uint64_t w, epoch
+        if not self.cpolicy.window_kind:
+            return 0, 0, 0
+        w = qb_load(&self.cell.word)
+        epoch = _window_now(self.cell, &self.cpolicy, _resolve(_now_of(self)))
+        _window_sums(self.cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch, sums)
+        return sums[0], sums[1], sums[2]
 
     @property
     def max_failures(self):

@@ -101,6 +101,12 @@ HEAD_BITS = STATE_BITS + GEN_BITS
 
 S_CLOSED, S_OPEN, S_HALF_OPEN, S_FORCED = 0, 1, 2, 3
 OUTCOME_FAILURE, OUTCOME_SUCCESS, OUTCOME_NEUTRAL = 0, 1, 2
+# Or'ed into a failure or success: the call took at least slow_call_duration.
+OUTCOME_SLOW = 4
+OUTCOME_BASE = 3  # masks the slow flag off
+WINDOW_NONE, WINDOW_COUNT, WINDOW_TIME = 0, 1, 2
+# A bucket's key: the generation it counts for, above its epoch.
+KEY_EPOCH_BITS = 40
 NOW_AUTO = (1 << 64) - 1
 
 STATE_FIELD = (1 << STATE_BITS) - 1
@@ -138,6 +144,12 @@ LAYOUT = {
     "OUTCOME_FAILURE": OUTCOME_FAILURE,
     "OUTCOME_SUCCESS": OUTCOME_SUCCESS,
     "OUTCOME_NEUTRAL": OUTCOME_NEUTRAL,
+    "OUTCOME_SLOW": OUTCOME_SLOW,
+    "OUTCOME_BASE": OUTCOME_BASE,
+    "WINDOW_NONE": WINDOW_NONE,
+    "WINDOW_COUNT": WINDOW_COUNT,
+    "WINDOW_TIME": WINDOW_TIME,
+    "KEY_EPOCH_BITS": KEY_EPOCH_BITS,
 }
 
 _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
@@ -154,6 +166,14 @@ class Policy(NamedTuple):
     half_open_max: int
     success_threshold: int
     half_open_timeout_ticks: int
+    # The window (issue: rate policies). Kind 0 means none and the rest is 0.
+    window_kind: int = 0  # WINDOW_NONE, WINDOW_COUNT or WINDOW_TIME
+    window_buckets: int = 0  # buckets summed for a decision
+    window_span: int = 0  # outcomes (count) or ticks (time) per bucket
+    minimum_calls: int = 0
+    failure_rate_threshold: float = 0.0  # 0.0: off
+    slow_rate_threshold: float = 0.0  # 0.0: off
+    slow_ticks: int = 0  # slow_call_duration; 0: no slow-call policy
 
 
 DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
@@ -162,9 +182,9 @@ DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
 class Cell:
     """Stands in for the C struct; its lock stands in for the CPU's atomics."""
 
-    __slots__ = ("word", "totals", "changed_at", "lock")
+    __slots__ = ("word", "totals", "changed_at", "lock", "window")
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: int = 0) -> None:
         self.word = 0
         # allowed, rejected, successes, failures, neutral, transitions
         self.totals = [0, 0, 0, 0, 0, 0]
@@ -172,6 +192,40 @@ class Cell:
         # by a decision, so it may trail the word by an instant.
         self.changed_at = 0
         self.lock = threading.Lock()
+        self.window = Window(buckets) if buckets else None
+
+
+class Window:
+    """The rate window, after the cell: a cursor and ``buckets`` buckets.
+
+    Each bucket is a key word, (generation << 40 | epoch), and three
+    counters: calls, failures, slow. An epoch is a bucket's slice of the
+    window: ``now // span`` for a time window, ``position // span`` for a
+    count window, where ``position`` is the cursor's count of outcomes.
+
+    A recorder whose key differs from the bucket's replaces a bucket of
+    another generation or an older epoch (CAS on the key) and zeroes its
+    counters, then adds; a bucket already at a newer epoch takes the late
+    outcome as it is. Tagging keys with the generation clears the window on
+    every transition without touching it: a new generation matches no key.
+
+    Not exact while a bucket rotates: an outcome added between the key's CAS
+    and the zeroing of the counters is lost, and a late one can land in the
+    next epoch's bucket. At most one outcome per thread recording into that
+    bucket at that instant; each decision reads the buckets one by one.
+    """
+
+    __slots__ = ("cursor", "keys", "calls", "failures", "slow")
+
+    def __init__(self, buckets: int) -> None:
+        self.cursor = 0
+        self.keys = [0] * buckets
+        self.calls = [0] * buckets
+        self.failures = [0] * buckets
+        self.slow = [0] * buckets
+
+
+_EPOCH_FIELD = (1 << KEY_EPOCH_BITS) - 1
 
 
 T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
@@ -307,6 +361,115 @@ def _expired_half_open(w: int, pol: Policy, now: int) -> int:
     return _open_word(_next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
 
 
+# -- the rate window ------------------------------------------------------------
+
+
+def _window_epoch(cell: Cell, pol: Policy, now: int) -> int:
+    """The epoch an outcome counts in: by time, or by its position."""
+    if pol.window_kind == WINDOW_TIME:
+        return now // pol.window_span
+    window = cell.window
+    assert window is not None
+    with cell.lock:
+        position = window.cursor
+        window.cursor = (position + 1) & 0xFFFF_FFFF_FFFF_FFFF
+    return position // pol.window_span
+
+
+def _window_add(cell: Cell, pol: Policy, gen: int, epoch: int, outcome: int) -> bool:
+    """Count an outcome in its bucket; True if this call rotated the bucket."""
+    window = cell.window
+    assert window is not None
+    i = epoch % pol.window_buckets
+    key = gen << KEY_EPOCH_BITS | (epoch & _EPOCH_FIELD)
+    rotated = False
+    with cell.lock:
+        seen = window.keys[i]
+    if seen != key and (
+        seen >> KEY_EPOCH_BITS != gen
+        or 0 < (epoch - seen) & _EPOCH_FIELD < 1 << (KEY_EPOCH_BITS - 1)
+    ):
+        with cell.lock:  # stands in for a CAS of the key
+            if window.keys[i] == seen:
+                window.keys[i] = key
+                rotated = True
+        if rotated:
+            with cell.lock:  # three plain stores in C, after the CAS
+                window.calls[i] = window.failures[i] = window.slow[i] = 0
+    with cell.lock:
+        window.calls[i] += 1
+        if outcome & OUTCOME_BASE == OUTCOME_FAILURE:
+            window.failures[i] += 1
+        if outcome & OUTCOME_SLOW:
+            window.slow[i] += 1
+    return rotated
+
+
+def window_sums(cell: Cell, pol: Policy, gen: int, epoch: int) -> tuple[int, int, int]:
+    """(calls, failures, slow) of generation ``gen`` in the window ending at
+    ``epoch``: its bucket and the ``window_buckets - 1`` before it."""
+    window = cell.window
+    calls = failures = slow = 0
+    if window is None:
+        return 0, 0, 0
+    for i in range(pol.window_buckets):
+        with cell.lock:
+            key = window.keys[i]
+            c, f, s = window.calls[i], window.failures[i], window.slow[i]
+        if key >> KEY_EPOCH_BITS != gen:
+            continue
+        if (epoch - key) & _EPOCH_FIELD < pol.window_buckets:
+            calls += c
+            failures += f
+            slow += s
+    return calls, failures, slow
+
+
+def window_now(cell: Cell, pol: Policy, now: int) -> int:
+    """The epoch a reader sums to: the current time's, or the last outcome's."""
+    if pol.window_kind == WINDOW_TIME:
+        return now // pol.window_span
+    window = cell.window
+    assert window is not None
+    position = window.cursor
+    return (position - 1) // pol.window_span if position else 0
+
+
+def _rates_crossed(pol: Policy, calls: int, failures: int, slow: int) -> bool:
+    if calls == 0 or calls < pol.minimum_calls:
+        return False
+    rate, slow_rate = pol.failure_rate_threshold, pol.slow_rate_threshold
+    return bool(
+        (rate and failures >= rate * calls) or (slow_rate and slow >= slow_rate * calls)
+    )
+
+
+def _window_settle(
+    cell: Cell, pol: Policy, given_now: int, w: int, outcome: int, log: TransitionLog
+) -> bool:
+    """Count a closed generation's outcome; True if its rates tripped it.
+
+    The rates are judged on failures, slow outcomes and rotations, never on
+    a plain success in a bucket already current.
+    """
+    gen = (w >> GEN_SHIFT) & GEN_FIELD
+    now = _resolve(given_now) if pol.window_kind == WINDOW_TIME else 0
+    epoch = _window_epoch(cell, pol, now)
+    rotated = _window_add(cell, pol, gen, epoch, outcome)
+    if not (
+        rotated or outcome & OUTCOME_SLOW or outcome & OUTCOME_BASE == OUTCOME_FAILURE
+    ):
+        return False
+    if not _rates_crossed(pol, *window_sums(cell, pol, gen, epoch)):
+        return False
+    while w & STATE_FIELD == S_CLOSED and (w >> GEN_SHIFT) & GEN_FIELD == gen:
+        now = _resolve(given_now)
+        ok, w = _transition(cell, w, _open_word(_next_gen(w), now), now, log)
+        if ok:
+            return True
+    return False  # another thread moved it on: the usual path judges the rest
+
+
 # -- operations ----------------------------------------------------------------
 
 
@@ -361,8 +524,19 @@ def settle(
 
     Returns False when the ticket is stale (counted in totals only).
     """
+    slow = outcome & OUTCOME_SLOW
+    outcome &= OUTCOME_BASE
     _add(cell, _OUTCOME_TOTAL[outcome])
     w = _load(cell)
+    if (
+        pol.window_kind
+        and outcome != OUTCOME_NEUTRAL
+        and w & STATE_FIELD == S_CLOSED
+        and (not ticket or ticket >> 1 == w & HEAD_FIELD)
+    ):
+        if _window_settle(cell, pol, given_now, w, outcome | slow, log):
+            return True
+        w = _load(cell)
     while True:
         if ticket and ticket >> 1 != w & HEAD_FIELD:
             return False
@@ -399,7 +573,8 @@ def settle(
             continue
         in_flight = (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX
         freed = in_flight - 1 if in_flight else 0
-        if outcome == OUTCOME_FAILURE:
+        # Under a slow-call policy a slow probe is a failed probe.
+        if outcome == OUTCOME_FAILURE or (slow and outcome == OUTCOME_SUCCESS):
             nw = _open_word(_next_gen(w), now)
             ok, seen = _transition(cell, w, nw, now, log)
         elif outcome == OUTCOME_SUCCESS:
@@ -536,7 +711,7 @@ class CoreBreaker:
 
     def _configure(
         self,
-        policy: tuple[int, int, int, int, int],
+        policy: tuple[Any, ...],
         clock: object,
         options: Options = DEFAULT_OPTIONS,
         name: str | None = None,
@@ -545,6 +720,8 @@ class CoreBreaker:
         if self._configured:
             raise RuntimeError("a breaker's policy is set once, at construction")
         self._policy = Policy(*policy)
+        if self._policy.window_kind:
+            self._cell = Cell(self._policy.window_buckets)
         self._clock = clock
         self._options = options
         self._name = name
@@ -588,12 +765,18 @@ class CoreBreaker:
         self._deliver(log)
         return ticket
 
-    def release(self, ticket: int, ok: bool | None) -> None:
+    def release(
+        self, ticket: int, ok: bool | None, duration: float | None = None
+    ) -> None:
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
+        ``duration`` (seconds) marks the call slow under a slow-call policy.
         """
-        self._settle(_check_ticket(ticket), _outcome_code(ok))
+        outcome = _outcome_code(ok)
+        if duration is not None and _is_slow(self._policy, duration):
+            outcome |= OUTCOME_SLOW
+        self._settle(_check_ticket(ticket), outcome)
 
     def _settle(self, ticket: int, outcome: int) -> None:
         log = self._events.pending
@@ -637,14 +820,14 @@ class CoreBreaker:
         ticket = self.acquire()
         if not ticket:
             self._raise_open()  # type: ignore[attr-defined]
-        _push_with_ticket(self, ticket)
+        _push_with_ticket(self, ticket, self._started())
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        ticket = _pop_with_ticket(self)
+        ticket, started = _pop_with_ticket(self)
         if exc_type is None:
-            self._exit_ok(ticket)
+            self._exit_ok(ticket, started)
         else:
-            self._exit_exc(ticket, exc)  # type: ignore[arg-type]
+            self._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
 
     def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under the breaker."""
@@ -653,12 +836,13 @@ class CoreBreaker:
         ticket = self.acquire()
         if not ticket:
             return self._rejected(args, kwargs)  # type: ignore[attr-defined,no-any-return]
+        started = self._started()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._exit_exc(ticket, exc)
+            self._exit_exc(ticket, exc, started)
             raise
-        self._exit_result(ticket, result)
+        self._exit_result(ticket, result, started)
         return result
 
     def _guard(self, fn: Any) -> Any:
@@ -671,28 +855,46 @@ class CoreBreaker:
 
         return guarded
 
-    def _exit_ok(self, ticket: int) -> None:
+    def _started(self) -> int | None:
+        """The tick a call starts at, under a slow-call policy; else None."""
+        if not self._policy.slow_ticks:
+            return None
+        return _resolve(self._now())
+
+    def _slow(self, started: int | None) -> int:
+        """OUTCOME_SLOW if a call that started at ``started`` was slow."""
+        if started is None:
+            return 0
+        elapsed = (_resolve(self._now()) - started) & 0xFFFF_FFFF_FFFF_FFFF
+        return OUTCOME_SLOW if elapsed >= self._policy.slow_ticks else 0
+
+    def _exit_ok(self, ticket: int, started: int | None = None) -> None:
         """A call admitted with ``ticket`` succeeded (no result to judge)."""
-        self._settle(ticket, OUTCOME_SUCCESS)
+        self._settle(ticket, OUTCOME_SUCCESS | self._slow(started))
         if self._options.on_success is not None:
             run_hook(self._options.on_success, self)
 
-    def _exit_result(self, ticket: int, result: object) -> None:
+    def _exit_result(
+        self, ticket: int, result: object, started: int | None = None
+    ) -> None:
         """A call returned ``result``; ``is_failure_result`` may call it failed."""
         if result_outcome(self._options, result):
-            self._exit_ok(ticket)
+            self._exit_ok(ticket, started)
             return
-        self._settle(ticket, OUTCOME_FAILURE)
+        self._settle(ticket, OUTCOME_FAILURE | self._slow(started))
         if self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, result)
 
-    def _exit_exc(self, ticket: int, exc: BaseException) -> None:
+    def _exit_exc(
+        self, ticket: int, exc: BaseException, started: int | None = None
+    ) -> None:
         """A call raised ``exc``: failure, success or neutral by the rules."""
         ok = exception_outcome(self._options, exc)
         if ok is True:
-            self._exit_ok(ticket)
+            self._exit_ok(ticket, started)
             return
-        self._settle(ticket, _outcome_code(ok))
+        slow = self._slow(started) if ok is False else 0
+        self._settle(ticket, _outcome_code(ok) | slow)
         if ok is False and self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, exc)
 
@@ -763,6 +965,15 @@ class CoreBreaker:
     def _word(self) -> int:
         return _load(self._cell)
 
+    def _window_sums(self) -> tuple[int, int, int]:
+        """(calls, failures, slow) in the window now; zeros without one."""
+        if not self._policy.window_kind:
+            return 0, 0, 0
+        w = _load(self._cell)
+        gen = (w >> GEN_SHIFT) & GEN_FIELD
+        epoch = window_now(self._cell, self._policy, _resolve(self._now()))
+        return window_sums(self._cell, self._policy, gen, epoch)
+
     def totals(self) -> Totals:
         with self._cell.lock:
             return Totals(*self._cell.totals)
@@ -812,31 +1023,39 @@ def _check_ticket(ticket: object) -> int:
 # its own link by breaker identity, so nested blocks of several breakers work.
 # (The compiled core keeps the same chain in a mutable per-context stack.)
 
-_WITH_TICKETS: contextvars.ContextVar[tuple[Any, int, Any] | None] = (
+_WITH_TICKETS: contextvars.ContextVar[tuple[Any, int, Any, Any] | None] = (
     contextvars.ContextVar("qbreaker_with_tickets", default=None)
 )
 
 
-def _push_with_ticket(breaker: object, ticket: int) -> None:
-    _WITH_TICKETS.set((breaker, ticket, _WITH_TICKETS.get()))
+def _push_with_ticket(breaker: object, ticket: int, started: int | None) -> None:
+    _WITH_TICKETS.set((breaker, ticket, started, _WITH_TICKETS.get()))
 
 
-def _pop_with_ticket(breaker: object) -> int:
-    """The ticket of ``breaker``'s innermost open block here, or 0 if none."""
+def _pop_with_ticket(breaker: object) -> tuple[int, int | None]:
+    """(ticket, start) of ``breaker``'s innermost open block here, or (0, None)."""
     chain = _WITH_TICKETS.get()
-    kept: list[tuple[Any, int]] = []
+    kept: list[tuple[Any, ...]] = []
     while chain is not None and chain[0] is not breaker:
-        kept.append((chain[0], chain[1]))
-        chain = chain[2]
+        kept.append(chain[:3])
+        chain = chain[3]
     if chain is None:
         # Not entered in this context (a block spanning a generator's yield):
         # report against the current generation, like record_*().
-        return 0
-    rest = chain[2]
-    for owner, ticket in reversed(kept):
-        rest = (owner, ticket, rest)
+        return 0, None
+    rest = chain[3]
+    for owner, ticket, started in reversed(kept):
+        rest = (owner, ticket, started, rest)
     _WITH_TICKETS.set(rest)
-    return chain[1]
+    return chain[1], chain[2]
+
+
+def _is_slow(pol: Policy, duration: object) -> bool:
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        raise TypeError(f"duration must be seconds (int or float), got {duration!r}")
+    if not duration >= 0:  # also refuses NaN
+        raise ValueError(f"duration must be >= 0 seconds, got {duration!r}")
+    return bool(pol.slow_ticks) and duration * 1000 >= pol.slow_ticks
 
 
 class CircuitBreaker(BreakerAPI, CoreBreaker):

@@ -82,11 +82,17 @@ if TYPE_CHECKING:
 
         def _rejected(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
-        def _exit_ok(self, ticket: int) -> None: ...
+        def _started(self) -> int | None: ...
 
-        def _exit_result(self, ticket: int, result: object) -> None: ...
+        def _exit_ok(self, ticket: int, started: int | None = None) -> None: ...
 
-        def _exit_exc(self, ticket: int, exc: BaseException) -> None: ...
+        def _exit_result(
+            self, ticket: int, result: object, started: int | None = None
+        ) -> None: ...
+
+        def _exit_exc(
+            self, ticket: int, exc: BaseException, started: int | None = None
+        ) -> None: ...
 
         def _guard(self, fn: Any) -> Any: ...
 
@@ -179,12 +185,13 @@ def guard_async(
             if inspect.isawaitable(result):
                 result = await result
             return cast("R", result)
+        started = breaker._started()  # None unless a slow-call policy times it
         try:
             value = await fn(*args, **kwargs)
         except BaseException as exc:
-            breaker._exit_exc(ticket, exc)
+            breaker._exit_exc(ticket, exc, started)
             raise
-        breaker._exit_result(ticket, value)
+        breaker._exit_result(ticket, value, started)
         return value
 
     return guarded
@@ -211,6 +218,7 @@ async def call_async(
         if inspect.isawaitable(result):
             result = await result
         return cast("R", result)
+    started = breaker._started()
     try:
         awaitable = fn(*args, **kwargs)
         if not inspect.isawaitable(awaitable):
@@ -224,9 +232,9 @@ async def call_async(
         value = await awaitable
     except BaseException as exc:
         if ticket:
-            breaker._exit_exc(ticket, exc)
+            breaker._exit_exc(ticket, exc, started)
         raise
-    breaker._exit_result(ticket, value)
+    breaker._exit_result(ticket, value, started)
     return value
 
 

@@ -52,3 +52,7 @@ class BreakerSnapshot:
     retry_after: float
     time_in_state: float
     last_observation: Metrics | None
+    # The window policy's view (0.0, 0.0 and 0 without a window).
+    failure_rate: float = 0.0
+    slow_call_rate: float = 0.0
+    calls_in_window: int = 0

@@ -32,15 +32,32 @@ def make_policy(
     half_open_max: int,
     success_threshold: int | None,
     half_open_timeout: Seconds | None,
+    failure_rate_threshold: float | None = None,
+    slow_call_rate_threshold: float | None = None,
+    slow_call_duration: Seconds | None = None,
+    window_size: int | None = None,
+    window_seconds: Seconds | None = None,
+    minimum_calls: int | None = None,
 ) -> Policy:
+    window = _window(
+        failure_rate_threshold,
+        slow_call_rate_threshold,
+        slow_call_duration,
+        window_size,
+        window_seconds,
+        minimum_calls,
+    )
     if max_failures is None:
-        raise ValueError(
-            "max_failures=None turns off the consecutive-failure trip, which "
-            "leaves nothing to trip the breaker: it needs a window policy, and "
-            "none is configured; pass an int in [1, "
-            f"{MAX_FAILURES_LIMIT}]"
-        )
-    failures = _count("max_failures", max_failures, MAX_FAILURES_LIMIT)
+        if not (window.failure_rate_threshold or window.slow_rate_threshold):
+            raise ValueError(
+                "max_failures=None turns off the consecutive-failure trip, which "
+                "leaves nothing to trip the breaker without a rate policy: pass an "
+                f"int in [1, {MAX_FAILURES_LIMIT}], or failure_rate_threshold= or "
+                "slow_call_rate_threshold= with a window"
+            )
+        failures = 0
+    else:
+        failures = _count("max_failures", max_failures, MAX_FAILURES_LIMIT)
     probes = _count("half_open_max", half_open_max, HALF_OPEN_MAX_LIMIT)
     if success_threshold is None:
         threshold = probes
@@ -53,7 +70,105 @@ def make_policy(
         half_open_ticks = reset_ticks
     else:
         half_open_ticks = duration_ticks("half_open_timeout", half_open_timeout)
-    return Policy(failures, reset_ticks, probes, threshold, half_open_ticks)
+    return window._replace(
+        max_failures=failures,
+        reset_ticks=reset_ticks,
+        half_open_max=probes,
+        success_threshold=threshold,
+        half_open_timeout_ticks=half_open_ticks,
+    )
+
+
+# A window is cut into at most this many buckets (see _core_py.Window).
+WINDOW_BUCKETS = 16
+WINDOW_SIZE_LIMIT = 1_000_000
+
+
+def _window(
+    failure_rate_threshold: float | None,
+    slow_call_rate_threshold: float | None,
+    slow_call_duration: Seconds | None,
+    window_size: int | None,
+    window_seconds: Seconds | None,
+    minimum_calls: int | None,
+) -> Policy:
+    """The window part of a policy (the rest left at 0)."""
+    failure_rate = _fraction("failure_rate_threshold", failure_rate_threshold)
+    slow_rate = _fraction("slow_call_rate_threshold", slow_call_rate_threshold)
+    if (slow_rate is None) != (slow_call_duration is None):
+        given, missing = (
+            ("slow_call_rate_threshold", "slow_call_duration")
+            if slow_call_duration is None
+            else ("slow_call_duration", "slow_call_rate_threshold")
+        )
+        raise ValueError(f"{given} needs {missing}: a slow-call policy takes both")
+    slow_ticks = (
+        0
+        if slow_call_duration is None
+        else duration_ticks("slow_call_duration", slow_call_duration)
+    )
+    if window_size is not None and window_seconds is not None:
+        raise ValueError(
+            "window_size and window_seconds are exclusive: a window counts "
+            f"outcomes or seconds, got window_size={window_size!r} and "
+            f"window_seconds={window_seconds!r}"
+        )
+    rates = failure_rate is not None or slow_rate is not None
+    if window_size is None and window_seconds is None:
+        if rates:
+            raise ValueError(
+                "failure_rate_threshold and slow_call_rate_threshold need a "
+                "window: window_size=N (the last N outcomes) or "
+                "window_seconds=T (the last T seconds)"
+            )
+        if minimum_calls is not None:
+            raise ValueError(
+                "minimum_calls needs a window (window_size or window_seconds)"
+            )
+        return Policy(0, 0, 0, 0, 0)
+    if window_size is not None:
+        size = _count("window_size", window_size, WINDOW_SIZE_LIMIT)
+        span = -(-size // WINDOW_BUCKETS)
+        kind, buckets, default_minimum = L.WINDOW_COUNT, -(-size // span), min(size, 10)
+        minimum_limit = size
+    else:
+        ticks = duration_ticks("window_seconds", window_seconds)
+        buckets = min(WINDOW_BUCKETS, ticks)
+        kind, span, default_minimum = L.WINDOW_TIME, -(-ticks // buckets), 10
+        minimum_limit = MAX_FAILURES_LIMIT
+    if minimum_calls is None:
+        minimum = default_minimum
+    else:
+        minimum = _count("minimum_calls", minimum_calls, minimum_limit)
+    return Policy(
+        0,
+        0,
+        0,
+        0,
+        0,
+        window_kind=kind,
+        window_buckets=buckets,
+        window_span=span,
+        minimum_calls=minimum,
+        failure_rate_threshold=failure_rate or 0.0,
+        slow_rate_threshold=slow_rate or 0.0,
+        slow_ticks=slow_ticks,
+    )
+
+
+def _fraction(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a fraction in (0, 1], got {value!r}")
+    if not 0 < value <= 1:  # also refuses NaN
+        hint = (
+            f" (a fraction: {value / 100:g} means {value:g}%)"
+            if 1 < value <= 100
+            else ""
+        )
+        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}{hint}")
+    return float(value)
 
 
 def _count(name: str, value: object, limit: int) -> int:

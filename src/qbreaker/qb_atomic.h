@@ -42,6 +42,10 @@ static __forceinline void qb_add(uint64_t *p, uint64_t v) {
     _InterlockedExchangeAdd64((volatile __int64 *)p, (__int64)v);
 }
 
+static __forceinline uint64_t qb_fetch_add(uint64_t *p, uint64_t v) {
+    return (uint64_t)_InterlockedExchangeAdd64((volatile __int64 *)p, (__int64)v);
+}
+
 static __forceinline void qb_store(uint64_t *p, uint64_t v) {
     _InterlockedExchange64((volatile __int64 *)p, (__int64)v);
 }
@@ -69,6 +73,11 @@ static inline int qb_cas(uint64_t *p, uint64_t *expected, uint64_t desired) {
 /* Totals are statistics: relaxed is enough, they order nothing. */
 static inline void qb_add(uint64_t *p, uint64_t v) {
     (void)__atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
+/* A position counter (the count window's cursor): the value before. */
+static inline uint64_t qb_fetch_add(uint64_t *p, uint64_t v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 
 static inline void qb_store(uint64_t *p, uint64_t v) {

@@ -32,6 +32,36 @@ typedef struct QB_ALIGN64 qb_cell {
    the coherence traffic, and shared-memory segments rely on this size. */
 typedef char qb_cell_is_one_cache_line[(sizeof(qb_cell) == 64) ? 1 : -1];
 
+/* The rate window, right after the cell when a policy has one: a header on
+   its own cache line (the window's settings, which a shared-memory segment
+   must carry anyway, and the count window's cursor), then the buckets.
+   All-zero is again the valid initial state. See _core_py.Window. */
+typedef struct QB_ALIGN64 qb_window {
+    uint64_t cursor;          /* count windows: outcomes recorded so far */
+    uint64_t span;            /* outcomes or ticks per bucket */
+    uint64_t slow_ticks;      /* slow_call_duration; 0: no slow-call policy */
+    double failure_rate_threshold;   /* 0.0: off */
+    double slow_rate_threshold;      /* 0.0: off */
+    uint32_t buckets;
+    uint32_t minimum_calls;
+    uint64_t reserved[2];
+} qb_window;
+
+typedef struct qb_bucket {
+    uint64_t key;             /* generation << 40 | epoch */
+    uint64_t calls;
+    uint64_t failures;
+    uint64_t slow;
+} qb_bucket;
+
+typedef char qb_window_is_one_cache_line[(sizeof(qb_window) == 64) ? 1 : -1];
+
+#define QB_WINDOW(cell) ((qb_window *)((char *)(cell) + sizeof(qb_cell)))
+#define QB_BUCKETS(cell) ((qb_bucket *)((char *)(cell) + sizeof(qb_cell) + sizeof(qb_window)))
+/* Bytes of a cell with a window of `buckets` buckets. */
+#define QB_CELL_BYTES(buckets) \
+    (sizeof(qb_cell) + sizeof(qb_window) + (size_t)(buckets) * sizeof(qb_bucket))
+
 /* Bytes to reserve for a cell inside another object: the cell, plus the
    worst-case slack to align it, for allocators that align to 16 bytes. */
 #define QB_CELL_STORAGE (sizeof(qb_cell) + 48)
