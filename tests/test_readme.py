@@ -33,6 +33,7 @@ def test_readme_example_runs(index: int) -> None:
         2: "3",
         3: "rejected",
         4: "open",
+        5: "open closed",
     }
     if index in expected:
         assert expected[index] in result.stdout, result.stdout
