@@ -15,6 +15,10 @@ COMMANDS = {
     "tour": ("qbreaker._tour", "trace the seed scenario: trip, reject, probe, close"),
     "demo": ("qbreaker._demo", "a flaky local HTTP backend, with and without breaker"),
     "bench": ("qbreaker._bench", "a quick benchmark against the twin and the peers"),
+    "status": ("qbreaker._ops", "this user's shared breakers on this host"),
+    "open": ("qbreaker._ops", "force a shared breaker open, host-wide"),
+    "close": ("qbreaker._ops", "force a shared breaker closed, host-wide"),
+    "reset": ("qbreaker._ops", "return a shared breaker to normal, host-wide"),
 }
 
 

@@ -67,6 +67,8 @@ def init(
     window_size: int | None = None,
     window_seconds: Seconds | None = None,
     minimum_calls: int | None = None,
+    shared: str | None = None,
+    shared_policy: str = "match",
 ) -> None:
     from ._settings import make_policy  # _settings imports the twin
 
@@ -105,9 +107,39 @@ def init(
         error_rate_threshold,
         latency_threshold,
     )
-    b._configure(policy, clock, options, name)
+    if shared is None:
+        b._configure(policy, clock, options, name)
+    else:
+        _configure_shared(b, shared, shared_policy, policy, clock, options, name)
     if on_state_change is not None:
         b._listeners = (on_state_change,)
+
+
+def _configure_shared(
+    b: Any,
+    shared: str,
+    shared_policy: str,
+    policy: Any,
+    clock: Clock | None,
+    options: Any,
+    name: str | None,
+) -> None:
+    from . import shared as shared_module
+    from ._core_py import CoreBreaker
+
+    if shared_policy not in ("match", "adopt"):
+        raise ValueError(
+            f"shared_policy must be 'match' (refuse a segment with another "
+            f"policy) or 'adopt' (use the segment's), got {shared_policy!r}"
+        )
+    if isinstance(b, CoreBreaker):
+        raise shared_module.SharedStateError(
+            "the pure-Python core cannot share a breaker between processes: "
+            "it has no atomic compare-and-swap on shared memory; use the "
+            "compiled core (unset QBREAKER_NO_EXTENSIONS)"
+        )
+    segment = shared_module.attach(b, shared, policy, shared_policy == "adopt")
+    b._configure(segment.policy, clock, options, name or shared, shared=segment.buffer)
 
 
 def name(b: Any) -> str:
@@ -248,6 +280,8 @@ class BreakerAPI(_Base):
         window_size: int | None = None,
         window_seconds: Seconds | None = None,
         minimum_calls: int | None = None,
+        shared: str | None = None,
+        shared_policy: str = "match",
     ) -> None:
         init(
             self,
@@ -274,6 +308,8 @@ class BreakerAPI(_Base):
             window_size,
             window_seconds,
             minimum_calls,
+            shared,
+            shared_policy,
         )
 
     @property

@@ -4,3 +4,6 @@ from ._core_py import CircuitBreaker as CircuitBreaker
 from ._core_py import describe_word as describe_word
 
 LAYOUT: dict[str, int]
+
+def u64_load(buffer: object, offset: int) -> int: ...
+def u64_store(buffer: object, offset: int, value: int) -> None: ...

@@ -518,9 +518,26 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
     b.cpolicy.half_open_max = policy.half_open_max
     b.cpolicy.success_threshold = policy.success_threshold
     b.cpolicy.half_open_timeout_ticks = policy.half_open_timeout_ticks
-    if policy.window_kind:
-        _attach_window(b, policy)
     return 0
+
+
+def u64_load(buffer, Py_ssize_t offset):
+    """An acquire load of the aligned 64-bit word at ``offset`` of ``buffer``."""
+    return qb_load(<uint64_t *>_word_at(buffer, offset))
+
+
+def u64_store(buffer, Py_ssize_t offset, uint64_t value):
+    """A release store to the aligned 64-bit word at ``offset`` of ``buffer``."""
+    qb_store(<uint64_t *>_word_at(buffer, offset), value)
+
+
+cdef unsigned char *_word_at(object buffer, Py_ssize_t offset) except NULL:
+    cdef unsigned char[::1] view = buffer
+    if offset < 0 or offset + 8 > view.shape[0] or offset & 7:
+        raise ValueError(f"offset {offset} is not an aligned word of the buffer")
+    if (<uintptr_t>&view[offset]) & 7:
+        raise ValueError("buffer is not 8-byte aligned")
+    return &view[offset]
 
 
 cdef int _attach_window(CircuitBreaker b, object policy) except -1:
@@ -542,11 +559,23 @@ cdef int _attach_window(CircuitBreaker b, object policy) except -1:
     win.buckets = policy.window_buckets
     win.minimum_calls = policy.minimum_calls
     b.cell = cell
-    b.cpolicy.window_kind = policy.window_kind
     b.cpolicy.host_flags |= FLAG_OWNS_CELL | (
         (<uint32_t>(<char *>cell - memory)) << FLAG_OFFSET_SHIFT)
-    if policy.slow_ticks:
-        b.cpolicy.host_flags |= FLAG_SLOW_POLICY
+    return 0
+
+
+cdef int _use_shared_cell(CircuitBreaker b, object buffer, object policy) except -1:
+    # The cell (and window, set up by the segment's creator) at offset 256 of
+    # a segment's mapping; the mapping must outlive the breaker (qbreaker.shared
+    # keeps it, and a live export keeps it from being closed under us).
+    cdef unsigned char[::1] view = buffer
+    cdef size_t need = (QB_CELL_BYTES(policy.window_buckets) if policy.window_kind
+                        else sizeof(qb_cell))
+    if <size_t>view.shape[0] < 256 + need:
+        raise ValueError("shared buffer too small for this policy")
+    b.cell = <qb_cell *>&view[256]
+    if (<uintptr_t>b.cell) & 63:
+        raise ValueError("shared buffer is not aligned to 64 bytes")
     return 0
 
 
@@ -765,20 +794,33 @@ cdef class CircuitBreaker:
                  latency_threshold=None, clock=None,
                  failure_rate_threshold=None, slow_call_rate_threshold=None,
                  slow_call_duration=None, window_size=None, window_seconds=None,
-                 minimum_calls=None):
+                 minimum_calls=None, shared=None, shared_policy="match"):
         _api.init(self, max_failures, reset_timeout, half_open_max,
                   success_threshold, half_open_timeout, name, exclude,
                   is_failure, is_failure_result, fallback, on_state_change,
                   on_success, on_failure, on_reject, error_rate_threshold,
                   latency_threshold, clock, failure_rate_threshold,
                   slow_call_rate_threshold, slow_call_duration, window_size,
-                  window_seconds, minimum_calls)
+                  window_seconds, minimum_calls, shared, shared_policy)
 
-    def _configure(self, policy, clock, options=DEFAULT_OPTIONS, name=None):
-        """Set the validated policy and clock; once, by the constructor."""
+    def _configure(self, policy, clock, options=DEFAULT_OPTIONS, name=None,
+                   shared=None):
+        """Set the validated policy and clock; once, by the constructor.
+
+        ``shared``: a segment's mapping, whose cell is used in place of the
+        breaker's own (see qbreaker._shm for the layout).
+        """
         if self.cpolicy.host_flags & FLAG_CONFIGURED:
             raise RuntimeError("a breaker's policy is set once, at construction")
-        _set_policy(self, Policy(*policy))
+        policy = Policy(*policy)
+        if shared is not None:
+            _use_shared_cell(self, shared, policy)
+        elif policy.window_kind:
+            _attach_window(self, policy)
+        self.cpolicy.window_kind = policy.window_kind
+        if policy.slow_ticks:
+            self.cpolicy.host_flags |= FLAG_SLOW_POLICY
+        _set_policy(self, policy)
         self._clock = clock
         if clock is not None:
             self.cpolicy.host_flags |= FLAG_HAS_CLOCK

@@ -715,8 +715,15 @@ class CoreBreaker:
         clock: object,
         options: Options = DEFAULT_OPTIONS,
         name: str | None = None,
+        shared: Any = None,
     ) -> None:
-        """Set the validated policy and clock; once, by the constructor."""
+        """Set the validated policy and clock; once, by the constructor.
+
+        ``shared``: a segment's mapping, whose cell is used in place of the
+        breaker's own (see qbreaker._shm for the layout).
+        """
+        if shared is not None:
+            raise ValueError("the pure-Python core cannot use a shared cell")
         if self._configured:
             raise RuntimeError("a breaker's policy is set once, at construction")
         self._policy = Policy(*policy)

@@ -60,6 +60,7 @@ class BreakerGroup:
     __slots__ = (
         "_defaults",
         "_max",
+        "_shared",
         "_factory",
         "_breakers",
         "_overrides",
@@ -72,9 +73,17 @@ class BreakerGroup:
         self,
         *,
         max_breakers: int | None = None,
+        shared: bool = False,
         _breaker_class: Callable[..., CircuitBreaker] | None = None,
         **defaults: Any,
     ) -> None:
+        if not isinstance(shared, bool):
+            raise TypeError(f"shared must be True or False, got {shared!r}")
+        if "shared" in defaults or "shared_policy" in defaults:
+            raise TypeError(
+                "a BreakerGroup shares its breakers with shared=True (each by "
+                "its name); shared=/shared_policy= are not breaker defaults here"
+            )
         if max_breakers is not None:
             if isinstance(max_breakers, bool) or not isinstance(max_breakers, int):
                 raise TypeError(
@@ -88,6 +97,7 @@ class BreakerGroup:
                 )
         self._defaults = _settings("defaults", defaults)
         self._max = max_breakers
+        self._shared = shared
         self._factory = CircuitBreaker if _breaker_class is None else _breaker_class
         # Bad defaults fail here, with the breaker's own message, rather than
         # at some first lookup far from this line.
@@ -162,7 +172,10 @@ class BreakerGroup:
             if breaker is not None:  # another thread created it first
                 return breaker
             # Built before evicting, so bad overrides evict nothing.
-            breaker = self._factory(name=name, **{**self._defaults, **overrides})
+            settings = {**self._defaults, **overrides}
+            if self._shared:
+                settings["shared"] = name
+            breaker = self._factory(name=name, **settings)
             if self._max is not None:
                 while len(self._breakers) >= self._max and self._evict_one():
                     pass

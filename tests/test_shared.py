@@ -1,0 +1,360 @@
+"""Host-wide breakers: one cell in shared memory, for every process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import qbreaker
+from qbreaker import State, _shm
+from qbreaker import shared as shared_mod
+
+pytestmark = [
+    pytest.mark.c_extension,
+    pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
+]
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    shared_mod.unlink(name)
+
+
+def python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_two_handles_share_one_cell(name: str) -> None:
+    a = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    b = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    assert a.name == name
+    a.record_failure()
+    b.record_failure()
+    assert a.state is State.OPEN and b.state is State.OPEN
+    assert not b.allow()
+    assert a.totals() == b.totals()
+    assert a.totals().failures == 2 and a.totals().rejected == 1
+
+
+def test_one_process_trips_all_of_them(name: str) -> None:
+    mine = qbreaker.CircuitBreaker(3, 30, 1, shared=name)
+    result = python(f"""
+        import qbreaker
+        b = qbreaker.CircuitBreaker(3, 30, 1, shared={name!r})
+        for _ in range(3):
+            b.record_failure()
+        print(b.state)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "open"
+    assert mine.state is State.OPEN and not mine.allow()
+
+
+def test_half_open_probes_are_limited_host_wide(name: str) -> None:
+    b = qbreaker.CircuitBreaker(1, 0.05, 2, half_open_timeout=30, shared=name)
+    b.record_failure()
+    deadline = time.monotonic() + 5
+    while not b.allow():  # the first probe, here
+        assert time.monotonic() < deadline
+    result = python(f"""
+        import qbreaker
+        b = qbreaker.CircuitBreaker(1, 0.05, 2, half_open_timeout=30, shared={name!r})
+        print([b.allow() for _ in range(3)])
+    """)
+    assert result.stdout.strip() == "[True, False, False]", result.stderr
+
+
+def test_a_killed_probe_is_reclaimed(name: str) -> None:
+    """A worker killed mid-probe never wedges the breaker."""
+    b = qbreaker.CircuitBreaker(1, 0.05, 1, half_open_timeout=0.2, shared=name)
+    b.record_failure()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import sys, time, qbreaker
+            b = qbreaker.CircuitBreaker(1, 0.05, 1, half_open_timeout=0.2,
+                                        shared={name!r})
+            while not b.allow():
+                time.sleep(0.005)
+            print("probing", flush=True)
+            time.sleep(60)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "probing"
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        assert not b.allow()  # the dead worker's probe holds the only slot
+        deadline = time.monotonic() + 5
+        while not b.allow():
+            assert time.monotonic() < deadline, "the probe slot was never reclaimed"
+            time.sleep(0.005)
+        b.record_success()
+        assert b.state is State.CLOSED
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_policy_mismatch_and_adopt(name: str) -> None:
+    qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    with pytest.raises(shared_mod.SharedStateError, match="another policy"):
+        qbreaker.CircuitBreaker(3, 30, 1, shared=name)
+    adopted = qbreaker.CircuitBreaker(3, 30, 1, shared=name, shared_policy="adopt")
+    assert adopted.max_failures == 2
+    with pytest.raises(ValueError, match="shared_policy must be 'match'"):
+        qbreaker.CircuitBreaker(shared=name, shared_policy="mine")
+
+
+def test_windows_are_shared_too(name: str) -> None:
+    kw: dict[str, Any] = dict(
+        failure_rate_threshold=0.5, window_size=10, minimum_calls=4
+    )
+    a = qbreaker.CircuitBreaker(None, 30, 1, shared=name, **kw)
+    b = qbreaker.CircuitBreaker(None, 30, 1, shared=name, **kw)
+    a.record_success()
+    b.record_success()
+    a.record_failure()
+    assert a.metrics().calls_in_window == 3
+    b.record_failure()
+    assert a.state is State.OPEN
+
+
+def test_the_twin_refuses_shared(name: str) -> None:
+    with pytest.raises(shared_mod.SharedStateError, match="pure-Python core cannot"):
+        qbreaker.PyCircuitBreaker(shared=name)
+    assert not shared_mod.exists(name)
+
+
+def test_group_shares_each_breaker_by_name(name: str) -> None:
+    group = qbreaker.BreakerGroup(shared=True, max_failures=1)
+    group.record_failure(name)
+    assert qbreaker.CircuitBreaker(1, 60, 3, shared=name).state is State.OPEN
+    with pytest.raises(TypeError, match="shared=True"):
+        qbreaker.BreakerGroup(shared_policy="adopt")
+
+
+def test_list_unlink_exists(name: str) -> None:
+    b = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    b.record_failure()
+    info = {i.name: i for i in shared_mod.list()}[name]
+    assert (info.state, info.consecutive_failures, info.failures) == (
+        State.CLOSED,
+        1,
+        1,
+    )
+    assert info.path == _shm.path_of(name)
+    assert shared_mod.exists(name)
+    assert shared_mod.unlink(name)
+    assert not shared_mod.exists(name) and not shared_mod.unlink(name)
+    fresh = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    assert fresh.totals().failures == 0  # a new segment: b keeps the old one
+    assert b.consecutive_failures == 1
+
+
+def test_segment_file_is_private(name: str) -> None:
+    qbreaker.CircuitBreaker(shared=name)
+    info = os.stat(_shm.path_of(name))
+    assert info.st_mode & 0o777 == 0o600 and info.st_uid == os.geteuid()
+    assert f"-v{_shm.LAYOUT_VERSION}-{os.geteuid()}-" in _shm.path_of(name)
+    assert name not in _shm.path_of(name)  # hashed, never a path component
+
+
+def test_ops_cli(name: str) -> None:
+    qbreaker.CircuitBreaker(2, 30, 1, shared=name).record_failure()
+    run = [sys.executable, "-m", "qbreaker"]
+    status = subprocess.run(
+        [*run, "status"], capture_output=True, text=True, timeout=60
+    )
+    assert name in status.stdout and "closed" in status.stdout
+    opened = subprocess.run(
+        [*run, "open", name], capture_output=True, text=True, timeout=60
+    )
+    assert opened.returncode == 0 and "forced open" in opened.stdout
+    mine = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    assert not mine.allow() and mine.forced == "open"
+    as_json = subprocess.run(
+        [*run, "status", "--json"], capture_output=True, text=True, timeout=60
+    )
+    row = {r["name"]: r for r in json.loads(as_json.stdout)}[name]
+    assert (
+        row["state"] == "open"
+        and row["forced"] == "open"
+        and row["retry_after"] is None
+    )
+    subprocess.run([*run, "close", name], check=True, capture_output=True, timeout=60)
+    assert mine.forced == "closed"
+    subprocess.run([*run, "reset", name], check=True, capture_output=True, timeout=60)
+    assert mine.forced is None and mine.allow()
+    missing = subprocess.run([*run, "open", name + "-none"], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "no shared breaker" in missing.stderr
+
+
+# -- bad segments, each built for real ---------------------------------------------
+
+
+@pytest.fixture
+def quick_attach(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_shm, "ATTACH_WAIT", 0.05)
+
+
+def _plant(name: str, data: bytes, mode: int = 0o600) -> str:
+    path = _shm.path_of(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.write(fd, data)
+    os.close(fd)
+    os.chmod(path, mode)
+    return path
+
+
+def _valid_header(name: str) -> bytearray:
+    qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    with open(_shm.path_of(name), "rb") as f:
+        data = bytearray(f.read())
+    shared_mod.unlink(name)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("damage", "pattern"),
+    [
+        (lambda d: d.__setitem__(slice(0, 8), b"NOTQBRKR"), "bad magic"),
+        (
+            lambda d: d.__setitem__(slice(8, 12), (99).to_bytes(4, "little")),
+            "layout 99",
+        ),
+        (
+            lambda d: d.__setitem__(slice(16, 24), (4096).to_bytes(8, "little")),
+            "header says 4096",
+        ),
+        (lambda d: d.__setitem__(slice(0, 8), bytes(8)), "never initialised"),
+        (lambda d: d.__delitem__(slice(300, None)), "too short"),
+        (lambda d: d.extend(bytes(64)), "truncated or corrupt"),
+    ],
+)
+def test_damaged_segments_are_refused(
+    name: str, quick_attach: None, damage: Any, pattern: str
+) -> None:
+    data = _valid_header(name)
+    damage(data)
+    _plant(name, bytes(data))
+    with pytest.raises(shared_mod.SharedStateError, match=pattern):
+        qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+
+
+def test_a_segment_readable_by_others_is_refused(name: str) -> None:
+    _plant(name, bytes(_valid_header(name)), mode=0o644)
+    with pytest.raises(shared_mod.SharedStateError, match="mode 644"):
+        qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+def test_a_segment_of_another_user_is_refused(name: str) -> None:
+    path = _plant(name, bytes(_valid_header(name)))
+    os.chown(path, 65534, 65534)
+    with pytest.raises(shared_mod.SharedStateError, match="belongs to uid 65534"):
+        qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+
+
+def test_a_symlink_is_refused(name: str, tmp_path: Any) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(bytes(_valid_header(name)))
+    os.symlink(target, _shm.path_of(name))
+    with pytest.raises(shared_mod.SharedStateError, match="symbolic link"):
+        qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "pattern"),
+    [
+        ("", ValueError, "1 to 124 UTF-8 bytes"),
+        ("x" * 125, ValueError, "1 to 124 UTF-8 bytes"),
+        ("a/b", ValueError, "without '/'"),
+        ("a\0b", ValueError, "without"),
+        ("tab\there", ValueError, "printable"),
+        (42, TypeError, "shared must be a breaker name"),
+    ],
+)
+def test_invalid_names(bad: Any, error: type, pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        qbreaker.CircuitBreaker(shared=bad)
+
+
+# -- many processes --------------------------------------------------------------------
+
+WORKER = """
+import sys, qbreaker
+name, seed, ops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+b = qbreaker.CircuitBreaker(3, 0.002, 2, half_open_timeout=0.01, shared=name)
+x = seed * 2654435761 % 2**32 or 1
+admits = rejected = ok = bad = 0
+for _ in range(ops):
+    x ^= (x << 13) & 0xFFFFFFFF; x ^= x >> 17; x ^= (x << 5) & 0xFFFFFFFF
+    t = b.acquire()
+    if not t:
+        rejected += 1
+        continue
+    admits += 1
+    if x % 4 == 0:
+        b.release(t, False); bad += 1
+    else:
+        b.release(t, True); ok += 1
+print(admits, rejected, ok, bad)
+"""
+
+
+def test_eight_processes_keep_exact_totals(name: str) -> None:
+    ops = 20_000
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, name, str(i + 1), str(ops)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(8)
+    ]
+    sums = [0, 0, 0, 0]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0
+        for k, v in enumerate(map(int, out.split())):
+            sums[k] += v
+    admits, rejected, ok, bad = sums
+    b = qbreaker.CircuitBreaker(3, 0.002, 2, half_open_timeout=0.01, shared=name)
+    t = b.totals()
+    assert admits + rejected == 8 * ops
+    assert (t.allowed, t.rejected, t.successes, t.failures) == (
+        admits,
+        rejected,
+        ok,
+        bad,
+    )
+    assert t.transitions % (1 << 18) == b.generation
+    assert t.transitions > 0, "the failure pattern should have tripped it"
+    w = b._word
+    if w & 3 == 2:  # every probe reported: no slot left in flight
+        assert (w >> 20) & 0xFF == 0
