@@ -34,6 +34,7 @@ def test_readme_example_runs(index: int) -> None:
         3: "rejected",
         4: "open",
         5: "open closed",
+        6: "open",
     }
     if index in expected:
         assert expected[index] in result.stdout, result.stdout

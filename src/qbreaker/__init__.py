@@ -15,6 +15,15 @@ from ._version import __version__
 _logging.getLogger("qbreaker").addHandler(_logging.NullHandler())
 
 
+def __getattr__(name: str) -> object:
+    # qbreaker.shared on first use: most processes never map a segment.
+    if name == "shared":
+        import importlib
+
+        return importlib.import_module(".shared", __name__)
+    raise AttributeError(f"module 'qbreaker' has no attribute {name!r}")
+
+
 def get_include() -> str:
     """The directory of ``_core_c.pxd`` and its C headers, for Cython users."""
     import os
