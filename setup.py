@@ -54,8 +54,21 @@ def _extensions() -> list:
         extra_link_args=link_args,
         define_macros=macros,
     )
+    # The benchmark baselines (python -m qbreaker bench): a few kB, shipped so
+    # the benchmark runs on an installed package without a compiler. Same
+    # flags as the core, so neither is faster for reasons of optimisation
+    # level; it cimports the core's .pxd, hence the same include paths.
+    floor = Extension(
+        "qbreaker._floor",
+        ["src/qbreaker/_floor.pyx"],
+        include_dirs=["src/qbreaker"],
+        depends=["src/qbreaker/_core_c.pxd", "src/qbreaker/qb_cell.h"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=macros,
+    )
     return cythonize(
-        [ext],
+        [ext, floor],
         compiler_directives=directives,
         include_path=["src"],
         annotate=DEBUG,

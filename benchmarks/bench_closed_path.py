@@ -1,49 +1,15 @@
-"""Closed state, success path: the protected call every request pays.
+"""Closed state, success path, in every form: what every protected call pays.
 
-Later forms (``with``, decorator, ``call()``) join the same group as new
-subjects, so one table compares them all with the baselines and the peers.
+Subjects (``qbreaker._bench_scenarios``): ``bare f()``; the floor's pair,
+ticket pair and trivial ``with``; for the compiled class and the twin the
+``allow()``+``record_success()`` pair, ``acquire()``+``release()``, ``with``,
+the decorator and ``call(f)``; pybreaker ``call(f)`` and decorator,
+circuitbreaker ``@circuit``, purgatory ``with`` and decorator.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from _common import scenario_test
+from qbreaker._bench_scenarios import CLOSED
 
-from pytest_benchmark.fixture import BenchmarkFixture
-
-from _common import CLOSED, LOOPS, Impl, bare_loop, measure, pair_loop, ticket_loop
-from qbreaker import State
-
-
-def test_bare(benchmark: BenchmarkFixture) -> None:
-    measure(benchmark, CLOSED, "bare f()", bare_loop)
-
-
-def test_floor_pair(benchmark: BenchmarkFixture, floor: Any) -> None:
-    measure(benchmark, CLOSED, "floor allow+record", pair_loop(floor))
-
-
-def test_floor_ticket(benchmark: BenchmarkFixture, floor: Any) -> None:
-    measure(benchmark, CLOSED, "floor acquire+release", ticket_loop(floor))
-
-
-def test_pair(benchmark: BenchmarkFixture, impl: Impl) -> None:
-    b = impl.Breaker()
-    measure(benchmark, CLOSED, f"{impl} allow+record", pair_loop(b))
-    assert b.state is State.CLOSED and b.totals().successes >= LOOPS
-
-
-def test_ticket(benchmark: BenchmarkFixture, impl: Impl) -> None:
-    b = impl.Breaker()
-    measure(benchmark, CLOSED, f"{impl} acquire+release", ticket_loop(b))
-    assert b.state is State.CLOSED and b.totals().successes >= LOOPS
-
-
-def test_core_pair(benchmark: BenchmarkFixture) -> None:
-    # Diagnostic: the compiled class itself, not the public Python subclass.
-    # CPython's specialised call of a C method wants the exact type, so the
-    # gap between this row and qbreaker-c's is what subclassing costs.
-    from qbreaker._core_c import CircuitBreaker as CoreBreaker
-
-    b = CoreBreaker()
-    measure(benchmark, CLOSED, "qbreaker-c-core allow+record", pair_loop(b))
-    assert b.totals().successes >= LOOPS
+test_closed = scenario_test(CLOSED)

@@ -1,33 +1,19 @@
-"""Fixtures shared by every benchmark: the implementations and the baselines.
+"""Collection of the benchmark files, and the guard against timing the twin twice.
 
-Every scenario runs the same loop of ``_common.LOOPS`` calls over:
-
-- ``bare``: the protected function alone, what a call costs unprotected
-  (``empty loop`` where the scenario calls nothing);
-- ``floor``: the same loop around ``_floor.Floor``, two Python-to-C calls
-  that do nothing: the least any compiled breaker can cost;
-- ``qbreaker-c`` / ``qbreaker-py``: the public class on the compiled core and
-  the pure-Python twin (``PyCircuitBreaker``);
-- the peers, each skipped if not installed (``pip install -e .[bench]``;
-  the floor also needs Cython and a C compiler).
-
-Files are named ``bench_*.py`` so the default test run never collects them;
-the hook below collects them when ``benchmarks/`` is named on the command line.
+Files are named ``bench_*.py`` so the default test run (``testpaths =
+tests``) never collects them; the hook below collects them when
+``benchmarks/`` is named on the command line. Subjects come from
+``qbreaker._bench_scenarios``; a peer that is not installed is skipped
+(``pip install -e ".[bench]"``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 
-import build_floor
 import qbreaker
-from _common import Impl
 
 
 def pytest_collect_file(
@@ -43,14 +29,14 @@ def pytest_collect_file(
     return None
 
 
-def _compiled_class() -> type:
+def pytest_configure(config: pytest.Config) -> None:
     # A benchmark of "the compiled core" that silently measured the twin
     # would be worse than none: refuse to run instead.
     try:
-        from qbreaker import _core_c
+        from qbreaker import _core_c, _floor  # noqa: F401
     except ImportError as exc:
         raise pytest.UsageError(
-            f"qbreaker._core_c is not importable ({exc}); build it with "
+            f"qbreaker's extensions are not importable ({exc}); build them with "
             "`pip install -e .` (Cython and a C compiler needed)"
         ) from exc
     if qbreaker.CircuitBreaker is not _core_c.CircuitBreaker:
@@ -59,65 +45,3 @@ def _compiled_class() -> type:
             f"(IMPLEMENTATION={qbreaker.IMPLEMENTATION!r}); "
             "unset QBREAKER_NO_EXTENSIONS"
         )
-    return qbreaker.CircuitBreaker
-
-
-IMPLS = (
-    Impl("qbreaker-c", _compiled_class()),
-    Impl("qbreaker-py", qbreaker.PyCircuitBreaker),
-)
-
-
-@pytest.fixture(params=IMPLS, ids=str)
-def impl(request: pytest.FixtureRequest) -> Impl:
-    """Each qbreaker core in turn."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="session")
-def floor_module() -> ModuleType:
-    return build_floor.load()
-
-
-@pytest.fixture
-def floor(floor_module: ModuleType) -> Any:
-    """A compiled do-nothing breaker that admits every call."""
-    return floor_module.Floor()
-
-
-@pytest.fixture
-def floor_reject(floor_module: ModuleType) -> Any:
-    """A compiled do-nothing breaker that rejects every call."""
-    return floor_module.Floor(admit=False)
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """A private event loop for the async scenarios."""
-    lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture
-def pybreaker() -> ModuleType:
-    module: ModuleType = pytest.importorskip("pybreaker")
-    return module
-
-
-@pytest.fixture
-def circuitbreaker() -> ModuleType:
-    module: ModuleType = pytest.importorskip("circuitbreaker")
-    return module
-
-
-@pytest.fixture
-def purgatory() -> ModuleType:
-    module: ModuleType = pytest.importorskip("purgatory")
-    return module
-
-
-@pytest.fixture
-def aiobreaker() -> ModuleType:
-    module: ModuleType = pytest.importorskip("aiobreaker")
-    return module

@@ -1,76 +1,141 @@
-"""Per-call table from a ``--benchmark-json`` file.
+"""Tables and targets from a ``--benchmark-json`` file of this suite.
 
-``python benchmarks/report.py bench.json`` prints, per group, ns per protected
-call (a round's time divided by its loop count), the overhead over the
-group's reference (``bare f()``, or ``empty loop`` where nothing is called),
-that overhead against the floor of the same form, then the headline ratios.
-Medians, not means: these machines are noisy and noise only ever adds.
+``python benchmarks/report.py bench.json`` prints what ``python -m qbreaker
+bench`` prints, from pytest-benchmark's statistics: per scenario, ns per
+operation (a round's time divided by its loop count), the overhead over the
+scenario's reference, the ratio to the floor and to each peer; then threads,
+memory, BreakerGroup lookup and the targets of issue 4. The tables and the
+targets are computed by ``qbreaker._bench`` itself, so the two cannot
+disagree. ``--stat median`` (default: min, as the command) picks the statistic.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import defaultdict
 from typing import Any
 
-C_PAIR = "qbreaker-c allow+record"
-HEADLINES = (  # (group, numerator, denominator), ratios of overheads
-    ("closed", C_PAIR, "floor allow+record"),
-    ("closed", "qbreaker-c-core allow+record", "floor allow+record"),
-    ("closed", "qbreaker-c acquire+release", "floor acquire+release"),
-    ("closed", "pybreaker call(f)", C_PAIR),
-    ("closed", "qbreaker-py allow+record", C_PAIR),
-    ("closed-async", C_PAIR, "floor allow+record"),
-    ("open-reject", "qbreaker-c allow()->False", "floor allow()->False"),
-)
-
-Rows = dict[str, tuple[float, float]]
+from qbreaker import _bench
+from qbreaker._bench_scenarios import SCENARIOS
 
 
-def load(path: str) -> dict[str, Rows]:
+def load(path: str, stat: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The file's machine info, and per group: subject -> (ns/op, median, info)."""
     with open(path) as f:
         data = json.load(f)
-    groups: dict[str, Rows] = defaultdict(dict)
+    groups: dict[str, dict[str, Any]] = defaultdict(dict)
     for bench in data["benchmarks"]:
         info: dict[str, Any] = bench["extra_info"]
         stats = bench["stats"]
-        ns = 1e9 / info["loops"]
+        per_op = 1e9 / info["loops"]
         groups[bench["group"]][info["subject"]] = (
-            stats["median"] * ns,
-            stats["min"] * ns,
+            stats[stat] * per_op,
+            stats["median"] * per_op,
+            info,
         )
-    return groups
+    return data, groups
 
 
-def overhead(rows: Rows, subject: str) -> float:
-    ref = rows.get("empty loop") or next(
-        v for k, v in rows.items() if k.startswith("bare")
+def build(path: str, stat: str) -> _bench.Results:
+    data, groups = load(path, stat)
+    machine = data.get("machine_info", {})
+    results = _bench.Results(
+        {
+            "qbreaker": data.get("version", "?"),
+            "implementation": "cython",
+            "python": machine.get("python_version", "?"),
+            "cpu": machine.get("cpu", {}).get("brand_raw", "?"),
+            "date": data.get("datetime", "?"),
+            "smoke": False,
+            "statistic": stat,
+        }
     )
-    return rows[subject][0] - ref[0]
+    for sc in SCENARIOS:
+        rows = groups.get(sc.group)
+        if rows:
+            best = {k: v[0] for k, v in rows.items()}
+            median = {k: v[1] for k, v in rows.items()}
+            results.scenarios[sc.group] = _bench.scenario_table(sc, best, median, 0)
+    threads = groups.get("threads", {})
+    for key, (ns1, _, _) in threads.items():
+        name, _, k = key.rpartition(" x")
+        if k != "1" or f"{name} x2" not in threads:
+            continue
+        ns2 = threads[f"{name} x2"][0]  # ns per call, both threads together
+        results.threads[name] = {
+            "family": name.split(" ")[0],
+            "one_thread_ops_s": 1e9 / ns1,
+            "two_threads_ops_s": 1e9 / ns2,
+            "scaling": ns1 / ns2,
+        }
+    native = groups.get("native-threads", {})
+    if "1 thread" in native:
+        base = native["1 thread"][0]
+        for config, (ns, _, info) in native.items():
+            results.native[config] = {
+                "threads": info["threads"],
+                "ops_s": 1e9 / ns,
+                "ns_per_op_per_thread": ns * info["threads"],
+                "scaling": base / ns,
+            }
+    lookup = groups.get("group-lookup", {})
+    if lookup:
+        ref = lookup["empty loop"][0] if "empty loop" in lookup else 0.0
+        dict_o = lookup["dict d[name]"][0] - ref if "dict d[name]" in lookup else None
+        subjects = {
+            k: {
+                "ns": v[0],
+                "overhead": v[0] - ref,
+                "x_dict": None
+                if dict_o is None or k == "empty loop"
+                else (v[0] - ref) / dict_o,
+            }
+            for k, v in lookup.items()
+        }
+        for family in ("qbreaker-c", "qbreaker-py"):
+            key = f"{family} group[name]"
+            if key in subjects:
+                results.group_lookup[family] = {
+                    "names": lookup[key][2].get("names", 0),
+                    "subjects": {
+                        "empty loop": subjects.get("empty loop", subjects[key]),
+                        "dict d[name]": subjects.get("dict d[name]", subjects[key]),
+                        "group[name]": subjects[key],
+                    },
+                }
+    for family, (_, _, info) in groups.get("memory", {}).items():
+        results.memory[family] = {
+            k: info[k]
+            for k in ("instances", "bytes_per_breaker", "bytes_per_breaker_in_group")
+            if k in info
+        }
+    return results
 
 
-def main(path: str) -> None:
-    groups = load(path)
-    for group, rows in groups.items():
-        print(f"\n### {group}\n")
-        print("| subject | median ns/call | min ns/call | + over ref | x floor |")
-        print("|---|---:|---:|---:|---:|")
-        for subject, (median, best) in sorted(rows.items(), key=lambda kv: kv[1]):
-            extra = overhead(rows, subject)
-            floor = "floor " + subject.split(" ", 1)[-1]
-            ratio = ""
-            if floor in rows and subject != floor:
-                ratio = f"{extra / overhead(rows, floor):.2f}"
-            print(f"| {subject} | {median:.1f} | {best:.1f} | {extra:+.1f} | {ratio} |")
-
-    print("\n### headline ratios (overheads over the reference, medians)\n")
-    for group, num, den in HEADLINES:
-        rows = groups.get(group, {})
-        if num in rows and den in rows:
-            value = overhead(rows, num) / overhead(rows, den)
-            print(f"- {group}: {num} / {den} = {value:.2f}")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", help="a pytest-benchmark --benchmark-json file")
+    parser.add_argument("--stat", choices=("min", "median"), default="min")
+    args = parser.parse_args(argv)
+    results = build(args.path, args.stat)
+    out = sys.stdout
+    meta = results.meta
+    print(
+        f"qbreaker {meta['qbreaker']}, {meta['date']}: {meta['cpu']}, "
+        f"Python {meta['python']}; ns/op: the {args.stat} of the rounds",
+        file=out,
+    )
+    for group, table in results.scenarios.items():
+        _bench.print_scenario(group, table, out)
+    _bench.print_threads(results, out)
+    _bench.print_native(results, out)
+    _bench.print_memory_and_group(results, out)
+    _bench.judge(results)
+    _bench.print_targets(results, out)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main())
