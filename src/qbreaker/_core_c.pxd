@@ -38,6 +38,7 @@ cdef extern from "qb_cell.h" nogil:
     qb_window *QB_WINDOW(qb_cell *cell)
     qb_bucket *QB_BUCKETS(qb_cell *cell)
     size_t QB_CELL_BYTES(uint32_t buckets)
+    int QB_HAVE_GIL
     uint64_t QB_NOW_AUTO
     int QB_LOG_CAP
     enum: QB_CELL_STORAGE
@@ -112,6 +113,10 @@ cdef enum:
     FLAG_ASYNC_FALLBACK = 8
     FLAG_OWNS_CELL = 16          # the cell (and its window) was allocated
     FLAG_SLOW_POLICY = 32        # time protected calls: slow_call_duration is set
+    # Count the closed path's allowed and successes in _hot_counts, plainly:
+    # set on GIL builds for a private cell, where the GIL serialises every
+    # Python-facing caller; the cimport API always counts in the cell.
+    FLAG_LOCAL_COUNTS = 64
     # Bits 8-15 of host_flags: the aligned cell's offset in that allocation.
     FLAG_OFFSET_SHIFT = 8
 
@@ -140,6 +145,9 @@ cdef class CircuitBreaker:
     cdef qb_cell *cell
     cdef qb_policy cpolicy
     cdef object _clock
+    # allowed, successes of the closed path (see FLAG_LOCAL_COUNTS);
+    # totals() adds them to the cell's.
+    cdef uint64_t _hot_counts[2]
     cdef public object _options
     cdef public object _name
     cdef public tuple _listeners

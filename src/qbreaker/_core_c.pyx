@@ -267,8 +267,18 @@ cdef bint _window_settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
 
 # -- operations ----------------------------------------------------------------
 
-cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
-                            qb_translog *log) noexcept nogil:
+cdef inline uint64_t _admit_fast(qb_cell *cell, const qb_policy *pol,
+                                 uint64_t given_now, qb_translog *log) noexcept nogil:
+    # The closed path, inlined into the caller: one load and one count.
+    cdef uint64_t w = qb_load(&cell.word)
+    if (w & STATE_FIELD) == S_CLOSED:
+        qb_add(&cell.allowed, 1)
+        return _ticket_of(w)
+    return _admit(cell, pol, given_now, log)
+
+
+cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
+                     qb_translog *log) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw, now
     while True:
@@ -303,9 +313,27 @@ cdef inline uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_
     return 0
 
 
-cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
-                         uint64_t ticket, int outcome,
-                         qb_translog *log) noexcept nogil:
+cdef inline bint _plain_success(const qb_policy *pol, uint64_t w, uint64_t ticket,
+                                int outcome) noexcept nogil:
+    # A success with nothing to reset: closed, no failures, no window, and
+    # the ticket (if any) of this generation. It writes nothing to the word.
+    return (outcome == OUTCOME_SUCCESS and not pol.window_kind
+            and (w & (STATE_FIELD | FAIL_MASK)) == S_CLOSED
+            and (not ticket or (ticket >> 1) == (w & HEAD_FIELD)))
+
+
+cdef inline bint _settle_fast(qb_cell *cell, const qb_policy *pol,
+                              uint64_t given_now, uint64_t ticket, int outcome,
+                              qb_translog *log) noexcept nogil:
+    # The plain success inlined into the caller: one load and one count.
+    if _plain_success(pol, qb_load(&cell.word), ticket, outcome):
+        qb_add(&cell.successes, 1)
+        return True
+    return _settle(cell, pol, given_now, ticket, outcome, log)
+
+
+cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
+                  uint64_t ticket, int outcome, qb_translog *log) noexcept nogil:
     cdef uint64_t w, state, failures, in_flight, freed, successes, nw, now
     cdef bint ok
     cdef int slow = outcome & OUTCOME_SLOW
@@ -382,12 +410,12 @@ cdef inline bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
 
 cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
                        qb_translog *log) noexcept nogil:
-    return _admit(cell, pol, now, log)
+    return _admit_fast(cell, pol, now, log)
 
 
 cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                     uint64_t ticket, int outcome, qb_translog *log) noexcept nogil:
-    return _settle(cell, pol, now, ticket, outcome, log)
+    return _settle_fast(cell, pol, now, ticket, outcome, log)
 
 
 cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
@@ -454,6 +482,37 @@ cdef inline double _retry_after_ticks(uint64_t w, const qb_policy *pol,
 
 
 # -- the Python-facing class ---------------------------------------------------
+
+cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
+    # admit for the Python-facing methods: the closed path first, counted in
+    # the object's own counters where FLAG_LOCAL_COUNTS allows (the GIL
+    # serialises every such caller and no other process shares the cell).
+    cdef qb_translog log
+    cdef uint64_t ticket
+    cdef uint64_t w = qb_load(&b.cell.word)
+    if (w & STATE_FIELD) == S_CLOSED and b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
+        b._hot_counts[0] += 1
+        return _ticket_of(w)
+    log.n = 0
+    ticket = _admit_fast(b.cell, &b.cpolicy, _now_of(b), &log)
+    if log.n:
+        _push(b, &log)
+    return ticket
+
+
+cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) except -1:
+    # settle for the Python-facing methods (see _py_admit).
+    cdef qb_translog log
+    if (b.cpolicy.host_flags & FLAG_LOCAL_COUNTS
+            and _plain_success(&b.cpolicy, qb_load(&b.cell.word), ticket, outcome)):
+        b._hot_counts[1] += 1
+        return 0
+    log.n = 0
+    _settle_fast(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log)
+    if log.n:
+        _push(b, &log)
+    return 0
+
 
 cdef inline uint64_t _now_of(CircuitBreaker b) except? 0:
     # A user clock is read on every call: clock= serves tests, and this
@@ -697,21 +756,19 @@ cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
     cdef uint64_t ticket
     if b.cpolicy.host_flags & FLAG_ASYNC_FALLBACK:
         raise_async_fallback(b._options)
-    log.n = 0
-    ticket = _admit(b.cell, &b.cpolicy, _now_of(b), &log)
-    if log.n:
-        _push(b, &log)
+    ticket = _py_admit(b)
     if not ticket:
         return b._rejected(args, kwargs)
     if _timed(b):
         return _timed_call(b, ticket, fn, args, kwargs)
     try:
-        result = fn(*args, **kwargs)
+        # Without keywords, no dict is copied for the call.
+        result = fn(*args, **kwargs) if kwargs else fn(*args)
     except BaseException as exc:
         b._exit_exc(ticket, exc)
         raise
     if b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
-        _settle_and_push(b, ticket, OUTCOME_SUCCESS)
+        _py_settle(b, ticket, OUTCOME_SUCCESS)
     else:
         b._exit_result(ticket, result)
     return result
@@ -728,16 +785,6 @@ cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
         raise
     b._exit_result(ticket, result, started)
     return result
-
-
-cdef inline int _settle_and_push(CircuitBreaker b, uint64_t ticket,
-                                 int outcome) except -1:
-    cdef qb_translog log
-    log.n = 0
-    _settle(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log)
-    if log.n:
-        _push(b, &log)
-    return 0
 
 
 cdef class _Guarded:
@@ -774,6 +821,8 @@ cdef class CircuitBreaker:
         self.cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
                                 & ~(<uintptr_t>63))
         memset(self.cell, 0, sizeof(qb_cell))
+        if QB_HAVE_GIL:
+            self.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
         _set_policy(self, DEFAULT_POLICY)
         _set_options(self, DEFAULT_OPTIONS)
         self._clock = None
@@ -815,6 +864,8 @@ cdef class CircuitBreaker:
         policy = Policy(*policy)
         if shared is not None:
             _use_shared_cell(self, shared, policy)
+            # Other processes count in the same cell: atomics only.
+            self.cpolicy.host_flags &= ~FLAG_LOCAL_COUNTS
         elif policy.window_kind:
             _attach_window(self, policy)
         self.cpolicy.window_kind = policy.window_kind
@@ -831,28 +882,20 @@ cdef class CircuitBreaker:
 
     def allow(self):
         """True if a call may proceed now; report it with ``record_*()``."""
-        cdef qb_translog log
-        log.n = 0
-        cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
-        if log.n:
-            _push(self, &log)
+        cdef uint64_t ticket = _py_admit(self)
         return ticket != 0
 
     def record_success(self):
         """Report a success against the current generation."""
-        _settle_and_push(self, 0, OUTCOME_SUCCESS)
+        _py_settle(self, 0, OUTCOME_SUCCESS)
 
     def record_failure(self):
         """Report a failure against the current generation."""
-        _settle_and_push(self, 0, OUTCOME_FAILURE)
+        _py_settle(self, 0, OUTCOME_FAILURE)
 
     def acquire(self):
         """A ticket (a non-zero int) if a call may proceed, else 0."""
-        cdef qb_translog log
-        log.n = 0
-        cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
-        if log.n:
-            _push(self, &log)
+        cdef uint64_t ticket = _py_admit(self)
         return ticket
 
     def release(self, ticket, ok, duration=None):
@@ -865,7 +908,7 @@ cdef class CircuitBreaker:
         cdef int outcome = _outcome_arg(ok)
         if duration is not None and _is_slow(self.policy, duration):
             outcome |= OUTCOME_SLOW
-        _settle_and_push(self, t, outcome)
+        _py_settle(self, t, outcome)
 
     def renormalize(self):
         """Move an open breaker whose timeout has passed to half-open."""
@@ -910,12 +953,8 @@ cdef class CircuitBreaker:
     # -- forms of protection ------------------------------------------------
 
     def __enter__(self):
-        cdef qb_translog log
-        log.n = 0
-        cdef uint64_t ticket = _admit(self.cell, &self.cpolicy, _now_of(self), &log)
+        cdef uint64_t ticket = _py_admit(self)
         cdef uint64_t start = 0
-        if log.n:
-            _push(self, &log)
         if not ticket:
             self._raise_open()
         if _timed(self):
@@ -933,7 +972,7 @@ cdef class CircuitBreaker:
         if exc_type is not None:
             self._exit_exc(ticket, exc, started)
         elif started is None and self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
-            _settle_and_push(self, ticket, OUTCOME_SUCCESS)
+            _py_settle(self, ticket, OUTCOME_SUCCESS)
         else:
             self._exit_ok(ticket, started)
 
@@ -957,19 +996,19 @@ cdef class CircuitBreaker:
 
     def _exit_ok(self, ticket, started=None):
         """A call admitted with ``ticket`` succeeded (no result to judge)."""
-        _settle_and_push(self, ticket, OUTCOME_SUCCESS | _slow_arg(self, started))
+        _py_settle(self, ticket, OUTCOME_SUCCESS | _slow_arg(self, started))
         if self._options.on_success is not None:
             run_hook(self._options.on_success, self)
 
     def _exit_result(self, ticket, result, started=None):
         """A call returned ``result``; ``is_failure_result`` may call it failed."""
         if self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS and started is None:
-            _settle_and_push(self, ticket, OUTCOME_SUCCESS)
+            _py_settle(self, ticket, OUTCOME_SUCCESS)
             return
         if result_outcome(self._options, result):
             self._exit_ok(ticket, started)
             return
-        _settle_and_push(self, ticket, OUTCOME_FAILURE | _slow_arg(self, started))
+        _py_settle(self, ticket, OUTCOME_FAILURE | _slow_arg(self, started))
         if self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, result)
 
@@ -980,7 +1019,7 @@ cdef class CircuitBreaker:
             self._exit_ok(ticket, started)
             return
         slow = _slow_arg(self, started) if ok is False else 0
-        _settle_and_push(self, ticket, _outcome_arg(ok) | slow)
+        _py_settle(self, ticket, _outcome_arg(ok) | slow)
         if ok is False and self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, exc)
 
@@ -1077,9 +1116,11 @@ cdef class CircuitBreaker:
 
     def totals(self):
         cdef qb_cell *c = self.cell
-        return Totals(qb_load(&c.allowed), qb_load(&c.rejected),
-                      qb_load(&c.successes), qb_load(&c.failures),
-                      qb_load(&c.neutral), qb_load(&c.transitions))
+        return Totals(qb_load(&c.allowed) + self._hot_counts[0],
+                      qb_load(&c.rejected),
+                      qb_load(&c.successes) + self._hot_counts[1],
+                      qb_load(&c.failures), qb_load(&c.neutral),
+                      qb_load(&c.transitions))
 
     # -- the Python-level API, written once in _api ------------------------------
 

@@ -58,10 +58,29 @@ class Dispatcher:
         self._lock = threading.Lock()
 
 
+def _log_wanted(level: int) -> bool:
+    """Whether a record at ``level`` would reach a handler that does something.
+
+    Building a record costs microseconds; with only the package's
+    NullHandler in the way (an application that configured no logging), a
+    trip would pay that for nothing.
+    """
+    if not logger.isEnabledFor(level):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 def _deliver(breaker: Any, old: State, new: State, generation: int) -> None:
     name = breaker.name
     level = logging.WARNING if new is State.OPEN else logging.INFO
-    if logger.isEnabledFor(level):
+    if _log_wanted(level):
         logger.log(
             level,
             "circuit breaker %r: %s -> %s (generation %d)",

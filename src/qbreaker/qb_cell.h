@@ -78,6 +78,13 @@ typedef struct qb_translog {
     uint64_t to_word[QB_LOG_CAP];
 } qb_translog;
 
+/* Python.h comes first in every translation unit Cython writes. */
+#ifdef Py_GIL_DISABLED
+#  define QB_HAVE_GIL 0
+#else
+#  define QB_HAVE_GIL 1
+#endif
+
 /* "Read the monotonic clock yourself, if the decision needs it." No real tick
    value can equal it: ticks are stored modulo 2**44 at most. */
 #define QB_NOW_AUTO UINT64_MAX
