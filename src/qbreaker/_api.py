@@ -11,6 +11,7 @@ one-line methods that call the functions here. The twin inherits
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
@@ -40,6 +41,17 @@ _anonymous = itertools.count(1)
 # Guards name adoption and listener-tuple replacement: never held around
 # user code, never taken on a protected call.
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives a fork: a lock another thread held at
+    # that moment would stay held forever in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def init(
@@ -144,7 +156,9 @@ def _configure_shared(
 
 def name(b: Any) -> str:
     if b._name is None:
-        adopt_name(b, f"breaker-{next(_anonymous)}")
+        with _lock:  # itertools.count is not atomic without the GIL
+            if b._name is None:
+                b._name = f"breaker-{next(_anonymous)}"
     return b._name  # type: ignore[no-any-return]
 
 

@@ -1,4 +1,5 @@
 # cython: language_level=3, embedsignature=True
+# cython: freethreading_compatible = True
 # cython: binding=False, always_allow_keywords=False
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """The compiled core: a line-for-line port of ``_core_py``, the specification.
@@ -21,6 +22,7 @@ from libc.string cimport memset
 
 import contextvars
 import functools
+import os
 from types import MethodType
 
 from qbreaker import _api, _forms
@@ -35,6 +37,43 @@ from qbreaker._options import (
     run_hook,
 )
 from qbreaker._state import State, Totals
+
+
+cdef extern from *:
+    """
+    /* Free-threaded builds only: orders the transitions that the Python API
+       wins with their queueing for the listeners (see _transition, _push).
+       Process-local, never in a cell, never taken for cimport callers. With
+       a GIL, the GIL gives that order already. */
+    #if defined(Py_GIL_DISABLED)
+    static PyMutex qb_order_mutex;
+    static inline void qb_order_lock(void) { PyMutex_Lock(&qb_order_mutex); }
+    static inline void qb_order_unlock(void) { PyMutex_Unlock(&qb_order_mutex); }
+    static inline void qb_order_after_fork(void) {
+        memset(&qb_order_mutex, 0, sizeof qb_order_mutex);
+    }
+    #define QB_ORDERED 1
+    #else
+    static inline void qb_order_lock(void) {}
+    static inline void qb_order_unlock(void) {}
+    static inline void qb_order_after_fork(void) {}
+    #define QB_ORDERED 0
+    #endif
+    """
+    void qb_order_lock() noexcept nogil
+    void qb_order_unlock() noexcept nogil
+    void qb_order_after_fork() noexcept nogil
+    enum: QB_ORDERED
+
+
+def _after_fork_in_child():
+    # Only the forking thread survives a fork: an order lock that another
+    # thread held at that moment would block every transition in the child.
+    qb_order_after_fork()
+
+
+if QB_ORDERED and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef extern from "Python.h":
@@ -86,6 +125,7 @@ cdef uint64_t OPENED_FIELD = (<uint64_t>1 << OPENED_BITS) - 1
 cdef uint64_t INFLIGHT_MAX = (<uint64_t>1 << INFLIGHT_BITS) - 1
 cdef uint64_t HSUCC_MAX = (<uint64_t>1 << HSUCC_BITS) - 1
 cdef uint64_t ENTERED_FIELD = (<uint64_t>1 << ENTERED_BITS) - 1
+cdef uint64_t STALE_NOW_TICKS = <uint64_t>1 << 16   # as _core_py.STALE_NOW_TICKS
 cdef uint64_t HEAD_FIELD = (<uint64_t>1 << HEAD_BITS) - 1
 cdef uint64_t FAIL_MASK = FAIL_MAX << FAIL_SHIFT
 cdef long long TICKET_MAX = <long long>(HEAD_FIELD << 1 | 1)
@@ -133,18 +173,33 @@ cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
 
 cdef inline uint64_t _expired_half_open(uint64_t w, const qb_policy *pol,
                                         uint64_t now) noexcept nogil:
-    # Re-opens as of the moment it expired, not as of now (see _core_py).
+    # Re-opens as of the moment it expired, not as of now; a `now` a little
+    # behind the entry time is a stale reading, not a wrap (see _core_py).
     cdef uint64_t elapsed = (now - (w >> ENTERED_SHIFT)) & ENTERED_FIELD
-    if elapsed < pol.half_open_timeout_ticks:
+    if (elapsed < pol.half_open_timeout_ticks
+            or elapsed > ENTERED_FIELD - STALE_NOW_TICKS):
         return 0
     return _open_word(_next_gen(w),
                       now - (elapsed - pol.half_open_timeout_ticks))
 
 
+cdef inline int *_ordered(int *held) noexcept nogil:
+    # What the Python API's callers pass as `held`: NULL with a GIL.
+    return held if QB_ORDERED else NULL
+
+
 cdef inline bint _transition(qb_cell *cell, uint64_t *w, uint64_t nw,
-                             uint64_t now, qb_translog *log) noexcept nogil:
+                             uint64_t now, qb_translog *log,
+                             int *held) noexcept nogil:
     # CAS that changes the generation; the winner counts and logs it.
     cdef uint64_t old = w[0]
+    if held != NULL and not held[0]:
+        # A Python-API caller without a GIL: from its first transition
+        # attempt until _push has queued what it won, no other such caller
+        # wins one, so the listeners' queue is in generation order. Only
+        # transitions take it; the CAS below still decides, lock-free.
+        qb_order_lock()
+        held[0] = 1
     if not qb_cas(&cell.word, w, nw):
         return False
     qb_add(&cell.transitions, 1)
@@ -244,7 +299,8 @@ cdef inline bint _rates_crossed(qb_cell *cell, const uint64_t *sums) noexcept no
 
 
 cdef bint _window_settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
-                         uint64_t w, int outcome, qb_translog *log) noexcept nogil:
+                         uint64_t w, int outcome, qb_translog *log,
+                         int *held) noexcept nogil:
     # Count a closed generation's outcome; True if its rates tripped it. The
     # rates are judged on failures, slow outcomes and rotations only.
     cdef uint64_t gen = (w >> GEN_SHIFT) & GEN_FIELD
@@ -260,7 +316,7 @@ cdef bint _window_settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
         return False
     while (w & STATE_FIELD) == S_CLOSED and ((w >> GEN_SHIFT) & GEN_FIELD) == gen:
         now = _resolve(given_now)
-        if _transition(cell, &w, _open_word(_next_gen(w), now), now, log):
+        if _transition(cell, &w, _open_word(_next_gen(w), now), now, log, held):
             return True
     return False  # another thread moved it on: the usual path judges the rest
 
@@ -268,17 +324,18 @@ cdef bint _window_settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now
 # -- operations ----------------------------------------------------------------
 
 cdef inline uint64_t _admit_fast(qb_cell *cell, const qb_policy *pol,
-                                 uint64_t given_now, qb_translog *log) noexcept nogil:
+                                 uint64_t given_now, qb_translog *log,
+                                 int *held) noexcept nogil:
     # The closed path, inlined into the caller: one load and one count.
     cdef uint64_t w = qb_load(&cell.word)
     if (w & STATE_FIELD) == S_CLOSED:
         qb_add(&cell.allowed, 1)
         return _ticket_of(w)
-    return _admit(cell, pol, given_now, log)
+    return _admit(cell, pol, given_now, log, held)
 
 
 cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
-                     qb_translog *log) noexcept nogil:
+                     qb_translog *log, int *held) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw, now
     while True:
@@ -294,13 +351,13 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                 break
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
-            if _transition(cell, &w, nw, now, log):
+            if _transition(cell, &w, nw, now, log, held):
                 qb_add(&cell.allowed, 1)
                 return _ticket_of(nw)
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
-            if _transition(cell, &w, nw, now, log):
+            if _transition(cell, &w, nw, now, log, held):
                 w = nw
             continue
         if ((w >> INFLIGHT_SHIFT) & INFLIGHT_MAX) >= pol.half_open_max:
@@ -324,16 +381,17 @@ cdef inline bint _plain_success(const qb_policy *pol, uint64_t w, uint64_t ticke
 
 cdef inline bint _settle_fast(qb_cell *cell, const qb_policy *pol,
                               uint64_t given_now, uint64_t ticket, int outcome,
-                              qb_translog *log) noexcept nogil:
+                              qb_translog *log, int *held) noexcept nogil:
     # The plain success inlined into the caller: one load and one count.
     if _plain_success(pol, qb_load(&cell.word), ticket, outcome):
         qb_add(&cell.successes, 1)
         return True
-    return _settle(cell, pol, given_now, ticket, outcome, log)
+    return _settle(cell, pol, given_now, ticket, outcome, log, held)
 
 
 cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
-                  uint64_t ticket, int outcome, qb_translog *log) noexcept nogil:
+                  uint64_t ticket, int outcome, qb_translog *log,
+                  int *held) noexcept nogil:
     cdef uint64_t w, state, failures, in_flight, freed, successes, nw, now
     cdef bint ok
     cdef int slow = outcome & OUTCOME_SLOW
@@ -348,7 +406,7 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
     if (pol.window_kind and outcome != OUTCOME_NEUTRAL
             and (w & STATE_FIELD) == S_CLOSED
             and (not ticket or (ticket >> 1) == (w & HEAD_FIELD))):
-        if _window_settle(cell, pol, given_now, w, outcome | slow, log):
+        if _window_settle(cell, pol, given_now, w, outcome | slow, log, held):
             return True
         w = qb_load(&cell.word)
     while True:
@@ -372,7 +430,7 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                   and failures + 1 >= pol.max_failures):
                 now = _resolve(given_now)
                 nw = _open_word(_next_gen(w), now)
-                ok = _transition(cell, &w, nw, now, log)
+                ok = _transition(cell, &w, nw, now, log, held)
             else:
                 ok = qb_cas(&cell.word, &w, w + (<uint64_t>1 << FAIL_SHIFT))
             if ok:
@@ -382,7 +440,7 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
         now = _resolve(given_now)
         nw = _expired_half_open(w, pol, now)
         if nw:
-            if _transition(cell, &w, nw, now, log):
+            if _transition(cell, &w, nw, now, log, held):
                 w = nw
             continue
         in_flight = (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX
@@ -390,12 +448,12 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
         # Under a slow-call policy a slow probe is a failed probe.
         if outcome == OUTCOME_FAILURE or (slow and outcome == OUTCOME_SUCCESS):
             nw = _open_word(_next_gen(w), now)
-            ok = _transition(cell, &w, nw, now, log)
+            ok = _transition(cell, &w, nw, now, log, held)
         elif outcome == OUTCOME_SUCCESS:
             successes = ((w >> HSUCC_SHIFT) & HSUCC_MAX) + 1
             if successes >= pol.success_threshold:
                 nw = _closed_word(_next_gen(w))
-                ok = _transition(cell, &w, nw, now, log)
+                ok = _transition(cell, &w, nw, now, log, held)
             else:
                 nw = _half_open_word((w >> GEN_SHIFT) & GEN_FIELD, freed,
                                      successes, w >> ENTERED_SHIFT)
@@ -410,16 +468,34 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
 
 cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
                        qb_translog *log) noexcept nogil:
-    return _admit_fast(cell, pol, now, log)
+    return _admit_fast(cell, pol, now, log, NULL)
 
 
 cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                     uint64_t ticket, int outcome, qb_translog *log) noexcept nogil:
-    return _settle_fast(cell, pol, now, ticket, outcome, log)
+    return _settle_fast(cell, pol, now, ticket, outcome, log, NULL)
 
 
 cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                          qb_translog *log) noexcept nogil:
+    _renormalize(cell, pol, given_now, log, NULL)
+
+
+cdef void qb_reset(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil:
+    _reset(cell, now, log, NULL)
+
+
+cdef void qb_force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
+                   qb_translog *log) noexcept nogil:
+    _force(cell, kind_closed, now, log, NULL)
+
+
+cdef bint qb_trip(qb_cell *cell, uint64_t given_now, qb_translog *log) noexcept nogil:
+    return _trip_closed(cell, given_now, log, NULL)
+
+
+cdef inline void _renormalize(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
+                              qb_translog *log, int *held) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw, now
     while True:
@@ -435,36 +511,39 @@ cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t given_now
             return
         else:
             nw = _half_open_word(_next_gen(w), 0, 0, now)
-        if _transition(cell, &w, nw, now, log):
+        if _transition(cell, &w, nw, now, log, held):
             if state == S_OPEN:
                 return
             w = nw
 
 
-cdef void qb_reset(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil:
+cdef inline void _reset(qb_cell *cell, uint64_t now, qb_translog *log,
+                        int *held) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     now = _resolve(now)
-    while not _transition(cell, &w, _closed_word(_next_gen(w)), now, log):
+    while not _transition(cell, &w, _closed_word(_next_gen(w)), now, log, held):
         pass
 
 
-cdef void qb_force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
-                   qb_translog *log) noexcept nogil:
+cdef inline void _force(qb_cell *cell, uint64_t kind_closed, uint64_t now,
+                        qb_translog *log, int *held) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     while True:
         if (w & STATE_FIELD) == S_FORCED and (w >> FORCED_KIND_SHIFT) == kind_closed:
             return
         now = _resolve(now)
-        if _transition(cell, &w, _forced_word(_next_gen(w), kind_closed), now, log):
+        if _transition(cell, &w, _forced_word(_next_gen(w), kind_closed), now,
+                       log, held):
             return
 
 
-cdef bint qb_trip(qb_cell *cell, uint64_t given_now, qb_translog *log) noexcept nogil:
+cdef inline bint _trip_closed(qb_cell *cell, uint64_t given_now, qb_translog *log,
+                              int *held) noexcept nogil:
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t now
     while (w & STATE_FIELD) == S_CLOSED:
         now = _resolve(given_now)
-        if _transition(cell, &w, _open_word(_next_gen(w), now), now, log):
+        if _transition(cell, &w, _open_word(_next_gen(w), now), now, log, held):
             return True
     return False
 
@@ -493,10 +572,11 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
     if (w & STATE_FIELD) == S_CLOSED and b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
         b._hot_counts[0] += 1
         return _ticket_of(w)
+    cdef int held = 0
     log.n = 0
-    ticket = _admit_fast(b.cell, &b.cpolicy, _now_of(b), &log)
-    if log.n:
-        _push(b, &log)
+    ticket = _admit_fast(b.cell, &b.cpolicy, _now_of(b), &log, _ordered(&held))
+    if log.n or held:
+        _push(b, &log, held)
     return ticket
 
 
@@ -507,10 +587,11 @@ cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) excep
             and _plain_success(&b.cpolicy, qb_load(&b.cell.word), ticket, outcome)):
         b._hot_counts[1] += 1
         return 0
+    cdef int held = 0
     log.n = 0
-    _settle_fast(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log)
-    if log.n:
-        _push(b, &log)
+    _settle_fast(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
+    if log.n or held:
+        _push(b, &log, held)
     return 0
 
 
@@ -558,16 +639,22 @@ def describe_word(uint64_t w):
     return public, (w >> GEN_SHIFT) & GEN_FIELD
 
 
-cdef int _push(CircuitBreaker b, qb_translog *log) except -1:
-    # Called right after the operation, with the GIL held since its CAS and
-    # no Python code run in between: the queue's order is the transitions'.
+cdef int _push(CircuitBreaker b, qb_translog *log, int held) except -1:
+    # Called right after the operation, with no Python code run since its
+    # CAS, and either with the GIL held since then or (free-threaded) with
+    # the order lock that _transition took: the queue's order is the
+    # transitions'. The dispatcher exists from __cinit__: made lazily here,
+    # two threads could each make one, and one's events would be lost.
     cdef int i
-    if b._events is None:
-        b._events = Dispatcher(describe_word)
-    pending = b._events.pending
-    for i in range(log.n):
-        pending.append((log.from_word[i], log.to_word[i]))
-    b._events.drain(b)
+    events = b._events
+    try:
+        pending = events.pending
+        for i in range(log.n):
+            pending.append((log.from_word[i], log.to_word[i]))
+    finally:
+        if held:
+            qb_order_unlock()
+    events.drain(b)
     return 0
 
 
@@ -828,7 +915,7 @@ cdef class CircuitBreaker:
         self._clock = None
         self._name = None
         self._listeners = ()
-        self._events = None
+        self._events = Dispatcher(describe_word)
         self._last_observation = None
 
     def __dealloc__(self):
@@ -913,41 +1000,47 @@ cdef class CircuitBreaker:
     def renormalize(self):
         """Move an open breaker whose timeout has passed to half-open."""
         cdef qb_translog log
+        cdef int held = 0
         log.n = 0
-        qb_renormalize(self.cell, &self.cpolicy, _now_of(self), &log)
-        if log.n:
-            _push(self, &log)
+        _renormalize(self.cell, &self.cpolicy, _now_of(self), &log, _ordered(&held))
+        if log.n or held:
+            _push(self, &log, held)
 
     def reset(self):
         """Back to closed, as a new generation."""
         cdef qb_translog log
+        cdef int held = 0
         log.n = 0
-        qb_reset(self.cell, _now_of(self), &log)
-        _push(self, &log)
+        _reset(self.cell, _now_of(self), &log, _ordered(&held))
+        _push(self, &log, held)
 
     def force_open(self):
         """Reject every call until ``reset()``."""
         cdef qb_translog log
+        cdef int held = 0
         log.n = 0
-        qb_force(self.cell, 0, _now_of(self), &log)
-        if log.n:
-            _push(self, &log)
+        _force(self.cell, 0, _now_of(self), &log, _ordered(&held))
+        if log.n or held:
+            _push(self, &log, held)
 
     def force_closed(self):
         """Admit every call, never trip, until ``reset()``."""
         cdef qb_translog log
+        cdef int held = 0
         log.n = 0
-        qb_force(self.cell, 1, _now_of(self), &log)
-        if log.n:
-            _push(self, &log)
+        _force(self.cell, 1, _now_of(self), &log, _ordered(&held))
+        if log.n or held:
+            _push(self, &log, held)
 
     def _trip(self):
         """Open a closed, unforced breaker now; True if this call opened it."""
         cdef qb_translog log
+        cdef int held = 0
         log.n = 0
-        cdef bint tripped = qb_trip(self.cell, _now_of(self), &log)
-        if log.n:
-            _push(self, &log)
+        cdef bint tripped = _trip_closed(self.cell, _now_of(self), &log,
+                                         _ordered(&held))
+        if log.n or held:
+            _push(self, &log, held)
         return tripped
 
     # -- forms of protection ------------------------------------------------

@@ -43,6 +43,13 @@ Rules the word obeys:
   hours), which is why durations are capped at 2**27 - 1 ms. A half-open
   breaker left untouched for a multiple of 2**28 ms can, at worst, see its
   expiry one ``half_open_timeout`` late; it never wedges.
+- A ``now`` read before another thread's transition can be older than the
+  time that transition stored. Open: an ``opened_at`` after ``now`` counts as
+  no time elapsed. Half-open: an ``entered_at`` up to ``STALE_NOW_TICKS``
+  (2**16 ms, 65.5 s) after ``now`` counts as no time elapsed too, instead of
+  as 2**28 ms, which would end the generation under its probes; the price is
+  that a breaker left untouched for just under a multiple of 2**28 ms sees
+  its expiry up to 65.5 s later.
 - The generation wraps after 2**18 transitions. A ticket is compared by
   equality of state and generation, so a ticket is misread as current only if
   it was held across an exact multiple of 2**18 transitions.
@@ -108,6 +115,9 @@ WINDOW_NONE, WINDOW_COUNT, WINDOW_TIME = 0, 1, 2
 # A bucket's key: the generation it counts for, above its epoch.
 KEY_EPOCH_BITS = 40
 NOW_AUTO = (1 << 64) - 1
+#: How far behind a half-open entry time a `now` may be and still be read as
+#: "no time elapsed" (a stale reading) rather than as a wrap-around.
+STALE_NOW_TICKS = 1 << 16
 
 STATE_FIELD = (1 << STATE_BITS) - 1
 GEN_FIELD = (1 << GEN_BITS) - 1
@@ -356,7 +366,8 @@ def _expired_half_open(w: int, pol: Policy, now: int) -> int:
     breaker admits its next probe ``reset_timeout`` after that moment.
     """
     elapsed = (now - (w >> ENTERED_SHIFT)) & ENTERED_FIELD
-    if elapsed < pol.half_open_timeout_ticks:
+    stale = elapsed > ENTERED_FIELD - STALE_NOW_TICKS  # `now` read before entry
+    if elapsed < pol.half_open_timeout_ticks or stale:
         return 0
     return _open_word(_next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
 

@@ -11,12 +11,18 @@ pending, one event at a time and in order; the others return at once. So:
   causes are queued and delivered after it returns, by the same loop;
 - delivery is serialized per breaker and exactly once per transition;
 - a listener's exception is logged and never reaches the protected call.
+
+After a fork, the child's dispatchers work: a delivery another thread was
+making at that instant dies with that thread (its event is not delivered
+again in the child), and events still queued are delivered at the child's
+next transition.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 from typing import Any, Callable
 
@@ -29,15 +35,36 @@ logger = logging.getLogger("qbreaker")
 Describe = Callable[[int], "tuple[State, int]"]
 
 
+# Bumped in a forked child. A dispatcher made before the fork sees the
+# difference at its next drain and replaces its lock, which a thread that does
+# not exist in the child may hold: O(1) at fork time, and no registry of the
+# dispatchers (one per breaker) to keep.
+_forks = 0
+_fork_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _forks, _fork_lock
+    _forks += 1
+    _fork_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Dispatcher:
-    __slots__ = ("pending", "_lock", "_describe")
+    __slots__ = ("pending", "_lock", "_describe", "_forks")
 
     def __init__(self, describe: Describe) -> None:
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
         self._lock = threading.Lock()
         self._describe = describe
+        self._forks = _forks
 
     def drain(self, breaker: Any) -> None:
+        if self._forks != _forks:
+            self.after_fork_in_child()
         while self.pending:
             if not self._lock.acquire(blocking=False):
                 return  # the holder delivers what we queued
@@ -55,7 +82,10 @@ class Dispatcher:
 
     def after_fork_in_child(self) -> None:
         """A fork while another thread delivered must not leave us locked."""
-        self._lock = threading.Lock()
+        with _fork_lock:  # two threads of the child must not both replace it
+            if self._forks != _forks:
+                self._lock = threading.Lock()
+                self._forks = _forks
 
 
 def _log_wanted(level: int) -> bool:

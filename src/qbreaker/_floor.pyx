@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, freethreading_compatible=True
 # cython: binding=False, always_allow_keywords=False
 # cython: freethreading_compatible=True
 """Benchmark baselines, compiled: the physical floor of a breaker's calls.

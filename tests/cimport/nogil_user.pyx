@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, freethreading_compatible=True
 """A third-party extension driving a breaker through the cimport API."""
 
 from libc.stdint cimport uint64_t
