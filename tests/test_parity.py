@@ -77,6 +77,7 @@ _TWIN_ONLY = (
     "_deliver",
     "_settle",
     "_slow",
+    "_events",  # a plain pointer in the compiled core, made on first need
 )
 
 

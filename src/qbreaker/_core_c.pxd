@@ -49,6 +49,8 @@ cdef extern from "qb_atomic.h" nogil:
     bint qb_cas(uint64_t *p, uint64_t *expected, uint64_t desired)
     void qb_add(uint64_t *p, uint64_t v)
     uint64_t qb_fetch_add(uint64_t *p, uint64_t v)
+    bint qb_cas_ptr(void **p, void *expected, void *desired)
+    void *qb_load_ptr(void **p)
     void qb_store(uint64_t *p, uint64_t v)
 
 
@@ -151,7 +153,8 @@ cdef class CircuitBreaker:
     cdef public object _options
     cdef public object _name
     cdef public tuple _listeners
-    cdef public object _events
+    # The Dispatcher, made on first need (see _events_of); owned, or NULL.
+    cdef void *_events_ptr
     cdef public object _last_observation
     cdef object __weakref__
     # The cell lives inside the object: one allocation per breaker, and room

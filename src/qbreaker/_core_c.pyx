@@ -16,6 +16,7 @@ from cpython.contextvars cimport PyContextVar_Set, get_value_no_default
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.string cimport memset
@@ -573,6 +574,7 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
         b._hot_counts[0] += 1
         return _ticket_of(w)
     cdef int held = 0
+    _events_of(b)
     log.n = 0
     ticket = _admit_fast(b.cell, &b.cpolicy, _now_of(b), &log, _ordered(&held))
     if log.n or held:
@@ -588,6 +590,7 @@ cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) excep
         b._hot_counts[1] += 1
         return 0
     cdef int held = 0
+    _events_of(b)
     log.n = 0
     _settle_fast(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
     if log.n or held:
@@ -639,14 +642,30 @@ def describe_word(uint64_t w):
     return public, (w >> GEN_SHIFT) & GEN_FIELD
 
 
+cdef object _events_of(CircuitBreaker b):
+    # The breaker's dispatcher, made on first need: most breakers never
+    # change state, and a dispatcher costs several times a breaker's memory.
+    # Made before an operation, not after its CAS (Python code would run in
+    # between), and published by CAS so two threads never make two. It holds
+    # no reference to the breaker, so a plain owned pointer needs no GC visit.
+    cdef void *seen = qb_load_ptr(&b._events_ptr)
+    if seen != NULL:
+        return <object>seen
+    fresh = Dispatcher(describe_word)
+    if qb_cas_ptr(&b._events_ptr, NULL, <void *>fresh):
+        Py_INCREF(fresh)  # the pointer's own reference, dropped in __dealloc__
+        return fresh
+    return <object>qb_load_ptr(&b._events_ptr)
+
+
 cdef int _push(CircuitBreaker b, qb_translog *log, int held) except -1:
     # Called right after the operation, with no Python code run since its
     # CAS, and either with the GIL held since then or (free-threaded) with
     # the order lock that _transition took: the queue's order is the
-    # transitions'. The dispatcher exists from __cinit__: made lazily here,
-    # two threads could each make one, and one's events would be lost.
+    # transitions'. The dispatcher was made (by _events_of) before the
+    # operation began, so no Python code runs between its CAS and here.
     cdef int i
-    events = b._events
+    events = _events_of(b)
     try:
         pending = events.pending
         for i in range(log.n):
@@ -915,10 +934,10 @@ cdef class CircuitBreaker:
         self._clock = None
         self._name = None
         self._listeners = ()
-        self._events = Dispatcher(describe_word)
         self._last_observation = None
 
     def __dealloc__(self):
+        Py_XDECREF(<PyObject *>self._events_ptr)
         if self.cpolicy.host_flags & FLAG_OWNS_CELL:
             PyMem_Free(<char *>self.cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
 
@@ -1001,6 +1020,7 @@ cdef class CircuitBreaker:
         """Move an open breaker whose timeout has passed to half-open."""
         cdef qb_translog log
         cdef int held = 0
+        _events_of(self)
         log.n = 0
         _renormalize(self.cell, &self.cpolicy, _now_of(self), &log, _ordered(&held))
         if log.n or held:
@@ -1010,6 +1030,7 @@ cdef class CircuitBreaker:
         """Back to closed, as a new generation."""
         cdef qb_translog log
         cdef int held = 0
+        _events_of(self)
         log.n = 0
         _reset(self.cell, _now_of(self), &log, _ordered(&held))
         _push(self, &log, held)
@@ -1018,6 +1039,7 @@ cdef class CircuitBreaker:
         """Reject every call until ``reset()``."""
         cdef qb_translog log
         cdef int held = 0
+        _events_of(self)
         log.n = 0
         _force(self.cell, 0, _now_of(self), &log, _ordered(&held))
         if log.n or held:
@@ -1027,6 +1049,7 @@ cdef class CircuitBreaker:
         """Admit every call, never trip, until ``reset()``."""
         cdef qb_translog log
         cdef int held = 0
+        _events_of(self)
         log.n = 0
         _force(self.cell, 1, _now_of(self), &log, _ordered(&held))
         if log.n or held:
@@ -1036,6 +1059,7 @@ cdef class CircuitBreaker:
         """Open a closed, unforced breaker now; True if this call opened it."""
         cdef qb_translog log
         cdef int held = 0
+        _events_of(self)
         log.n = 0
         cdef bint tripped = _trip_closed(self.cell, _now_of(self), &log,
                                          _ordered(&held))

@@ -42,6 +42,20 @@ static __forceinline void qb_add(uint64_t *p, uint64_t v) {
     _InterlockedExchangeAdd64((volatile __int64 *)p, (__int64)v);
 }
 
+static __forceinline void *qb_load_ptr(void **p) {
+    void *v = *(void *volatile *)p;
+#  if defined(_M_ARM64)
+    __dmb(_ARM64_BARRIER_ISH);
+#  else
+    _ReadWriteBarrier();
+#  endif
+    return v;
+}
+
+static __forceinline int qb_cas_ptr(void **p, void *expected, void *desired) {
+    return _InterlockedCompareExchangePointer(p, desired, expected) == expected;
+}
+
 static __forceinline uint64_t qb_fetch_add(uint64_t *p, uint64_t v) {
     return (uint64_t)_InterlockedExchangeAdd64((volatile __int64 *)p, (__int64)v);
 }
@@ -73,6 +87,16 @@ static inline int qb_cas(uint64_t *p, uint64_t *expected, uint64_t desired) {
 /* Totals are statistics: relaxed is enough, they order nothing. */
 static inline void qb_add(uint64_t *p, uint64_t v) {
     (void)__atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
+static inline void *qb_load_ptr(void **p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+/* Publishes a pointer once (a lazily made object); 1 if this call did. */
+static inline int qb_cas_ptr(void **p, void *expected, void *desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 /* A position counter (the count window's cursor): the value before. */
