@@ -596,6 +596,30 @@ def _get(*keys: str) -> Callable[[Results], float | None]:
 
 TARGETS: tuple[Target, ...] = (
     Target(
+        "count-window pair / consecutive pair (compiled)",
+        "<=",
+        1.5,
+        _ratio_of(
+            "closed", "qbreaker-c count-window allow+record", "qbreaker-c allow+record"
+        ),
+    ),
+    Target(
+        "time-window pair / consecutive pair (compiled)",
+        "<=",
+        1.5,
+        _ratio_of(
+            "closed", "qbreaker-c time-window allow+record", "qbreaker-c allow+record"
+        ),
+    ),
+    Target(
+        "shared-memory pair / in-process pair (compiled)",
+        "<=",
+        1.2,
+        _ratio_of(
+            "closed", "qbreaker-c shared allow+record", "qbreaker-c allow+record"
+        ),
+    ),
+    Target(
         "compiled allow()+record_success() pair / floor pair",
         "<=",
         1.25,

@@ -23,6 +23,8 @@ nothing is called) is what the protection adds. Families:
 from __future__ import annotations
 
 import importlib
+import itertools
+import os
 import time
 import types
 from collections.abc import Awaitable, Coroutine
@@ -480,6 +482,7 @@ def _closed() -> Scenario:
             fp,
         ),
         *qb(C),
+        *_policies(g, fp),
         *qb(PY),
         Subject(g, "pybreaker call(f)", "pybreaker", pybreaker_call, fp),
         Subject(g, "pybreaker @breaker", "pybreaker", pybreaker_decorator, fp),
@@ -490,6 +493,47 @@ def _closed() -> Scenario:
         Subject(g, "purgatory @breaker", "purgatory", purgatory_decorator, fp),
     ]
     return Scenario(g, "closed, success path", "bare f()", False, tuple(subjects))
+
+
+def _policies(g: str, fp: str) -> list[Subject]:
+    """The compiled pair under a rate window, and on a shared-memory cell."""
+
+    def pair(**settings: Any) -> Callable[[int], Timed]:
+        def build(loops: int) -> Timed:
+            b = _breaker(C, **settings)
+            return Timed(_pair_loop(b, loops), check=_closed_success(b, loops))
+
+        return build
+
+    def shared(loops: int) -> Timed:
+        from . import shared as shared_module
+
+        name = f"qbreaker-bench-{os.getpid()}-{next(_segments)}"
+        b = _breaker(C, shared=name)
+        # The mapping lives as long as the breaker; the file need not.
+        shared_module.unlink(name)
+        return Timed(_pair_loop(b, loops), check=_closed_success(b, loops))
+
+    return [
+        Subject(
+            g,
+            "qbreaker-c count-window allow+record",
+            C,
+            pair(failure_rate_threshold=0.5, window_size=100),
+            fp,
+        ),
+        Subject(
+            g,
+            "qbreaker-c time-window allow+record",
+            C,
+            pair(failure_rate_threshold=0.5, window_seconds=10.0),
+            fp,
+        ),
+        Subject(g, "qbreaker-c shared allow+record", C, shared, fp),
+    ]
+
+
+_segments = itertools.count()
 
 
 # closed, async -------------------------------------------------------------------
