@@ -371,13 +371,18 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
     return 0
 
 
-cdef inline bint _plain_success(const qb_policy *pol, uint64_t w, uint64_t ticket,
-                                int outcome) noexcept nogil:
-    # A success with nothing to reset: closed, no failures, no window, and
-    # the ticket (if any) of this generation. It writes nothing to the word.
-    return (outcome == OUTCOME_SUCCESS and not pol.window_kind
+cdef inline bint _quiet_success(uint64_t w, uint64_t ticket, int outcome) noexcept nogil:
+    # A fast success with nothing to reset: closed, no failures, and the
+    # ticket (if any) of this generation. It writes nothing to the word.
+    return (outcome == OUTCOME_SUCCESS
             and (w & (STATE_FIELD | FAIL_MASK)) == S_CLOSED
             and (not ticket or (ticket >> 1) == (w & HEAD_FIELD)))
+
+
+cdef inline bint _plain_success(const qb_policy *pol, uint64_t w, uint64_t ticket,
+                                int outcome) noexcept nogil:
+    # ...and no window to count it in: nothing to do but count it.
+    return not pol.window_kind and _quiet_success(w, ticket, outcome)
 
 
 cdef inline bint _settle_fast(qb_cell *cell, const qb_policy *pol,
@@ -585,11 +590,23 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
 cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) except -1:
     # settle for the Python-facing methods (see _py_admit).
     cdef qb_translog log
-    if (b.cpolicy.host_flags & FLAG_LOCAL_COUNTS
-            and _plain_success(&b.cpolicy, qb_load(&b.cell.word), ticket, outcome)):
-        b._hot_counts[1] += 1
-        return 0
+    cdef uint64_t w
     cdef int held = 0
+    if b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
+        w = qb_load(&b.cell.word)
+        if _quiet_success(w, ticket, outcome):
+            b._hot_counts[1] += 1
+            if not b.cpolicy.window_kind:
+                return 0
+            # A window still counts it (the one part of _settle left to do),
+            # and a bucket's rotation can trip the breaker.
+            _events_of(b)
+            log.n = 0
+            _window_settle(b.cell, &b.cpolicy, _now_of(b), w, outcome, &log,
+                           _ordered(&held))
+            if log.n or held:
+                _push(b, &log, held)
+            return 0
     _events_of(b)
     log.n = 0
     _settle_fast(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
