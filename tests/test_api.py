@@ -515,3 +515,23 @@ def test_bad_thresholds(impl: Impl, kwargs: dict[str, Any], pattern: str) -> Non
 def test_observe_needs_metrics(impl: Impl) -> None:
     with pytest.raises(TypeError, match="qbreaker.Metrics"):
         impl.Breaker().observe({"error_rate": 1})  # type: ignore[arg-type]
+
+
+def test_the_first_with_block_of_a_fresh_thread_keeps_its_ticket(impl: Impl) -> None:
+    """A thread starts with no context until its first ContextVar.set()."""
+    results: list[int] = []
+
+    def stale_failure() -> None:
+        b = impl.Breaker(5, 10, 1)
+        try:
+            with b:
+                b.reset()  # a new generation: this block's failure is stale
+                raise Boom()
+        except Boom:
+            pass
+        results.append(b.consecutive_failures)
+
+    thread = threading.Thread(target=stale_failure)
+    thread.start()
+    thread.join(10)
+    assert results == [0]

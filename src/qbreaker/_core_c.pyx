@@ -861,14 +861,15 @@ cdef class _WithTickets:
 
 cdef _WithTickets _with_tickets():
     cdef object found = get_value_no_default(_WITH_TICKETS, None)
-    # The get above made sure this thread has a current context.
+    # NULL until the thread's first ContextVar.set(): then no stack is ours.
     cdef PyObject *context = PyThreadState_Get().context
     cdef _WithTickets stack
-    if found is not None and (<_WithTickets>found).owner == context:
+    if found is not None and context != NULL and (<_WithTickets>found).owner == context:
         return <_WithTickets>found
     stack = _WithTickets.__new__(_WithTickets)
-    stack.owner = context
     PyContextVar_Set(_WITH_TICKETS, stack)
+    # The set made the thread's context if it had none: own that one.
+    stack.owner = PyThreadState_Get().context
     return stack
 
 
