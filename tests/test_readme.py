@@ -35,6 +35,7 @@ def test_readme_example_runs(index: int) -> None:
         4: "open",
         5: "open closed",
         6: "open",
+        7: "open 2",
     }
     if index in expected:
         assert expected[index] in result.stdout, result.stdout

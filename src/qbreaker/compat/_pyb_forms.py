@@ -1,0 +1,247 @@
+"""The forms of protection of the compat breaker other than ``call()``.
+
+Each speaks the breaker's Python-path protocol: ``_start`` (admit, then
+``before_call``) gives a ticket or raises; exactly one of ``_succeeded``,
+``_failed`` (which may return the CircuitBreakerError to raise instead) or
+the engine's ``neutral`` reports it.
+
+- ``Calling``: ``breaker.calling()``, the ticket held by the object.
+- ``call_async``: asyncio, and Tornado (whose futures are awaitable).
+- ``call_generator``: pybreaker's generator call: admitted when the
+  generator function is called, counted when the generator finishes.
+- ``decorate``: picks the wrapper by the kind of function; a plain
+  function becomes a ``Protected``, switchable between the core's compiled
+  wrapper and the Python path.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import weakref
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ._pyb_breaker import CircuitBreaker
+
+
+def calling_block() -> None:
+    """What ``before_call`` listeners get as ``func`` for a ``calling()`` block."""
+
+
+class Calling:
+    """``breaker.calling()``: the ticket lives in this object, one per block."""
+
+    __slots__ = ("_breaker", "_ticket")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._ticket: Any = None
+
+    def __enter__(self) -> None:
+        self._ticket = self._breaker._start(calling_block, (), {})
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        ticket, self._ticket = self._ticket, None
+        if exc is None:
+            self._breaker._succeeded(ticket)
+            return
+        error = self._breaker._failed(ticket, exc)
+        if error is not None:
+            raise error.with_traceback(tb) from exc
+
+
+async def call_async(
+    breaker: CircuitBreaker, func: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    ticket = breaker._start(func, args, kwargs)
+    try:
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except BaseException as exc:  # CancelledError is neutral (_failed)
+        error = breaker._failed(ticket, exc)
+        if error is not None:
+            raise error.with_traceback(exc.__traceback__) from exc
+        raise
+    breaker._succeeded(ticket)
+    return result
+
+
+# -- generators --------------------------------------------------------------------
+
+
+def call_generator(
+    breaker: CircuitBreaker, func: Callable[..., Any], args: Any, kwargs: Any
+) -> Generator[Any, Any, Any]:
+    """pybreaker's generator call: admitted now (rejected now), counted when
+    the generator finishes: exhausted, a success; raising, by the rules;
+    closed early or collected unfinished, neutral."""
+    ticket = breaker._start(func, args, kwargs)
+    try:
+        inner = func(*args, **kwargs)
+    except BaseException as exc:
+        error = breaker._failed(ticket, exc)
+        if error is not None:
+            raise error.with_traceback(exc.__traceback__) from exc
+        raise
+    held = [ticket]
+    outer = _iterate(breaker, inner, held)
+    # An unstarted generator runs no finally block: give the ticket back when
+    # it is collected, or a trial call's slot would stay taken.
+    weakref.finalize(outer, _abandon, breaker, held)
+    return outer
+
+
+def _abandon(breaker: CircuitBreaker, held: list[Any]) -> None:
+    if held:
+        breaker._engine.neutral(held.pop())
+
+
+def _finish(
+    breaker: CircuitBreaker, held: list[Any], exc: BaseException | None
+) -> None:
+    if not held:
+        return
+    ticket = held.pop()
+    if exc is None:
+        breaker._succeeded(ticket)
+        return
+    error = breaker._failed(ticket, exc)
+    if error is not None:
+        raise error.with_traceback(exc.__traceback__) from exc
+
+
+def _iterate(
+    breaker: CircuitBreaker, inner: Any, held: list[Any]
+) -> Generator[Any, Any, Any]:
+    # The PEP 380 expansion, not ``yield from``: the consumer's close()
+    # (neutral) must be told apart from a GeneratorExit of the inner
+    # generator's own, and send() and throw() pass through.
+    try:
+        value = next(inner)
+    except StopIteration as stop:
+        _finish(breaker, held, None)
+        return stop.value
+    except BaseException as exc:
+        _finish(breaker, held, exc)
+        raise
+    while True:
+        try:
+            sent = yield value
+        except GeneratorExit:
+            try:
+                inner.close()
+            except BaseException as exc:
+                _finish(breaker, held, exc)
+                raise
+            _abandon(breaker, held)
+            raise
+        except BaseException as thrown:
+            try:
+                value = inner.throw(thrown)
+            except StopIteration as stop:
+                _finish(breaker, held, None)
+                return stop.value
+            except BaseException as exc:
+                _finish(breaker, held, exc)
+                raise
+        else:
+            try:
+                value = inner.send(sent)
+            except StopIteration as stop:
+                _finish(breaker, held, None)
+                return stop.value
+            except BaseException as exc:
+                _finish(breaker, held, exc)
+                raise
+
+
+# -- the decorator -------------------------------------------------------------------
+
+
+def decorate(
+    breaker: CircuitBreaker, func: Callable[..., Any], tornado: bool
+) -> Callable[..., Any]:
+    """``func`` protected by ``breaker`` (``tornado``: pybreaker's
+    ``__pybreaker_call_async=True``)."""
+    if tornado:
+        # pybreaker's wrapper is a plain function returning an awaitable.
+        @functools.wraps(func)
+        def started(*args: Any, **kwargs: Any) -> Any:
+            return call_async(breaker, func, args, kwargs)
+
+        return started
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            return await call_async(breaker, func, args, kwargs)
+
+        return awaited
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            return call_generator(breaker, func, args, kwargs)
+
+        return generator
+    return Protected.make(breaker, func)
+
+
+class Protected:
+    """A decorated plain function.
+
+    Each has a class of its own, whose ``__call__`` is the core's compiled
+    wrapper (a staticmethod, so a call runs no Python code of this package)
+    or the Python path through ``breaker.call``. ``bind`` swaps it; a call
+    that started before keeps what it started with.
+    """
+
+    __slots__ = ("__dict__", "__weakref__", "_qb_breaker", "_qb_func")
+
+    _qb_breaker: CircuitBreaker
+    _qb_func: Callable[..., Any]
+
+    @classmethod
+    def make(cls, breaker: CircuitBreaker, func: Callable[..., Any]) -> Protected:
+        own = type("protected", (cls,), {"__slots__": (), "__module__": __name__})
+        protected: Protected = object.__new__(own)
+        protected._qb_breaker = breaker
+        protected._qb_func = func
+        functools.update_wrapper(protected, func)
+        breaker._register(protected)
+        return protected
+
+    def bind(self, core: Any) -> None:
+        """Use ``core``'s compiled wrapper, or the Python path (None)."""
+        if core is not None:
+            call = core._guard(self._qb_func)
+        else:
+            call = functools.partial(_call_through, self._qb_breaker, self._qb_func)
+        own: Any = type(self)  # this function's own class (see make)
+        own.__call__ = staticmethod(call)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # replaced by bind
+        return self._qb_breaker.call(self._qb_func, *args, **kwargs)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        # Decorated methods bind like functions.
+        return self if obj is None else types.MethodType(self, obj)
+
+    def __reduce__(self) -> str:
+        # Pickled by name, as the function it replaces in its module is.
+        return str(getattr(self, "__qualname__", ""))
+
+    def __repr__(self) -> str:
+        name = getattr(self, "__qualname__", repr(self._qb_func))
+        return f"<function {name} protected by {self._qb_breaker.name!r}>"
+
+
+def _call_through(
+    breaker: CircuitBreaker, func: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    # breaker.call looked up at each call: a subclass's override is honoured.
+    return breaker.call(func, *args, **kwargs)
