@@ -83,40 +83,36 @@ class CircuitBreakerState:
         return f"<{type(self).__name__} of {self._breaker.name!r}>"
 
 
-class CircuitClosedState(CircuitBreakerState):
+class _FixedState(CircuitBreakerState):
+    """A state class of one name, with pybreaker's constructor signature."""
+
+    STATE = ""
+
+    def __init__(
+        self,
+        cb: CircuitBreaker,
+        prev_state: CircuitBreakerState | None = None,
+        notify: bool = False,
+    ) -> None:
+        super().__init__(cb, self.STATE)
+
+
+class CircuitClosedState(_FixedState):
     """The breaker admits every call and counts consecutive failures."""
 
-    def __init__(
-        self,
-        cb: CircuitBreaker,
-        prev_state: CircuitBreakerState | None = None,
-        notify: bool = False,
-    ) -> None:
-        super().__init__(cb, STATE_CLOSED)
+    STATE = STATE_CLOSED
 
 
-class CircuitOpenState(CircuitBreakerState):
+class CircuitOpenState(_FixedState):
     """The breaker rejects every call until ``reset_timeout`` has elapsed."""
 
-    def __init__(
-        self,
-        cb: CircuitBreaker,
-        prev_state: CircuitBreakerState | None = None,
-        notify: bool = False,
-    ) -> None:
-        super().__init__(cb, STATE_OPEN)
+    STATE = STATE_OPEN
 
 
-class CircuitHalfOpenState(CircuitBreakerState):
+class CircuitHalfOpenState(_FixedState):
     """The breaker admits one trial call at a time."""
 
-    def __init__(
-        self,
-        cb: CircuitBreaker,
-        prev_state: CircuitBreakerState | None = None,
-        notify: bool = False,
-    ) -> None:
-        super().__init__(cb, STATE_HALF_OPEN)
+    STATE = STATE_HALF_OPEN
 
 
 _STATE_CLASSES: dict[str, Callable[[CircuitBreaker], CircuitBreakerState]] = {
