@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,33 @@ def test_explicit_ticks_drive_time(nogil_user) -> None:  # type: ignore[no-untyp
     assert nogil_user.hammer(b, 1, 0, 5_999) == (0, 0)
     assert nogil_user.hammer(b, 1, 0, 6_000) == (1, 0)
     assert b.state is State.CLOSED
+
+
+def test_taking_the_cell_makes_a_windows_python_path_atomic(nogil_user) -> None:  # type: ignore[no-untyped-def]
+    # A private window counts its Python-path successes with plain adds; once
+    # qb_nogil_cell hands the cell out, nogil writers run beside them, and no
+    # outcome may be lost to a plain read-modify-write.
+    b = qbreaker.CircuitBreaker(
+        failure_rate_threshold=0.99, window_seconds=600.0, max_failures=None
+    )
+    python_calls = 200_000
+    started = threading.Event()
+    hammered: list[tuple[int, int]] = []
+
+    def native() -> None:
+        started.set()
+        hammered.append(nogil_user.hammer(b, 2_000_000, 0))
+
+    worker = threading.Thread(target=native)
+    worker.start()
+    started.wait()
+    for _ in range(python_calls):
+        if b.allow():
+            b.record_success()
+    worker.join()
+    ((admitted, stale),) = hammered
+    assert (admitted, stale) == (2_000_000, 0)
+    m = b.metrics()
+    assert m.calls_in_window == python_calls + admitted
+    assert b.totals().successes == python_calls + admitted
+    assert m.state is State.CLOSED

@@ -1,7 +1,8 @@
 # The compiled core's C-level API. Another Cython extension can
 #     from qbreaker._core_c cimport CircuitBreaker, qb_admit, qb_settle, QB_NOW_AUTO
 # and drive a breaker without the GIL:
-#     t = qb_admit(b.cell, &b.cpolicy, QB_NOW_AUTO, NULL)
+#     cell = qb_nogil_cell(b)    # with the GIL, before any nogil use
+#     t = qb_admit(cell, &b.cpolicy, QB_NOW_AUTO, NULL)
 # The layout constants mirror _core_py.py; tests/test_parity.py compares them.
 
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
@@ -30,6 +31,8 @@ cdef extern from "qb_cell.h" nogil:
         double slow_rate_threshold
         uint32_t buckets
         uint32_t minimum_calls
+        uint64_t hint
+        uint64_t bad_epoch
     ctypedef struct qb_bucket:
         uint64_t key
         uint64_t calls
@@ -119,6 +122,9 @@ cdef enum:
     # set on GIL builds for a private cell, where the GIL serialises every
     # Python-facing caller; the cimport API always counts in the cell.
     FLAG_LOCAL_COUNTS = 64
+    # Count a window's closed-path successes with plain adds, for the same
+    # reason; cleared for good once qb_nogil_cell hands the cell out.
+    FLAG_PLAIN_WINDOW = 128
     # Bits 8-15 of host_flags: the aligned cell's offset in that allocation.
     FLAG_OFFSET_SHIFT = 8
 
@@ -143,8 +149,9 @@ cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil
 
 
 cdef class CircuitBreaker:
-    # Points into _cell_storage, or (later) into a shared-memory segment.
-    cdef qb_cell *cell
+    # Points into _cell_storage, an allocation with the window, or a
+    # shared-memory segment. Code without the GIL takes it by qb_nogil_cell.
+    cdef qb_cell *_cell
     cdef qb_policy cpolicy
     cdef object _clock
     # allowed, successes of the closed path (see FLAG_LOCAL_COUNTS);
@@ -160,3 +167,13 @@ cdef class CircuitBreaker:
     # The cell lives inside the object: one allocation per breaker, and room
     # to align it to its cache line wherever the allocator put the object.
     cdef char _cell_storage[QB_CELL_STORAGE]
+
+
+# The breaker's cell, for code that drives it without the GIL: call it with
+# the GIL held, before the first nogil use. The Python-facing methods count a
+# private window's successes with plain adds (only the GIL serialises them);
+# from this call on they use atomics, as nogil code does.
+cdef inline qb_cell *qb_nogil_cell(CircuitBreaker b) noexcept:
+    if b.cpolicy.host_flags & FLAG_PLAIN_WINDOW:
+        b.cpolicy.host_flags &= ~FLAG_PLAIN_WINDOW
+    return b._cell

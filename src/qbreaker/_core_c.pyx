@@ -224,20 +224,84 @@ cdef inline uint64_t _resolve(uint64_t now) noexcept nogil:
 cdef uint64_t EPOCH_FIELD = (<uint64_t>1 << KEY_EPOCH_BITS) - 1
 
 
-cdef inline uint64_t _window_epoch(qb_cell *cell, const qb_policy *pol,
-                                   uint64_t now) noexcept nogil:
-    # The epoch an outcome counts in: by time, or by its position.
+cdef inline void _bump(uint64_t *counter, bint plain) noexcept nogil:
+    # plain: FLAG_PLAIN_WINDOW's case, where the GIL serialises every writer
+    # and a locked add would be the window's whole cost.
+    if plain:
+        counter[0] += 1
+    else:
+        qb_add(counter, 1)
+
+
+cdef enum:
+    HINT_INDEX_BITS = 5      # buckets <= 16
+    HINT_INDEX_MASK = 31
+
+
+cdef inline uint64_t _window_x(qb_cell *cell, const qb_policy *pol,
+                               uint64_t given_now, bint plain) noexcept nogil:
+    # Where an outcome falls: its time, or (count windows) the position it
+    # takes from the cursor.
     cdef qb_window *win = QB_WINDOW(cell)
+    cdef uint64_t x
     if pol.window_kind == WINDOW_TIME:
-        return now // win.span
-    return qb_fetch_add(&win.cursor, 1) // win.span
+        return _resolve(given_now)
+    if plain:
+        x = win.cursor
+        win.cursor = x + 1
+        return x
+    return qb_fetch_add(&win.cursor, 1)
+
+
+cdef inline uint64_t _window_epoch(qb_cell *cell, uint64_t x, uint32_t *index,
+                                   bint plain) noexcept nogil:
+    # The epoch of x and that epoch's bucket. Two 64-bit divisions cost more
+    # than the rest of the window's path, so the epoch comes from the
+    # header's hint when x falls in the hinted epoch or the next; the hint
+    # is checked against x, so a stale or concurrent one only costs the
+    # divisions.
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef uint64_t hint = win.hint if plain else qb_load(&win.hint)
+    cdef uint64_t epoch = hint >> HINT_INDEX_BITS
+    cdef uint64_t offset = x - epoch * win.span
+    cdef uint32_t i = hint & HINT_INDEX_MASK
+    if offset >= win.span:
+        if offset < 2 * win.span:
+            epoch += 1
+            i = 0 if i + 1 >= win.buckets else i + 1
+        else:
+            epoch = x // win.span
+            i = epoch % win.buckets
+        hint = epoch << HINT_INDEX_BITS | i
+        if plain:
+            win.hint = hint
+        else:
+            qb_store(&win.hint, hint)
+    index[0] = i
+    return epoch
+
+
+cdef inline bint _window_quick(qb_cell *cell, uint64_t x, uint64_t w) noexcept nogil:
+    # FLAG_PLAIN_WINDOW's common success, with one add: x in the hinted
+    # epoch, whose bucket already holds this generation. False: nothing
+    # done, take the full path.
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef uint64_t epoch = win.hint >> HINT_INDEX_BITS
+    cdef qb_bucket *b
+    if x - epoch * win.span >= win.span:
+        return False
+    b = QB_BUCKETS(cell) + (win.hint & HINT_INDEX_MASK)
+    if b.key != (((w >> GEN_SHIFT) & GEN_FIELD) << KEY_EPOCH_BITS
+                 | (epoch & EPOCH_FIELD)):
+        return False
+    b.calls += 1
+    return True
 
 
 cdef inline bint _window_add(qb_cell *cell, uint64_t gen, uint64_t epoch,
-                             int outcome) noexcept nogil:
-    # Count an outcome in its bucket; True if this call rotated the bucket.
-    cdef qb_window *win = QB_WINDOW(cell)
-    cdef qb_bucket *b = QB_BUCKETS(cell) + epoch % win.buckets
+                             uint32_t index, int outcome, bint plain) noexcept nogil:
+    # Count an outcome in bucket `index` (epoch's); True if this call rotated it.
+    cdef qb_bucket *b = QB_BUCKETS(cell) + index
     cdef uint64_t key = gen << KEY_EPOCH_BITS | (epoch & EPOCH_FIELD)
     cdef uint64_t seen = qb_load(&b.key)
     cdef uint64_t ahead
@@ -246,16 +310,20 @@ cdef inline bint _window_add(qb_cell *cell, uint64_t gen, uint64_t epoch,
         ahead = (epoch - seen) & EPOCH_FIELD
         if (seen >> KEY_EPOCH_BITS) != gen or (
                 0 < ahead < (<uint64_t>1 << (KEY_EPOCH_BITS - 1))):
-            if qb_cas(&b.key, &seen, key):
+            if plain:
+                b.key = key
+                rotated = True
+            elif qb_cas(&b.key, &seen, key):
+                rotated = True
+            if rotated:
                 qb_store(&b.calls, 0)
                 qb_store(&b.failures, 0)
                 qb_store(&b.slow, 0)
-                rotated = True
-    qb_add(&b.calls, 1)
+    _bump(&b.calls, plain)
     if (outcome & OUTCOME_BASE) == OUTCOME_FAILURE:
-        qb_add(&b.failures, 1)
+        _bump(&b.failures, plain)
     if outcome & OUTCOME_SLOW:
-        qb_add(&b.slow, 1)
+        _bump(&b.slow, plain)
     return rotated
 
 
@@ -299,19 +367,48 @@ cdef inline bint _rates_crossed(qb_cell *cell, const uint64_t *sums) noexcept no
     return win.slow_rate_threshold and <double>sums[2] >= win.slow_rate_threshold * calls
 
 
-cdef bint _window_settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
-                         uint64_t w, int outcome, qb_translog *log,
-                         int *held) noexcept nogil:
-    # Count a closed generation's outcome; True if its rates tripped it. The
-    # rates are judged on failures, slow outcomes and rotations only.
-    cdef uint64_t gen = (w >> GEN_SHIFT) & GEN_FIELD
-    cdef uint64_t now = _resolve(given_now) if pol.window_kind == WINDOW_TIME else 0
-    cdef uint64_t epoch = _window_epoch(cell, pol, now)
-    cdef uint64_t sums[3]
-    cdef bint rotated = _window_add(cell, gen, epoch, outcome)
-    if not (rotated or outcome & OUTCOME_SLOW
-            or (outcome & OUTCOME_BASE) == OUTCOME_FAILURE):
+cdef inline bint _window_count(qb_cell *cell, uint64_t x, uint64_t w, int outcome,
+                               bint plain, uint64_t *epoch) noexcept nogil:
+    # Count a closed generation's outcome at x (see _window_x); True if the
+    # rates must be judged:
+    # on failures, slow outcomes, and rotations. A rotation's judgement is
+    # skipped when no failed or slow outcome is in the window, since the
+    # rates are then 0 (a skipped judgement would have found nothing).
+    cdef qb_window *win = QB_WINDOW(cell)
+    cdef uint64_t last
+    cdef uint32_t index
+    cdef bint bad = (outcome & OUTCOME_SLOW) or (outcome & OUTCOME_BASE) == OUTCOME_FAILURE
+    epoch[0] = _window_epoch(cell, x, &index, plain)
+    if not _window_add(cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch[0], index,
+                       outcome, plain) and not bad:
         return False
+    last = qb_load(&win.bad_epoch)
+    if bad:
+        # bad_epoch: the latest epoch of a failed or slow outcome, raised
+        # only (a lower store would let a later rotation skip wrongly).
+        while last < epoch[0] and not qb_cas(&win.bad_epoch, &last, epoch[0]):
+            pass
+        return True
+    return last > epoch[0] or epoch[0] - last < win.buckets
+
+
+cdef inline bint _window_settle(qb_cell *cell, const qb_policy *pol,
+                                uint64_t given_now, uint64_t w, int outcome,
+                                qb_translog *log, int *held) noexcept nogil:
+    # Count an outcome with atomics; True if its rates tripped the breaker.
+    cdef uint64_t epoch
+    return (_window_count(cell, _window_x(cell, pol, given_now, False), w,
+                          outcome, False, &epoch)
+            and _window_judge(cell, given_now, w, epoch, log, held))
+
+
+cdef bint _window_judge(qb_cell *cell, uint64_t given_now, uint64_t w,
+                        uint64_t epoch, qb_translog *log, int *held) noexcept nogil:
+    # The rare part, out of line: sum the window to `epoch`, and trip the
+    # generation of `w` if its rates crossed a threshold.
+    cdef uint64_t gen = (w >> GEN_SHIFT) & GEN_FIELD
+    cdef uint64_t now
+    cdef uint64_t sums[3]
     _window_sums(cell, gen, epoch, sums)
     if not _rates_crossed(cell, sums):
         return False
@@ -574,14 +671,14 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
     # serialises every such caller and no other process shares the cell).
     cdef qb_translog log
     cdef uint64_t ticket
-    cdef uint64_t w = qb_load(&b.cell.word)
+    cdef uint64_t w = qb_load(&b._cell.word)
     if (w & STATE_FIELD) == S_CLOSED and b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
         b._hot_counts[0] += 1
         return _ticket_of(w)
     cdef int held = 0
     _events_of(b)
     log.n = 0
-    ticket = _admit_fast(b.cell, &b.cpolicy, _now_of(b), &log, _ordered(&held))
+    ticket = _admit_fast(b._cell, &b.cpolicy, _now_of(b), &log, _ordered(&held))
     if log.n or held:
         _push(b, &log, held)
     return ticket
@@ -590,26 +687,36 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
 cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) except -1:
     # settle for the Python-facing methods (see _py_admit).
     cdef qb_translog log
-    cdef uint64_t w
+    cdef uint64_t w, given, epoch, x
+    cdef bint judge
     cdef int held = 0
     if b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
-        w = qb_load(&b.cell.word)
+        w = qb_load(&b._cell.word)
         if _quiet_success(w, ticket, outcome):
             b._hot_counts[1] += 1
             if not b.cpolicy.window_kind:
                 return 0
             # A window still counts it (the one part of _settle left to do),
             # and a bucket's rotation can trip the breaker.
-            _events_of(b)
-            log.n = 0
-            _window_settle(b.cell, &b.cpolicy, _now_of(b), w, outcome, &log,
-                           _ordered(&held))
-            if log.n or held:
-                _push(b, &log, held)
+            given = _now_of(b)
+            if b.cpolicy.host_flags & FLAG_PLAIN_WINDOW:
+                x = _window_x(b._cell, &b.cpolicy, given, True)
+                if _window_quick(b._cell, x, w):
+                    return 0
+                judge = _window_count(b._cell, x, w, outcome, True, &epoch)
+            else:
+                judge = _window_count(b._cell, _window_x(b._cell, &b.cpolicy, given, False),
+                                      w, outcome, False, &epoch)
+            if judge:
+                _events_of(b)
+                log.n = 0
+                _window_judge(b._cell, given, w, epoch, &log, _ordered(&held))
+                if log.n or held:
+                    _push(b, &log, held)
             return 0
     _events_of(b)
     log.n = 0
-    _settle_fast(b.cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
+    _settle_fast(b._cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
     if log.n or held:
         _push(b, &log, held)
     return 0
@@ -740,7 +847,7 @@ cdef int _attach_window(CircuitBreaker b, object policy) except -1:
     win.slow_rate_threshold = policy.slow_rate_threshold
     win.buckets = policy.window_buckets
     win.minimum_calls = policy.minimum_calls
-    b.cell = cell
+    b._cell = cell
     b.cpolicy.host_flags |= FLAG_OWNS_CELL | (
         (<uint32_t>(<char *>cell - memory)) << FLAG_OFFSET_SHIFT)
     return 0
@@ -755,8 +862,8 @@ cdef int _use_shared_cell(CircuitBreaker b, object buffer, object policy) except
                         else sizeof(qb_cell))
     if <size_t>view.shape[0] < 256 + need:
         raise ValueError("shared buffer too small for this policy")
-    b.cell = <qb_cell *>&view[256]
-    if (<uintptr_t>b.cell) & 63:
+    b._cell = <qb_cell *>&view[256]
+    if (<uintptr_t>b._cell) & 63:
         raise ValueError("shared buffer is not aligned to 64 bytes")
     return 0
 
@@ -768,7 +875,7 @@ cdef inline bint _timed(CircuitBreaker b) noexcept:
 cdef inline int _slow_since(CircuitBreaker b, uint64_t started) except -1:
     # OUTCOME_SLOW if a call that started at `started` took slow_call_duration.
     cdef uint64_t elapsed = _resolve(_now_of(b)) - started
-    return OUTCOME_SLOW if elapsed >= QB_WINDOW(b.cell).slow_ticks else 0
+    return OUTCOME_SLOW if elapsed >= QB_WINDOW(b._cell).slow_ticks else 0
 
 
 cdef inline int _slow_arg(CircuitBreaker b, object started) except -1:
@@ -942,9 +1049,9 @@ cdef class CircuitBreaker:
     def __cinit__(self, *args, **kwargs):
         # CPython allocates objects 16-byte aligned: the storage's 48 spare
         # bytes are enough to align the cell to 64 inside it.
-        self.cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
+        self._cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
                                 & ~(<uintptr_t>63))
-        memset(self.cell, 0, sizeof(qb_cell))
+        memset(self._cell, 0, sizeof(qb_cell))
         if QB_HAVE_GIL:
             self.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
         _set_policy(self, DEFAULT_POLICY)
@@ -957,7 +1064,7 @@ cdef class CircuitBreaker:
     def __dealloc__(self):
         Py_XDECREF(<PyObject *>self._events_ptr)
         if self.cpolicy.host_flags & FLAG_OWNS_CELL:
-            PyMem_Free(<char *>self.cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
+            PyMem_Free(<char *>self._cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
 
     def __init__(self, max_failures=5, reset_timeout=60.0, half_open_max=3, *,
                  success_threshold=None, half_open_timeout=None, name=None,
@@ -992,6 +1099,8 @@ cdef class CircuitBreaker:
             self.cpolicy.host_flags &= ~FLAG_LOCAL_COUNTS
         elif policy.window_kind:
             _attach_window(self, policy)
+            if QB_HAVE_GIL:
+                self.cpolicy.host_flags |= FLAG_PLAIN_WINDOW
         self.cpolicy.window_kind = policy.window_kind
         if policy.slow_ticks:
             self.cpolicy.host_flags |= FLAG_SLOW_POLICY
@@ -1002,7 +1111,7 @@ cdef class CircuitBreaker:
         _set_options(self, options)
         self._name = name
         self.cpolicy.host_flags |= FLAG_CONFIGURED
-        qb_store(&self.cell.changed_at, _resolve(_now_of(self)))
+        qb_store(&self._cell.changed_at, _resolve(_now_of(self)))
 
     def allow(self):
         """True if a call may proceed now; report it with ``record_*()``."""
@@ -1040,7 +1149,7 @@ cdef class CircuitBreaker:
         cdef int held = 0
         _events_of(self)
         log.n = 0
-        _renormalize(self.cell, &self.cpolicy, _now_of(self), &log, _ordered(&held))
+        _renormalize(self._cell, &self.cpolicy, _now_of(self), &log, _ordered(&held))
         if log.n or held:
             _push(self, &log, held)
 
@@ -1050,7 +1159,7 @@ cdef class CircuitBreaker:
         cdef int held = 0
         _events_of(self)
         log.n = 0
-        _reset(self.cell, _now_of(self), &log, _ordered(&held))
+        _reset(self._cell, _now_of(self), &log, _ordered(&held))
         _push(self, &log, held)
 
     def force_open(self):
@@ -1059,7 +1168,7 @@ cdef class CircuitBreaker:
         cdef int held = 0
         _events_of(self)
         log.n = 0
-        _force(self.cell, 0, _now_of(self), &log, _ordered(&held))
+        _force(self._cell, 0, _now_of(self), &log, _ordered(&held))
         if log.n or held:
             _push(self, &log, held)
 
@@ -1069,7 +1178,7 @@ cdef class CircuitBreaker:
         cdef int held = 0
         _events_of(self)
         log.n = 0
-        _force(self.cell, 1, _now_of(self), &log, _ordered(&held))
+        _force(self._cell, 1, _now_of(self), &log, _ordered(&held))
         if log.n or held:
             _push(self, &log, held)
 
@@ -1079,7 +1188,7 @@ cdef class CircuitBreaker:
         cdef int held = 0
         _events_of(self)
         log.n = 0
-        cdef bint tripped = _trip_closed(self.cell, _now_of(self), &log,
+        cdef bint tripped = _trip_closed(self._cell, _now_of(self), &log,
                                          _ordered(&held))
         if log.n or held:
             _push(self, &log, held)
@@ -1162,7 +1271,7 @@ cdef class CircuitBreaker:
 
     @property
     def state(self):
-        cdef uint64_t w = qb_load(&self.cell.word)
+        cdef uint64_t w = qb_load(&self._cell.word)
         cdef uint64_t state = w & STATE_FIELD
         if state == S_FORCED:
             return _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
@@ -1170,18 +1279,18 @@ cdef class CircuitBreaker:
 
     @property
     def forced(self):
-        cdef uint64_t w = qb_load(&self.cell.word)
+        cdef uint64_t w = qb_load(&self._cell.word)
         if (w & STATE_FIELD) != S_FORCED:
             return None
         return "closed" if w >> FORCED_KIND_SHIFT else "open"
 
     @property
     def generation(self):
-        return (qb_load(&self.cell.word) >> GEN_SHIFT) & GEN_FIELD
+        return (qb_load(&self._cell.word) >> GEN_SHIFT) & GEN_FIELD
 
     @property
     def consecutive_failures(self):
-        cdef uint64_t w = qb_load(&self.cell.word)
+        cdef uint64_t w = qb_load(&self._cell.word)
         if (w & STATE_FIELD) == S_CLOSED or (w & STATE_FIELD) == S_FORCED:
             return (w >> FAIL_SHIFT) & FAIL_MAX
         return 0
@@ -1189,14 +1298,14 @@ cdef class CircuitBreaker:
     @property
     def retry_after(self):
         """Seconds until a probe can be admitted (see CircuitOpenError)."""
-        return _retry_after_ticks(qb_load(&self.cell.word), &self.cpolicy,
+        return _retry_after_ticks(qb_load(&self._cell.word), &self.cpolicy,
                                   _now_of(self)) / 1000
 
     @property
     def time_in_state(self):
         """Seconds since the last transition (or since construction)."""
         cdef uint64_t now = _resolve(_now_of(self))
-        return <double>(now - qb_load(&self.cell.changed_at)) / 1000.0
+        return <double>(now - qb_load(&self._cell.changed_at)) / 1000.0
 
     @property
     def policy(self):
@@ -1205,7 +1314,7 @@ cdef class CircuitBreaker:
         if not p.window_kind:
             return Policy(p.max_failures, p.reset_ticks, p.half_open_max,
                           p.success_threshold, p.half_open_timeout_ticks)
-        win = QB_WINDOW(self.cell)
+        win = QB_WINDOW(self._cell)
         return Policy(p.max_failures, p.reset_ticks, p.half_open_max,
                       p.success_threshold, p.half_open_timeout_ticks,
                       p.window_kind, win.buckets, win.span, win.minimum_calls,
@@ -1218,9 +1327,9 @@ cdef class CircuitBreaker:
         cdef uint64_t w, epoch
         if not self.cpolicy.window_kind:
             return 0, 0, 0
-        w = qb_load(&self.cell.word)
-        epoch = _window_now(self.cell, &self.cpolicy, _resolve(_now_of(self)))
-        _window_sums(self.cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch, sums)
+        w = qb_load(&self._cell.word)
+        epoch = _window_now(self._cell, &self.cpolicy, _resolve(_now_of(self)))
+        _window_sums(self._cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch, sums)
         return sums[0], sums[1], sums[2]
 
     @property
@@ -1247,10 +1356,10 @@ cdef class CircuitBreaker:
 
     @property
     def _word(self):
-        return qb_load(&self.cell.word)
+        return qb_load(&self._cell.word)
 
     def totals(self):
-        cdef qb_cell *c = self.cell
+        cdef qb_cell *c = self._cell
         return Totals(qb_load(&c.allowed) + self._hot_counts[0],
                       qb_load(&c.rejected),
                       qb_load(&c.successes) + self._hot_counts[1],

@@ -30,6 +30,8 @@ from qbreaker._core_c cimport (
     QB_NOW_AUTO,
     CircuitBreaker,
     qb_admit,
+    qb_cell,
+    qb_nogil_cell,
     qb_settle,
 )
 
@@ -108,11 +110,12 @@ def hammer(CircuitBreaker breaker, Py_ssize_t calls):
     cdef Py_ssize_t i
     cdef Py_ssize_t admitted = 0
     cdef uint64_t ticket
+    cdef qb_cell *cell = qb_nogil_cell(breaker)
     with nogil:
         for i in range(calls):
-            ticket = qb_admit(breaker.cell, &breaker.cpolicy, QB_NOW_AUTO, NULL)
+            ticket = qb_admit(cell, &breaker.cpolicy, QB_NOW_AUTO, NULL)
             if ticket:
                 admitted += 1
-                qb_settle(breaker.cell, &breaker.cpolicy, QB_NOW_AUTO, ticket,
+                qb_settle(cell, &breaker.cpolicy, QB_NOW_AUTO, ticket,
                           OUTCOME_SUCCESS, NULL)
     return admitted

@@ -44,7 +44,13 @@ typedef struct QB_ALIGN64 qb_window {
     double slow_rate_threshold;      /* 0.0: off */
     uint32_t buckets;
     uint32_t minimum_calls;
-    uint64_t reserved[2];
+    /* A cache, not state: the epoch (<< 5) and bucket index the last outcome
+       used, so the next one in that epoch or the next needs no division.
+       Any value a caller stored is a consistent pair; zero is one. */
+    uint64_t hint;
+    /* The latest epoch that counted a failed or slow outcome: a rotation
+       with none of them in the window cannot cross a threshold. */
+    uint64_t bad_epoch;
 } qb_window;
 
 typedef struct qb_bucket {

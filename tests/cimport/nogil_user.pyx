@@ -9,6 +9,8 @@ from qbreaker._core_c cimport (
     QB_NOW_AUTO,
     CircuitBreaker,
     qb_admit,
+    qb_cell,
+    qb_nogil_cell,
     qb_settle,
 )
 
@@ -17,12 +19,13 @@ def hammer(CircuitBreaker b, int calls, int fail_every, uint64_t now=QB_NOW_AUTO
     """Admit and settle `calls` calls without the GIL; returns (admitted, stale)."""
     cdef int i, admitted = 0, stale = 0
     cdef uint64_t ticket
+    cdef qb_cell *cell = qb_nogil_cell(b)
     with nogil:
         for i in range(calls):
-            ticket = qb_admit(b.cell, &b.cpolicy, now, NULL)
+            ticket = qb_admit(cell, &b.cpolicy, now, NULL)
             if ticket:
                 admitted += 1
-                if not qb_settle(b.cell, &b.cpolicy, now, ticket,
+                if not qb_settle(cell, &b.cpolicy, now, ticket,
                                  OUTCOME_FAILURE if fail_every and i % fail_every == 0
                                  else OUTCOME_SUCCESS, NULL):
                     stale += 1

@@ -58,6 +58,7 @@ from qbreaker._core_c cimport (
     qb_cell,
     qb_load,
     qb_monotonic_ms,
+    qb_nogil_cell,
     qb_policy,
     qb_renormalize,
     qb_reset,
@@ -500,7 +501,7 @@ cdef class Run:
             raise ValueError("clock is 'ticks' or 'auto'")
         self.breaker = breaker
         self.nthreads = threads
-        self.c.cell = breaker.cell
+        self.c.cell = qb_nogil_cell(breaker)
         self.c.pol = &breaker.cpolicy
         self.c.nthreads = threads
         self.c.ticks_mode = clock == "ticks"
