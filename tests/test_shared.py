@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -358,3 +360,101 @@ def test_eight_processes_keep_exact_totals(name: str) -> None:
     w = b._word
     if w & 3 == 2:  # every probe reported: no slot left in flight
         assert (w >> 20) & 0xFF == 0
+
+
+# -- per-process counter slots -----------------------------------------------------
+
+
+def _slot_offset(index: int) -> int:
+    # A policy without a window: header, cell, then the slots.
+    return _shm.HEADER_SIZE + _shm.CELL_SIZE + index * _shm.SLOT_SIZE
+
+
+def _write_slot(
+    name: str, index: int, owner: int, allowed: int, successes: int
+) -> None:
+    with open(_shm.path_of(name), "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        struct.pack_into("<QQQ", m, _slot_offset(index), owner, allowed, successes)
+
+
+def test_the_slot_layout_matches_the_core() -> None:
+    from qbreaker import _core_c
+
+    assert _core_c.SHARED_SLOTS == (_shm.SLOTS, _shm.SLOT_SIZE)
+
+
+def test_a_process_counts_in_one_slot_for_all_its_handles(name: str) -> None:
+    a = qbreaker.CircuitBreaker(shared=name)
+    b = qbreaker.CircuitBreaker(shared=name)
+    assert a._slot == -1, "a slot is claimed by the first closed-path call, not before"
+    for _ in range(1000):
+        assert a.allow() and b.allow()
+        a.record_success()
+        b.record_success()
+    assert a._slot == b._slot >= 0
+    assert a.totals() == b.totals()
+    assert (a.totals().allowed, a.totals().successes) == (2000, 2000)
+
+
+def test_a_forked_child_counts_in_a_slot_of_its_own(name: str) -> None:
+    b = qbreaker.CircuitBreaker(shared=name)
+    b.allow()
+    b.record_success()
+    parent_slot = b._slot
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: count beside the parent, report its slot
+        try:
+            for _ in range(200_000):
+                b.allow()
+                b.record_success()
+            os.write(write, str(b._slot).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    for _ in range(200_000):
+        b.allow()
+        b.record_success()
+    _, status = os.waitpid(pid, 0)
+    child_slot = int(os.read(read, 64))
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent_slot >= 0 and child_slot >= 0 and child_slot != parent_slot
+    assert b._slot == parent_slot
+    assert (b.totals().allowed, b.totals().successes) == (400_001, 400_001)
+
+
+def test_a_dead_owners_slot_is_taken_over_with_its_counts(name: str) -> None:
+    qbreaker.CircuitBreaker(shared=name)  # creates the segment; claims nothing
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        for i in range(_shm.SLOTS):
+            _write_slot(name, i, alive.pid, 1, 1)
+        _write_slot(name, 5, dead.pid, 7, 7)
+        b = qbreaker.CircuitBreaker(shared=name)
+        before = b.totals()
+        assert (before.allowed, before.successes) == (_shm.SLOTS + 6, _shm.SLOTS + 6)
+        assert b.allow()
+        b.record_success()
+        assert b._slot == 5
+        after = b.totals()
+        assert (after.allowed, after.successes) == (_shm.SLOTS + 7, _shm.SLOTS + 7)
+        # Every slot taken by a live process: count in the cell, atomically.
+        out = python(f"""
+            import qbreaker
+            b = qbreaker.CircuitBreaker(shared={name!r})
+            for _ in range(100):
+                b.allow(); b.record_success()
+            print(b._slot, b.totals().allowed, b.totals().successes)
+        """)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [
+            "-1",
+            str(_shm.SLOTS + 107),
+            str(_shm.SLOTS + 107),
+        ]
+    finally:
+        alive.kill()
+        alive.wait()

@@ -38,6 +38,11 @@ cdef extern from "qb_cell.h" nogil:
         uint64_t calls
         uint64_t failures
         uint64_t slow
+    ctypedef struct qb_slot:
+        uint64_t owner
+        uint64_t allowed
+        uint64_t successes
+    enum: QB_SLOTS
     qb_window *QB_WINDOW(qb_cell *cell)
     qb_bucket *QB_BUCKETS(qb_cell *cell)
     size_t QB_CELL_BYTES(uint32_t buckets)
@@ -127,6 +132,10 @@ cdef enum:
     FLAG_PLAIN_WINDOW = 128
     # Bits 8-15 of host_flags: the aligned cell's offset in that allocation.
     FLAG_OFFSET_SHIFT = 8
+    # The cell is in a shared segment, followed by its QB_SLOTS slots.
+    FLAG_SHARED = 1 << 16
+    # GIL builds: claim a slot on the next closed-path admit (see _claim_slot).
+    FLAG_SLOT_WANTED = 1 << 17
 
 
 # Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic
@@ -154,9 +163,10 @@ cdef class CircuitBreaker:
     cdef qb_cell *_cell
     cdef qb_policy cpolicy
     cdef object _clock
-    # allowed, successes of the closed path (see FLAG_LOCAL_COUNTS);
-    # totals() adds them to the cell's.
-    cdef uint64_t _hot_counts[2]
+    # allowed, successes of the closed path (see FLAG_LOCAL_COUNTS): in the
+    # spare bytes of _cell_storage, or in this process's slot of a shared
+    # segment; totals() adds them to the cell's.
+    cdef uint64_t *_hot
     cdef public object _options
     cdef public object _name
     cdef public tuple _listeners

@@ -19,7 +19,10 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
+from libc.errno cimport ESRCH, errno
 from libc.string cimport memset
+from posix.signal cimport kill
+from posix.unistd cimport getpid
 
 import contextvars
 import functools
@@ -665,6 +668,64 @@ cdef inline double _retry_after_ticks(uint64_t w, const qb_policy *pol,
 
 # -- the Python-facing class ---------------------------------------------------
 
+cdef inline void _own_add(uint64_t *counter) noexcept nogil:
+    # A count only this process writes, under the GIL: no locked add. In a
+    # shared slot, other processes read it, so it is still an atomic store.
+    qb_store(counter, qb_load(counter) + 1)
+
+
+cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
+    # The hot counts go in _cell_storage's alignment slack: 48 bytes around
+    # the cell, so at least 24 on one side of it.
+    cdef char *start = &b._cell_storage[0]
+    cdef char *aligned = <char *>((<uintptr_t>start + 63) & ~(<uintptr_t>63))
+    if <size_t>(aligned - start) >= 2 * sizeof(uint64_t):
+        b._hot = <uint64_t *>start
+    else:
+        b._hot = <uint64_t *>(aligned + sizeof(qb_cell))
+    b._hot[0] = b._hot[1] = 0
+
+
+cdef inline qb_slot *_slots_of(CircuitBreaker b) noexcept:
+    # A shared cell's slots, after the cell and its window.
+    cdef size_t cell_bytes = (QB_CELL_BYTES(QB_WINDOW(b._cell).buckets)
+                              if b.cpolicy.window_kind else sizeof(qb_cell))
+    return <qb_slot *>(<char *>b._cell + cell_bytes)
+
+
+cdef int _claim_slot(CircuitBreaker b) except -1:
+    # This process's slot of a shared cell: one it already holds (another
+    # breaker object on the same segment: the GIL serialises the two), a
+    # free one, or a dead process's (its counts stay in the totals). None
+    # left: this process keeps counting in the cell, with atomics.
+    cdef qb_slot *slots = _slots_of(b)
+    cdef uint64_t pid = <uint64_t>getpid()
+    cdef uint64_t owner
+    cdef int i, found = -1
+    b.cpolicy.host_flags &= ~FLAG_SLOT_WANTED
+    for i in range(QB_SLOTS):
+        if qb_load(&slots[i].owner) == pid:
+            found = i
+            break
+    if found < 0:
+        for i in range(QB_SLOTS):
+            owner = 0
+            if qb_cas(&slots[i].owner, &owner, pid):
+                found = i
+                break
+    if found < 0:
+        for i in range(QB_SLOTS):
+            owner = qb_load(&slots[i].owner)
+            if owner and kill(<int>owner, 0) == -1 and errno == ESRCH:
+                if qb_cas(&slots[i].owner, &owner, pid):
+                    found = i
+                    break
+    if found >= 0:
+        b._hot = &slots[found].allowed
+        b.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
+    return 0
+
+
 cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
     # admit for the Python-facing methods: the closed path first, counted in
     # the object's own counters where FLAG_LOCAL_COUNTS allows (the GIL
@@ -673,9 +734,11 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
     cdef uint64_t ticket
     cdef uint64_t w = qb_load(&b._cell.word)
     if (w & STATE_FIELD) == S_CLOSED and b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
-        b._hot_counts[0] += 1
+        _own_add(&b._hot[0])
         return _ticket_of(w)
     cdef int held = 0
+    if b.cpolicy.host_flags & FLAG_SLOT_WANTED:
+        _claim_slot(b)
     _events_of(b)
     log.n = 0
     ticket = _admit_fast(b._cell, &b.cpolicy, _now_of(b), &log, _ordered(&held))
@@ -693,7 +756,7 @@ cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) excep
     if b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
         w = qb_load(&b._cell.word)
         if _quiet_success(w, ticket, outcome):
-            b._hot_counts[1] += 1
+            _own_add(&b._hot[1])
             if not b.cpolicy.window_kind:
                 return 0
             # A window still counts it (the one part of _settle left to do),
@@ -860,11 +923,17 @@ cdef int _use_shared_cell(CircuitBreaker b, object buffer, object policy) except
     cdef unsigned char[::1] view = buffer
     cdef size_t need = (QB_CELL_BYTES(policy.window_buckets) if policy.window_kind
                         else sizeof(qb_cell))
-    if <size_t>view.shape[0] < 256 + need:
+    if <size_t>view.shape[0] < 256 + need + QB_SLOTS * sizeof(qb_slot):
         raise ValueError("shared buffer too small for this policy")
     b._cell = <qb_cell *>&view[256]
     if (<uintptr_t>b._cell) & 63:
         raise ValueError("shared buffer is not aligned to 64 bytes")
+    # Other processes count in the same cell: atomics, until this process
+    # has a slot of its own.
+    b.cpolicy.host_flags &= ~FLAG_LOCAL_COUNTS
+    b.cpolicy.host_flags |= FLAG_SHARED
+    if QB_HAVE_GIL:
+        b.cpolicy.host_flags |= FLAG_SLOT_WANTED
     return 0
 
 
@@ -1052,6 +1121,7 @@ cdef class CircuitBreaker:
         self._cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
                                 & ~(<uintptr_t>63))
         memset(self._cell, 0, sizeof(qb_cell))
+        _use_spare_bytes(self)
         if QB_HAVE_GIL:
             self.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
         _set_policy(self, DEFAULT_POLICY)
@@ -1095,8 +1165,6 @@ cdef class CircuitBreaker:
         policy = Policy(*policy)
         if shared is not None:
             _use_shared_cell(self, shared, policy)
-            # Other processes count in the same cell: atomics only.
-            self.cpolicy.host_flags &= ~FLAG_LOCAL_COUNTS
         elif policy.window_kind:
             _attach_window(self, policy)
             if QB_HAVE_GIL:
@@ -1360,11 +1428,37 @@ cdef class CircuitBreaker:
 
     def totals(self):
         cdef qb_cell *c = self._cell
-        return Totals(qb_load(&c.allowed) + self._hot_counts[0],
-                      qb_load(&c.rejected),
-                      qb_load(&c.successes) + self._hot_counts[1],
+        cdef qb_slot *slots
+        cdef uint64_t allowed = qb_load(&c.allowed)
+        cdef uint64_t successes = qb_load(&c.successes)
+        cdef int i
+        if self.cpolicy.host_flags & FLAG_SHARED:
+            slots = _slots_of(self)
+            for i in range(QB_SLOTS):
+                allowed += qb_load(&slots[i].allowed)
+                successes += qb_load(&slots[i].successes)
+        else:
+            allowed += self._hot[0]
+            successes += self._hot[1]
+        return Totals(allowed, qb_load(&c.rejected), successes,
                       qb_load(&c.failures), qb_load(&c.neutral),
                       qb_load(&c.transitions))
+
+    @property
+    def _slot(self):
+        """This process's slot of a shared cell, or -1 (see _claim_slot)."""
+        if (self.cpolicy.host_flags & (FLAG_SHARED | FLAG_LOCAL_COUNTS)
+                != (FLAG_SHARED | FLAG_LOCAL_COUNTS)):
+            return -1
+        return (<char *>self._hot - <char *>_slots_of(self)) // sizeof(qb_slot)
+
+    def _forked(self):
+        """In a fork's child: the parent's slot is the parent's; claim anew."""
+        if self.cpolicy.host_flags & FLAG_SHARED:
+            _use_spare_bytes(self)
+            self.cpolicy.host_flags &= ~FLAG_LOCAL_COUNTS
+            if QB_HAVE_GIL:
+                self.cpolicy.host_flags |= FLAG_SLOT_WANTED
 
     # -- the Python-level API, written once in _api ------------------------------
 
@@ -1425,3 +1519,7 @@ cdef class CircuitBreaker:
 
     def __repr__(self):
         return _api.describe(self)
+
+
+# For _shm's layout check: a shared segment's slot count and slot size.
+SHARED_SLOTS = (QB_SLOTS, sizeof(qb_slot))

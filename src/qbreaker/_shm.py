@@ -14,6 +14,8 @@ window), at an offset that is a multiple of 64::
     24      the policy       reset, half-open timeout, counts, window (72 B)
     96      name length      u32, then the name, UTF-8, at most 124 bytes
     256     the cell, then its window
+    then    128 per-process counter slots, 64 bytes each (qb_slot in
+            qb_cell.h): owner pid, allowed, successes
 
 Nothing in it is a lock: a killed process cannot leave it held. A fresh
 segment is all zeros, which is a closed cell, so the creator writes only the
@@ -35,12 +37,14 @@ from dataclasses import dataclass
 
 from ._core_py import Policy
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAGIC = int.from_bytes(b"QBRKSHM1", "little")
 HEADER_SIZE = 256
 CELL_SIZE = 64
 WINDOW_HEADER_SIZE = 64
 BUCKET_SIZE = 32
+SLOT_SIZE = 64
+SLOTS = 128
 NAME_LIMIT = 124
 DIRECTORY = "/dev/shm"
 PREFIX = "qbreaker-"
@@ -98,7 +102,7 @@ def total_size(policy: Policy) -> int:
     window = 0
     if policy.window_kind:
         window = WINDOW_HEADER_SIZE + policy.window_buckets * BUCKET_SIZE
-    return HEADER_SIZE + CELL_SIZE + window
+    return HEADER_SIZE + CELL_SIZE + window + SLOTS * SLOT_SIZE
 
 
 def encode_policy(policy: Policy) -> bytes:

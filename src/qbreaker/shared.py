@@ -31,6 +31,17 @@ _segments: weakref.WeakKeyDictionary[Any, _shm.Segment] = weakref.WeakKeyDiction
 _builtin_list = list
 
 
+def _after_fork_in_child() -> None:
+    # The child inherits the parent's counter slot with the mapping; two
+    # processes counting plainly in one slot would lose counts.
+    for breaker in _builtin_list(_segments):
+        breaker._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def attach(breaker: Any, name: str, policy: Any, adopt: bool) -> Any:
     """Open the segment for ``breaker`` and return the policy to configure."""
     segment = _shm.open_segment(name, policy, adopt)
