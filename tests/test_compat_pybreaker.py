@@ -670,14 +670,60 @@ def test_generator_send_and_throw_pass_through(make: Make) -> None:
     assert breaker.fail_counter == 0
 
 
-def test_call_returns_a_generator_as_it_is(make: Make) -> None:
+@pytest.mark.parametrize(
+    "listened", [False, True], ids=["compiled-path", "python-path"]
+)
+def test_call_counts_a_returned_generator_when_it_finishes(
+    make: Make, listened: bool
+) -> None:
+    # pybreaker's call() wraps a returned generator (its generator_call):
+    # a success when exhausted, a failure when it raises, nothing before.
+    breaker = make(fail_max=2)
+    recorder = Recorder()
+    if listened:
+        breaker.add_listener(recorder)
+    assert ("call" in vars(breaker)) is (not listened), "the path under test"
+
+    def numbers(fail_at: int | None) -> Any:
+        for i in range(3):
+            if i == fail_at:
+                raise DummyError
+            yield i
+
+    with pytest.raises(DummyError):
+        breaker.call(fail)
+    gen = breaker.call(numbers, None)
+    assert inspect.isgenerator(gen)
+    assert breaker.fail_counter == 1  # nothing counted before it finishes
+    assert list(gen) == [0, 1, 2]
+    assert breaker.fail_counter == 0
+    with pytest.raises(DummyError):
+        list(breaker.call(numbers, 1))
+    assert breaker.fail_counter == 1
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        list(breaker.call(numbers, 0))  # trips while iterating
+    assert breaker.current_state == "open"
+    if listened:
+        assert [k for k in recorder.kinds() if isinstance(k, str)] == [
+            "before_call", "failure", "before_call", "success",
+            "before_call", "failure", "before_call", "failure",
+        ]  # fmt: skip
+
+
+def test_a_generator_from_call_holds_the_trial_until_it_finishes(make: Make) -> None:
     breaker = make()
 
     def numbers() -> Any:
         yield 1
+        yield 2
 
+    breaker.half_open()
     gen = breaker.call(numbers)
-    assert inspect.isgenerator(gen) and list(gen) == [1]
+    assert next(gen) == 1
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        breaker.call(succeed)  # the trial call is still running
+    assert list(gen) == [2]
+    assert breaker.current_state == "closed"
 
 
 def test_calling_context_manager(make: Make) -> None:

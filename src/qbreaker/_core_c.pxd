@@ -136,6 +136,10 @@ cdef enum:
     FLAG_SHARED = 1 << 16
     # GIL builds: claim a slot on the next closed-path admit (see _claim_slot).
     FLAG_SLOT_WANTED = 1 << 17
+    # The class defines _generator_result(ticket, generator): call() hands it
+    # a generator that the protected function returned, to count when the
+    # generator finishes (the pybreaker compat layer's generator call).
+    FLAG_GENERATOR_HOOK = 1 << 18
 
 
 # Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic

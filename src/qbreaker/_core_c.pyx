@@ -17,6 +17,10 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+
+
+cdef extern from "Python.h":
+    bint PyGen_CheckExact(object o)
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.errno cimport ESRCH, errno
@@ -1067,6 +1071,8 @@ cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
     except BaseException as exc:
         b._exit_exc(ticket, exc)
         raise
+    if b.cpolicy.host_flags & FLAG_GENERATOR_HOOK and PyGen_CheckExact(result):
+        return b._generator_result(ticket, result)
     if b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
         _py_settle(b, ticket, OUTCOME_SUCCESS)
     else:
@@ -1122,6 +1128,8 @@ cdef class CircuitBreaker:
                                 & ~(<uintptr_t>63))
         memset(self._cell, 0, sizeof(qb_cell))
         _use_spare_bytes(self)
+        if getattr(type(self), "_generator_result", None) is not None:
+            self.cpolicy.host_flags |= FLAG_GENERATOR_HOOK
         if QB_HAVE_GIL:
             self.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
         _set_policy(self, DEFAULT_POLICY)

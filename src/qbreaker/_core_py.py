@@ -74,6 +74,7 @@ import functools
 import math
 import threading
 import time
+import types
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _events
@@ -860,6 +861,11 @@ class CoreBreaker:
         except BaseException as exc:
             self._exit_exc(ticket, exc, started)
             raise
+        # A subclass's _generator_result counts a returned generator when it
+        # finishes (as FLAG_GENERATOR_HOOK does in the compiled core).
+        hook = getattr(type(self), "_generator_result", None)
+        if hook is not None and type(result) is types.GeneratorType:
+            return hook(self, ticket, result)  # type: ignore[no-any-return]
         self._exit_result(ticket, result, started)
         return result
 

@@ -21,6 +21,7 @@ replaced by a manual transition or a new policy), ``_rebind`` switches both.
 from __future__ import annotations
 
 import threading
+import types
 import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Callable, TypeVar, Union, overload
@@ -38,7 +39,7 @@ from ._pyb_base import (
     make_state,
 )
 from ._pyb_engine import StorageEngine
-from ._pyb_forms import Calling, Protected, call_async, decorate
+from ._pyb_forms import Calling, Protected, call_async, decorate, wrap_generator
 from ._pyb_memory import CircuitMemoryStorage, MemoryEngine
 
 T = TypeVar("T")
@@ -349,8 +350,8 @@ class CircuitBreaker:
 
         Raises CircuitBreakerError without calling it when the breaker is
         open (or half-open with a trial call in progress). A generator that
-        ``func`` returns is returned as it is, its creation counted as a
-        success: decorate a generator function to count its iteration.
+        ``func`` returns is counted when it finishes, as pybreaker does: a
+        success when exhausted, a failure (by the rules) when it raises.
         """
         ticket = self._start(func, args, kwargs)
         try:
@@ -360,6 +361,8 @@ class CircuitBreaker:
             if error is not None:
                 raise error.with_traceback(exc.__traceback__) from exc
             raise
+        if type(result) is types.GeneratorType:
+            return wrap_generator(self, ticket, result)  # type: ignore[arg-type,return-value]
         self._succeeded(ticket)
         return result
 

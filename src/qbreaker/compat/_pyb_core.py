@@ -5,7 +5,8 @@
   ``_rejected``/``_raise_open`` when it rejects a call, on its compiled
   paths too (``call``, its decorator wrapper, ``with``): that is where
   pybreaker's exclusions, its error on trip and its error on rejection run,
-  so a successful call never leaves compiled code.
+  so a successful call never leaves compiled code. ``call`` hands a
+  returned generator to ``_generator_result``.
 - ``Clock``: the cores' clock (see the class).
 - The word's layout, for reading a core's state, counts and generation.
 """
@@ -113,6 +114,20 @@ def _exit_exc(core: Any, ticket: int, exc: BaseException, started: Any = None) -
         raise error.with_traceback(exc.__traceback__) from exc
 
 
+def _generator_result(core: Any, ticket: int, generator: Any) -> Any:
+    """The core's hook for a generator that ``call(f)`` got from ``f``
+    (see FLAG_GENERATOR_HOOK): counted when it finishes, as pybreaker's
+    generator call does, instead of now."""
+    from ._pyb_forms import wrap_generator
+
+    engine: MemoryEngine = core._qb_engine
+    breaker = engine.owner()
+    if breaker is None:
+        engine.release(core, ticket, True)
+        return generator
+    return wrap_generator(breaker, (core, ticket), generator)
+
+
 def _rejected(core: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     raise core._qb_engine.rejection(core)
 
@@ -139,6 +154,7 @@ def core_class(base: type) -> type:
                     "__slots__": ("_qb_engine",),
                     "__module__": __name__,
                     "_exit_exc": _exit_exc,
+                    "_generator_result": _generator_result,
                     "_rejected": _rejected,
                     "_raise_open": _raise_open,
                 },

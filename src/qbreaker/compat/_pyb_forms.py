@@ -7,8 +7,9 @@ the engine's ``neutral`` reports it.
 
 - ``Calling``: ``breaker.calling()``, the ticket held by the object.
 - ``call_async``: asyncio, and Tornado (whose futures are awaitable).
-- ``call_generator``: pybreaker's generator call: admitted when the
-  generator function is called, counted when the generator finishes.
+- ``call_generator`` / ``wrap_generator``: pybreaker's generator call:
+  admitted when the generator function is called, counted when the
+  generator finishes.
 - ``decorate``: picks the wrapper by the kind of function; a plain
   function becomes a ``Protected``, switchable between the core's compiled
   wrapper and the Python path.
@@ -75,18 +76,19 @@ async def call_async(
 
 def call_generator(
     breaker: CircuitBreaker, func: Callable[..., Any], args: Any, kwargs: Any
-) -> Generator[Any, Any, Any]:
+) -> Any:
     """pybreaker's generator call: admitted now (rejected now), counted when
-    the generator finishes: exhausted, a success; raising, by the rules;
-    closed early or collected unfinished, neutral."""
-    ticket = breaker._start(func, args, kwargs)
-    try:
-        inner = func(*args, **kwargs)
-    except BaseException as exc:
-        error = breaker._failed(ticket, exc)
-        if error is not None:
-            raise error.with_traceback(exc.__traceback__) from exc
-        raise
+    the generator finishes. The Python path's ``call`` does exactly that for
+    a function that returns a generator."""
+    return type(breaker).call(breaker, func, *args, **kwargs)
+
+
+def wrap_generator(
+    breaker: CircuitBreaker, ticket: Any, inner: Generator[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    """``inner``, admitted with ``ticket``, counted when it finishes:
+    exhausted, a success; raising, by the rules; closed early or collected
+    unfinished, neutral."""
     held = [ticket]
     outer = _iterate(breaker, inner, held)
     # An unstarted generator runs no finally block: give the ticket back when

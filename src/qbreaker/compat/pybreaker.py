@@ -35,9 +35,6 @@ What is different:
   generator closed before its end) and ``asyncio.CancelledError`` do not
   count: neither failure nor success, and a trial call that ends with one
   gives its slot back. pybreaker counts them as failures.
-- ``call(f)`` returns a generator that ``f`` returns as it is, its creation
-  counted as a success; decorate the generator function instead (as
-  pybreaker's README does), which counts its iteration as pybreaker does.
 - Setting ``breaker.state = "open"`` (or another state) makes that
   transition, like ``open()``; pybreaker only replaced a cached object.
 - ``reset_timeout`` is kept to the millisecond, at most about 18.6 hours;
