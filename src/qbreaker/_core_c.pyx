@@ -679,8 +679,8 @@ cdef inline void _own_add(uint64_t *counter) noexcept nogil:
 
 
 cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
-    # The hot counts go in _cell_storage's alignment slack: 48 bytes around
-    # the cell, so at least 24 on one side of it.
+    # The hot counts go in _cell_storage's alignment slack: 56 bytes around
+    # the cell, so at least 16 on one side of it (8-byte-aligned storage).
     cdef char *start = &b._cell_storage[0]
     cdef char *aligned = <char *>((<uintptr_t>start + 63) & ~(<uintptr_t>63))
     if <size_t>(aligned - start) >= 2 * sizeof(uint64_t):
@@ -1122,8 +1122,8 @@ cdef class CircuitBreaker:
     """
 
     def __cinit__(self, *args, **kwargs):
-        # CPython allocates objects 16-byte aligned: the storage's 48 spare
-        # bytes are enough to align the cell to 64 inside it.
+        # The storage's 56 spare bytes align the cell to 64 inside it from
+        # any 8-byte-aligned start.
         self._cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
                                 & ~(<uintptr_t>63))
         memset(self._cell, 0, sizeof(qb_cell))

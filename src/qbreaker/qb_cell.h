@@ -85,8 +85,9 @@ typedef struct QB_ALIGN64 qb_slot {
 typedef char qb_slot_is_one_cache_line[(sizeof(qb_slot) == 64) ? 1 : -1];
 
 /* Bytes to reserve for a cell inside another object: the cell, plus the
-   worst-case slack to align it, for allocators that align to 16 bytes. */
-#define QB_CELL_STORAGE (sizeof(qb_cell) + 48)
+   worst-case slack to align it where the storage is only 8-byte aligned
+   (its offset in the object varies with the build's object header). */
+#define QB_CELL_STORAGE (sizeof(qb_cell) + 56)
 
 /* Where a core operation records the transitions it won, in order, as
    (old word, new word). One operation wins at most a few; QB_LOG_CAP leaves
