@@ -1126,6 +1126,8 @@ cdef class CircuitBreaker:
         # any 8-byte-aligned start.
         self._cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
                                 & ~(<uintptr_t>63))
+        if <char *>(self._cell + 1) > &self._cell_storage[0] + QB_CELL_STORAGE:
+            raise SystemError("qbreaker: the object's cell storage is misaligned")
         memset(self._cell, 0, sizeof(qb_cell))
         _use_spare_bytes(self)
         if getattr(type(self), "_generator_result", None) is not None:
