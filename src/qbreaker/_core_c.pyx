@@ -734,12 +734,18 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
     # admit for the Python-facing methods: the closed path first, counted in
     # the object's own counters where FLAG_LOCAL_COUNTS allows (the GIL
     # serialises every such caller and no other process shares the cell).
-    cdef qb_translog log
-    cdef uint64_t ticket
+    # Small enough for GCC to inline into each method; the rest is out of
+    # line (a larger function here doubled the pair's instructions).
     cdef uint64_t w = qb_load(&b._cell.word)
     if (w & STATE_FIELD) == S_CLOSED and b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
         _own_add(&b._hot[0])
         return _ticket_of(w)
+    return _py_admit_full(b)
+
+
+cdef uint64_t _py_admit_full(CircuitBreaker b) except? 0:
+    cdef qb_translog log
+    cdef uint64_t ticket
     cdef int held = 0
     if b.cpolicy.host_flags & FLAG_SLOT_WANTED:
         _claim_slot(b)
@@ -752,40 +758,52 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
 
 
 cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) except -1:
-    # settle for the Python-facing methods (see _py_admit).
-    cdef qb_translog log
-    cdef uint64_t w, given, epoch, x
-    cdef bint judge
-    cdef int held = 0
+    # settle for the Python-facing methods (see _py_admit, and keep it as
+    # small: a window's quick path inlined here stopped the inlining).
+    cdef uint64_t w
     if b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
         w = qb_load(&b._cell.word)
         if _quiet_success(w, ticket, outcome):
             _own_add(&b._hot[1])
-            if not b.cpolicy.window_kind:
-                return 0
-            # A window still counts it (the one part of _settle left to do),
-            # and a bucket's rotation can trip the breaker.
-            given = _now_of(b)
-            if b.cpolicy.host_flags & FLAG_PLAIN_WINDOW:
-                x = _window_x(b._cell, &b.cpolicy, given, True)
-                if _window_quick(b._cell, x, w):
-                    return 0
-                judge = _window_count(b._cell, x, w, outcome, True, &epoch)
-            else:
-                judge = _window_count(b._cell, _window_x(b._cell, &b.cpolicy, given, False),
-                                      w, outcome, False, &epoch)
-            if judge:
-                _events_of(b)
-                log.n = 0
-                _window_judge(b._cell, given, w, epoch, &log, _ordered(&held))
-                if log.n or held:
-                    _push(b, &log, held)
+            if b.cpolicy.window_kind:
+                return _py_window_success(b, w, outcome)
             return 0
+    return _py_settle_full(b, ticket, outcome)
+
+
+cdef int _py_settle_full(CircuitBreaker b, uint64_t ticket, int outcome) except -1:
+    cdef qb_translog log
+    cdef int held = 0
     _events_of(b)
     log.n = 0
     _settle_fast(b._cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
     if log.n or held:
         _push(b, &log, held)
+    return 0
+
+
+cdef int _py_window_success(CircuitBreaker b, uint64_t w, int outcome) except -1:
+    # A quiet success's one part of _settle left to do: count it in the
+    # window, where a bucket's rotation can trip the breaker.
+    cdef qb_translog log
+    cdef uint64_t given = _now_of(b)
+    cdef uint64_t epoch, x
+    cdef bint judge
+    cdef int held = 0
+    if b.cpolicy.host_flags & FLAG_PLAIN_WINDOW:
+        x = _window_x(b._cell, &b.cpolicy, given, True)
+        if _window_quick(b._cell, x, w):
+            return 0
+        judge = _window_count(b._cell, x, w, outcome, True, &epoch)
+    else:
+        judge = _window_count(b._cell, _window_x(b._cell, &b.cpolicy, given, False),
+                              w, outcome, False, &epoch)
+    if judge:
+        _events_of(b)
+        log.n = 0
+        _window_judge(b._cell, given, w, epoch, &log, _ordered(&held))
+        if log.n or held:
+            _push(b, &log, held)
     return 0
 
 
