@@ -535,3 +535,47 @@ def test_the_first_with_block_of_a_fresh_thread_keeps_its_ticket(impl: Impl) -> 
     thread.start()
     thread.join(10)
     assert results == [0]
+
+
+def _echo(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return args, kwargs
+
+
+def test_call_and_decorator_pass_arguments_unchanged(impl: Impl) -> None:
+    # The compiled forms take the vectorcall convention: every way of
+    # passing arguments must reach the function as it was written.
+    b = impl.Breaker()
+    guarded = b(_echo)
+    for form in (lambda *a, **k: b.call(_echo, *a, **k), guarded):
+        assert form() == ((), {})
+        assert form(1, 2) == ((1, 2), {})
+        assert form(fn=1, self=2) == ((), {"fn": 1, "self": 2})
+        assert form(*range(40), **{f"k{i}": i for i in range(40)}) == (
+            tuple(range(40)),
+            {f"k{i}": i for i in range(40)},
+        )
+    # A caller that passes a tuple and a dict (tp_call), and a bound method.
+    assert type(guarded).__call__(guarded, 1, k=2) == ((1,), {"k": 2})
+
+    class Service:
+        echo = guarded
+
+    service = Service()
+    assert service.echo(3, k=4) == ((service, 3), {"k": 4})
+    assert b.totals().successes == 10
+    with pytest.raises(TypeError, match="first positional argument|missing"):
+        b.call()  # type: ignore[call-arg]
+
+
+def test_call_raises_through_and_counts(impl: Impl) -> None:
+    b = impl.Breaker(2, 10, 1)
+
+    def fails(x: int, *, by: int) -> None:
+        raise Boom(x + by)
+
+    with pytest.raises(Boom) as info:
+        b.call(fails, 1, by=2)
+    assert info.value.args == (3,)
+    with pytest.raises(Boom):
+        b(fails)(1, by=2)
+    assert b.state is State.OPEN and b.totals().failures == 2

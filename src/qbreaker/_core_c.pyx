@@ -1072,20 +1072,62 @@ cdef _WithTickets _with_tickets():
 
 
 # -- protected calls -------------------------------------------------------------
+#
+# call() and decorated functions take the vectorcall convention: the
+# arguments arrive as a C array and go on to fn the same way, with no tuple
+# or dict built per call (Cython's ``def f(*args, **kwargs)`` builds both,
+# which cost more than the breaker itself).
 
-cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
-    cdef qb_translog log
+cdef extern from "Python.h":
+    ctypedef struct QbTypeObject "PyTypeObject":
+        Py_ssize_t tp_vectorcall_offset
+        unsigned long tp_flags
+        PyObject *tp_dict
+    ctypedef struct QbMethodDef "PyMethodDef":
+        const char *ml_name
+        void *ml_meth
+        int ml_flags
+        const char *ml_doc
+    enum:
+        METH_FASTCALL
+        METH_KEYWORDS
+        Py_TPFLAGS_HAVE_VECTORCALL
+    object PyDescr_NewMethod(QbTypeObject *type, QbMethodDef *meth)
+    int PyDict_SetItemString(PyObject *d, const char *key, object value) except -1
+    void PyType_Modified(QbTypeObject *type)
+    object PyObject_Vectorcall(object fn, PyObject **args, size_t nargsf,
+                               PyObject *kwnames)
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
+
+
+cdef tuple _positional(PyObject **args, Py_ssize_t nargs):
+    return tuple([<object>args[i] for i in range(nargs)])
+
+
+cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef Py_ssize_t i
+    cdef dict kwargs = {}
+    if kwnames != NULL:
+        names = <object>kwnames
+        for i in range(PyTuple_GET_SIZE(kwnames)):
+            kwargs[names[i]] = <object>args[nargs + i]
+    return kwargs
+
+
+cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs,
+                  PyObject *kwnames):
+    # nargs positionals, then one value per name in kwnames (or NULL).
     cdef uint64_t ticket
     if b.cpolicy.host_flags & FLAG_ASYNC_FALLBACK:
         raise_async_fallback(b._options)
     ticket = _py_admit(b)
     if not ticket:
-        return b._rejected(args, kwargs)
+        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
     if _timed(b):
-        return _timed_call(b, ticket, fn, args, kwargs)
+        return _timed_call(b, ticket, fn, args, nargs, kwnames)
     try:
-        # Without keywords, no dict is copied for the call.
-        result = fn(*args, **kwargs) if kwargs else fn(*args)
+        result = PyObject_Vectorcall(fn, args, nargs, kwnames)
     except BaseException as exc:
         b._exit_exc(ticket, exc)
         raise
@@ -1099,11 +1141,11 @@ cdef object _call(CircuitBreaker b, object fn, tuple args, dict kwargs):
 
 
 cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
-                        tuple args, dict kwargs):
+                        PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
     # Only under a slow-call policy: two clock reads, off the plain path.
     started = _resolve(_now_of(b))
     try:
-        result = fn(*args, **kwargs)
+        result = PyObject_Vectorcall(fn, args, nargs, kwnames)
     except BaseException as exc:
         b._exit_exc(ticket, exc, started)
         raise
@@ -1111,16 +1153,45 @@ cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
     return result
 
 
+cdef object _call_method(object self, PyObject **args, Py_ssize_t nargs,
+                         PyObject *kwnames):
+    # CircuitBreaker.call, METH_FASTCALL | METH_KEYWORDS (installed below).
+    if nargs < 1:
+        raise TypeError("call() takes the function to call as its first "
+                        "positional argument")
+    return _call(<CircuitBreaker>self, <object>args[0], args + 1, nargs - 1, kwnames)
+
+
+cdef QbMethodDef _CALL_METHOD
+_CALL_METHOD.ml_name = "call"
+_CALL_METHOD.ml_meth = <void *>_call_method
+_CALL_METHOD.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_CALL_METHOD.ml_doc = (b"call($self, fn, /, *args, **kwargs)\n--\n\n"
+                       b"Run ``fn(*args, **kwargs)`` under the breaker.")
+
+
+cdef object _guarded_vectorcall(object callable, PyObject **args, size_t nargsf,
+                                PyObject *kwnames):
+    cdef _Guarded guarded = <_Guarded>callable
+    return _call(guarded.breaker, guarded.fn, args, PyVectorcall_NARGS(nargsf), kwnames)
+
+
 cdef class _Guarded:
     """A function protected by a breaker: each call goes through ``call``."""
 
+    cdef void *vectorcall  # _guarded_vectorcall, at tp_vectorcall_offset
     cdef CircuitBreaker breaker
     cdef object fn
     cdef dict __dict__
     cdef object __weakref__
 
+    def __cinit__(self):
+        self.vectorcall = <void *>_guarded_vectorcall
+
     def __call__(self, *args, **kwargs):
-        return _call(self.breaker, self.fn, args, kwargs)
+        # Callers that pass a tuple and a dict (tp_call); others take
+        # _guarded_vectorcall.
+        return self.breaker.call(self.fn, *args, **kwargs)
 
     def __get__(self, obj, objtype):
         # Decorated methods bind like functions do.
@@ -1315,10 +1386,6 @@ cdef class CircuitBreaker:
             _py_settle(self, ticket, OUTCOME_SUCCESS)
         else:
             self._exit_ok(ticket, started)
-
-    def call(self, fn, *args, **kwargs):
-        """Run ``fn(*args, **kwargs)`` under the breaker."""
-        return _call(self, fn, args, kwargs)
 
     def _guard(self, fn):
         """``fn`` wrapped so that each call goes through ``call``."""
@@ -1551,3 +1618,21 @@ cdef class CircuitBreaker:
 
 # For _shm's layout check: a shared segment's slot count and slot size.
 SHARED_SLOTS = (QB_SLOTS, sizeof(qb_slot))
+
+
+cdef int _install_vectorcall() except -1:
+    # CircuitBreaker.call as a METH_FASTCALL method, and _Guarded callable
+    # by vectorcall: set up once, before either type is used.
+    cdef QbTypeObject *breaker_type = <QbTypeObject *>CircuitBreaker
+    cdef QbTypeObject *guarded_type = <QbTypeObject *>_Guarded
+    cdef _Guarded probe = _Guarded.__new__(_Guarded)
+    PyDict_SetItemString(breaker_type.tp_dict, "call",
+                         PyDescr_NewMethod(breaker_type, &_CALL_METHOD))
+    PyType_Modified(breaker_type)
+    guarded_type.tp_vectorcall_offset = <char *>&probe.vectorcall - <char *><PyObject *>probe
+    guarded_type.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL
+    PyType_Modified(guarded_type)
+    return 0
+
+
+_install_vectorcall()

@@ -848,7 +848,7 @@ class CoreBreaker:
         else:
             self._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
 
-    def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under the breaker."""
         if self._options.fallback_is_async:
             raise_async_fallback(self._options)

@@ -35,6 +35,8 @@ What is different:
   generator closed before its end) and ``asyncio.CancelledError`` do not
   count: neither failure nor success, and a trial call that ends with one
   gives its slot back. pybreaker counts them as failures.
+- ``call()`` takes the function positionally, as pybreaker documents it
+  (``call(func=f)`` is a TypeError on the compiled path).
 - Setting ``breaker.state = "open"`` (or another state) makes that
   transition, like ``open()``; pybreaker only replaced a cached object.
 - ``reset_timeout`` is kept to the millisecond, at most about 18.6 hours;
