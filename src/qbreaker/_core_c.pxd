@@ -42,6 +42,7 @@ cdef extern from "qb_cell.h" nogil:
         uint64_t owner
         uint64_t allowed
         uint64_t successes
+        uint64_t rejected
     enum: QB_SLOTS
     qb_window *QB_WINDOW(qb_cell *cell)
     qb_bucket *QB_BUCKETS(qb_cell *cell)
@@ -167,9 +168,10 @@ cdef class CircuitBreaker:
     cdef qb_cell *_cell
     cdef qb_policy cpolicy
     cdef object _clock
-    # allowed, successes of the closed path (see FLAG_LOCAL_COUNTS): in the
-    # spare bytes of _cell_storage, or in this process's slot of a shared
-    # segment; totals() adds them to the cell's.
+    # allowed, successes of the closed path and rejected of the open one
+    # (see FLAG_LOCAL_COUNTS): in the spare bytes of _cell_storage, or in
+    # this process's slot of a shared segment; totals() adds them to the
+    # cell's.
     cdef uint64_t *_hot
     cdef public object _options
     cdef public object _name

@@ -679,15 +679,15 @@ cdef inline void _own_add(uint64_t *counter) noexcept nogil:
 
 
 cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
-    # The hot counts go in _cell_storage's alignment slack: 56 bytes around
-    # the cell, so at least 16 on one side of it (8-byte-aligned storage).
+    # The three hot counts go in _cell_storage's alignment slack: 56 bytes
+    # around the cell, in multiples of 8, so at least 24 on one side of it.
     cdef char *start = &b._cell_storage[0]
     cdef char *aligned = <char *>((<uintptr_t>start + 63) & ~(<uintptr_t>63))
-    if <size_t>(aligned - start) >= 2 * sizeof(uint64_t):
+    if <size_t>(aligned - start) >= 3 * sizeof(uint64_t):
         b._hot = <uint64_t *>start
     else:
         b._hot = <uint64_t *>(aligned + sizeof(qb_cell))
-    b._hot[0] = b._hot[1] = 0
+    b._hot[0] = b._hot[1] = b._hot[2] = 0
 
 
 cdef inline qb_slot *_slots_of(CircuitBreaker b) noexcept:
@@ -745,8 +745,16 @@ cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
 
 cdef uint64_t _py_admit_full(CircuitBreaker b) except? 0:
     cdef qb_translog log
-    cdef uint64_t ticket
+    cdef uint64_t ticket, w
     cdef int held = 0
+    if b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
+        # An open breaker's rejection, counted as the closed path's calls
+        # are (the rest of _admit's open branch, without its locked add).
+        w = qb_load(&b._cell.word)
+        if ((w & STATE_FIELD) == S_OPEN and
+                _open_elapsed(w, _resolve(_now_of(b))) < b.cpolicy.reset_ticks):
+            _own_add(&b._hot[2])
+            return 0
     if b.cpolicy.host_flags & FLAG_SLOT_WANTED:
         _claim_slot(b)
     _events_of(b)
@@ -1527,15 +1535,18 @@ cdef class CircuitBreaker:
         cdef uint64_t allowed = qb_load(&c.allowed)
         cdef uint64_t successes = qb_load(&c.successes)
         cdef int i
+        cdef uint64_t rejected = qb_load(&c.rejected)
         if self.cpolicy.host_flags & FLAG_SHARED:
             slots = _slots_of(self)
             for i in range(QB_SLOTS):
                 allowed += qb_load(&slots[i].allowed)
                 successes += qb_load(&slots[i].successes)
+                rejected += qb_load(&slots[i].rejected)
         else:
             allowed += self._hot[0]
             successes += self._hot[1]
-        return Totals(allowed, qb_load(&c.rejected), successes,
+            rejected += self._hot[2]
+        return Totals(allowed, rejected, successes,
                       qb_load(&c.failures), qb_load(&c.neutral),
                       qb_load(&c.transitions))
 

@@ -15,7 +15,7 @@ window), at an offset that is a multiple of 64::
     96      name length      u32, then the name, UTF-8, at most 124 bytes
     256     the cell, then its window
     then    128 per-process counter slots, 64 bytes each (qb_slot in
-            qb_cell.h): owner pid, allowed, successes
+            qb_cell.h): owner pid, allowed, successes, rejected
 
 Nothing in it is a lock: a killed process cannot leave it held. A fresh
 segment is all zeros, which is a closed cell, so the creator writes only the

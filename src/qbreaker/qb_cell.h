@@ -71,15 +71,16 @@ typedef char qb_window_is_one_cache_line[(sizeof(qb_window) == 64) ? 1 : -1];
 /* A shared segment's per-process counters, after the cell (and window):
    QB_SLOTS slots, one cache line each. A process claims one by writing its
    pid into `owner` (CAS), then counts its closed path's allowed and
-   successes there with plain stores under the GIL, as a private breaker
-   counts in its object; everyone reads them with atomic loads and adds
-   them up. A dead owner's slot is taken over with its counts. */
+   successes, and its open breaker's rejections, there with plain stores
+   under the GIL, as a private breaker counts in its object; everyone
+   reads them with atomic loads and adds them up. A dead owner's slot is taken over with its counts. */
 #define QB_SLOTS 128
 typedef struct QB_ALIGN64 qb_slot {
     uint64_t owner;           /* pid; 0: free */
     uint64_t allowed;
     uint64_t successes;
-    uint64_t reserved[5];
+    uint64_t rejected;
+    uint64_t reserved[4];
 } qb_slot;
 
 typedef char qb_slot_is_one_cache_line[(sizeof(qb_slot) == 64) ? 1 : -1];
