@@ -604,19 +604,37 @@ def _pickled(x: int) -> int:
     return x + 1
 
 
-def test_decorated_generator_counts_its_iteration(make: Make) -> None:
-    breaker = make(fail_max=2)
+def three_numbers(fail_at: int | None) -> Any:
+    for i in range(3):
+        if i == fail_at:
+            raise DummyError
+        yield i
 
-    @breaker
+
+@pytest.mark.parametrize("listened", [False, True], ids=["compiled", "python"])
+@pytest.mark.parametrize("form", ["decorated", "call"])
+def test_a_generator_is_counted_when_it_finishes(
+    make: Make, form: str, listened: bool
+) -> None:
+    # pybreaker's generator call, through the decorator on a generator
+    # function or through call(f) for an f that returns a generator: a
+    # success when exhausted, a failure when it raises, nothing before.
+    breaker = make(fail_max=2)
+    recorder = Recorder()
+    if listened:
+        breaker.add_listener(recorder)
+    assert ("call" in vars(breaker)) is (not listened), "the path under test"
+    decorated = breaker(three_numbers)
+
     def numbers(fail_at: int | None) -> Any:
-        for i in range(3):
-            if i == fail_at:
-                raise DummyError
-            yield i
+        if form == "decorated":
+            return decorated(fail_at)
+        return breaker.call(three_numbers, fail_at)
 
     with pytest.raises(DummyError):
         breaker.call(fail)
     gen = numbers(None)
+    assert inspect.isgenerator(gen)
     assert breaker.fail_counter == 1  # nothing counted before it finishes
     assert list(gen) == [0, 1, 2]
     assert breaker.fail_counter == 0
@@ -628,6 +646,11 @@ def test_decorated_generator_counts_its_iteration(make: Make) -> None:
     assert breaker.current_state == "open"
     with pytest.raises(pybreaker.CircuitBreakerError):
         numbers(None)  # rejected when called, as pybreaker does
+    if listened:
+        assert [k for k in recorder.kinds() if isinstance(k, str)] == [
+            "before_call", "failure", "before_call", "success",
+            "before_call", "failure", "before_call", "failure",
+        ]  # fmt: skip
 
 
 def test_generator_closed_early_or_abandoned_is_neutral(make: Make) -> None:
@@ -668,46 +691,6 @@ def test_generator_send_and_throw_pass_through(make: Make) -> None:
     assert gen.throw(KeyError()) == "caught"
     gen.close()
     assert breaker.fail_counter == 0
-
-
-@pytest.mark.parametrize(
-    "listened", [False, True], ids=["compiled-path", "python-path"]
-)
-def test_call_counts_a_returned_generator_when_it_finishes(
-    make: Make, listened: bool
-) -> None:
-    # pybreaker's call() wraps a returned generator (its generator_call):
-    # a success when exhausted, a failure when it raises, nothing before.
-    breaker = make(fail_max=2)
-    recorder = Recorder()
-    if listened:
-        breaker.add_listener(recorder)
-    assert ("call" in vars(breaker)) is (not listened), "the path under test"
-
-    def numbers(fail_at: int | None) -> Any:
-        for i in range(3):
-            if i == fail_at:
-                raise DummyError
-            yield i
-
-    with pytest.raises(DummyError):
-        breaker.call(fail)
-    gen = breaker.call(numbers, None)
-    assert inspect.isgenerator(gen)
-    assert breaker.fail_counter == 1  # nothing counted before it finishes
-    assert list(gen) == [0, 1, 2]
-    assert breaker.fail_counter == 0
-    with pytest.raises(DummyError):
-        list(breaker.call(numbers, 1))
-    assert breaker.fail_counter == 1
-    with pytest.raises(pybreaker.CircuitBreakerError):
-        list(breaker.call(numbers, 0))  # trips while iterating
-    assert breaker.current_state == "open"
-    if listened:
-        assert [k for k in recorder.kinds() if isinstance(k, str)] == [
-            "before_call", "failure", "before_call", "success",
-            "before_call", "failure", "before_call", "failure",
-        ]  # fmt: skip
 
 
 def test_a_generator_from_call_holds_the_trial_until_it_finishes(make: Make) -> None:
