@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import math
@@ -579,3 +580,46 @@ def test_call_raises_through_and_counts(impl: Impl) -> None:
     with pytest.raises(Boom):
         b(fails)(1, by=2)
     assert b.state is State.OPEN and b.totals().failures == 2
+
+
+def test_a_decorated_function_copies_and_refuses_to_run_unmade(impl: Impl) -> None:
+    b = impl.Breaker()
+    guarded = b(_echo)
+    duplicate = copy.copy(guarded)
+    assert duplicate(1) == ((1,), {}) and duplicate.__wrapped__ is _echo
+    assert b.totals().successes == 1
+    if impl.name == "c":  # the compiled wrapper's class can be called bare
+        with pytest.raises(TypeError, match="decorating"):
+            type(guarded)()()
+
+
+@pytest.mark.parametrize("slow_policy", [False, True], ids=["plain", "timed"])
+def test_a_generator_hook_sees_every_returned_generator(
+    impl: Impl, slow_policy: bool
+) -> None:
+    # The protocol the pybreaker compat layer uses: a subclass that defines
+    # _generator_result gets each generator that call() returns, timed or not.
+    seen: list[Any] = []
+
+    class Hooked(impl.Breaker):  # type: ignore[name-defined,misc]
+        __slots__ = ()
+
+        def _generator_result(self, ticket: int, generator: Any) -> Any:
+            seen.append(generator)
+            self.release(ticket, True)
+            return generator
+
+    settings: dict[str, Any] = {}
+    if slow_policy:
+        settings = dict(
+            slow_call_duration=1.0, slow_call_rate_threshold=0.5, window_size=10
+        )
+    b = Hooked(**settings)
+
+    def numbers() -> Any:
+        yield 1
+
+    gen = b.call(numbers)
+    assert seen == [gen] and list(gen) == [1]
+    assert b.call(lambda: 2) == 2 and len(seen) == 1
+    assert b.totals().successes == 2

@@ -376,11 +376,19 @@ def _slot_offset(index: int) -> int:
     return _shm.HEADER_SIZE + _shm.CELL_SIZE + index * _shm.SLOT_SIZE
 
 
+# This process's PID namespace, as the core records it beside a slot's owner.
+PID_NAMESPACE = os.stat("/proc/self/ns/pid").st_ino
+
+
 def _write_slot(
-    name: str, index: int, owner: int, allowed: int, successes: int
+    name: str, index: int, pid: int, count: int, namespace: int = PID_NAMESPACE
 ) -> None:
+    # owner = pid << 32 | nonce, then allowed, successes, rejected, namespace.
     with open(_shm.path_of(name), "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
-        struct.pack_into("<QQQ", m, _slot_offset(index), owner, allowed, successes)
+        owner = pid << 32 | 1
+        struct.pack_into(
+            "<QQQQQ", m, _slot_offset(index), owner, count, count, 0, namespace
+        )
 
 
 def test_the_slot_layout_matches_the_core() -> None:
@@ -441,8 +449,8 @@ def test_a_dead_owners_slot_is_taken_over_with_its_counts(name: str) -> None:
     alive = subprocess.Popen(["sleep", "60"])
     try:
         for i in range(_shm.SLOTS):
-            _write_slot(name, i, alive.pid, 1, 1)
-        _write_slot(name, 5, dead.pid, 7, 7)
+            _write_slot(name, i, alive.pid, 1)
+        _write_slot(name, 5, dead.pid, 7)
         b = qbreaker.CircuitBreaker(shared=name)
         before = b.totals()
         assert (before.allowed, before.successes) == (_shm.SLOTS + 6, _shm.SLOTS + 6)
@@ -468,3 +476,51 @@ def test_a_dead_owners_slot_is_taken_over_with_its_counts(name: str) -> None:
     finally:
         alive.kill()
         alive.wait()
+
+
+@pytest.mark.skipif(not GIL_BUILD, reason="free-threaded builds claim no slot")
+def test_a_pid_from_another_namespace_is_neither_shared_nor_taken_over(
+    name: str,
+) -> None:
+    # Containers sharing /dev/shm can reuse this very pid, and kill() cannot
+    # judge their pids: a slot whose owner has this pid but another nonce is
+    # not ours, and a dead-looking owner of another namespace is left alone.
+    qbreaker.CircuitBreaker(shared=name)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _write_slot(name, 0, os.getpid(), 3)
+    b = qbreaker.CircuitBreaker(shared=name)
+    b.allow()
+    assert b._slot == 1
+    for i in range(_shm.SLOTS):
+        _write_slot(name, i, dead.pid, 1, namespace=PID_NAMESPACE + 1)
+    out = python(f"""
+        import qbreaker
+        b = qbreaker.CircuitBreaker(shared={name!r})
+        b.allow(); b.record_success()
+        print(b._slot, b.totals().allowed)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["-1", str(_shm.SLOTS + 2)]  # + two in the cell
+
+
+def test_slots_follow_a_window_at_a_cache_line(name: str) -> None:
+    # 15 buckets end the window 32 bytes into a cache line: the slots start
+    # at the next one, and each process's counts land in its own.
+    b = qbreaker.CircuitBreaker(
+        shared=name, failure_rate_threshold=0.5, window_size=100
+    )
+    policy = b.policy
+    assert policy.window_buckets == 15
+    window_end = _shm.CELL_SIZE + _shm.WINDOW_HEADER_SIZE + 15 * _shm.BUCKET_SIZE
+    assert window_end % 64 == 32
+    for _ in range(10):
+        b.allow()
+        b.record_success()
+    first_slot = _shm.HEADER_SIZE + window_end + 32
+    with open(_shm.path_of(name), "rb") as f:
+        f.seek(first_slot + _shm.SLOT_SIZE * b._slot + 8)
+        allowed, successes = struct.unpack("<QQ", f.read(16))
+    assert (b.totals().allowed, b.totals().successes) == (10, 10)
+    if GIL_BUILD:  # the admit that claimed the slot counted in the cell
+        assert (allowed, successes) == (9, 10)

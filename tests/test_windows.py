@@ -94,6 +94,32 @@ def test_time_window_forgets_old_outcomes(impl: Impl, clock: FakeClock) -> None:
     assert b.state is State.OPEN  # 2 of 4
 
 
+def test_a_failure_counted_in_a_newer_bucket_is_still_judged(
+    impl: Impl, clock: FakeClock
+) -> None:
+    # A stale time (here a clock stepped back a whole window; concurrently,
+    # a descheduled caller) counts a failure in a bucket that already holds
+    # a later epoch. The later success that rotates the next bucket must
+    # still judge the window that holds that failure: 1 failure in 3 calls.
+    b = impl.Breaker(
+        100,
+        10,
+        1,
+        failure_rate_threshold=0.3,
+        window_seconds=4.0,
+        minimum_calls=2,
+        clock=clock,
+    )
+    clock.ms = 116 * 250
+    b.record_success()
+    clock.ms = 100 * 250
+    b.record_failure()
+    assert b.state is State.CLOSED  # judged at its own, older epoch
+    clock.ms = 117 * 250
+    b.record_success()
+    assert b.state is State.OPEN
+
+
 def test_window_is_cleared_when_the_breaker_closes(
     impl: Impl, clock: FakeClock
 ) -> None:

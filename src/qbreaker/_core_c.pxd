@@ -43,6 +43,7 @@ cdef extern from "qb_cell.h" nogil:
         uint64_t allowed
         uint64_t successes
         uint64_t rejected
+        uint64_t pid_namespace
     enum: QB_SLOTS
     qb_window *QB_WINDOW(qb_cell *cell)
     qb_bucket *QB_BUCKETS(qb_cell *cell)
@@ -141,6 +142,8 @@ cdef enum:
     # a generator that the protected function returned, to count when the
     # generator finishes (the pybreaker compat layer's generator call).
     FLAG_GENERATOR_HOOK = 1 << 18
+    # Bits 20-27: a shared cell's slots, in 64-byte units after the cell.
+    FLAG_SLOTS_SHIFT = 20
 
 
 # Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic

@@ -306,8 +306,11 @@ cdef inline bint _window_quick(qb_cell *cell, uint64_t x, uint64_t w) noexcept n
 
 
 cdef inline bint _window_add(qb_cell *cell, uint64_t gen, uint64_t epoch,
-                             uint32_t index, int outcome, bint plain) noexcept nogil:
-    # Count an outcome in bucket `index` (epoch's); True if this call rotated it.
+                             uint32_t index, int outcome, bint plain,
+                             uint64_t *landed) noexcept nogil:
+    # Count an outcome in bucket `index` (epoch's); True if this call rotated
+    # it. `landed`: the epoch the bucket holds, later than `epoch` when a
+    # stale x (a descheduled caller, a clock stepped back) finds it rotated.
     cdef qb_bucket *b = QB_BUCKETS(cell) + index
     cdef uint64_t key = gen << KEY_EPOCH_BITS | (epoch & EPOCH_FIELD)
     cdef uint64_t seen = qb_load(&b.key)
@@ -331,6 +334,9 @@ cdef inline bint _window_add(qb_cell *cell, uint64_t gen, uint64_t epoch,
         _bump(&b.failures, plain)
     if outcome & OUTCOME_SLOW:
         _bump(&b.slow, plain)
+    ahead = (seen - epoch) & EPOCH_FIELD
+    landed[0] = epoch + ahead if (not rotated and ahead
+                                  < (<uint64_t>1 << (KEY_EPOCH_BITS - 1))) else epoch
     return rotated
 
 
@@ -377,23 +383,24 @@ cdef inline bint _rates_crossed(qb_cell *cell, const uint64_t *sums) noexcept no
 cdef inline bint _window_count(qb_cell *cell, uint64_t x, uint64_t w, int outcome,
                                bint plain, uint64_t *epoch) noexcept nogil:
     # Count a closed generation's outcome at x (see _window_x); True if the
-    # rates must be judged:
-    # on failures, slow outcomes, and rotations. A rotation's judgement is
-    # skipped when no failed or slow outcome is in the window, since the
-    # rates are then 0 (a skipped judgement would have found nothing).
+    # rates must be judged: on failures, slow outcomes, and rotations. A
+    # rotation's judgement is skipped when no failed or slow outcome is in
+    # the window, since the rates are then 0 (a skipped judgement would have
+    # found nothing).
     cdef qb_window *win = QB_WINDOW(cell)
-    cdef uint64_t last
+    cdef uint64_t last, landed
     cdef uint32_t index
     cdef bint bad = (outcome & OUTCOME_SLOW) or (outcome & OUTCOME_BASE) == OUTCOME_FAILURE
     epoch[0] = _window_epoch(cell, x, &index, plain)
     if not _window_add(cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch[0], index,
-                       outcome, plain) and not bad:
+                       outcome, plain, &landed) and not bad:
         return False
     last = qb_load(&win.bad_epoch)
     if bad:
-        # bad_epoch: the latest epoch of a failed or slow outcome, raised
-        # only (a lower store would let a later rotation skip wrongly).
-        while last < epoch[0] and not qb_cas(&win.bad_epoch, &last, epoch[0]):
+        # bad_epoch: the latest epoch whose bucket counted a failed or slow
+        # outcome, raised only (a lower store would let a later rotation
+        # skip wrongly).
+        while last < landed and not qb_cas(&win.bad_epoch, &last, landed):
             pass
         return True
     return last > epoch[0] or epoch[0] - last < win.buckets
@@ -691,40 +698,62 @@ cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
 
 
 cdef inline qb_slot *_slots_of(CircuitBreaker b) noexcept:
-    # A shared cell's slots, after the cell and its window.
-    cdef size_t cell_bytes = (QB_CELL_BYTES(QB_WINDOW(b._cell).buckets)
-                              if b.cpolicy.window_kind else sizeof(qb_cell))
-    return <qb_slot *>(<char *>b._cell + cell_bytes)
+    # A shared cell's slots: at the 64-byte offset _use_shared_cell found
+    # from the validated policy (not from the segment's own header).
+    return <qb_slot *>(<char *>b._cell + 64 * ((b.cpolicy.host_flags >> FLAG_SLOTS_SHIFT) & 0xFF))
+
+
+cdef uint64_t _process_token = 0
+cdef uint64_t _pid_namespace = 0
+
+
+cdef uint64_t _this_process() except 0:
+    # A slot owner's token: pid << 32 | a random nonce, made anew in each
+    # process (a forked child sees another pid). Pids alone collide between
+    # PID namespaces that share /dev/shm; the namespace's inode, kept beside
+    # the token, says whose pids kill() can judge.
+    global _process_token, _pid_namespace
+    cdef uint64_t pid = <uint64_t>getpid()
+    if (_process_token >> 32) != pid:
+        _process_token = pid << 32 | (int.from_bytes(os.urandom(4), "little") | 1)
+        try:
+            _pid_namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            _pid_namespace = 0  # unknown: never take a slot over
+    return _process_token
 
 
 cdef int _claim_slot(CircuitBreaker b) except -1:
     # This process's slot of a shared cell: one it already holds (another
     # breaker object on the same segment: the GIL serialises the two), a
-    # free one, or a dead process's (its counts stay in the totals). None
-    # left: this process keeps counting in the cell, with atomics.
+    # free one, or a dead process's of the same PID namespace (its counts
+    # stay in the totals). None left: this process keeps counting in the
+    # cell, with atomics.
     cdef qb_slot *slots = _slots_of(b)
-    cdef uint64_t pid = <uint64_t>getpid()
+    cdef uint64_t me = _this_process()
     cdef uint64_t owner
     cdef int i, found = -1
     b.cpolicy.host_flags &= ~FLAG_SLOT_WANTED
     for i in range(QB_SLOTS):
-        if qb_load(&slots[i].owner) == pid:
+        if qb_load(&slots[i].owner) == me:
             found = i
             break
     if found < 0:
         for i in range(QB_SLOTS):
             owner = 0
-            if qb_cas(&slots[i].owner, &owner, pid):
+            if qb_cas(&slots[i].owner, &owner, me):
                 found = i
                 break
-    if found < 0:
+    if found < 0 and _pid_namespace:
         for i in range(QB_SLOTS):
             owner = qb_load(&slots[i].owner)
-            if owner and kill(<int>owner, 0) == -1 and errno == ESRCH:
-                if qb_cas(&slots[i].owner, &owner, pid):
-                    found = i
-                    break
+            if (owner and qb_load(&slots[i].pid_namespace) == _pid_namespace
+                    and kill(<int>(owner >> 32), 0) == -1 and errno == ESRCH
+                    and qb_cas(&slots[i].owner, &owner, me)):
+                found = i
+                break
     if found >= 0:
+        qb_store(&slots[found].pid_namespace, _pid_namespace)
         b._hot = &slots[found].allowed
         b.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
     return 0
@@ -953,7 +982,8 @@ cdef int _use_shared_cell(CircuitBreaker b, object buffer, object policy) except
     cdef unsigned char[::1] view = buffer
     cdef size_t need = (QB_CELL_BYTES(policy.window_buckets) if policy.window_kind
                         else sizeof(qb_cell))
-    if <size_t>view.shape[0] < 256 + need + QB_SLOTS * sizeof(qb_slot):
+    cdef size_t slots_at = (need + 63) & ~(<size_t>63)  # qb_slot is 64-aligned
+    if <size_t>view.shape[0] < 256 + slots_at + QB_SLOTS * sizeof(qb_slot):
         raise ValueError("shared buffer too small for this policy")
     b._cell = <qb_cell *>&view[256]
     if (<uintptr_t>b._cell) & 63:
@@ -961,7 +991,7 @@ cdef int _use_shared_cell(CircuitBreaker b, object buffer, object policy) except
     # Other processes count in the same cell: atomics, until this process
     # has a slot of its own.
     b.cpolicy.host_flags &= ~FLAG_LOCAL_COUNTS
-    b.cpolicy.host_flags |= FLAG_SHARED
+    b.cpolicy.host_flags |= FLAG_SHARED | (slots_at // 64) << FLAG_SLOTS_SHIFT
     if QB_HAVE_GIL:
         b.cpolicy.host_flags |= FLAG_SLOT_WANTED
     return 0
@@ -1106,6 +1136,7 @@ cdef extern from "Python.h":
     object PyObject_Vectorcall(object fn, PyObject **args, size_t nargsf,
                                PyObject *kwnames)
     Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    object PyVectorcall_Call(object callable, object args, object kwargs)
     Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
 
 
@@ -1157,6 +1188,8 @@ cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
     except BaseException as exc:
         b._exit_exc(ticket, exc, started)
         raise
+    if b.cpolicy.host_flags & FLAG_GENERATOR_HOOK and PyGen_CheckExact(result):
+        return b._generator_result(ticket, result)
     b._exit_result(ticket, result, started)
     return result
 
@@ -1181,7 +1214,16 @@ _CALL_METHOD.ml_doc = (b"call($self, fn, /, *args, **kwargs)\n--\n\n"
 cdef object _guarded_vectorcall(object callable, PyObject **args, size_t nargsf,
                                 PyObject *kwnames):
     cdef _Guarded guarded = <_Guarded>callable
+    if guarded.breaker is None:
+        raise TypeError("a protected function is made by decorating it with a breaker")
     return _call(guarded.breaker, guarded.fn, args, PyVectorcall_NARGS(nargsf), kwnames)
+
+
+def _guarded_again(breaker, fn, state):
+    # copy and pickle (see _Guarded.__reduce__): the same breaker and function.
+    guarded = breaker._guard(fn)
+    guarded.__dict__.update(state)
+    return guarded
 
 
 cdef class _Guarded:
@@ -1197,9 +1239,12 @@ cdef class _Guarded:
         self.vectorcall = <void *>_guarded_vectorcall
 
     def __call__(self, *args, **kwargs):
-        # Callers that pass a tuple and a dict (tp_call); others take
+        # Callers that pass a tuple and a dict (tp_call) reach the same
         # _guarded_vectorcall.
-        return self.breaker.call(self.fn, *args, **kwargs)
+        return PyVectorcall_Call(self, args, kwargs)
+
+    def __reduce__(self):
+        return _guarded_again, (self.breaker, self.fn, dict(vars(self)))
 
     def __get__(self, obj, objtype):
         # Decorated methods bind like functions do.

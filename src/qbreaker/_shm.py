@@ -14,8 +14,9 @@ window), at an offset that is a multiple of 64::
     24      the policy       reset, half-open timeout, counts, window (72 B)
     96      name length      u32, then the name, UTF-8, at most 124 bytes
     256     the cell, then its window
-    then    128 per-process counter slots, 64 bytes each (qb_slot in
-            qb_cell.h): owner pid, allowed, successes, rejected
+    then    at the next multiple of 64: 128 per-process counter slots,
+            64 bytes each (qb_slot in qb_cell.h): owner (pid << 32 |
+            nonce), allowed, successes, rejected, PID namespace
 
 Nothing in it is a lock: a killed process cannot leave it held. A fresh
 segment is all zeros, which is a closed cell, so the creator writes only the
@@ -102,7 +103,8 @@ def total_size(policy: Policy) -> int:
     window = 0
     if policy.window_kind:
         window = WINDOW_HEADER_SIZE + policy.window_buckets * BUCKET_SIZE
-    return HEADER_SIZE + CELL_SIZE + window + SLOTS * SLOT_SIZE
+    cell = -(-(CELL_SIZE + window) // SLOT_SIZE) * SLOT_SIZE  # slots are 64-aligned
+    return HEADER_SIZE + cell + SLOTS * SLOT_SIZE
 
 
 def encode_policy(policy: Policy) -> bytes:

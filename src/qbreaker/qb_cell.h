@@ -73,14 +73,17 @@ typedef char qb_window_is_one_cache_line[(sizeof(qb_window) == 64) ? 1 : -1];
    pid into `owner` (CAS), then counts its closed path's allowed and
    successes, and its open breaker's rejections, there with plain stores
    under the GIL, as a private breaker counts in its object; everyone
-   reads them with atomic loads and adds them up. A dead owner's slot is taken over with its counts. */
+   reads them with atomic loads and adds them up. A dead owner's slot (of
+   the same PID namespace) is taken over with its counts. The slots start
+   at the first 64-byte boundary after the cell and its window. */
 #define QB_SLOTS 128
 typedef struct QB_ALIGN64 qb_slot {
-    uint64_t owner;           /* pid; 0: free */
+    uint64_t owner;           /* pid << 32 | a per-process nonce; 0: free */
     uint64_t allowed;
     uint64_t successes;
     uint64_t rejected;
-    uint64_t reserved[4];
+    uint64_t pid_namespace;   /* the owner's /proc/self/ns/pid inode; 0: unknown */
+    uint64_t reserved[3];
 } qb_slot;
 
 typedef char qb_slot_is_one_cache_line[(sizeof(qb_slot) == 64) ? 1 : -1];
