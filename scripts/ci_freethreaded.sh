@@ -26,19 +26,7 @@ log "interpreter: $PYTHON ($("$PYTHON" -I -c 'import sys; print(sys.version.spli
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qbreaker-ft.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# Tracked files and untracked ones git does not ignore, as they are now.
-mkdir -p "$WORK/tree"
-if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do
-      if [[ -e $f ]]; then printf '%s\0' "$f"; fi  # not deleted in the tree
-    done | xargs -0 cp --parents -t "$WORK/tree")
-else
-  cp -r "$ROOT/." "$WORK/tree"
-fi
-# Never test a stale in-tree build.
-rm -rf "$WORK/tree/build" "$WORK"/tree/src/*.egg-info \
-  "$WORK"/tree/src/qbreaker/*.so "$WORK"/tree/src/qbreaker/*.c
+bash "$ROOT/scripts/copy_tree.sh" "$WORK/tree"
 
 "$PYTHON" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python

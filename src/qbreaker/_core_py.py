@@ -72,9 +72,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
+import os
 import threading
 import time
 import types
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _events
@@ -193,7 +195,7 @@ DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
 class Cell:
     """Stands in for the C struct; its lock stands in for the CPU's atomics."""
 
-    __slots__ = ("word", "totals", "changed_at", "lock", "window")
+    __slots__ = ("word", "totals", "changed_at", "lock", "window", "__weakref__")
 
     def __init__(self, buckets: int = 0) -> None:
         self.word = 0
@@ -204,6 +206,22 @@ class Cell:
         self.changed_at = 0
         self.lock = threading.Lock()
         self.window = Window(buckets) if buckets else None
+        _cells.add(self)
+
+
+# Every cell, for the fork handler: only the forking thread survives a fork,
+# so a cell lock that another thread held at that moment (between two
+# bytecodes of a critical section) would stay held forever in the child.
+_cells: weakref.WeakSet[Cell] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cell in list(_cells):
+        cell.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Window:
