@@ -46,18 +46,8 @@ TSAN_LIB=$(readlink -f "$TSAN_LIB")
 [[ -f $TSAN_LIB ]] || { log "no TSAN runtime found for $CC"; exit 2; }
 log "runtime: $TSAN_LIB; compiler: $("$CC" --version | head -n1)"
 
-# A copy of the tree, so no build output lands in the checkout: tracked
-# files and untracked ones git does not ignore, as they are now.
-mkdir -p "$WORK/tree"
-if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do
-      if [[ -e $f ]]; then printf '%s\0' "$f"; fi  # not deleted in the tree
-    done | xargs -0 cp --parents -t "$WORK/tree")
-else
-  cp -r "$ROOT/." "$WORK/tree"
-fi
-rm -rf "$WORK/tree/build" "$WORK"/tree/src/qbreaker/*.so "$WORK"/tree/src/qbreaker/*.c
+# A copy of the tree, so no build output lands in the checkout.
+bash "$ROOT/scripts/copy_tree.sh" "$WORK/tree"
 
 "$PYTHON" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python

@@ -72,15 +72,14 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
-import os
 import threading
 import time
 import types
-import weakref
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _events
 from ._api import BreakerAPI
+from ._forksafe import LockRenewal
 from ._options import (
     DEFAULT_OPTIONS,
     Options,
@@ -209,19 +208,9 @@ class Cell:
         _cells.add(self)
 
 
-# Every cell, for the fork handler: only the forking thread survives a fork,
-# so a cell lock that another thread held at that moment (between two
-# bytecodes of a critical section) would stay held forever in the child.
-_cells: weakref.WeakSet[Cell] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for cell in list(_cells):
-        cell.lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# A cell lock held by another thread when this process forks is renewed in
+# the child (see _forksafe).
+_cells = LockRenewal("lock")
 
 
 class Window:

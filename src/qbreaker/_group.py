@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Callable
 
 from ._core import CircuitBreaker
+from ._forksafe import LockRenewal
 from ._metrics import BreakerSnapshot
 from ._state import State
 
@@ -243,15 +242,6 @@ def _settings(what: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-# Only the forking thread survives a fork: a creation lock another thread
-# held at that moment would stay held forever in the child.
-_groups: weakref.WeakSet[BreakerGroup] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for group in list(_groups):
-        group._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# A creation lock held by another thread when this process forks is renewed
+# in the child (see _forksafe).
+_groups = LockRenewal("_lock")
