@@ -7,9 +7,13 @@ generation of the breaker that admitted it.
 
 A probe (a call a half-open breaker admitted) is held ``probe_hold`` seconds
 before the answer, so that its time in the backend dominates its time in
-flight: the backend's count of probes in progress at once then matches the
-breaker's count of probes in flight, and the peak of that count, per
-half-open generation, is what the test holds to ``half_open_max``.
+flight. It stops counting as in progress before its answer is sent, so its
+time in progress lies inside the breaker's admit-to-settle: the backend's
+count of probes in progress at once is at most the breaker's count of
+probes in flight (and equal to it while the holds overlap), and its peak,
+per half-open generation, is what the test holds to ``half_open_max``.
+(Counted after sending, a descheduled handler thread let the next probe
+begin before the last one ended, and the peak read one too high.)
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ class Backend:
         return status, probe
 
     def end(self, pid: int, generation: int) -> None:
-        """A probe's answer is sent."""
+        """A probe's answer is ready, about to be sent."""
         with self._lock:
             self._by_generation.leave(generation)
             self._by_worker.leave((pid, generation))
@@ -141,6 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
         generation = int(self.headers.get("X-Breaker-Generation", "-1"))
         admitted = self.headers.get("X-Breaker-Admitted", "?")
         status, probe = backend.begin(pid, admitted, generation)
+        if probe:
+            backend.end(pid, generation)
         body = b"ok" if status == 200 else b"dead"
         try:
             self.send_response(status)
@@ -151,9 +157,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:
             pass  # the caller gave up: nobody to answer
-        finally:
-            if probe:
-                backend.end(pid, generation)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
