@@ -17,10 +17,6 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-
-
-cdef extern from "Python.h":
-    bint PyGen_CheckExact(object o)
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.errno cimport ESRCH, errno
@@ -289,15 +285,12 @@ cdef inline uint64_t _window_epoch(qb_cell *cell, uint64_t x, uint32_t *index,
 
 
 cdef inline bint _window_quick(qb_cell *cell, uint64_t x, uint64_t w) noexcept nogil:
-    # FLAG_PLAIN_WINDOW's common success, with one add: x in the hinted
-    # epoch, whose bucket already holds this generation. False: nothing
-    # done, take the full path.
-    cdef qb_window *win = QB_WINDOW(cell)
-    cdef uint64_t epoch = win.hint >> HINT_INDEX_BITS
-    cdef qb_bucket *b
-    if x - epoch * win.span >= win.span:
-        return False
-    b = QB_BUCKETS(cell) + (win.hint & HINT_INDEX_MASK)
+    # FLAG_PLAIN_WINDOW's common success, with one add: x's bucket already
+    # holds this generation's epoch. False: nothing counted yet (the hint
+    # may have moved on), take the full path.
+    cdef uint32_t index
+    cdef uint64_t epoch = _window_epoch(cell, x, &index, True)
+    cdef qb_bucket *b = QB_BUCKETS(cell) + index
     if b.key != (((w >> GEN_SHIFT) & GEN_FIELD) << KEY_EPOCH_BITS
                  | (epoch & EPOCH_FIELD)):
         return False
@@ -1138,6 +1131,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
     object PyVectorcall_Call(object callable, object args, object kwargs)
     Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
+    bint PyGen_CheckExact(object o)
 
 
 cdef tuple _positional(PyObject **args, Py_ssize_t nargs):
@@ -1163,26 +1157,8 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
     ticket = _py_admit(b)
     if not ticket:
         return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
-    if _timed(b):
-        return _timed_call(b, ticket, fn, args, nargs, kwnames)
-    try:
-        result = PyObject_Vectorcall(fn, args, nargs, kwnames)
-    except BaseException as exc:
-        b._exit_exc(ticket, exc)
-        raise
-    if b.cpolicy.host_flags & FLAG_GENERATOR_HOOK and PyGen_CheckExact(result):
-        return b._generator_result(ticket, result)
-    if b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
-        _py_settle(b, ticket, OUTCOME_SUCCESS)
-    else:
-        b._exit_result(ticket, result)
-    return result
-
-
-cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
-                        PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    # Only under a slow-call policy: two clock reads, off the plain path.
-    started = _resolve(_now_of(b))
+    # Only under a slow-call policy: a clock read before, one after.
+    started = _resolve(_now_of(b)) if _timed(b) else None
     try:
         result = PyObject_Vectorcall(fn, args, nargs, kwnames)
     except BaseException as exc:
@@ -1190,7 +1166,10 @@ cdef object _timed_call(CircuitBreaker b, uint64_t ticket, object fn,
         raise
     if b.cpolicy.host_flags & FLAG_GENERATOR_HOOK and PyGen_CheckExact(result):
         return b._generator_result(ticket, result)
-    b._exit_result(ticket, result, started)
+    if started is None and b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
+        _py_settle(b, ticket, OUTCOME_SUCCESS)
+    else:
+        b._exit_result(ticket, result, started)
     return result
 
 
@@ -1579,8 +1558,8 @@ cdef class CircuitBreaker:
         cdef qb_slot *slots
         cdef uint64_t allowed = qb_load(&c.allowed)
         cdef uint64_t successes = qb_load(&c.successes)
-        cdef int i
         cdef uint64_t rejected = qb_load(&c.rejected)
+        cdef int i
         if self.cpolicy.host_flags & FLAG_SHARED:
             slots = _slots_of(self)
             for i in range(QB_SLOTS):
