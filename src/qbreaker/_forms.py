@@ -339,17 +339,20 @@ def guard_async_generator(
                 raise
         else:
             inner = _async_fallback(breaker._rejected(args, kwargs))
-        try:
-            value = await inner.asend(None)  # type: ignore[arg-type]
-        except StopAsyncIteration:
-            if ticket:
-                breaker._exit_ok(ticket)
-            return
-        except BaseException as exc:
-            if ticket:
-                breaker._exit_exc(ticket, exc)
-            raise
+        # Each step (the first asend, then asend or athrow by what the
+        # consumer did) ends the call the same way when it finishes.
+        step: Awaitable[Any] = inner.asend(None)  # type: ignore[arg-type]
         while True:
+            try:
+                value = await step
+            except StopAsyncIteration:
+                if ticket:
+                    breaker._exit_ok(ticket)
+                return
+            except BaseException as exc:
+                if ticket:
+                    breaker._exit_exc(ticket, exc)
+                raise
             try:
                 sent = yield value
             except GeneratorExit:
@@ -365,27 +368,9 @@ def guard_async_generator(
                     breaker._exit_ok(ticket)
                 raise
             except BaseException as thrown:
-                try:
-                    value = await inner.athrow(thrown)
-                except StopAsyncIteration:
-                    if ticket:
-                        breaker._exit_ok(ticket)
-                    return
-                except BaseException as exc:
-                    if ticket:
-                        breaker._exit_exc(ticket, exc)
-                    raise
+                step = inner.athrow(thrown)
             else:
-                try:
-                    value = await inner.asend(sent)
-                except StopAsyncIteration:
-                    if ticket:
-                        breaker._exit_ok(ticket)
-                    return
-                except BaseException as exc:
-                    if ticket:
-                        breaker._exit_exc(ticket, exc)
-                    raise
+                step = inner.asend(sent)
 
     return guarded
 
