@@ -75,8 +75,13 @@ class Segment:
     created: bool
 
 
+def directory() -> str:
+    """Where this process keeps its segments (read on every call)."""
+    return DIRECTORY
+
+
 def supported() -> bool:
-    return sys.platform.startswith("linux") and os.path.isdir(DIRECTORY)
+    return sys.platform.startswith("linux") and os.path.isdir(directory())
 
 
 def check_name(name: object) -> str:
@@ -96,7 +101,7 @@ def check_name(name: object) -> str:
 
 def path_of(name: str) -> str:
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return os.path.join(DIRECTORY, f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-{digest}")
+    return os.path.join(directory(), f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-{digest}")
 
 
 def total_size(policy: Policy) -> int:
@@ -141,7 +146,7 @@ def open_segment(name: str, policy: Policy | None, adopt: bool) -> Segment:
     """
     if not supported():
         raise SharedStateError(
-            f"shared breakers need POSIX shared memory in {DIRECTORY} (Linux); "
+            f"shared breakers need POSIX shared memory in {directory()} (Linux); "
             f"not available on {sys.platform}"
         )
     check_name(name)
@@ -307,8 +312,9 @@ def segment_paths() -> list[str]:
     if not supported():
         return []
     prefix = f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-"
+    where = directory()
     return sorted(
-        os.path.join(DIRECTORY, entry)
-        for entry in os.listdir(DIRECTORY)
+        os.path.join(where, entry)
+        for entry in os.listdir(where)
         if entry.startswith(prefix)
     )
