@@ -260,7 +260,7 @@ def _create(name: str, path: str, policy: Policy) -> Segment | None:
                 os.unlink(path)  # never leave a half-made file behind
         raise
     finally:
-        os.close(fd)
+        _unlock_and_close(fd)
 
 
 def _write_header(buffer: mmap.mmap, name: str, policy: Policy, size: int) -> None:
@@ -360,7 +360,7 @@ def _map(path: str, name: str | None) -> tuple[mmap.mmap, os.stat_result]:
                 return buffer, info
             buffer.close()
         finally:
-            os.close(fd)
+            _unlock_and_close(fd)
     raise FileNotFoundError(errno.ENOENT, "replaced while being opened", path)
 
 
@@ -447,6 +447,16 @@ def _lock(fd: int, *, exclusive: bool) -> bool:
             time.sleep(0.002)
 
 
+def _unlock_and_close(fd: int) -> None:
+    # A mapping keeps the open file, and so its flock, alive after close:
+    # unlock first, or this process would hold the lock as long as it maps
+    # the segment, and prunes and takeovers would find it busy forever.
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 def _still_names(path: str, info: os.stat_result) -> bool:
     try:
         now = os.stat(path, follow_symlinks=False)
@@ -511,7 +521,7 @@ def _take_over(path: str, mapped: os.stat_result, buffer: mmap.mmap) -> None:
         if _still_names(path, mapped) and _magic(buffer) == 0:
             os.unlink(path)
     finally:
-        os.close(fd)
+        _unlock_and_close(fd)
 
 
 def read_header(buffer: mmap.mmap, path: str) -> Policy:
