@@ -86,7 +86,8 @@ def test_a_local_breaker_has_no_shared_name(impl: object) -> None:
 
 @compiled
 def test_a_shared_breaker_reports_its_name(name: str) -> None:
-    assert qbreaker.CircuitBreaker(2, 30, 1, name="x", shared=name).metrics().shared == name
+    b = qbreaker.CircuitBreaker(2, 30, 1, name="x", shared=name)
+    assert b.metrics().shared == name
 
 
 # -- QBREAKER_SHM_DIR --------------------------------------------------------------

@@ -18,9 +18,20 @@ window), at an offset that is a multiple of 64::
             64 bytes each (qb_slot in qb_cell.h): owner (pid << 32 |
             nonce), allowed, successes, rejected, PID namespace
 
-Nothing in it is a lock: a killed process cannot leave it held. A fresh
-segment is all zeros, which is a closed cell, so the creator writes only the
-header (and a window's settings) before publishing the magic.
+The directory is $QBREAKER_SHM_DIR if set (see check_directory for which
+ones are accepted). Nothing in a segment is a lock: a killed process cannot
+leave it held. A fresh segment is all zeros, which is a closed cell, so the
+creator reserves its pages (a full tmpfs is an error then, not a SIGBUS on
+first touch) and writes only the header (and a window's settings) before
+publishing the magic.
+
+Opening and pruning follow one protocol on the file (flock, which the
+kernel drops when a process dies): a process that creates or maps a
+segment holds a shared lock from open to mmap (a creator until it has
+published the magic), then checks the path still names the file it mapped;
+a prune removes a file only under an exclusive lock; a half-made segment
+(no magic, older than HALF_MADE_GRACE) is removed under an exclusive lock
+and created afresh, with O_EXCL deciding who creates.
 """
 
 from __future__ import annotations
@@ -116,7 +127,8 @@ def check_name(name: object) -> str:
 
 def path_of(name: str) -> str:
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return os.path.join(directory(), f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-{digest}")
+    filename = f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-{digest}"
+    return os.path.join(directory(), filename)
 
 
 def total_size(policy: Policy) -> int:
