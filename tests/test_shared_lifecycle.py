@@ -265,34 +265,66 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_shm, "LOCK_WAIT", 0.2)
 
 
-def _die_before_publishing(name: str, how: str) -> Callable[[], object]:
+def _die_while_creating(name: str, step: str, how: str) -> Callable[[], object]:
+    """A creator that dies at ``step`` (_reserve or _publish) of _create."""
+
     def create() -> object:
-        def die(buffer: object) -> None:
+        def die(*args: object) -> None:
             if how == "SIGKILL":
                 os.kill(os.getpid(), signal.SIGKILL)
             os._exit(3)
 
-        _shm._publish = die  # type: ignore[assignment]
+        setattr(_shm, step, die)
         qbreaker.CircuitBreaker(2, 30, 1, shared=name)
         return "published?"
 
     return create
 
 
+def _write_as_an_old_creator(name: str) -> None:
+    # What a creator of the previous release left when it died before
+    # publishing: ftruncate'd (sparse), the header written, no magic.
+    qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+    path = _shm.path_of(name)
+    with open(path, "rb") as f:
+        header = bytearray(f.read(_shm.HEADER_SIZE))
+    size = os.path.getsize(path)
+    shared_mod.unlink(name)
+    header[0:8] = bytes(8)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, size)
+    os.pwrite(fd, bytes(header), 0)
+    os.close(fd)
+
+
 @compiled
-@pytest.mark.parametrize("how", ["SIGKILL", "_exit"])
+@pytest.mark.parametrize(
+    ("step", "how"),
+    [
+        ("_publish", "SIGKILL"),
+        ("_publish", "_exit"),
+        ("_reserve", "SIGKILL"),  # leaves an empty file
+        ("old release", ""),
+    ],
+)
 def test_a_half_made_segment_is_taken_over_after_the_grace(
-    name: str, quick: None, how: str
+    name: str, quick: None, step: str, how: str
 ) -> None:
-    status, _ = in_child(_die_before_publishing(name, how))
-    assert os.WIFSIGNALED(status) if how == "SIGKILL" else os.WEXITSTATUS(status) == 3
+    if step == "old release":
+        _write_as_an_old_creator(name)
+    else:
+        status, _ = in_child(_die_while_creating(name, step, how))
+        assert (
+            os.WIFSIGNALED(status) if how == "SIGKILL" else os.WEXITSTATUS(status) == 3
+        )
     path = _shm.path_of(name)
     half_made = os.stat(path)
-    assert half_made.st_size == _shm.total_size(_shm.decode_policy(
-        open(path, "rb").read()[24:96]))  # fmt: skip
-    with pytest.raises(shared_mod.SharedStateError, match="half-made") as info:
-        qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    assert "takes it over" in str(info.value) and " in 0." in str(info.value)
+    assert (half_made.st_size == 0) == (step == "_reserve")
+    for _ in range(2):  # trying again does not make it look younger
+        with pytest.raises(shared_mod.SharedStateError, match="half-made") as info:
+            qbreaker.CircuitBreaker(2, 30, 1, shared=name)
+        assert "takes it over" in str(info.value) and " in 0." in str(info.value)
+    assert os.stat(path).st_ctime == half_made.st_ctime
     time.sleep(0.6)
     b = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
     assert shared_mod._segments[b].created
@@ -337,7 +369,7 @@ def test_a_live_creator_is_never_taken_over(name: str, quick: None) -> None:
 
 @compiled
 def test_racing_attachers_take_over_once(name: str, quick: None) -> None:
-    status, _ = in_child(_die_before_publishing(name, "SIGKILL"))
+    status, _ = in_child(_die_while_creating(name, "_publish", "SIGKILL"))
     assert os.WIFSIGNALED(status)
     time.sleep(0.6)
     start_r, start_w = os.pipe()

@@ -326,13 +326,14 @@ def _attach(
         if policy is None:
             raise
         return None
-    try:
-        if _wait_for_magic(buffer) == 0:
-            if policy is None:
-                raise SharedStateError(_half_made(path, info))
-            _take_over(path, info, buffer)
+    if buffer is None or _wait_for_magic(buffer) == 0:
+        if buffer is not None:
             buffer.close()
-            return None
+        if policy is None:
+            raise SharedStateError(_half_made(path, info))
+        _take_over(path, info)
+        return None
+    try:
         found = read_header(buffer, path)
         if policy is not None and found != policy and not adopt:
             raise SharedStateError(
@@ -351,10 +352,14 @@ def map_existing(path: str) -> mmap.mmap:
 
     FileNotFoundError if it is gone, or keeps being replaced.
     """
-    return _map(path, None)[0]
+    buffer, info = _map(path, None)
+    if buffer is None:
+        raise SharedStateError(_half_made(path, info))
+    return buffer
 
 
-def _map(path: str, name: str | None) -> tuple[mmap.mmap, os.stat_result]:
+def _map(path: str, name: str | None) -> tuple[mmap.mmap | None, os.stat_result]:
+    """The mapped file, or None if it stays empty (a creator died sizing it)."""
     # The attach side of the lock protocol: a shared lock while mapping, so a
     # prune (exclusive lock) never removes a file between open and mmap;
     # then the path must still name the mapped file, or it was removed
@@ -363,7 +368,10 @@ def _map(path: str, name: str | None) -> tuple[mmap.mmap, os.stat_result]:
         fd = _open_existing(path)
         try:
             _lock_shared(fd, path)
-            info = os.fstat(fd)
+            info = _sized(fd)
+            if info.st_size == 0:
+                _check_owner(path, info)
+                return None, info
             _check_file(path, info)
             if name is not None:
                 _check_backed(fd, info, path, name)
@@ -400,7 +408,24 @@ def _blocked(path: str, owner: int) -> str:
     )
 
 
+def _sized(fd: int) -> os.stat_result:
+    # A creator sizes its file just after creating it: wait for that.
+    deadline = time.monotonic() + ATTACH_WAIT
+    while (info := os.fstat(fd)).st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return info
+
+
 def _check_file(path: str, info: os.stat_result) -> None:
+    _check_owner(path, info)
+    if info.st_size < HEADER_SIZE + CELL_SIZE:
+        raise SharedStateError(
+            f"{path} is {info.st_size} bytes, too short for a breaker "
+            f"(at least {HEADER_SIZE + CELL_SIZE}): truncated?"
+        )
+
+
+def _check_owner(path: str, info: os.stat_result) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise SharedStateError(f"{path} is not a regular file")
     if info.st_uid != os.geteuid():
@@ -410,18 +435,15 @@ def _check_file(path: str, info: os.stat_result) -> None:
             f"{path} has mode {stat.S_IMODE(info.st_mode):o}; a segment must "
             f"be readable and writable by its owner alone (0600)"
         )
-    if info.st_size < HEADER_SIZE + CELL_SIZE:
-        raise SharedStateError(
-            f"{path} is {info.st_size} bytes, too short for a breaker "
-            f"(at least {HEADER_SIZE + CELL_SIZE}): truncated?"
-        )
 
 
 def _check_backed(fd: int, info: os.stat_result, path: str, name: str) -> None:
     # A sparse segment (made by ftruncate alone, as older versions did) has
     # pages that are allocated on first touch, a SIGBUS if the directory is
-    # full then: reserve them now, or refuse it.
-    if info.st_blocks * 512 >= info.st_size:
+    # full then: reserve them now, or refuse it. Not before its magic is
+    # published: its creator may still be at work, and fallocate would make
+    # a half-made one look young again (it updates the times).
+    if info.st_blocks * 512 >= info.st_size or _unpublished(fd):
         return
     try:
         os.posix_fallocate(fd, 0, info.st_size)
@@ -504,7 +526,11 @@ def _half_made(path: str, info: os.stat_result) -> str:
     )
 
 
-def _take_over(path: str, mapped: os.stat_result, buffer: mmap.mmap) -> None:
+def _unpublished(fd: int) -> bool:
+    return not os.pread(fd, 8, 0).strip(b"\0")
+
+
+def _take_over(path: str, mapped: os.stat_result) -> None:
     """Remove a half-made segment whose creator is gone, or raise.
 
     A live creator holds a shared lock until it publishes, so the exclusive
@@ -530,7 +556,7 @@ def _take_over(path: str, mapped: os.stat_result, buffer: mmap.mmap) -> None:
                 f"creator, stalled?); try again later"
             )
         # Under the lock, nobody can publish or remove it: check again.
-        if _still_names(path, mapped) and _magic(buffer) == 0:
+        if _still_names(path, mapped) and _unpublished(fd):
             os.unlink(path)
     finally:
         _unlock_and_close(fd)
