@@ -8,7 +8,9 @@ default policy takes three pages, so three fit.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -223,3 +225,48 @@ def test_a_sparse_segment_is_backed_when_attached() -> None:
         assert b.consecutive_failures == 1
     finally:
         shared_mod.unlink(name)
+
+
+def test_a_group_warns_once_per_episode(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same episode logic as the tmpfs scenarios above, for runs without
+    # root: here the directory "fills" by fallocate failing as a full tmpfs
+    # does (a real ENOSPC from the kernel is covered above).
+    real = os.posix_fallocate
+    full = True
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+
+    def warnings() -> int:
+        return sum("no room" in r.getMessage() for r in caplog.records)
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    group = qbreaker.BreakerGroup(shared=True, max_failures=2, reset_timeout=30)
+    names = [f"{prefix}-{i}" for i in range(6)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="qbreaker"):
+            for n in names[:3]:
+                assert group.allow(n)
+                group.record_failure(n)
+                group.record_failure(n)
+                assert group[n].state is qbreaker.State.OPEN
+                assert group[n].metrics().shared is None
+                assert not shared_mod.exists(n)  # nothing half-made left
+            assert warnings() == 1
+            full = False
+            assert group[names[3]].metrics().shared == names[3]
+            full = True
+            for n in names[4:]:
+                assert group[n].metrics().shared is None
+            assert warnings() == 2
+        with pytest.raises(shared_mod.SharedSpaceError, match="--shm-size"):
+            qbreaker.CircuitBreaker(2, 30, 1, shared=names[5])
+    finally:
+        for n in names:
+            shared_mod.unlink(n)
