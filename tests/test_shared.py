@@ -254,7 +254,7 @@ def _valid_header(name: str) -> bytearray:
             lambda d: d.__setitem__(slice(16, 24), (4096).to_bytes(8, "little")),
             "header says 4096",
         ),
-        (lambda d: d.__setitem__(slice(0, 8), bytes(8)), "never initialised"),
+        (lambda d: d.__setitem__(slice(0, 8), bytes(8)), "half-made"),
         (lambda d: d.__delitem__(slice(300, None)), "too short"),
         (lambda d: d.extend(bytes(64)), "truncated or corrupt"),
     ],

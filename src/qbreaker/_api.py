@@ -231,6 +231,8 @@ def observe(b: Any, metrics: Metrics) -> bool:
 
 
 def metrics(b: Any) -> BreakerSnapshot:
+    from . import shared as shared_module  # shared imports the twin
+
     totals = b.totals()
     calls, failures, slow = b._window_sums()
     return BreakerSnapshot(
@@ -251,6 +253,7 @@ def metrics(b: Any) -> BreakerSnapshot:
         failure_rate=failures / calls if calls else 0.0,
         slow_call_rate=slow / calls if calls else 0.0,
         calls_in_window=calls,
+        shared=shared_module.name_of(b),
     )
 
 

@@ -1310,7 +1310,14 @@ cdef class CircuitBreaker:
         _set_options(self, options)
         self._name = name
         self.cpolicy.host_flags |= FLAG_CONFIGURED
-        qb_store(&self._cell.changed_at, _resolve(_now_of(self)))
+        cdef uint64_t unset = 0
+        if shared is None:
+            qb_store(&self._cell.changed_at, _resolve(_now_of(self)))
+        else:
+            # Only creation and transitions date the state: attaching to a
+            # segment that has one keeps it (its creator's handle, or an early
+            # transition, set it), so time_in_state is the same for all.
+            qb_cas(&self._cell.changed_at, &unset, _resolve(_now_of(self)))
 
     def allow(self):
         """True if a call may proceed now; report it with ``record_*()``."""

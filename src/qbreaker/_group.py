@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -10,9 +11,12 @@ from typing import Any, Callable
 from ._core import CircuitBreaker
 from ._forksafe import LockRenewal
 from ._metrics import BreakerSnapshot
+from ._shm import SharedSpaceError
 from ._state import State
 
 __all__ = ("BreakerGroup",)
+
+logger = logging.getLogger("qbreaker")
 
 
 class _Entry:
@@ -54,6 +58,12 @@ class BreakerGroup:
     and go idle. An evicted name starts afresh, its consecutive failures
     forgotten; a reference you still hold keeps working but is no longer the
     group's, so with a bound, look breakers up rather than keeping them.
+
+    ``shared=True`` shares each breaker host-wide by its name. A name that
+    finds no room for its segment gets a process-local breaker with the same
+    settings instead, so no call fails for lack of shared memory; the group
+    logs one warning per such episode, and names created once there is room
+    again are shared again.
     """
 
     __slots__ = (
@@ -65,6 +75,7 @@ class BreakerGroup:
         "_overrides",
         "_ring",
         "_lock",
+        "_out_of_space",
         "__weakref__",
     )
 
@@ -107,6 +118,7 @@ class BreakerGroup:
         self._overrides: dict[str, dict[str, Any]] = {}
         self._ring: deque[_Entry] = deque()  # the eviction order; bounded only
         self._lock = threading.Lock()
+        self._out_of_space = False  # since the last warning, no segment fitted
         _groups.add(self)
 
     @property
@@ -173,8 +185,9 @@ class BreakerGroup:
             # Built before evicting, so bad overrides evict nothing.
             settings = {**self._defaults, **overrides}
             if self._shared:
-                settings["shared"] = name
-            breaker = self._factory(name=name, **settings)
+                breaker = self._shared_or_local(name, settings)
+            else:
+                breaker = self._factory(name=name, **settings)
             if self._max is not None:
                 while len(self._breakers) >= self._max and self._evict_one():
                     pass
@@ -185,6 +198,24 @@ class BreakerGroup:
             # entry that _evict_one discards (or a breaker the ring misses).
             self._breakers[name] = breaker
             return breaker
+
+    def _shared_or_local(self, name: str, settings: dict[str, Any]) -> CircuitBreaker:
+        # Under the creation lock.
+        try:
+            breaker = self._factory(name=name, shared=name, **settings)
+        except SharedSpaceError as exc:
+            if not self._out_of_space:
+                self._out_of_space = True
+                logger.warning(
+                    "BreakerGroup: no room for shared breaker %r, so it and "
+                    "any other new name without room are process-local until "
+                    "there is: %s",
+                    name,
+                    exc,
+                )
+            return self._factory(name=name, **settings)
+        self._out_of_space = False
+        return breaker
 
     def _evict_one(self) -> bool:
         """Evict the first idle, closed, unforced breaker; False if none.

@@ -56,3 +56,6 @@ class BreakerSnapshot:
     failure_rate: float = 0.0
     slow_call_rate: float = 0.0
     calls_in_window: int = 0
+    # The segment's name for a host-wide breaker (see qbreaker.shared),
+    # None for a process-local one.
+    shared: str | None = None

@@ -20,10 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _shm
-from ._shm import SharedStateError
+from ._shm import SharedSpaceError, SharedStateError
 from ._state import State
 
-__all__ = ("SharedBreakerInfo", "SharedStateError", "exists", "list", "unlink")
+__all__ = (
+    "SharedBreakerInfo",
+    "SharedSpaceError",
+    "SharedStateError",
+    "exists",
+    "list",
+    "unlink",
+)
 
 # Each shared breaker's mapping lives exactly as long as the breaker.
 _segments: weakref.WeakKeyDictionary[Any, _shm.Segment] = weakref.WeakKeyDictionary()
@@ -47,6 +54,12 @@ def attach(breaker: Any, name: str, policy: Any, adopt: bool) -> Any:
     segment = _shm.open_segment(name, policy, adopt)
     _segments[breaker] = segment
     return segment
+
+
+def name_of(breaker: Any) -> str | None:
+    """The shared name of ``breaker``, or None for a process-local one."""
+    segment = _segments.get(breaker)
+    return None if segment is None else segment.name
 
 
 @dataclass(frozen=True)
