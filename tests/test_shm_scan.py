@@ -43,6 +43,10 @@ _shm.DIRECTORY = os.environ["QBREAKER_SHM_DIR"]
 import qbreaker
 from qbreaker import shared
 """
+# A child that runs the command line.
+CLI = (
+    PRELUDE + "from qbreaker.__main__ import main\nraise SystemExit(main(sys.argv[1:]))"
+)
 
 
 @pytest.fixture
@@ -70,9 +74,8 @@ def child(code: str, *args: str) -> subprocess.Popen[str]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    code = PRELUDE + "from qbreaker.__main__ import main\nraise SystemExit(main(sys.argv[1:]))"
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-c", CLI, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -344,15 +347,14 @@ def test_status_warns_when_less_than_a_segment_is_free(shm_dir: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         env = {**os.environ, "QBREAKER_SHM_DIR": where}
-        code = PRELUDE + "from qbreaker.__main__ import main\nmain(sys.argv[1:])"
         text = subprocess.run(
-            [sys.executable, "-c", code, "status"],
+            [sys.executable, "-c", CLI, "status"],
             capture_output=True, text=True, timeout=60, env=env,
         ).stdout  # fmt: skip
         assert "0 segments" in text and "8.0 KiB free" in text
         assert "warning: less than one segment (12.0 KiB) free" in text
         out = subprocess.run(
-            [sys.executable, "-c", code, "status", "--json"],
+            [sys.executable, "-c", CLI, "status", "--json"],
             capture_output=True, text=True, timeout=60, env=env,
         ).stdout  # fmt: skip
         assert json.loads(out)["low_space"] is True
@@ -454,7 +456,8 @@ def test_prune_keeps_a_segment_whose_mapping_outlived_an_unlink_elsewhere(
     # or another file at the same path does not confuse it.
     mine = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
     result = _shm_scan.prune(dry_run=True)
-    assert result.removed == [] and result.kept[0].reason == f"mapped by pid {os.getpid()}"
+    assert result.removed == []
+    assert result.kept[0].reason == f"mapped by pid {os.getpid()}"
     os.unlink(_shm.path_of(name))
     make(name)  # the same path, another inode, mapped by no one
     assert [r.name for r in shared_mod.prune()] == [name]
@@ -659,9 +662,8 @@ def test_a_pure_python_process_lists_and_refuses_to_open(name: str) -> None:
         env=env,
     )  # fmt: skip
     assert listed.stdout.split() == ["python", f"[{name!r}]"], listed.stderr
-    code = PRELUDE + "from qbreaker.__main__ import main\nraise SystemExit(main(sys.argv[1:]))"
     opened = subprocess.run(
-        [sys.executable, "-c", code, "open", name], capture_output=True, text=True,
+        [sys.executable, "-c", CLI, "open", name], capture_output=True, text=True,
         timeout=60, env=env,
     )  # fmt: skip
     assert opened.returncode == 1 and "pure-Python core" in opened.stderr

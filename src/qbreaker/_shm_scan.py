@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import _core_py, _shm
+from . import _api, _core_py, _shm
 from ._settings import WINDOW_BUCKETS
 from ._state import State
 
@@ -227,9 +227,7 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
             f"belongs to uid {info.st_uid}, not to this user ({os.geteuid()})"
         )
     if info.st_mode & 0o077:
-        raise _Unusable(
-            f"has mode {stat.S_IMODE(info.st_mode):o}; a segment is 0600"
-        )
+        raise _Unusable(f"has mode {stat.S_IMODE(info.st_mode):o}; a segment is 0600")
     raw = os.pread(fd, _shm.HEADER_SIZE, 0)
     magic = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else 0
     if magic == 0:
@@ -290,20 +288,18 @@ def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
         raise _Unusable(f"truncated: {len(data)} bytes read of {header.size}")
     cell = _CELL.unpack_from(data, _shm.HEADER_SIZE)
     allowed, rejected, successes = cell[1], cell[2], cell[3]
-    for owner, slot_allowed, slot_successes, slot_rejected, _ in _slots(
-        data, header.size
-    ):
+    for _, slot_allowed, slot_successes, slot_rejected, _ in _slots(data, header.size):
         allowed += slot_allowed
         successes += slot_successes
         rejected += slot_rejected
-    twin = _core_py.CircuitBreaker.__new__(_core_py.CircuitBreaker)
+    twin = _core_py.CoreBreaker.__new__(_core_py.CoreBreaker)
     twin._configure(policy, None, name=header.name)
     twin._cell.word = _stable_word(fd, cell[0])
     twin._cell.totals = [allowed, rejected, successes, cell[4], cell[5], cell[6]]
     twin._cell.changed_at = cell[7]
     if twin._cell.window is not None:
         _read_window(data, twin._cell.window)
-    m = twin.metrics()
+    m = _api.metrics(twin)
     return SharedBreakerInfo(
         header.name, path, m.state, m.forced, m.generation,
         m.consecutive_failures, m.allowed, m.rejected, m.successes, m.failures,
