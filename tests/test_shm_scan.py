@@ -668,3 +668,26 @@ def test_a_pure_python_process_lists_and_refuses_to_open(name: str) -> None:
     )  # fmt: skip
     assert opened.returncode == 1 and "pure-Python core" in opened.stderr
     assert "Traceback" not in opened.stderr
+
+
+def test_prune_removes_an_abandoned_half_made_file(name: str) -> None:
+    path = _shm.path_of(name)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    (removed,) = shared_mod.prune()
+    assert removed.path == path and removed.reason.startswith("half-made")
+    assert not os.path.exists(path)
+
+
+def test_no_directory_lists_nothing_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = f"/dev/shm/qbtest-missing-{uuid.uuid4().hex}"
+    monkeypatch.setattr(_shm, "DIRECTORY", missing, raising=False)
+    monkeypatch.setenv("QBREAKER_SHM_DIR", missing)
+    assert shared_mod.list() == [] and shared_mod.unusable() == []
+    assert shared_mod.prune() == []
+    assert main(["status"]) == 0
+    assert "need POSIX shared memory" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert (as_json["supported"], as_json["low_space"]) == (False, False)

@@ -73,6 +73,9 @@ def _status(found: Listing, *, as_json: bool) -> int:
         for u in found.unusable:
             age = f", {u.age:.1f}s old" if u.half_made else ""
             print(f"  {u.path}: {u.reason}{age}")
+    if not found.supported:
+        print(f"shared breakers need POSIX shared memory in {found.directory} (Linux)")
+        return 0
     print(
         f"{found.segments} segments, {found.size_bytes} bytes "
         f"({_size(found.allocated_bytes)} allocated) in {found.directory}; "
@@ -102,6 +105,7 @@ def _as_json(found: Listing) -> dict[str, Any]:
         "free_bytes": found.free_bytes,
         "segment_bytes": found.segment_bytes,
         "low_space": found.low_space,
+        "supported": found.supported,
     }
 
 

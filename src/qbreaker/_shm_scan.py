@@ -99,6 +99,7 @@ class Listing:
     allocated_bytes: int  # the memory they hold (tmpfs allocates by page)
     free_bytes: int  # available to this user in the directory's file system
     segment_bytes: int  # what one more segment of the largest kind here needs
+    supported: bool  # False: no such directory, or not Linux
 
     @property
     def segments(self) -> int:
@@ -106,7 +107,7 @@ class Listing:
 
     @property
     def low_space(self) -> bool:
-        return self.free_bytes < self.segment_bytes
+        return self.supported and self.free_bytes < self.segment_bytes
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def listing() -> Listing:
     page = mmap.PAGESIZE
     return Listing(
         breakers, unusable, where, size_bytes, allocated, free,
-        -(-largest // page) * page,
+        -(-largest // page) * page, _shm.supported(),
     )  # fmt: skip
 
 
@@ -209,6 +210,9 @@ def inspect(
             return _read_breaker(fd, path, header), info
         except _Unusable as problem:
             return _unusable(path, info, problem), info
+        except OSError as exc:
+            unreadable = _Unusable(f"cannot be read: {exc.strerror}")
+            return _unusable(path, info, unreadable), info
     finally:
         os.close(fd)
 
