@@ -1,4 +1,4 @@
-"""Reading and pruning shared-breaker segments without changing them.
+"""Reading shared-breaker segments without changing them, and pruning unused ones.
 
 Listing (``status``, ``qbreaker.shared.list()``) never maps a segment and
 never goes through the breaker constructor: it opens each existing file by
