@@ -691,3 +691,14 @@ def test_no_directory_lists_nothing_and_says_why(
     assert main(["status", "--json"]) == 0
     as_json = json.loads(capsys.readouterr().out)
     assert (as_json["supported"], as_json["low_space"]) == (False, False)
+
+
+def test_open_existing_never_creates(name: str) -> None:
+    with pytest.raises(FileNotFoundError):
+        shared_mod.open_existing(name)
+    assert _shm.segment_paths() == []
+    with pytest.raises(ValueError, match="without '/'"):
+        shared_mod.open_existing("a/b")
+    make(name, failure_rate_threshold=0.5, window_size=20)
+    b = shared_mod.open_existing(name)
+    assert b.name == name and b.policy.window_kind and b.consecutive_failures == 1
