@@ -116,6 +116,7 @@ def test_listing_never_recreates_a_segment_unlinked_meanwhile(name: str) -> None
             else:
                 made += 1
                 assert b.max_failures == 7
+                time.sleep(0.0002)  # long enough for a listing to see it
                 del b
             shared.unlink(name)
         print(made, clashes)
