@@ -202,7 +202,7 @@ def test_ops_cli(name: str) -> None:
     as_json = subprocess.run(
         [*run, "status", "--json"], capture_output=True, text=True, timeout=60
     )
-    row = {r["name"]: r for r in json.loads(as_json.stdout)}[name]
+    row = {r["name"]: r for r in json.loads(as_json.stdout)["breakers"]}[name]
     assert (
         row["state"] == "open"
         and row["forced"] == "open"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m qbreaker [tour|demo|bench]``.
+"""Command line: ``python -m qbreaker [tour|demo|bench|status|open|close|reset|prune]``.
 
 Each command lives in its own module with ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when chosen, so ``tour`` never pays
@@ -19,6 +19,7 @@ COMMANDS = {
     "open": ("qbreaker._ops", "force a shared breaker open, host-wide"),
     "close": ("qbreaker._ops", "force a shared breaker closed, host-wide"),
     "reset": ("qbreaker._ops", "return a shared breaker to normal, host-wide"),
+    "prune": ("qbreaker._ops", "remove this user's shared breakers no process uses"),
 }
 
 

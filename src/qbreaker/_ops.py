@@ -1,8 +1,10 @@
-"""``python -m qbreaker status|open|close|reset``: this user's shared breakers.
+"""``python -m qbreaker status|open|close|reset|prune``: this user's shared breakers.
 
 For incident response: ``open NAME`` forces a shared breaker open host-wide,
 ``close NAME`` forces it closed, ``reset NAME`` returns it to normal closed
-operation. Every process sees the change from its next call.
+operation. Every process sees the change from its next call. These act on
+an existing segment only; ``status`` reads segments without changing them;
+``prune`` removes those no live process uses (see ``qbreaker._shm_scan``).
 """
 
 from __future__ import annotations
@@ -14,44 +16,100 @@ import math
 import sys
 from typing import Any
 
+from ._shm_scan import Listing, PruneResult
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    if parser.prog.endswith(" status"):
+    command = parser.prog.rpartition(" ")[2]
+    if command == "status":
         parser.add_argument("--json", action="store_true", help="print JSON")
+    elif command == "prune":
+        parser.add_argument(
+            "--dry-run", action="store_true", help="list what would go; remove nothing"
+        )
     else:
         parser.add_argument("name", help="the shared breaker's name")
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import shared
+    from . import _shm_scan, shared
 
     if args.command == "status":
-        return _status(shared.list(), as_json=args.json)
-    from ._core import CircuitBreaker
-
-    if not shared.exists(args.name):
-        print(f"no shared breaker named {args.name!r} for this user", file=sys.stderr)
+        return _status(_shm_scan.listing(), as_json=args.json)
+    if args.command == "prune":
+        return _prune(_shm_scan.prune(args.dry_run))
+    name: str = args.name
+    try:
+        breaker = shared.open_existing(name)
+    except FileNotFoundError:
+        print(f"no shared breaker named {name!r} for this user", file=sys.stderr)
         return 1
-    breaker = CircuitBreaker(shared=args.name, shared_policy="adopt")
+    except shared.SharedStateError as exc:
+        print(f"shared breaker {name!r} cannot be opened: {exc}", file=sys.stderr)
+        return 1
+    except (TypeError, ValueError) as exc:  # an invalid name
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"shared breaker {name!r} cannot be opened: {exc}", file=sys.stderr)
+        return 1
     {"open": breaker.force_open, "close": breaker.force_closed,
      "reset": breaker.reset}[args.command]()  # fmt: skip
     forced = f", forced {breaker.forced}" if breaker.forced else ""
-    print(f"{args.name}: {breaker.state}{forced} (generation {breaker.generation})")
+    print(f"{name}: {breaker.state}{forced} (generation {breaker.generation})")
     return 0
 
 
-def _status(infos: list[Any], *, as_json: bool) -> int:
+def _status(found: Listing, *, as_json: bool) -> int:
     if as_json:
-        records = [
+        print(json.dumps(_as_json(found), indent=2))
+        return 0
+    if found.breakers:
+        _print_table(found.breakers)
+    else:
+        print("no shared breakers for this user on this host")
+    if found.unusable:
+        print(f"unusable segments ({len(found.unusable)}):")
+        for u in found.unusable:
+            age = f", {u.age:.1f}s old" if u.half_made else ""
+            print(f"  {u.path}: {u.reason}{age}")
+    if not found.supported:
+        print(f"shared breakers need POSIX shared memory in {found.directory} (Linux)")
+        return 0
+    print(
+        f"{found.segments} segments, {found.size_bytes} bytes "
+        f"({_size(found.allocated_bytes)} allocated) in {found.directory}; "
+        f"{_size(found.free_bytes)} free"
+    )
+    if found.low_space:
+        print(
+            f"warning: less than one segment ({_size(found.segment_bytes)}) free "
+            f"in {found.directory}: a new shared breaker fails, or falls back "
+            f"to a process-local one in a BreakerGroup"
+        )
+    return 0
+
+
+def _as_json(found: Listing) -> dict[str, Any]:
+    return {
+        "breakers": [
             {**dataclasses.asdict(i), "state": str(i.state),
              "retry_after": None if math.isinf(i.retry_after) else i.retry_after}
-            for i in infos
-        ]  # fmt: skip
-        print(json.dumps(records, indent=2))
-        return 0
-    if not infos:
-        print("no shared breakers for this user on this host")
-        return 0
+            for i in found.breakers
+        ],  # fmt: skip
+        "unusable": [dataclasses.asdict(u) for u in found.unusable],
+        "directory": found.directory,
+        "segments": found.segments,
+        "size_bytes": found.size_bytes,
+        "allocated_bytes": found.allocated_bytes,
+        "free_bytes": found.free_bytes,
+        "segment_bytes": found.segment_bytes,
+        "low_space": found.low_space,
+        "supported": found.supported,
+    }
+
+
+def _print_table(infos: list[Any]) -> None:
     header = ("name", "state", "gen", "consec", "allowed", "rejected",
               "successes", "failures", "fail rate", "retry after")  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
@@ -64,4 +122,28 @@ def _status(infos: list[Any], *, as_json: bool) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _prune(result: PruneResult) -> int:
+    verb = "would remove" if result.dry_run else "removed"
+    for r in result.removed:
+        print(f"{verb} {r.path}{_named(r.name)}: {r.reason}")
+    for k in result.kept:
+        print(f"kept {k.path}{_named(k.name)}: {k.reason}")
+    print(f"{len(result.removed)} {verb}, {len(result.kept)} kept")
     return 0
+
+
+def _named(name: str | None) -> str:
+    return f" ({name!r})" if name is not None else ""
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -3,7 +3,9 @@
 ``CircuitBreaker(..., shared="payments")`` keeps the breaker's cell in a
 named shared-memory segment (see ``qbreaker._shm`` for where and how), so
 every process that opens the same name shares one state word, one set of
-totals and one window. This module lists and removes those segments.
+totals and one window. This module lists those segments (read-only, see
+``qbreaker._shm_scan``), opens existing ones without ever creating one,
+prunes the unused ones and removes them by name.
 
 Segments live in ``/dev/shm`` until unlinked, until reboot, or until
 systemd's ``RemoveIPC=yes`` removes a non-system user's segments at logout.
@@ -16,20 +18,24 @@ from __future__ import annotations
 
 import os
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
-from . import _shm
+from . import _shm, _shm_scan
 from ._shm import SharedSpaceError, SharedStateError
-from ._state import State
+from ._shm_scan import PrunedSegment, SharedBreakerInfo, UnusableSegment
 
 __all__ = (
+    "PrunedSegment",
     "SharedBreakerInfo",
     "SharedSpaceError",
     "SharedStateError",
+    "UnusableSegment",
     "exists",
     "list",
+    "open_existing",
+    "prune",
     "unlink",
+    "unusable",
 )
 
 # Each shared breaker's mapping lives exactly as long as the breaker.
@@ -62,57 +68,57 @@ def name_of(breaker: Any) -> str | None:
     return None if segment is None else segment.name
 
 
-@dataclass(frozen=True)
-class SharedBreakerInfo:
-    name: str
-    path: str
-    state: State
-    forced: str | None
-    generation: int
-    consecutive_failures: int
-    allowed: int
-    rejected: int
-    successes: int
-    failures: int
-    neutral: int
-    transitions: int
-    failure_rate: float
-    retry_after: float
-
-
 def list() -> _builtin_list[SharedBreakerInfo]:  # noqa: A001 - the issue's name
-    """This user's shared breakers on this host, read now."""
-    from ._core import CircuitBreaker
+    """This user's usable shared breakers on this host, read now.
 
-    found: _builtin_list[SharedBreakerInfo] = []
-    for path in _shm.segment_paths():
-        try:
-            buffer = _shm.map_existing(path)
-            name = _shm.read_name(buffer)
-            buffer.close()
-            breaker = CircuitBreaker(shared=name, shared_policy="adopt")
-        except (OSError, SharedStateError):
-            continue  # unreadable or half-made: skipped, never repaired here
-        m = breaker.metrics()
-        found.append(
-            SharedBreakerInfo(
-                name,
-                path,
-                m.state,
-                m.forced,
-                m.generation,
-                m.consecutive_failures,
-                m.allowed,
-                m.rejected,
-                m.successes,
-                m.failures,
-                m.neutral,
-                m.transitions,
-                m.failure_rate,
-                m.retry_after,
-            )  # fmt: skip
+    Read-only: each existing segment is read by path, never mapped, created
+    or written. Segments no breaker can use are left out; see unusable().
+    """
+    return _shm_scan.listing().breakers
+
+
+def unusable() -> _builtin_list[UnusableSegment]:
+    """This user's segment files that no breaker can use, each with why:
+    damaged, half-made (with its age), of another owner or mode."""
+    return _shm_scan.listing().unusable
+
+
+def prune(dry_run: bool = False) -> _builtin_list[PrunedSegment]:
+    """Remove this user's segments that no live process uses; return them.
+
+    In use: a process of this PID namespace maps the file (found by device
+    and inode in ``/proc/*/maps``), or a counter slot's owner is alive or
+    cannot be judged (another PID namespace). A segment being created or
+    attached to holds a lock that makes prune keep it. No minimum age: an
+    unused segment goes however new it is; the next process to open its
+    name gets a fresh, closed breaker. ``dry_run`` removes nothing and
+    returns what would go.
+    """
+    return _shm_scan.prune(dry_run).removed
+
+
+def open_existing(name: str) -> Any:
+    """A breaker on the existing segment ``name``, with its policy.
+
+    Never creates one: FileNotFoundError if ``name`` has no segment.
+    """
+    from ._core import CircuitBreaker
+    from ._core_py import CoreBreaker
+    from ._options import DEFAULT_OPTIONS
+
+    _shm.check_name(name)
+    breaker = CircuitBreaker.__new__(CircuitBreaker)
+    if isinstance(breaker, CoreBreaker):
+        raise SharedStateError(
+            "the pure-Python core cannot open a shared breaker; use the "
+            "compiled core (unset QBREAKER_NO_EXTENSIONS)"
         )
-    return found
+    segment = _shm.open_segment(name, None, True)
+    _segments[breaker] = segment
+    breaker._configure(
+        segment.policy, None, DEFAULT_OPTIONS, name, shared=segment.buffer
+    )
+    return breaker
 
 
 def exists(name: str) -> bool:
