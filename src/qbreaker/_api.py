@@ -14,7 +14,7 @@ import itertools
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from . import _forms
 from ._errors import CircuitOpenError
@@ -263,6 +263,14 @@ def describe(b: Any) -> str:
     )
 
 
+def refuse_copy(b: Any) -> NoReturn:
+    raise TypeError(
+        f"a {type(b).__name__} cannot be copied: a copy would either share "
+        f"the breaker's state or silently start a new closed one; construct "
+        f"another breaker with the same settings, or share this one"
+    )
+
+
 class BreakerAPI(_Base):
     """The twin's copy of the one-liners the compiled class defines."""
 
@@ -385,3 +393,9 @@ class BreakerAPI(_Base):
 
     def __repr__(self) -> str:
         return describe(self)
+
+    def __copy__(self) -> NoReturn:
+        refuse_copy(self)
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        refuse_copy(self)

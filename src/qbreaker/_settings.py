@@ -12,6 +12,8 @@ from typing import Union
 
 from . import _core_py as L
 from ._core_py import Policy
+from ._ints import integer
+from ._options import seconds_of
 
 Seconds = Union[int, float, datetime.timedelta]
 
@@ -172,27 +174,20 @@ def _fraction(name: str, value: object) -> float | None:
 
 
 def _count(name: str, value: object, limit: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    count = integer(value)
+    if count is None:
         raise TypeError(
             f"{name} must be an int in [1, {limit}], got {value!r} "
             f"({type(value).__name__})"
         )
-    if not 1 <= value <= limit:
+    if not 1 <= count <= limit:
         raise ValueError(f"{name} must be in [1, {limit}], got {value!r}")
-    return value
+    return count
 
 
 def duration_ticks(name: str, value: object) -> int:
     """Seconds (int, float or timedelta) to whole milliseconds, validated."""
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(
-            f"{name} must be seconds as an int or float, or a "
-            f"datetime.timedelta, got {value!r} ({type(value).__name__})"
-        )
+    seconds = seconds_of(name, value)
     if not (MIN_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS):
         # The negated form also refuses NaN.
         raise ValueError(
