@@ -196,7 +196,7 @@ POLICIES = [
     dict(max_failures=5, failure_rate_threshold=0.5, slow_call_rate_threshold=0.5,
          slow_call_duration=0.01, window_seconds=0.2, minimum_calls=1),
 ]
-REGIONS = ["header", "cell", "window", "slots", "anywhere"]
+REGIONS = ["header", "cell", "window header", "window", "slots", "anywhere"]
 OPS = ["allow", "success", "failure", "ticket", "with", "metrics", "trip",
        "force_open", "force_closed", "reset", "renormalize", "observe", "read"]
 
@@ -207,6 +207,8 @@ def region(size, buffer_policy, name):
     return {
         "header": (0, _shm.HEADER_SIZE),
         "cell": (_shm.HEADER_SIZE, _shm.HEADER_SIZE + _shm.CELL_SIZE),
+        "window header": (_shm.HEADER_SIZE + _shm.CELL_SIZE,
+                          _shm.HEADER_SIZE + _shm.CELL_SIZE + (64 if window else 1)),
         "window": (_shm.HEADER_SIZE + _shm.CELL_SIZE,
                    _shm.HEADER_SIZE + _shm.CELL_SIZE + max(window, 1)),
         "slots": (slots, size),
@@ -217,9 +219,10 @@ patch = st.tuples(
     st.booleans(),                       # after the second attach, or before
     st.sampled_from(REGIONS),
     st.integers(0, 2**32),               # where in the region
-    st.one_of(st.integers(0, 2**64 - 1).map(lambda v: struct.pack("<Q", v)),
-              st.sampled_from([b"\\0" * 8, b"\\xff" * 8]),
-              st.binary(min_size=1, max_size=24)),
+    st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 64),
+              st.sampled_from([0, 2**64 - 1, 2**63, 2**32 - 1, 2**32])
+              ).map(lambda v: struct.pack("<Q", v))
+    | st.binary(min_size=1, max_size=24),
     st.booleans(),                       # aligned to 8 bytes
 )
 
