@@ -95,6 +95,11 @@ def init(
         raise TypeError(
             f"on_state_change must be callable or None, got {on_state_change!r}"
         )
+    if shared_policy not in ("match", "adopt"):
+        raise ValueError(
+            f"shared_policy must be 'match' (refuse a segment with another "
+            f"policy) or 'adopt' (use the segment's), got {shared_policy!r}"
+        )
     policy = make_policy(
         max_failures,
         reset_timeout,
@@ -139,11 +144,6 @@ def _configure_shared(
     from . import shared as shared_module
     from ._core_py import CoreBreaker
 
-    if shared_policy not in ("match", "adopt"):
-        raise ValueError(
-            f"shared_policy must be 'match' (refuse a segment with another "
-            f"policy) or 'adopt' (use the segment's), got {shared_policy!r}"
-        )
     if isinstance(b, CoreBreaker):
         raise shared_module.SharedStateError(
             "the pure-Python core cannot share a breaker between processes: "
@@ -206,7 +206,7 @@ def rejected(b: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def observe(b: Any, metrics: Metrics) -> bool:
     if not isinstance(metrics, Metrics):
-        raise TypeError(f"observe() takes a qbreaker.Metrics, got {metrics!r}")
+        raise TypeError(f"metrics must be a qbreaker.Metrics, got {metrics!r}")
     b._last_observation = metrics
     options = b._options
     policy = b.policy

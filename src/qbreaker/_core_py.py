@@ -1094,8 +1094,10 @@ def _pop_with_ticket(breaker: object) -> tuple[int, int | None]:
 
 def _is_slow(pol: Policy, duration: object) -> bool:
     seconds = seconds_of("duration", duration)
-    if not seconds >= 0:  # also refuses NaN
-        raise ValueError(f"duration must be >= 0 seconds, got {duration!r}")
+    if not 0 <= seconds < math.inf:  # also refuses NaN
+        raise ValueError(
+            f"duration must be >= 0 seconds and finite, got {duration!r}"
+        )
     return bool(pol.slow_ticks) and seconds * 1000 >= pol.slow_ticks
 
 
