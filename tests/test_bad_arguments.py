@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,11 +53,13 @@ def parameters(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
-def cases(names: list[str]) -> Iterator[tuple[str, str]]:
-    for name in names:
-        for label in BAD:
-            if label not in ACCEPTS.get(name, set()):
-                yield name, label
+def cases(names: list[str]) -> list[tuple[str, str]]:
+    return [
+        (name, label)
+        for name in names
+        for label in BAD
+        if label not in ACCEPTS.get(name, set())
+    ]
 
 
 def refused_by_name(call: Callable[[], object], parameter: str) -> None:

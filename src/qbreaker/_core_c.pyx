@@ -262,16 +262,18 @@ cdef inline uint64_t _window_epoch(qb_cell *cell, const qb_policy *pol, uint64_t
     # than the rest of the window's path, so the epoch comes from the
     # header's hint when x falls in the hinted epoch or the next; the hint
     # is checked against x, so a stale or concurrent one only costs the
-    # divisions. Its index is checked too: a segment's hint is any bytes,
-    # and an index past the buckets would count outside the window.
+    # divisions. Unless `plain` (a private window, whose hint only this
+    # code writes), its index is checked too: a segment's hint is any
+    # bytes, and an index past the buckets would count outside the window.
     cdef qb_window *win = QB_WINDOW(cell)
     cdef uint64_t hint = win.hint if plain else qb_load(&win.hint)
     cdef uint64_t span = pol.window_span
     cdef uint64_t epoch = hint >> HINT_INDEX_BITS
     cdef uint64_t offset = x - epoch * span
     cdef uint32_t i = hint & HINT_INDEX_MASK
-    if offset >= span or i >= pol.window_buckets:
-        if offset < 2 * span and i < pol.window_buckets:
+    cdef bint foreign = not plain and i >= pol.window_buckets
+    if offset >= span or foreign:
+        if offset < 2 * span and not foreign:
             epoch += 1
             i = 0 if i + 1 >= pol.window_buckets else i + 1
         else:
