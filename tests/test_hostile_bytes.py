@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, _shm
+from qbreaker import _shm
 from qbreaker import shared as shared_mod
 
 pytestmark = [

@@ -50,6 +50,11 @@ Rules the word obeys:
   as 2**28 ms, which would end the generation under its probes; the price is
   that a breaker left untouched for just under a multiple of 2**28 ms sees
   its expiry up to 65.5 s later.
+- Every 64-bit value is a word of one of the four states: bits its state
+  does not use are ignored (and kept until the next transition), and counts
+  beyond their limits (probes in flight, successes) only make it reject or
+  conclude sooner. So a cell holding arbitrary bytes, as a corrupted shared
+  segment may, is still a working breaker; ``reset()`` makes it a clean one.
 - The generation wraps after 2**18 transitions. A ticket is compared by
   equality of state and generation, so a ticket is misread as current only if
   it was held across an exact multiple of 2**18 transitions.

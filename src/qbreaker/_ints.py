@@ -8,6 +8,7 @@ A ``bool`` is an ``int`` to Python but never a count here.
 from __future__ import annotations
 
 import operator
+from typing import SupportsIndex
 
 
 def integer(value: object) -> int | None:
@@ -16,7 +17,7 @@ def integer(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if not hasattr(type(value), "__index__"):
+    if not isinstance(value, SupportsIndex):
         return None
     try:
         return operator.index(value)

@@ -110,7 +110,8 @@ class CircuitBreaker:
 
     @fail_max.setter
     def fail_max(self, number: int) -> None:
-        self._fail_max = checks.count("fail_max", number, infinite=True)  # read at every failure: nothing to rebuild
+        # Read at every failure: nothing to rebuild.
+        self._fail_max = checks.count("fail_max", number, infinite=True)
 
     @property
     def reset_timeout(self) -> float:
