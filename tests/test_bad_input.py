@@ -317,6 +317,8 @@ def test_numpy_integers_are_accepted(impl: Impl) -> None:
     b = impl.Breaker(np.int64(3), np.int32(2), np.uint8(2))
     assert (b.max_failures, b.reset_timeout, b.half_open_max) == (3, 2.0, 2)
     b.release(np.int64(b.acquire()), True)
+    with pytest.raises(TypeError, match=r"max_failures must be an int"):
+        impl.Breaker(max_failures=np.True_)
 
 
 def test_a_clock_stepping_back_gives_no_negative_time_in_state(

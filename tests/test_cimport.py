@@ -147,6 +147,7 @@ print("checked")
 """
 
 
+@pytest.mark.hypothesis
 def test_any_word_is_a_working_breaker(nogil_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Any 64 bits in the cell's word, then admits, settles and transitions
     through the cimport API: no crash, and every word decodes to a state."""

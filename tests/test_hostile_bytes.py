@@ -311,6 +311,7 @@ print("checked")
 """
 
 
+@pytest.mark.hypothesis
 def test_hostile_bytes_give_an_error_or_a_working_breaker(tmp_path: Path) -> None:
     """Random bytes in a real segment's header, cell, window and slots, before
     and after attaching: SharedStateError at attach, or a breaker whose every
