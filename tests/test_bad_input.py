@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 import re
@@ -237,3 +238,122 @@ def test_error_messages_are_the_same_on_both_cores() -> None:
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert re.search("max_failures", messages[0])
+
+
+# -- huge numbers, __index__ integers, timedeltas, clocks, copies ------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"reset_timeout": 10**400},
+        {"half_open_timeout": 10**400},
+        {"window_seconds": 10**400, "failure_rate_threshold": 0.5},
+        {
+            "slow_call_duration": 10**400,
+            "slow_call_rate_threshold": 0.5,
+            "window_size": 10,
+        },
+        {"latency_threshold": 10**400},
+    ],
+)
+def test_an_int_beyond_any_float_names_the_parameter(
+    impl: Impl, kwargs: dict[str, Any]
+) -> None:
+    (name,) = [k for k, v in kwargs.items() if v == 10**400]
+    with pytest.raises(ValueError, match=rf"{name} must be .* got 1000000000"):
+        impl.Breaker(**kwargs)
+
+
+class Index:
+    """An integer that is not an int, as NumPy's are: it has __index__."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Index({self.value})"
+
+
+def test_index_integers_are_counts_durations_tickets_and_clock_readings(
+    impl: Impl,
+) -> None:
+    now = [Index(1000)]
+    b = impl.Breaker(
+        Index(2),
+        Index(1),
+        Index(1),
+        success_threshold=Index(1),
+        clock=lambda: now[0],
+    )
+    assert (b.max_failures, b.reset_timeout, b.half_open_max) == (2, 1.0, 1)
+    assert b.success_threshold == 1
+    b.release(Index(b.acquire()), False)
+    b.release(Index(b.acquire()), False)
+    assert b.state is State.OPEN and b.retry_after == 1.0
+    now[0] = Index(1002)
+    assert b.retry_after == 0.0
+    w = impl.Breaker(failure_rate_threshold=0.5, window_size=Index(4))
+    assert w.policy.window_buckets == 4
+    w2 = impl.Breaker(
+        failure_rate_threshold=0.5, window_size=10, minimum_calls=Index(3)
+    )
+    assert w2.policy.minimum_calls == 3
+
+
+def test_an_index_that_is_a_bool_is_still_refused(impl: Impl) -> None:
+    with pytest.raises(TypeError, match=r"max_failures must be an int"):
+        impl.Breaker(max_failures=True)
+    b = impl.Breaker(1, 1, 1)
+    with pytest.raises(TypeError, match=r"ticket must be an int"):
+        b.release(True, True)
+
+
+def test_numpy_integers_are_accepted(impl: Impl) -> None:
+    np = pytest.importorskip("numpy")
+    b = impl.Breaker(np.int64(3), np.int32(2), np.uint8(2))
+    assert (b.max_failures, b.reset_timeout, b.half_open_max) == (3, 2.0, 2)
+    b.release(np.int64(b.acquire()), True)
+    with pytest.raises(TypeError, match=r"max_failures must be an int"):
+        impl.Breaker(max_failures=np.True_)
+
+
+def test_a_clock_stepping_back_gives_no_negative_time_in_state(
+    impl: Impl, clock: FakeClock
+) -> None:
+    b = impl.Breaker(1, 1, 1, clock=clock)
+    clock.advance(5)
+    assert b.time_in_state == 5.0
+    clock.advance(-60)
+    assert b.time_in_state == 0.0
+    b.record_failure()  # a transition at the earlier time
+    clock.advance(2)
+    assert b.time_in_state == 2.0
+
+
+def test_release_takes_a_timedelta_duration(impl: Impl) -> None:
+    b = impl.Breaker(
+        max_failures=None,
+        slow_call_rate_threshold=0.5,
+        slow_call_duration=datetime.timedelta(milliseconds=100),
+        window_size=2,
+        minimum_calls=2,
+    )
+    b.release(b.acquire(), True, datetime.timedelta(milliseconds=50))
+    assert b.state is State.CLOSED
+    b.release(b.acquire(), True, duration=datetime.timedelta(seconds=1))
+    assert b.state is State.OPEN
+    with pytest.raises(ValueError, match=r"duration must be >= 0 seconds"):
+        b.release(1, True, datetime.timedelta(seconds=-1))
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy])
+def test_a_breaker_cannot_be_copied(impl: Impl, copier: Any) -> None:
+    b = impl.Breaker(1, 1, 1)
+    with pytest.raises(TypeError, match=r"cannot be copied"):
+        copier(b)
+    with pytest.raises(TypeError, match=r"cannot be copied"):
+        copy.deepcopy({"breaker": b})

@@ -101,3 +101,65 @@ def test_taking_the_cell_makes_a_windows_python_path_atomic(nogil_user) -> None:
     assert m.calls_in_window == python_calls + admitted
     assert b.totals().successes == python_calls + admitted
     assert m.state is State.CLOSED
+
+
+# Run in a child process: a crash there is a failed test, not a dead suite.
+ARBITRARY_WORDS = """
+import importlib.util, sys
+from hypothesis import HealthCheck, given, settings, strategies as st
+import qbreaker
+from qbreaker import State
+from qbreaker._core_c import describe_word
+
+spec = importlib.util.spec_from_file_location("nogil_user", sys.argv[1])
+user = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(user)
+
+POLICIES = [
+    dict(max_failures=2, reset_timeout=1, half_open_max=2, success_threshold=3),
+    dict(max_failures=None, failure_rate_threshold=0.5, window_size=20,
+         minimum_calls=2),
+    dict(max_failures=3, failure_rate_threshold=0.5, slow_call_rate_threshold=0.5,
+         slow_call_duration=0.01, window_seconds=2.0),
+]
+
+@settings(max_examples=int(sys.argv[2]), deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(POLICIES), st.integers(0, 2**64 - 1),
+       st.binary(max_size=40), st.integers(0, 2**64 - 1))
+def check(policy, word, ops, now):
+    b = qbreaker.CircuitBreaker(**policy)
+    final = user.drive(b, word, ops, now)
+    state, generation = describe_word(final)
+    assert state in (State.CLOSED, State.OPEN, State.HALF_OPEN)
+    assert b.state is state and b.generation == generation
+    assert b.forced in (None, "open", "closed")
+    # The Python-facing methods on the same word, then a way back.
+    b.allow(); b.record_failure(); b.record_success()
+    m = b.metrics()
+    assert m.retry_after >= 0 and m.time_in_state >= 0
+    b.reset()
+    assert b.state is State.CLOSED and b.forced is None and b.allow()
+    assert user.hammer(b, 3, 0) == (3, 0)
+
+check()
+print("checked")
+"""
+
+
+@pytest.mark.hypothesis
+def test_any_word_is_a_working_breaker(nogil_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Any 64 bits in the cell's word, then admits, settles and transitions
+    through the cimport API: no crash, and every word decodes to a state."""
+    script = tmp_path / "arbitrary_words.py"
+    script.write_text(ARBITRARY_WORDS)
+    result = subprocess.run(
+        [sys.executable, str(script), nogil_user.__file__, "200"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+    assert result.stdout.strip().endswith("checked")

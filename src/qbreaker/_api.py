@@ -14,7 +14,7 @@ import itertools
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from . import _forms
 from ._errors import CircuitOpenError
@@ -95,6 +95,11 @@ def init(
         raise TypeError(
             f"on_state_change must be callable or None, got {on_state_change!r}"
         )
+    if shared_policy not in ("match", "adopt"):
+        raise ValueError(
+            f"shared_policy must be 'match' (refuse a segment with another "
+            f"policy) or 'adopt' (use the segment's), got {shared_policy!r}"
+        )
     policy = make_policy(
         max_failures,
         reset_timeout,
@@ -139,11 +144,6 @@ def _configure_shared(
     from . import shared as shared_module
     from ._core_py import CoreBreaker
 
-    if shared_policy not in ("match", "adopt"):
-        raise ValueError(
-            f"shared_policy must be 'match' (refuse a segment with another "
-            f"policy) or 'adopt' (use the segment's), got {shared_policy!r}"
-        )
     if isinstance(b, CoreBreaker):
         raise shared_module.SharedStateError(
             "the pure-Python core cannot share a breaker between processes: "
@@ -206,7 +206,7 @@ def rejected(b: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def observe(b: Any, metrics: Metrics) -> bool:
     if not isinstance(metrics, Metrics):
-        raise TypeError(f"observe() takes a qbreaker.Metrics, got {metrics!r}")
+        raise TypeError(f"metrics must be a qbreaker.Metrics, got {metrics!r}")
     b._last_observation = metrics
     options = b._options
     policy = b.policy
@@ -263,6 +263,14 @@ def describe(b: Any) -> str:
         f"<{type(b).__name__} {b._name or '(unnamed)'!r} {b.state} "
         f"max_failures={p.max_failures} reset_timeout={p.reset_ticks / 1000} "
         f"half_open_max={p.half_open_max} generation={b.generation}>"
+    )
+
+
+def refuse_copy(b: Any) -> NoReturn:
+    raise TypeError(
+        f"a {type(b).__name__} cannot be copied: a copy would either share "
+        f"the breaker's state or silently start a new closed one; construct "
+        f"another breaker with the same settings, or share this one"
     )
 
 
@@ -388,3 +396,9 @@ class BreakerAPI(_Base):
 
     def __repr__(self) -> str:
         return describe(self)
+
+    def __copy__(self) -> NoReturn:
+        refuse_copy(self)
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        refuse_copy(self)

@@ -105,16 +105,23 @@ cdef enum:
 
 
 ctypedef struct qb_policy:
-    uint64_t reset_ticks
-    uint64_t half_open_timeout_ticks
+    # Durations are at most 2**27 - 1 ticks (see _settings.MAX_DURATION_TICKS).
+    uint32_t reset_ticks
+    uint32_t half_open_timeout_ticks
     uint32_t max_failures          # 0: the consecutive-failure trip is off
     uint16_t half_open_max
     uint16_t success_threshold
-    # WINDOW_*; the window's own settings live in its header, after the cell.
+    # WINDOW_*. The window's shape is read from here, validated and private
+    # to this process, never from its header in the cell's memory, which a
+    # shared segment lets any process overwrite: a zero span or too many
+    # buckets there would divide by zero or index past the window. The
+    # header's thresholds and slow ticks are read there (no value of them
+    # can crash the core).
     uint16_t window_kind
-    uint16_t reserved
-    # Not read by the core: the owning object's cached FLAG_* bits, kept in
-    # what would otherwise be the struct's tail padding.
+    uint16_t window_buckets
+    uint32_t window_span
+    uint32_t minimum_calls
+    # Not read by the core: the owning object's cached FLAG_* bits.
     uint32_t host_flags
 
 

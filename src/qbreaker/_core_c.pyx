@@ -18,7 +18,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
-from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.errno cimport ESRCH, errno
 from libc.string cimport memset
 from posix.signal cimport kill
@@ -256,25 +256,29 @@ cdef inline uint64_t _window_x(qb_cell *cell, const qb_policy *pol,
     return qb_fetch_add(&win.cursor, 1)
 
 
-cdef inline uint64_t _window_epoch(qb_cell *cell, uint64_t x, uint32_t *index,
-                                   bint plain) noexcept nogil:
+cdef inline uint64_t _window_epoch(qb_cell *cell, const qb_policy *pol, uint64_t x,
+                                   uint32_t *index, bint plain) noexcept nogil:
     # The epoch of x and that epoch's bucket. Two 64-bit divisions cost more
     # than the rest of the window's path, so the epoch comes from the
     # header's hint when x falls in the hinted epoch or the next; the hint
     # is checked against x, so a stale or concurrent one only costs the
-    # divisions.
+    # divisions. Unless `plain` (a private window, whose hint only this
+    # code writes), its index is checked too: a segment's hint is any
+    # bytes, and an index past the buckets would count outside the window.
     cdef qb_window *win = QB_WINDOW(cell)
     cdef uint64_t hint = win.hint if plain else qb_load(&win.hint)
+    cdef uint64_t span = pol.window_span
     cdef uint64_t epoch = hint >> HINT_INDEX_BITS
-    cdef uint64_t offset = x - epoch * win.span
+    cdef uint64_t offset = x - epoch * span
     cdef uint32_t i = hint & HINT_INDEX_MASK
-    if offset >= win.span:
-        if offset < 2 * win.span:
+    cdef bint foreign = not plain and i >= pol.window_buckets
+    if offset >= span or foreign:
+        if offset < 2 * span and not foreign:
             epoch += 1
-            i = 0 if i + 1 >= win.buckets else i + 1
+            i = 0 if i + 1 >= pol.window_buckets else i + 1
         else:
-            epoch = x // win.span
-            i = epoch % win.buckets
+            epoch = x // span
+            i = epoch % pol.window_buckets
         hint = epoch << HINT_INDEX_BITS | i
         if plain:
             win.hint = hint
@@ -284,12 +288,13 @@ cdef inline uint64_t _window_epoch(qb_cell *cell, uint64_t x, uint32_t *index,
     return epoch
 
 
-cdef inline bint _window_quick(qb_cell *cell, uint64_t x, uint64_t w) noexcept nogil:
+cdef inline bint _window_quick(qb_cell *cell, const qb_policy *pol, uint64_t x,
+                               uint64_t w) noexcept nogil:
     # FLAG_PLAIN_WINDOW's common success, with one add: x's bucket already
     # holds this generation's epoch. False: nothing counted yet (the hint
     # may have moved on), take the full path.
     cdef uint32_t index
-    cdef uint64_t epoch = _window_epoch(cell, x, &index, True)
+    cdef uint64_t epoch = _window_epoch(cell, pol, x, &index, True)
     cdef qb_bucket *b = QB_BUCKETS(cell) + index
     if b.key != (((w >> GEN_SHIFT) & GEN_FIELD) << KEY_EPOCH_BITS
                  | (epoch & EPOCH_FIELD)):
@@ -333,20 +338,19 @@ cdef inline bint _window_add(qb_cell *cell, uint64_t gen, uint64_t epoch,
     return rotated
 
 
-cdef inline void _window_sums(qb_cell *cell, uint64_t gen, uint64_t epoch,
-                              uint64_t *sums) noexcept nogil:
+cdef inline void _window_sums(qb_cell *cell, const qb_policy *pol, uint64_t gen,
+                              uint64_t epoch, uint64_t *sums) noexcept nogil:
     # (calls, failures, slow) of generation `gen` in the window ending at
     # `epoch`: its bucket and the buckets - 1 before it.
-    cdef qb_window *win = QB_WINDOW(cell)
     cdef qb_bucket *b = QB_BUCKETS(cell)
     cdef uint32_t i
     cdef uint64_t key
     sums[0] = sums[1] = sums[2] = 0
-    for i in range(win.buckets):
+    for i in range(pol.window_buckets):
         key = qb_load(&b[i].key)
         if (key >> KEY_EPOCH_BITS) != gen:
             continue
-        if ((epoch - key) & EPOCH_FIELD) < win.buckets:
+        if ((epoch - key) & EPOCH_FIELD) < pol.window_buckets:
             sums[0] += qb_load(&b[i].calls)
             sums[1] += qb_load(&b[i].failures)
             sums[2] += qb_load(&b[i].slow)
@@ -358,23 +362,25 @@ cdef inline uint64_t _window_now(qb_cell *cell, const qb_policy *pol,
     cdef qb_window *win = QB_WINDOW(cell)
     cdef uint64_t position
     if pol.window_kind == WINDOW_TIME:
-        return now // win.span
+        return now // pol.window_span
     position = qb_load(&win.cursor)
-    return (position - 1) // win.span if position else 0
+    return (position - 1) // pol.window_span if position else 0
 
 
-cdef inline bint _rates_crossed(qb_cell *cell, const uint64_t *sums) noexcept nogil:
+cdef inline bint _rates_crossed(qb_cell *cell, const qb_policy *pol,
+                                const uint64_t *sums) noexcept nogil:
     cdef qb_window *win = QB_WINDOW(cell)
     cdef double calls = <double>sums[0]
-    if sums[0] == 0 or sums[0] < win.minimum_calls:
+    if sums[0] == 0 or sums[0] < pol.minimum_calls:
         return False
     if win.failure_rate_threshold and <double>sums[1] >= win.failure_rate_threshold * calls:
         return True
     return win.slow_rate_threshold and <double>sums[2] >= win.slow_rate_threshold * calls
 
 
-cdef inline bint _window_count(qb_cell *cell, uint64_t x, uint64_t w, int outcome,
-                               bint plain, uint64_t *epoch) noexcept nogil:
+cdef inline bint _window_count(qb_cell *cell, const qb_policy *pol, uint64_t x,
+                               uint64_t w, int outcome, bint plain,
+                               uint64_t *epoch) noexcept nogil:
     # Count a closed generation's outcome at x (see _window_x); True if the
     # rates must be judged: on failures, slow outcomes, and rotations. A
     # rotation's judgement is skipped when no failed or slow outcome is in
@@ -384,7 +390,7 @@ cdef inline bint _window_count(qb_cell *cell, uint64_t x, uint64_t w, int outcom
     cdef uint64_t last, landed
     cdef uint32_t index
     cdef bint bad = (outcome & OUTCOME_SLOW) or (outcome & OUTCOME_BASE) == OUTCOME_FAILURE
-    epoch[0] = _window_epoch(cell, x, &index, plain)
+    epoch[0] = _window_epoch(cell, pol, x, &index, plain)
     if not _window_add(cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch[0], index,
                        outcome, plain, &landed) and not bad:
         return False
@@ -396,7 +402,7 @@ cdef inline bint _window_count(qb_cell *cell, uint64_t x, uint64_t w, int outcom
         while last < landed and not qb_cas(&win.bad_epoch, &last, landed):
             pass
         return True
-    return last > epoch[0] or epoch[0] - last < win.buckets
+    return last > epoch[0] or epoch[0] - last < pol.window_buckets
 
 
 cdef inline bint _window_settle(qb_cell *cell, const qb_policy *pol,
@@ -404,20 +410,21 @@ cdef inline bint _window_settle(qb_cell *cell, const qb_policy *pol,
                                 qb_translog *log, int *held) noexcept nogil:
     # Count an outcome with atomics; True if its rates tripped the breaker.
     cdef uint64_t epoch
-    return (_window_count(cell, _window_x(cell, pol, given_now, False), w,
+    return (_window_count(cell, pol, _window_x(cell, pol, given_now, False), w,
                           outcome, False, &epoch)
-            and _window_judge(cell, given_now, w, epoch, log, held))
+            and _window_judge(cell, pol, given_now, w, epoch, log, held))
 
 
-cdef bint _window_judge(qb_cell *cell, uint64_t given_now, uint64_t w,
-                        uint64_t epoch, qb_translog *log, int *held) noexcept nogil:
+cdef bint _window_judge(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
+                        uint64_t w, uint64_t epoch, qb_translog *log,
+                        int *held) noexcept nogil:
     # The rare part, out of line: sum the window to `epoch`, and trip the
     # generation of `w` if its rates crossed a threshold.
     cdef uint64_t gen = (w >> GEN_SHIFT) & GEN_FIELD
     cdef uint64_t now
     cdef uint64_t sums[3]
-    _window_sums(cell, gen, epoch, sums)
-    if not _rates_crossed(cell, sums):
+    _window_sums(cell, pol, gen, epoch, sums)
+    if not _rates_crossed(cell, pol, sums):
         return False
     while (w & STATE_FIELD) == S_CLOSED and ((w >> GEN_SHIFT) & GEN_FIELD) == gen:
         now = _resolve(given_now)
@@ -716,6 +723,18 @@ cdef uint64_t _this_process() except 0:
     return _process_token
 
 
+# Linux's PID_MAX_LIMIT: every pid is below it.
+cdef uint64_t PID_LIMIT = 1 << 22
+
+
+cdef bint _owner_is_dead(uint64_t owner) noexcept nogil:
+    # A slot's owner is whatever bytes the segment holds: only a pid that can
+    # name one process goes to kill(), since 0 and negative values address
+    # process groups, and pid 1 never dies.
+    cdef uint64_t pid = owner >> 32
+    return (1 < pid < PID_LIMIT and kill(<int>pid, 0) == -1 and errno == ESRCH)
+
+
 cdef int _claim_slot(CircuitBreaker b) except -1:
     # This process's slot of a shared cell: one it already holds (another
     # breaker object on the same segment: the GIL serialises the two), a
@@ -740,8 +759,8 @@ cdef int _claim_slot(CircuitBreaker b) except -1:
     if found < 0 and _pid_namespace:
         for i in range(QB_SLOTS):
             owner = qb_load(&slots[i].owner)
-            if (owner and qb_load(&slots[i].pid_namespace) == _pid_namespace
-                    and kill(<int>(owner >> 32), 0) == -1 and errno == ESRCH
+            if (_owner_is_dead(owner)
+                    and qb_load(&slots[i].pid_namespace) == _pid_namespace
                     and qb_cas(&slots[i].owner, &owner, me)):
                 found = i
                 break
@@ -822,16 +841,17 @@ cdef int _py_window_success(CircuitBreaker b, uint64_t w, int outcome) except -1
     cdef int held = 0
     if b.cpolicy.host_flags & FLAG_PLAIN_WINDOW:
         x = _window_x(b._cell, &b.cpolicy, given, True)
-        if _window_quick(b._cell, x, w):
+        if _window_quick(b._cell, &b.cpolicy, x, w):
             return 0
-        judge = _window_count(b._cell, x, w, outcome, True, &epoch)
+        judge = _window_count(b._cell, &b.cpolicy, x, w, outcome, True, &epoch)
     else:
-        judge = _window_count(b._cell, _window_x(b._cell, &b.cpolicy, given, False),
+        judge = _window_count(b._cell, &b.cpolicy,
+                              _window_x(b._cell, &b.cpolicy, given, False),
                               w, outcome, False, &epoch)
     if judge:
         _events_of(b)
         log.n = 0
-        _window_judge(b._cell, given, w, epoch, &log, _ordered(&held))
+        _window_judge(b._cell, &b.cpolicy, given, w, epoch, &log, _ordered(&held))
         if log.n or held:
             _push(b, &log, held)
     return 0
@@ -922,6 +942,10 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
     b.cpolicy.half_open_max = policy.half_open_max
     b.cpolicy.success_threshold = policy.success_threshold
     b.cpolicy.half_open_timeout_ticks = policy.half_open_timeout_ticks
+    b.cpolicy.window_kind = policy.window_kind
+    b.cpolicy.window_buckets = policy.window_buckets
+    b.cpolicy.window_span = policy.window_span
+    b.cpolicy.minimum_calls = policy.minimum_calls
     return 0
 
 
@@ -1300,7 +1324,6 @@ cdef class CircuitBreaker:
             _attach_window(self, policy)
             if QB_HAVE_GIL:
                 self.cpolicy.host_flags |= FLAG_PLAIN_WINDOW
-        self.cpolicy.window_kind = policy.window_kind
         if policy.slow_ticks:
             self.cpolicy.host_flags |= FLAG_SLOW_POLICY
         _set_policy(self, policy)
@@ -1341,7 +1364,8 @@ cdef class CircuitBreaker:
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
-        ``duration`` (seconds) marks the call slow under a slow-call policy.
+        ``duration`` (seconds, or a timedelta) marks the call slow under a
+        slow-call policy.
         """
         cdef uint64_t t = _ticket_arg(ticket)
         cdef int outcome = _outcome_arg(ok)
@@ -1507,7 +1531,10 @@ cdef class CircuitBreaker:
     def time_in_state(self):
         """Seconds since the last transition (or since construction)."""
         cdef uint64_t now = _resolve(_now_of(self))
-        return <double>(now - qb_load(&self._cell.changed_at)) / 1000.0
+        cdef int64_t elapsed = <int64_t>(now - qb_load(&self._cell.changed_at))
+        # 0, not 584 million years, when a clock stepped back (or a
+        # segment's bytes) put the last transition after now.
+        return <double>elapsed / 1000.0 if elapsed > 0 else 0.0
 
     @property
     def policy(self):
@@ -1519,7 +1546,7 @@ cdef class CircuitBreaker:
         win = QB_WINDOW(self._cell)
         return Policy(p.max_failures, p.reset_ticks, p.half_open_max,
                       p.success_threshold, p.half_open_timeout_ticks,
-                      p.window_kind, win.buckets, win.span, win.minimum_calls,
+                      p.window_kind, p.window_buckets, p.window_span, p.minimum_calls,
                       win.failure_rate_threshold, win.slow_rate_threshold,
                       win.slow_ticks)
 
@@ -1531,7 +1558,8 @@ cdef class CircuitBreaker:
             return 0, 0, 0
         w = qb_load(&self._cell.word)
         epoch = _window_now(self._cell, &self.cpolicy, _resolve(_now_of(self)))
-        _window_sums(self._cell, (w >> GEN_SHIFT) & GEN_FIELD, epoch, sums)
+        _window_sums(self._cell, &self.cpolicy, (w >> GEN_SHIFT) & GEN_FIELD, epoch,
+                     sums)
         return sums[0], sums[1], sums[2]
 
     @property
@@ -1656,6 +1684,12 @@ cdef class CircuitBreaker:
 
     def __repr__(self):
         return _api.describe(self)
+
+    def __copy__(self):
+        _api.refuse_copy(self)
+
+    def __deepcopy__(self, memo):
+        _api.refuse_copy(self)
 
 
 # For _shm's layout check: a shared segment's slot count and slot size.

@@ -50,6 +50,11 @@ Rules the word obeys:
   as 2**28 ms, which would end the generation under its probes; the price is
   that a breaker left untouched for just under a multiple of 2**28 ms sees
   its expiry up to 65.5 s later.
+- Every 64-bit value is a word of one of the four states: bits its state
+  does not use are ignored (and kept until the next transition), and counts
+  beyond their limits (probes in flight, successes) only make it reject or
+  conclude sooner. So a cell holding arbitrary bytes, as a corrupted shared
+  segment may, is still a working breaker; ``reset()`` makes it a clean one.
 - The generation wraps after 2**18 transitions. A ticket is compared by
   equality of state and generation, so a ticket is misread as current only if
   it was held across an exact multiple of 2**18 transitions.
@@ -70,6 +75,7 @@ The closed path never reads a clock.
 from __future__ import annotations
 
 import contextvars
+import datetime
 import functools
 import math
 import threading
@@ -80,6 +86,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from . import _events
 from ._api import BreakerAPI
 from ._forksafe import LockRenewal
+from ._ints import integer
 from ._options import (
     DEFAULT_OPTIONS,
     Options,
@@ -87,6 +94,7 @@ from ._options import (
     raise_async_fallback,
     result_outcome,
     run_hook,
+    seconds_of,
 )
 from ._state import State, Totals
 
@@ -266,12 +274,13 @@ def monotonic_ms() -> int:
 
 def clock_ticks(value: object) -> int:
     """A user clock's reading in seconds to ticks on the word's timeline."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    number = value if isinstance(value, float) else integer(value)
+    if number is None:
         raise TypeError(
             f"clock() must return seconds as an int or float, got {value!r} "
             f"({type(value).__name__})"
         )
-    scaled = value * 1000
+    scaled = number * 1000
     if isinstance(scaled, float) and not math.isfinite(scaled):
         raise ValueError(
             f"clock() must return a finite number of seconds, got {value!r}"
@@ -792,12 +801,16 @@ class CoreBreaker:
         return ticket
 
     def release(
-        self, ticket: int, ok: bool | None, duration: float | None = None
+        self,
+        ticket: int,
+        ok: bool | None,
+        duration: float | datetime.timedelta | None = None,
     ) -> None:
         """Report the outcome of the call that ``ticket`` admitted.
 
         ``ok`` is True for success, False for failure, None for neutral.
-        ``duration`` (seconds) marks the call slow under a slow-call policy.
+        ``duration`` (seconds, or a timedelta) marks the call slow under a
+        slow-call policy.
         """
         outcome = _outcome_code(ok)
         if duration is not None and _is_slow(self._policy, duration):
@@ -964,7 +977,9 @@ class CoreBreaker:
         elapsed = (
             _resolve(self._now()) - self._cell.changed_at
         ) & 0xFFFF_FFFF_FFFF_FFFF
-        return elapsed / 1000
+        # 0, not 584 million years, when a clock stepped back put the last
+        # transition after now (a difference in the upper half is negative).
+        return 0.0 if elapsed >> 63 else elapsed / 1000
 
     @property
     def policy(self) -> Policy:
@@ -1033,17 +1048,18 @@ def _outcome_code(ok: object) -> int:
 
 
 def _check_ticket(ticket: object) -> int:
-    if isinstance(ticket, bool) or not isinstance(ticket, int):
+    value = integer(ticket)
+    if value is None:
         raise TypeError(
             f"ticket must be an int returned by acquire(), got {ticket!r} "
             f"({type(ticket).__name__})"
         )
-    if not (0 < ticket <= (HEAD_FIELD << 1 | 1)) or not ticket & 1:
+    if not (0 < value <= (HEAD_FIELD << 1 | 1)) or not value & 1:
         raise ValueError(
             f"ticket must be a non-zero ticket returned by acquire() (an odd int "
             f"in [1, {HEAD_FIELD << 1 | 1}]), got {ticket!r}"
         )
-    return ticket
+    return value
 
 
 # -- tickets of ``with`` blocks --------------------------------------------------
@@ -1082,11 +1098,12 @@ def _pop_with_ticket(breaker: object) -> tuple[int, int | None]:
 
 
 def _is_slow(pol: Policy, duration: object) -> bool:
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise TypeError(f"duration must be seconds (int or float), got {duration!r}")
-    if not duration >= 0:  # also refuses NaN
-        raise ValueError(f"duration must be >= 0 seconds, got {duration!r}")
-    return bool(pol.slow_ticks) and duration * 1000 >= pol.slow_ticks
+    seconds = seconds_of("duration", duration)
+    if not 0 <= seconds < math.inf:  # also refuses NaN
+        raise ValueError(
+            f"duration must be >= 0 seconds and finite, got {duration!r}"
+        )
+    return bool(pol.slow_ticks) and seconds * 1000 >= pol.slow_ticks
 
 
 class CircuitBreaker(BreakerAPI, CoreBreaker):

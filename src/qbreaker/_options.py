@@ -7,12 +7,15 @@ here, so the rules exist in one place.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import logging
 import math
 from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple
+
+from ._ints import integer
 
 logger = logging.getLogger("qbreaker")
 
@@ -151,16 +154,23 @@ def check_latency_threshold(value: object) -> float | None:
 
 
 def seconds_of(name: str, value: object) -> float:
-    import datetime
-
+    """Seconds given as an int, a float or a timedelta, as a float."""
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, float):
+        return float(value)
+    number = integer(value)
+    if number is None:
         raise TypeError(
-            f"{name} must be seconds (int or float) or a datetime.timedelta, "
-            f"got {value!r}"
+            f"{name} must be seconds as an int or float, or a "
+            f"datetime.timedelta, got {value!r} ({type(value).__name__})"
         )
-    return float(value)
+    try:
+        return float(number)
+    except OverflowError:  # an int beyond any float, such as 10**400
+        raise ValueError(
+            f"{name} must be a finite number of seconds, got {value!r}"
+        ) from None
 
 
 DEFAULT_OPTIONS = make_options()

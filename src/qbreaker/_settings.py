@@ -12,6 +12,8 @@ from typing import Union
 
 from . import _core_py as L
 from ._core_py import Policy
+from ._ints import integer
+from ._options import seconds_of
 
 Seconds = Union[int, float, datetime.timedelta]
 
@@ -172,27 +174,20 @@ def _fraction(name: str, value: object) -> float | None:
 
 
 def _count(name: str, value: object, limit: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    count = integer(value)
+    if count is None:
         raise TypeError(
             f"{name} must be an int in [1, {limit}], got {value!r} "
             f"({type(value).__name__})"
         )
-    if not 1 <= value <= limit:
+    if not 1 <= count <= limit:
         raise ValueError(f"{name} must be in [1, {limit}], got {value!r}")
-    return value
+    return count
 
 
 def duration_ticks(name: str, value: object) -> int:
     """Seconds (int, float or timedelta) to whole milliseconds, validated."""
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(
-            f"{name} must be seconds as an int or float, or a "
-            f"datetime.timedelta, got {value!r} ({type(value).__name__})"
-        )
+    seconds = seconds_of(name, value)
     if not (MIN_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS):
         # The negated form also refuses NaN.
         raise ValueError(
@@ -200,3 +195,52 @@ def duration_ticks(name: str, value: object) -> int:
             f"{MAX_DURATION_SECONDS} seconds (1 ms resolution), got {value!r}"
         )
     return round(seconds * TICKS_PER_SECOND)
+
+
+def check_policy(policy: Policy) -> None:
+    """Refuse a policy that ``make_policy`` could not have made.
+
+    For policies read from elsewhere (a shared segment's header): the
+    constructor's arguments are rebuilt from it and validated again, so it
+    passes exactly the checks a constructor's policy passes. ValueError
+    names the field and its value.
+    """
+    if policy.window_kind not in (L.WINDOW_NONE, L.WINDOW_COUNT, L.WINDOW_TIME):
+        raise ValueError(
+            f"window_kind must be {L.WINDOW_NONE} (none), {L.WINDOW_COUNT} "
+            f"(count) or {L.WINDOW_TIME} (time), got {policy.window_kind}"
+        )
+    if policy.window_kind and not (
+        1 <= policy.window_buckets <= WINDOW_BUCKETS and policy.window_span >= 1
+    ):
+        raise ValueError(
+            f"a window needs window_buckets in [1, {WINDOW_BUCKETS}] and "
+            f"window_span >= 1, got window_buckets={policy.window_buckets} and "
+            f"window_span={policy.window_span}"
+        )
+    window_size = window_seconds = None
+    extent = policy.window_span * policy.window_buckets
+    if policy.window_kind == L.WINDOW_COUNT:
+        window_size = extent
+    elif policy.window_kind == L.WINDOW_TIME:
+        # The buckets may cover a little more than the window asked for.
+        window_seconds = min(extent, MAX_DURATION_TICKS) / TICKS_PER_SECOND
+    rebuilt = make_policy(
+        policy.max_failures or None,
+        policy.reset_ticks / TICKS_PER_SECOND,
+        policy.half_open_max,
+        policy.success_threshold,
+        policy.half_open_timeout_ticks / TICKS_PER_SECOND,
+        policy.failure_rate_threshold or None,
+        policy.slow_rate_threshold or None,
+        policy.slow_ticks / TICKS_PER_SECOND if policy.slow_ticks else None,
+        window_size,
+        window_seconds,
+        policy.minimum_calls if policy.window_kind else None,
+    )
+    for field, given, valid in zip(policy._fields, policy, rebuilt):
+        if given != valid:
+            raise ValueError(
+                f"{field} is {given!r}, which no valid policy with the other "
+                f"fields has (expected {valid!r})"
+            )

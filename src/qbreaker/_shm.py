@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 
 from ._core_py import Policy
+from ._settings import check_policy
 
 LAYOUT_VERSION = 2
 MAGIC = int.from_bytes(b"QBRKSHM1", "little")
@@ -583,11 +584,20 @@ def read_header(buffer: mmap.mmap, path: str) -> Policy:
             f"this qbreaker uses layout {LAYOUT_VERSION}"
         )
     policy = decode_policy(buffer[_POLICY_OFFSET:_NAME_OFFSET])
+    try:
+        check_policy(policy)
+    except ValueError as exc:
+        raise SharedStateError(
+            f"{path} holds an invalid policy ({exc}): corrupt, or written by "
+            f"something else than qbreaker"
+        ) from None
     if size != len(buffer) or size != total_size(policy):
         raise SharedStateError(
             f"{path} is {len(buffer)} bytes but its header says {size} "
             f"(its policy needs {total_size(policy)}): truncated or corrupt"
         )
+    if policy.window_kind:
+        _check_window_settings(buffer, policy, path)
     return policy
 
 
@@ -598,21 +608,42 @@ def read_name(buffer: mmap.mmap) -> str:
     return raw.decode("utf-8", "surrogatepass")
 
 
+# qb_window in qb_cell.h: cursor, span, slow ticks, two thresholds, buckets,
+# minimum calls; never written after the creator's first write.
+_WINDOW_SETTINGS = struct.Struct("<QQQddII")
+_WINDOW_FIELDS = (
+    "window_span",
+    "slow_ticks",
+    "failure_rate_threshold",
+    "slow_rate_threshold",
+    "window_buckets",
+    "minimum_calls",
+)
+
+
 def _write_window_settings(buffer: mmap.mmap, policy: Policy) -> None:
-    # qb_window in qb_cell.h: cursor, span, slow ticks, two thresholds,
-    # buckets, minimum calls; read by the core, never written after this.
-    struct.pack_into(
-        "<QQQddII",
+    _WINDOW_SETTINGS.pack_into(
         buffer,
         HEADER_SIZE + CELL_SIZE,
         0,
-        policy.window_span,
-        policy.slow_ticks,
-        policy.failure_rate_threshold,
-        policy.slow_rate_threshold,
-        policy.window_buckets,
-        policy.minimum_calls,
+        *(getattr(policy, field) for field in _WINDOW_FIELDS),
     )
+
+
+def _check_window_settings(buffer: mmap.mmap, policy: Policy, path: str) -> None:
+    """The window header's copy of the settings must be the header's policy.
+
+    The core takes the window's shape from the validated policy, never from
+    this copy, but it does read the thresholds and slow ticks there.
+    """
+    found = _WINDOW_SETTINGS.unpack_from(buffer, HEADER_SIZE + CELL_SIZE)[1:]
+    for field, value in zip(_WINDOW_FIELDS, found):
+        expected = getattr(policy, field)
+        if value != expected:
+            raise SharedStateError(
+                f"{path} has {field}={value!r} in its window but "
+                f"{expected!r} in its header: corrupt"
+            )
 
 
 def _publish(buffer: mmap.mmap) -> None:

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Callable, TypeVar, Union, overload
 
+from . import _pyb_checks as checks
 from ._pyb_base import (
     STATE_CLOSED,
     STATE_HALF_OPEN,
@@ -68,12 +69,24 @@ class CircuitBreaker:
         name: str | None = None,
         throw_new_error_on_trip: bool = True,
     ) -> None:
+        checks.settings(
+            fail_max,
+            reset_timeout,
+            success_threshold,
+            state_storage,
+            name,
+            throw_new_error_on_trip,
+        )
         self._lock = threading.RLock()  # the lists below; never held on a call
         self._fail_max = fail_max
         self._reset_timeout = reset_timeout
         self._success_threshold = success_threshold
-        self._excluded_exceptions: list[Exclusion] = list(exclude or [])
-        self._listeners: list[CircuitBreakerListener] = list(listeners or [])
+        self._excluded_exceptions: list[Exclusion] = checks.entries(
+            "exclude", exclude, callables=True
+        )
+        self._listeners: list[CircuitBreakerListener] = checks.entries(
+            "listeners", listeners, callables=False
+        )
         self._name = name
         self._throw_new_error_on_trip = throw_new_error_on_trip
         self._delivery = Delivery()
@@ -97,7 +110,8 @@ class CircuitBreaker:
 
     @fail_max.setter
     def fail_max(self, number: int) -> None:
-        self._fail_max = number  # read at every failure: nothing to rebuild
+        # Read at every failure: nothing to rebuild.
+        self._fail_max = checks.count("fail_max", number, infinite=True)
 
     @property
     def reset_timeout(self) -> float:
@@ -106,7 +120,7 @@ class CircuitBreaker:
 
     @reset_timeout.setter
     def reset_timeout(self, timeout: float) -> None:
-        self._reset_timeout = timeout
+        self._reset_timeout = checks.count("reset_timeout", timeout)
         self._engine.reconfigure(self)
 
     @property
@@ -116,7 +130,7 @@ class CircuitBreaker:
 
     @success_threshold.setter
     def success_threshold(self, threshold: int) -> None:
-        self._success_threshold = threshold
+        self._success_threshold = checks.count("success_threshold", threshold)
         self._engine.reconfigure(self)
 
     @property
