@@ -39,6 +39,8 @@ ACCEPTS: dict[str, set[str]] = {
     "listeners": {"list"},  # empty (the pybreaker drop-in)
     "max_breakers": {"huge"},  # a bound is a bound
     "fail_max": {"huge", "inf"},  # pybreaker's "never trip"
+    "state_storage": {"list"},  # false: pybreaker's memory storage
+    "throw_new_error_on_trip": set(BAD),  # pybreaker takes any truth value
 }
 
 

@@ -918,6 +918,42 @@ def test_breakers_sharing_a_memory_storage_share_state(impl: Any) -> None:
         first.call(succeed)
 
 
+class DuckStorage:
+    """A storage with pybreaker's interface but not its base class, as
+    pybreaker itself accepts."""
+
+    def __init__(self) -> None:
+        self.state = "closed"
+        self.counter = 0
+        self.success_counter = 0
+        self.opened_at: datetime.datetime | None = None
+
+    def increment_counter(self) -> None:
+        self.counter += 1
+
+    def reset_counter(self) -> None:
+        self.counter = 0
+
+    def increment_success_counter(self) -> None:
+        self.success_counter += 1
+
+    def reset_success_counter(self) -> None:
+        self.success_counter = 0
+
+
+@pytest.mark.parametrize("module", [pybreaker, pytest.importorskip("pybreaker")])
+def test_a_duck_typed_storage_is_accepted_as_by_pybreaker(module: Any) -> None:
+    storage = DuckStorage()
+    breaker = module.CircuitBreaker(fail_max=2, state_storage=storage)
+    with pytest.raises(DummyError):
+        breaker.call(fail)
+    with pytest.raises(module.CircuitBreakerError):
+        breaker.call(fail)
+    assert storage.state == "open"
+    with pytest.raises(TypeError, match="state_storage"):
+        pybreaker.CircuitBreaker(state_storage=object())
+
+
 def test_memory_storage_api(make: Make, now: FakeTime) -> None:
     breaker = make(fail_max=10, reset_timeout=30)
     storage = breaker._state_storage

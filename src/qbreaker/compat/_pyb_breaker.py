@@ -75,7 +75,6 @@ class CircuitBreaker:
             success_threshold,
             state_storage,
             name,
-            throw_new_error_on_trip,
         )
         self._lock = threading.RLock()  # the lists below; never held on a call
         self._fail_max = fail_max

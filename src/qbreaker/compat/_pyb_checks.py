@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._ints import integer
-from ._pyb_base import CircuitBreakerStorage
 
 
 def count(name: str, value: object, *, infinite: bool = False) -> Any:
@@ -51,28 +50,44 @@ def entries(name: str, value: object, *, callables: bool) -> list[Any]:
     return found
 
 
+# What the drop-in's engine reads and writes on a storage.
+_STORAGE_INTERFACE = (
+    "state",
+    "counter",
+    "success_counter",
+    "opened_at",
+    "increment_counter",
+    "reset_counter",
+    "increment_success_counter",
+    "reset_success_counter",
+)
+
+
 def settings(
     fail_max: object,
     reset_timeout: object,
     success_threshold: object,
     state_storage: object,
     name: object,
-    throw_new_error_on_trip: object,
 ) -> None:
+    """Refuse what the drop-in cannot run; ``throw_new_error_on_trip`` is
+    not checked: pybreaker takes any value for its truth."""
     count("fail_max", fail_max, infinite=True)
     count("reset_timeout", reset_timeout)
     count("success_threshold", success_threshold)
-    if state_storage is not None and not isinstance(
-        state_storage, CircuitBreakerStorage
-    ):
+    # pybreaker duck-types its storage (and takes any false value for the
+    # memory one); so does the drop-in, but a value without a storage's
+    # interface fails here rather than mid-call.
+    missing = [
+        attribute
+        for attribute in _STORAGE_INTERFACE
+        if state_storage and not hasattr(state_storage, attribute)
+    ]
+    if missing:
         raise TypeError(
-            f"state_storage must be a CircuitBreakerStorage or None, "
+            f"state_storage must be a CircuitBreakerStorage (or have its "
+            f"interface: {', '.join(missing)} missing) or None, "
             f"got {state_storage!r}"
         )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {name!r}")
-    if not isinstance(throw_new_error_on_trip, bool):
-        raise TypeError(
-            f"throw_new_error_on_trip must be True or False, "
-            f"got {throw_new_error_on_trip!r}"
-        )
