@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
         (drop if item.get_closest_marker("c_extension") else keep).append(item)
     config.hook.pytest_deselected(items=drop)
     items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_segment_directory() -> Iterator[None]:
+    """Every shared segment the suite makes lives in a private directory,
+    removed at the end: the suite neither sees the user's own segments in
+    /dev/shm nor leaves its own there. Subprocesses inherit it; tests of
+    the default directory set QBREAKER_SHM_DIR themselves."""
+    if os.environ.get("QBREAKER_SHM_DIR") or not os.path.isdir("/dev/shm"):
+        yield
+        return
+    where = tempfile.mkdtemp(prefix="qbreaker-tests-", dir="/dev/shm")
+    os.environ["QBREAKER_SHM_DIR"] = where
+    try:
+        yield
+    finally:
+        del os.environ["QBREAKER_SHM_DIR"]
+        shutil.rmtree(where, ignore_errors=True)
 
 
 @dataclass(frozen=True)
