@@ -208,6 +208,25 @@ def test_memory_future_opened_at_survives_a_new_reset_timeout(
     assert results == {ours.__name__: 48, theirs.__name__: 48}
 
 
+def test_memory_retry_after_counts_to_a_future_opened_at(
+    clocks: Clocks, impl: Any
+) -> None:
+    storage = ours.CircuitMemoryStorage("closed", core_class=impl.Breaker)
+    breaker = tripped(ours, storage)
+    with pytest.raises(ours.CircuitBreakerError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after == pytest.approx(TIMEOUT)
+    storage.opened_at = START + datetime.timedelta(seconds=30.5)
+    clocks.advance(2)
+    with pytest.raises(ours.CircuitBreakerError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after == pytest.approx(30.5 + TIMEOUT - 2)
+    clocks.advance(30.5 + TIMEOUT - 2 - 0.5)
+    with pytest.raises(ours.CircuitBreakerError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after == pytest.approx(0.5)
+
+
 def test_memory_distant_opened_at(clocks: Clocks, impl: Any) -> None:
     storage = ours.CircuitMemoryStorage("closed", core_class=impl.Breaker)
     breaker = tripped(ours, storage)

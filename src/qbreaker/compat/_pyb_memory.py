@@ -237,9 +237,17 @@ class MemoryEngine:
         return core, ticket
 
     def rejection(self, core: Any) -> CircuitBreakerError:
-        if core._word & SF == S_HALF_OPEN:
+        w = core._word
+        if w & SF == S_HALF_OPEN:
             return CircuitBreakerError(MSG_TRIAL_BUSY, retry_after=0.0)
-        return CircuitBreakerError(MSG_STILL_OPEN, retry_after=core.retry_after)
+        retry: float = core.retry_after
+        timeout = self._policy[0]
+        if retry >= timeout and w & SF == S_OPEN and core is self.core:
+            # Just opened, or opened_at set in the future: the core waits
+            # for that time, then the timeout, but reports the timeout only.
+            assert self._clock is not None
+            retry = max(retry, self._opened_tick(w) + timeout - self._clock())
+        return CircuitBreakerError(MSG_STILL_OPEN, retry_after=retry)
 
     def release(self, core: Any, ticket: int, ok: bool | None) -> None:
         if ticket:
