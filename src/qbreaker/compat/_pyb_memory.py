@@ -149,6 +149,12 @@ class MemoryEngine:
 
     def _opened_tick(self, w: int) -> float:
         """The seconds of ``time.monotonic`` at which an open word opened."""
+        now_ms, elapsed = self._open_elapsed(w)
+        return (now_ms - elapsed) / 1000
+
+    def _open_elapsed(self, w: int) -> tuple[int, int]:
+        """Now, and the time since an open word opened, in the core's
+        milliseconds; negative if it opened after now."""
         assert self._clock is not None
         now_ms = round(self._clock() * 1000)
         opened = (w >> OPENED_SHIFT) & OPENED_FIELD
@@ -157,7 +163,7 @@ class MemoryEngine:
             # Opened after now: an opened_at set in the future, or a racing
             # read. The core waits for that time, then for the timeout.
             elapsed -= 1 << OPENED_BITS
-        return (now_ms - elapsed) / 1000
+        return now_ms, elapsed
 
     # -- building a core in a given state ------------------------------------
 
@@ -245,8 +251,9 @@ class MemoryEngine:
         if retry >= timeout and w & SF == S_OPEN and core is self.core:
             # Just opened, or opened_at set in the future: the core waits
             # for that time, then the timeout, but reports the timeout only.
-            assert self._clock is not None
-            retry = max(retry, self._opened_tick(w) + timeout - self._clock())
+            elapsed = self._open_elapsed(w)[1]
+            if elapsed < 0:
+                retry = timeout - elapsed / 1000
         return CircuitBreakerError(MSG_STILL_OPEN, retry_after=retry)
 
     def release(self, core: Any, ticket: int, ok: bool | None) -> None:
