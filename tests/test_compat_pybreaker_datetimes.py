@@ -493,3 +493,18 @@ def test_redis_opened_at_must_be_a_datetime(
         storage.opened_at = value
     assert repr(value) in str(e.value) and "or None" not in str(e.value)
     assert storage.opened_at is None  # nothing written
+
+
+def test_redis_distant_opened_at(clocks: Clocks, redis_pair: dict[str, Any]) -> None:
+    storage = redis_pair[ours.__name__]
+    breaker = tripped(ours, storage)
+    storage._redis.delete(storage._namespace("opened_at"))
+    storage.opened_at = datetime.datetime(1, 1, 1)  # naive: UTC
+    assert storage.opened_at == datetime.datetime(1, 1, 1, tzinfo=UTC)
+    assert first_admitted(breaker, ours, clocks) == 0
+
+    breaker = tripped(ours, storage)
+    storage.opened_at = datetime.datetime.max  # pybreaker: OverflowError at the call
+    with pytest.raises(ours.CircuitBreakerError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after is not None and info.value.retry_after > 1e11
