@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import datetime
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 from .._errors import BreakerError
 
@@ -34,6 +34,33 @@ UTC = datetime.timezone.utc
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(UTC)
+
+
+def aware(moment: datetime.datetime) -> datetime.datetime:
+    """``moment`` fit for arithmetic with aware datetimes: a naive one is read
+    as UTC, as pybreaker's Redis storage reads it and as code written for the
+    pybreaker releases that used ``datetime.utcnow()`` means it."""
+    return moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment
+
+
+@overload
+def check_opened_at(
+    value: object, *, none_ok: Literal[True]
+) -> datetime.datetime | None: ...
+
+
+@overload
+def check_opened_at(value: object, *, none_ok: Literal[False]) -> datetime.datetime: ...
+
+
+def check_opened_at(value: object, *, none_ok: bool) -> datetime.datetime | None:
+    """``value`` if a storage's ``opened_at`` may be set to it, else TypeError."""
+    if isinstance(value, datetime.datetime) or (value is None and none_ok):
+        return value
+    accepted = "a datetime.datetime (naive: UTC)" + (" or None" if none_ok else "")
+    raise TypeError(
+        f"opened_at must be {accepted}, got {value!r} ({type(value).__name__})"
+    )
 
 
 def check_state(name: str) -> str:
@@ -206,7 +233,8 @@ class CircuitBreakerStorage:
 
     @property
     def opened_at(self) -> datetime.datetime | None:
-        """When the breaker last opened (aware, UTC), or None."""
+        """When the breaker last opened, or None. The breakers read a naive
+        datetime as UTC."""
         raise NotImplementedError
 
     @opened_at.setter

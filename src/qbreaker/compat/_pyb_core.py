@@ -36,6 +36,11 @@ NAMES = {S_CLOSED: STATE_CLOSED, S_OPEN: STATE_OPEN, S_HALF_OPEN: STATE_HALF_OPE
 # at once) gets it with an eager clock (see Clock).
 MIN_SECONDS = 0.001
 
+# The furthest in the future an open core's opened time may be set (an
+# opened_at after now): half the range the word tells from the past, about
+# 139 years.
+FUTURE_SECONDS = (1 << (OPENED_BITS - 2)) / 1000
+
 # Cores being brought to a state before they are published (_rebuild) carry
 # this name: their transitions are not the breaker's, so the qbreaker
 # logger's records of them are dropped.

@@ -36,6 +36,7 @@ from ._pyb_base import (
     STATE_OPEN,
     CircuitBreakerError,
     CircuitBreakerStorage,
+    aware,
     check_state,
     utcnow,
 )
@@ -155,10 +156,15 @@ class StorageEngine:
             state = self._observe()
             if state == STATE_OPEN:
                 now = utcnow()
-                timeout = datetime.timedelta(seconds=breaker.reset_timeout)
                 opened_at = self.storage.opened_at
-                if opened_at and now < opened_at + timeout:
-                    left = (opened_at + timeout - now).total_seconds()
+                # Seconds, not opened_at + timedelta: that overflows for an
+                # opened_at near datetime.max.
+                left = (
+                    (aware(opened_at) - now).total_seconds() + breaker.reset_timeout
+                    if opened_at
+                    else 0.0
+                )
+                if left > 0:
                     error = CircuitBreakerError(MSG_STILL_OPEN, retry_after=left)
                 elif self._atomic:
                     # Another process may have reopened it meanwhile.

@@ -51,12 +51,15 @@ from ._pyb_base import (
     STATE_OPEN,
     CircuitBreakerError,
     CircuitBreakerStorage,
+    aware,
+    check_opened_at,
     check_state,
     utcnow,
 )
 from ._pyb_core import (
     FAIL_MAX,
     FAIL_SHIFT,
+    FUTURE_SECONDS,
     HEAD,
     MIN_SECONDS,
     NAMES,
@@ -146,13 +149,21 @@ class MemoryEngine:
 
     def _opened_tick(self, w: int) -> float:
         """The seconds of ``time.monotonic`` at which an open word opened."""
+        now_ms, elapsed = self._open_elapsed(w)
+        return (now_ms - elapsed) / 1000
+
+    def _open_elapsed(self, w: int) -> tuple[int, int]:
+        """Now, and the time since an open word opened, in the core's
+        milliseconds; negative if it opened after now."""
         assert self._clock is not None
         now_ms = round(self._clock() * 1000)
         opened = (w >> OPENED_SHIFT) & OPENED_FIELD
         elapsed = (now_ms - opened) & OPENED_FIELD
-        if elapsed >> (OPENED_BITS - 1):  # "opened after now": a racing read
-            elapsed = 0
-        return (now_ms - elapsed) / 1000
+        if elapsed >> (OPENED_BITS - 1):
+            # Opened after now: an opened_at set in the future, or a racing
+            # read. The core waits for that time, then for the timeout.
+            elapsed -= 1 << OPENED_BITS
+        return now_ms, elapsed
 
     # -- building a core in a given state ------------------------------------
 
@@ -232,9 +243,18 @@ class MemoryEngine:
         return core, ticket
 
     def rejection(self, core: Any) -> CircuitBreakerError:
-        if core._word & SF == S_HALF_OPEN:
+        w = core._word
+        if w & SF == S_HALF_OPEN:
             return CircuitBreakerError(MSG_TRIAL_BUSY, retry_after=0.0)
-        return CircuitBreakerError(MSG_STILL_OPEN, retry_after=core.retry_after)
+        retry: float = core.retry_after
+        timeout = self._policy[0]
+        if retry >= timeout and w & SF == S_OPEN and core is self.core:
+            # Just opened, or opened_at set in the future: the core waits
+            # for that time, then the timeout, but reports the timeout only.
+            elapsed = self._open_elapsed(w)[1]
+            if elapsed < 0:
+                retry = timeout - elapsed / 1000
+        return CircuitBreakerError(MSG_STILL_OPEN, retry_after=retry)
 
     def release(self, core: Any, ticket: int, ok: bool | None) -> None:
         if ticket:
@@ -333,17 +353,24 @@ class MemoryEngine:
         for breaker in self.breakers():
             breaker._rebind()
 
-    def set_opened_at(self, value: datetime.datetime) -> None:
+    def set_opened_at(self, value: datetime.datetime | None) -> None:
         """pybreaker's ``storage.opened_at = value``: when open, the reset
-        timeout now counts from ``value``."""
+        timeout now counts from ``value`` (naive: UTC); None, as in pybreaker,
+        lets the next call through as a trial."""
         with self._admin:
             self._opened_at = value
             if self.core._word & SF != S_OPEN:
                 return
             assert self._clock is not None
-            ago = (utcnow() - value).total_seconds()
+            opened = None
+            if value is not None:
+                ago = (utcnow() - aware(value)).total_seconds()
+                # The word keeps the time modulo 2**OPENED_BITS ms: out of
+                # these bounds a distant time would wrap round to a near one.
+                ago = min(max(ago, -FUTURE_SECONDS), MAX_DURATION_SECONDS + 1)
+                opened = self._clock() - ago
             held = self._held
-            self._rebuild(STATE_OPEN, opened=self._clock() - ago)
+            self._rebuild(STATE_OPEN, opened=opened)
             self._held = held
         for breaker in self.breakers():
             breaker._rebind()
@@ -429,8 +456,8 @@ class CircuitMemoryStorage(CircuitBreakerStorage):
         return self._engine.opened_at
 
     @opened_at.setter
-    def opened_at(self, value: datetime.datetime) -> None:
-        self._engine.set_opened_at(value)
+    def opened_at(self, value: datetime.datetime | None) -> None:
+        self._engine.set_opened_at(check_opened_at(value, none_ok=True))
 
     def _pump(self) -> None:
         for breaker in self._engine.breakers():

@@ -33,6 +33,7 @@ from ._pyb_base import (
     STATE_OPEN,
     UTC,
     CircuitBreakerStorage,
+    check_opened_at,
 )
 from ._pyb_engine import CHANGED, COUNTED, STALE
 
@@ -53,7 +54,10 @@ def _text(value: Any) -> str:
 
 
 def _epoch(moment: datetime.datetime) -> int:
-    return int(calendar.timegm(moment.timetuple()))
+    # utctimetuple: an aware datetime of another zone is stored as its
+    # instant (pybreaker's timetuple stores its wall-clock time as if UTC);
+    # a naive one is UTC in both.
+    return int(calendar.timegm(moment.utctimetuple()))
 
 
 class CircuitRedisStorage(CircuitBreakerStorage):
@@ -157,10 +161,10 @@ class CircuitRedisStorage(CircuitBreakerStorage):
 
     @opened_at.setter
     def opened_at(self, now: datetime.datetime) -> None:
-        """Set when the breaker opened, unless a later time is stored already
-        (another process opened it after us)."""
+        """Set when the breaker opened (naive: UTC), unless a later time is
+        stored already (another process opened it after us)."""
         key = self._namespace("opened_at")
-        stamp = _epoch(now)
+        stamp = _epoch(check_opened_at(now, none_ok=False))
         try:
             if self._cluster_mode:
                 current = self._redis.get(key)

@@ -42,6 +42,11 @@ What is different:
 - ``reset_timeout`` is kept to the millisecond, at most about 18.6 hours;
   ``success_threshold`` at most 255. ``reset_timeout`` 0 still lets the very
   next call through.
+- A storage's ``opened_at`` may be naive: it is read as UTC (pybreaker's
+  memory storage makes the next call while open a TypeError). Anything but
+  a datetime (or None, memory storage only) is a TypeError when set. The
+  Redis storage stores an aware ``opened_at`` of another zone as its
+  instant; pybreaker stores its wall-clock time as if it were UTC.
 - Transitions are logged on the ``qbreaker`` logger, as for any qbreaker
   breaker.
 """
