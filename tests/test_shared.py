@@ -248,7 +248,7 @@ def _valid_header(name: str) -> bytearray:
         (lambda d: d.__setitem__(slice(0, 8), b"NOTQBRKR"), "bad magic"),
         (
             lambda d: d.__setitem__(slice(8, 12), (99).to_bytes(4, "little")),
-            "layout 99",
+            "version 99",
         ),
         (
             lambda d: d.__setitem__(slice(16, 24), (4096).to_bytes(8, "little")),

@@ -235,7 +235,7 @@ DAMAGES: list[tuple[str, Callable[[bytearray], None], str]] = [
     ("layout", lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 99)),
      "bad layout: version 99"),
     ("window kind", lambda d: d.__setitem__(slice(52, 56), struct.pack("<I", 9)),
-     "bad layout: window kind 9"),
+     "window_kind must be 0 (none), 1 (count) or 2 (time), got 9"),
     ("short", lambda d: d.__delitem__(slice(300, None)), "truncated: 300 bytes"),
     ("long", lambda d: d.extend(bytes(64)), "truncated or corrupt"),
     ("header size", lambda d: d.__setitem__(slice(16, 24), struct.pack("<Q", 4096)),

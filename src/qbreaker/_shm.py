@@ -577,27 +577,42 @@ def read_header(buffer: mmap.mmap, path: str) -> Policy:
                 f"remove it with qbreaker.shared.unlink(name)"
             )
         raise SharedStateError(f"{path} is not a qbreaker segment (bad magic)")
-    _, version, header_size, size = _FIXED.unpack_from(buffer, 0)
+    try:
+        return check_header(buffer, len(buffer))
+    except SharedStateError as exc:
+        raise SharedStateError(f"{path}: {exc}") from None
+
+
+def check_header(data: bytes | mmap.mmap, file_size: int) -> Policy:
+    """The policy of a published segment's header, validated; else a
+    SharedStateError saying what is wrong (without the path).
+
+    ``data`` holds at least the header and, for a policy with a window, the
+    window's header; attaching and the read-only listing both use this, so
+    they refuse exactly the same segments.
+    """
+    _, version, header_size, size = _FIXED.unpack_from(data, 0)
     if version != LAYOUT_VERSION or header_size != HEADER_SIZE:
         raise SharedStateError(
-            f"{path} has layout {version} (header {header_size} bytes); "
-            f"this qbreaker uses layout {LAYOUT_VERSION}"
+            f"bad layout: version {version}, header {header_size} bytes "
+            f"(this qbreaker: version {LAYOUT_VERSION}, {HEADER_SIZE})"
         )
-    policy = decode_policy(buffer[_POLICY_OFFSET:_NAME_OFFSET])
+    policy = decode_policy(bytes(data[_POLICY_OFFSET:_NAME_OFFSET]))
     try:
         check_policy(policy)
     except ValueError as exc:
         raise SharedStateError(
-            f"{path} holds an invalid policy ({exc}): corrupt, or written by "
-            f"something else than qbreaker"
+            f"bad policy ({exc}): corrupt, or written by something other "
+            f"than qbreaker"
         ) from None
-    if size != len(buffer) or size != total_size(policy):
+    need = total_size(policy)
+    if not size == need == file_size:
         raise SharedStateError(
-            f"{path} is {len(buffer)} bytes but its header says {size} "
-            f"(its policy needs {total_size(policy)}): truncated or corrupt"
+            f"truncated or corrupt: {file_size} bytes, its header says "
+            f"{size}, its policy needs {need}"
         )
     if policy.window_kind:
-        _check_window_settings(buffer, policy, path)
+        _check_window_settings(data, policy)
     return policy
 
 
@@ -630,19 +645,19 @@ def _write_window_settings(buffer: mmap.mmap, policy: Policy) -> None:
     )
 
 
-def _check_window_settings(buffer: mmap.mmap, policy: Policy, path: str) -> None:
+def _check_window_settings(data: bytes | mmap.mmap, policy: Policy) -> None:
     """The window header's copy of the settings must be the header's policy.
 
     The core takes the window's shape from the validated policy, never from
     this copy, but it does read the thresholds and slow ticks there.
     """
-    found = _WINDOW_SETTINGS.unpack_from(buffer, HEADER_SIZE + CELL_SIZE)[1:]
+    found = _WINDOW_SETTINGS.unpack_from(data, HEADER_SIZE + CELL_SIZE)[1:]
     for field, value in zip(_WINDOW_FIELDS, found):
         expected = getattr(policy, field)
         if value != expected:
             raise SharedStateError(
-                f"{path} has {field}={value!r} in its window but "
-                f"{expected!r} in its header: corrupt"
+                f"corrupt window: {field}={value!r} in its window but "
+                f"{expected!r} in its header"
             )
 
 

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import _api, _core_py, _shm
-from ._settings import WINDOW_BUCKETS
+from ._shm import SharedStateError
 from ._state import State
 
 # qb_cell in qb_cell.h: the word, then allowed, rejected, successes,
@@ -232,7 +232,8 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
         )
     if info.st_mode & 0o077:
         raise _Unusable(f"has mode {stat.S_IMODE(info.st_mode):o}; a segment is 0600")
-    raw = os.pread(fd, _shm.HEADER_SIZE, 0)
+    # The header, and a window's header after the cell if there is one.
+    raw = os.pread(fd, _shm.HEADER_SIZE + _shm.CELL_SIZE + _shm.WINDOW_HEADER_SIZE, 0)
     magic = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else 0
     if magic == 0:
         raise _Unusable(
@@ -241,28 +242,13 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
         )
     if magic != _shm.MAGIC:
         raise _Unusable("bad magic: not a qbreaker segment")
-    if len(raw) < _shm.HEADER_SIZE or info.st_size < _shm.HEADER_SIZE + _shm.CELL_SIZE:
+    if len(raw) < _shm.HEADER_SIZE + _shm.CELL_SIZE:
         raise _Unusable(f"truncated: {info.st_size} bytes")
-    _, version, header_size, size = _shm._FIXED.unpack_from(raw, 0)
-    if version != _shm.LAYOUT_VERSION or header_size != _shm.HEADER_SIZE:
-        raise _Unusable(
-            f"bad layout: version {version}, header {header_size} bytes "
-            f"(this qbreaker: version {_shm.LAYOUT_VERSION}, {_shm.HEADER_SIZE})"
-        )
-    policy = _shm.decode_policy(raw[_shm._POLICY_OFFSET : _shm._NAME_OFFSET])
-    if policy.window_kind not in (
-        _core_py.WINDOW_NONE, _core_py.WINDOW_COUNT, _core_py.WINDOW_TIME,
-    ) or policy.window_buckets > WINDOW_BUCKETS:  # fmt: skip
-        raise _Unusable(
-            f"bad layout: window kind {policy.window_kind} with "
-            f"{policy.window_buckets} buckets"
-        )
-    need = _shm.total_size(policy)
-    if not size == need == info.st_size:
-        raise _Unusable(
-            f"truncated or corrupt: {info.st_size} bytes, its header says "
-            f"{size}, its policy needs {need}"
-        )
+    try:
+        policy = _shm.check_header(raw, info.st_size)
+    except SharedStateError as exc:
+        raise _Unusable(str(exc)) from None
+    size = info.st_size
     return _Header(policy, _stored_name(raw, path), size)
 
 
