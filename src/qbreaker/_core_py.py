@@ -77,7 +77,7 @@ import time
 import types
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
-from . import _events
+from . import _events, _forms
 from ._api import BreakerAPI
 from ._forksafe import LockRenewal
 from ._options import (
@@ -873,18 +873,15 @@ class CoreBreaker:
         hook = getattr(type(self), "_generator_result", None)
         if hook is not None and type(result) is types.GeneratorType:
             return hook(self, ticket, result)  # type: ignore[no-any-return]
+        if hasattr(type(result), "__await__"):  # the compiled core's slot test
+            self._settle(ticket, OUTCOME_NEUTRAL)
+            raise _forms.awaitable_refused(fn, result)
         self._exit_result(ticket, result, started)
         return result
 
     def _guard(self, fn: Any) -> Any:
         """``fn`` wrapped so that each call goes through ``call``."""
-        breaker = self
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            return breaker.call(fn, *args, **kwargs)
-
-        return guarded
+        return _Guarded(self, fn)
 
     def _started(self) -> int | None:
         """The tick a call starts at, under a slow-call policy; else None."""
@@ -920,7 +917,7 @@ class CoreBreaker:
         self, ticket: int, exc: BaseException, started: int | None = None
     ) -> None:
         """A call raised ``exc``: failure, success or neutral by the rules."""
-        ok = exception_outcome(self._options, exc)
+        ok = exception_outcome(self._options, exc, self)
         if ok is True:
             self._exit_ok(ticket, started)
             return
@@ -1008,6 +1005,33 @@ class CoreBreaker:
     def totals(self) -> Totals:
         with self._cell.lock:
             return Totals(*self._cell.totals)
+
+
+class _Guarded:
+    """A function protected by a breaker: each call goes through ``call``."""
+
+    __slots__ = ("breaker", "fn", "__dict__", "__weakref__")
+
+    def __init__(self, breaker: CoreBreaker, fn: Any) -> None:
+        self.breaker = breaker
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.breaker.call(self.fn, *args, **kwargs)
+
+    def __reduce__(self) -> str:
+        # By reference, like the function it replaces (see _forms.pickled_name).
+        return _forms.pickled_name(self)
+
+    def __get__(self, obj: object, objtype: object = None) -> Any:
+        # Decorated methods bind like functions do.
+        if obj is None:
+            return self
+        return types.MethodType(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<protected {self.fn!r} by {self.breaker!r}>"
 
 
 def describe_word(w: int) -> tuple[State, int]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import pickle
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
@@ -161,6 +162,50 @@ def decorate(breaker: Protected, fn: F) -> F:
 def _describe(fn: object) -> str:
     name = getattr(fn, "__qualname__", None)
     return repr(name) if isinstance(name, str) else repr(fn)
+
+
+# -- plain functions -----------------------------------------------------------
+
+
+def awaitable_refused(fn: object, result: object) -> TypeError:
+    """The error of ``call(fn)`` when ``fn`` returned an awaitable.
+
+    Its outcome is known only once it is awaited, which ``call`` cannot do;
+    counting the call now would count a success that never happened. A
+    coroutine is closed, so no "never awaited" warning follows the error.
+    """
+    if inspect.iscoroutine(result):
+        result.close()
+    return TypeError(
+        f"call() cannot protect {_describe(fn)}: it returned {result!r}, an "
+        f"awaitable whose outcome is known only when it is awaited; use "
+        f"'await breaker.call_async(fn, ...)' or decorate the coroutine function"
+    )
+
+
+def pickled_name(guarded: object) -> str:
+    """What a protected function's ``__reduce__`` returns: its qualified name.
+
+    pickle then stores a reference (module and qualified name) and unpickles
+    it by import, as it does for the function that the decorator replaced in
+    its module. PicklingError when that reference does not lead back to
+    ``guarded`` (a local function, or one kept under another name).
+    """
+    module_name = getattr(guarded, "__module__", None)
+    qualname = getattr(guarded, "__qualname__", None)
+    found: object = None
+    if isinstance(module_name, str) and isinstance(qualname, str):
+        found = sys.modules.get(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+    if found is not guarded:
+        raise pickle.PicklingError(
+            f"cannot pickle {guarded!r}: a protected function is pickled by "
+            f"reference, as functions are, and {module_name}.{qualname} does "
+            f"not lead back to it; protect a function defined at module level "
+            f"(or a method of a module-level class) under its own name"
+        )
+    return qualname  # type: ignore[return-value]  # a str when found
 
 
 # -- coroutines ----------------------------------------------------------------
