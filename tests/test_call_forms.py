@@ -34,7 +34,7 @@ def half_open(impl: Impl, clock: FakeClock, half_open_max: int = 1, **kw: Any) -
     return b
 
 
-# -- the same breaker inside its own protected call ----------------------------------
+# -- the same breaker inside its own protected call ----------------------------
 
 
 def _nested_forms(outer: Any, inner: Any) -> dict[str, Callable[[], Any]]:
@@ -165,7 +165,7 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
-# -- pickling decorated functions ------------------------------------------------------
+# -- pickling decorated functions ----------------------------------------------
 
 
 def test_a_decorated_function_pickles_by_reference(impl: Impl) -> None:
@@ -201,7 +201,7 @@ def test_a_decorated_function_not_found_by_name_refuses_to_pickle(
         pickle.dumps(pickled_work.alias)  # type: ignore[attr-defined]
 
 
-# -- call() refuses awaitables -----------------------------------------------------------
+# -- call() refuses awaitables -------------------------------------------------
 
 
 class _Awaitable:
@@ -241,7 +241,7 @@ def test_call_still_returns_other_results(impl: Impl) -> None:
     assert counts(b) == (2, 0, 2, 0, 0)
 
 
-# -- generators closed early -------------------------------------------------------------
+# -- generators closed early ---------------------------------------------------
 
 
 def test_generator_closed_after_an_item_is_a_success(
@@ -296,10 +296,12 @@ def test_async_generator_closed_after_an_item_is_a_success(
     assert counts(b) == (1, 0, 1, 1, 0)
 
 
-# -- on_reject ----------------------------------------------------------------------------
+# -- on_reject -----------------------------------------------------------------
 
 
-def test_on_reject_runs_for_the_raising_forms_only(impl: Impl, clock: FakeClock) -> None:
+def test_on_reject_runs_for_the_raising_forms_only(
+    impl: Impl, clock: FakeClock
+) -> None:
     rejected: list[Any] = []
     b = impl.Breaker(clock=clock, on_reject=rejected.append)
     b.force_open()

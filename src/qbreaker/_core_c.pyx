@@ -1241,6 +1241,12 @@ cdef class _Guarded:
         # By reference, like the function it replaces (see _forms.pickled_name).
         return _forms.pickled_name(self)
 
+    def __copy__(self):
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __get__(self, obj, objtype):
         # Decorated methods bind like functions do.
         if obj is None:
@@ -1329,7 +1335,12 @@ cdef class CircuitBreaker:
         qb_store(&self._cell.changed_at, _resolve(_now_of(self)))
 
     def allow(self):
-        """True if a call may proceed now; report it with ``record_*()``."""
+        """True if a call may proceed now; report it with ``record_*()``.
+
+        A rejection is the False result alone: ``on_reject`` and the
+        fallback run only for the forms that raise (``with``, ``call``,
+        the decorator, ``call_async``).
+        """
         cdef uint64_t ticket = _py_admit(self)
         return ticket != 0
 
@@ -1342,7 +1353,10 @@ cdef class CircuitBreaker:
         _py_settle(self, 0, OUTCOME_FAILURE)
 
     def acquire(self):
-        """A ticket (a non-zero int) if a call may proceed, else 0."""
+        """A ticket (a non-zero int) if a call may proceed, else 0.
+
+        A rejection is the 0 alone, as for ``allow()``: no ``on_reject``.
+        """
         cdef uint64_t ticket = _py_admit(self)
         return ticket
 

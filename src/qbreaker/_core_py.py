@@ -766,7 +766,12 @@ class CoreBreaker:
             self._events.drain(self)
 
     def allow(self) -> bool:
-        """True if a call may proceed now; report it with ``record_*()``."""
+        """True if a call may proceed now; report it with ``record_*()``.
+
+        A rejection is the False result alone: ``on_reject`` and the
+        fallback run only for the forms that raise (``with``, ``call``,
+        the decorator, ``call_async``).
+        """
         log = self._events.pending
         ok = admit(self._cell, self._policy, self._now(), log) != 0
         self._deliver(log)
@@ -785,7 +790,10 @@ class CoreBreaker:
         self._deliver(log)
 
     def acquire(self) -> int:
-        """A ticket (a non-zero int) if a call may proceed, else 0."""
+        """A ticket (a non-zero int) if a call may proceed, else 0.
+
+        A rejection is the 0 alone, as for ``allow()``: no ``on_reject``.
+        """
         log = self._events.pending
         ticket = admit(self._cell, self._policy, self._now(), log)
         self._deliver(log)
@@ -1017,12 +1025,18 @@ class _Guarded:
         self.fn = fn
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.breaker.call(self.fn, *args, **kwargs)
 
     def __reduce__(self) -> str:
         # By reference, like the function it replaces (see _forms.pickled_name).
         return _forms.pickled_name(self)
+
+    def __copy__(self) -> _Guarded:
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo: object) -> _Guarded:
+        return self
 
     def __get__(self, obj: object, objtype: object = None) -> Any:
         # Decorated methods bind like functions do.

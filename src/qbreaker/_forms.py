@@ -22,10 +22,13 @@ fallback's result starts being iterated instead. From then on:
   (``_exit_exc``), so a GeneratorExit the inner generator raises on its own
   is neutral like any BaseException that is not an Exception;
 - ``close()`` by the consumer, which arrives as GeneratorExit at the wrapper's
-  own ``yield``, closes the inner generator and counts as a success; if the
-  inner generator fails while closing (raises, or ignores GeneratorExit), that
-  exception is classified instead. A generator garbage-collected unclosed is
-  closed by the interpreter, so it is the same path;
+  own ``yield``, closes the inner generator and counts as a success: the
+  wrapper yields only items the inner generator produced, so the backend has
+  worked (the README's outcome rules). If the inner generator fails while
+  closing (raises, or ignores GeneratorExit), that exception is classified
+  instead. A generator garbage-collected unclosed is closed by the
+  interpreter, so it is the same path; one closed before its first
+  ``next()`` never took a ticket;
 - ``send()`` and ``throw()`` pass through to the inner generator.
 
 The delegation is written out (the PEP 380 expansion) rather than
@@ -313,8 +316,8 @@ def guard_generator(
                 sent = yield value
             except GeneratorExit:
                 # The consumer's close() (or the interpreter's, for a
-                # generator collected unclosed): a success unless closing
-                # the inner generator fails.
+                # generator collected unclosed), after at least one item: a
+                # success unless closing the inner generator fails.
                 close: Callable[[], object] = inner.close
                 try:
                     returned = close()
@@ -402,7 +405,8 @@ def guard_async_generator(
                 sent = yield value
             except GeneratorExit:
                 # aclose() by the consumer, or by the event loop's finalizer
-                # for an async generator abandoned mid-iteration.
+                # for an async generator abandoned mid-iteration, after at
+                # least one item: a success, as for generators.
                 try:
                     await inner.aclose()
                 except BaseException as exc:

@@ -243,6 +243,12 @@ class Protected:
         # Pickled by name, as the function it replaces in its module is.
         return pickled_name(self)
 
+    def __copy__(self) -> Protected:
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo: object) -> Protected:
+        return self
+
     def __repr__(self) -> str:
         name = getattr(self, "__qualname__", repr(self._qb_func))
         return f"<function {name} protected by {self._qb_breaker.name!r}>"
