@@ -1190,8 +1190,10 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
 cdef int _refuse_awaitable(CircuitBreaker b, uint64_t ticket, object fn,
                            object result) except -1:
     # Out of line: call() got a coroutine (or another awaitable), whose
-    # outcome only awaiting it would show. Neutral, and a TypeError.
-    _py_settle(b, ticket, OUTCOME_NEUTRAL)
+    # outcome only awaiting it would show. Neutral, and a TypeError. The
+    # full settle: one more call site of _py_settle stopped GCC inlining it
+    # into _call (a neutral outcome never takes its quick path anyway).
+    _py_settle_full(b, ticket, OUTCOME_NEUTRAL)
     raise _forms.awaitable_refused(fn, result)
 
 
