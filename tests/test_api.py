@@ -588,6 +588,8 @@ def test_a_decorated_function_copies_and_refuses_to_run_unmade(impl: Impl) -> No
     duplicate = copy.copy(guarded)
     assert duplicate(1) == ((1,), {}) and duplicate.__wrapped__ is _echo
     assert b.totals().successes == 1
+    # Shared, as a copied function is, even where pickle cannot find it.
+    assert duplicate is guarded and copy.deepcopy(guarded) is guarded
     if impl.name == "c":  # the compiled wrapper's class can be called bare
         with pytest.raises(TypeError, match="decorating"):
             type(guarded)()()

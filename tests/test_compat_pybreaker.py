@@ -595,6 +595,13 @@ def test_decorated_module_function_pickles_by_name() -> None:
     assert pickle.loads(pickle.dumps(_pickled)) is _pickled
     assert _pickled(2) == 3
 
+    @_module_breaker
+    def local(x: int) -> int:
+        return x
+
+    with pytest.raises(pickle.PicklingError, match="by reference"):
+        pickle.dumps(local)
+
 
 _module_breaker = pybreaker.CircuitBreaker()
 
@@ -653,7 +660,31 @@ def test_a_generator_is_counted_when_it_finishes(
         ]  # fmt: skip
 
 
-def test_generator_closed_early_or_abandoned_is_neutral(make: Make) -> None:
+@pytest.mark.parametrize("listened", [False, True], ids=["compiled", "python"])
+def test_generator_closed_after_an_item_is_a_success(
+    make: Make, listened: bool
+) -> None:
+    # qbreaker's outcome rule (pybreaker counts the close as a failure): an
+    # item shows the backend works.
+    breaker = make()
+    recorder = Recorder()
+    if listened:
+        breaker.add_listener(recorder)
+
+    @breaker
+    def numbers() -> Any:
+        yield 1
+        yield 2
+
+    breaker.half_open()
+    for _ in numbers():
+        break
+    assert breaker.current_state == "closed"
+    if listened:
+        assert "success" in recorder.kinds() and "failure" not in recorder.kinds()
+
+
+def test_generator_closed_before_its_first_item_is_neutral(make: Make) -> None:
     breaker = make()
 
     @breaker
@@ -662,15 +693,31 @@ def test_generator_closed_early_or_abandoned_is_neutral(make: Make) -> None:
         yield 2
 
     breaker.half_open()
-    gen = numbers()
-    assert next(gen) == 1
-    gen.close()
-    assert breaker.current_state == "half-open"
-    unstarted = numbers()  # the trial slot is free again
+    unstarted = numbers()  # admitted when called, as pybreaker does
+    unstarted.close()
     del unstarted
     gc.collect()
-    assert list(numbers()) == [1, 2]  # and free again after collection
+    assert breaker.current_state == "half-open"
+    assert list(numbers()) == [1, 2]  # the trial slot was given back
     assert breaker.current_state == "closed"
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["compiled", "python"])
+def test_call_refuses_an_awaitable(make: Make, listened: bool) -> None:
+    breaker = make()
+    if listened:
+        breaker.add_listener(Recorder())
+
+    async def fetch() -> None:
+        raise DummyError
+
+    breaker.half_open()
+    with pytest.raises(TypeError, match="call_async"):
+        breaker.call(fetch)
+    assert breaker.current_state == "half-open"  # neither closed nor re-opened
+    with pytest.raises(pybreaker.CircuitBreakerError, match="Trial call failed"):
+        asyncio.run(breaker.call_async(fetch))  # the trial slot was given back
+    assert breaker.current_state == "open"
 
 
 def test_generator_send_and_throw_pass_through(make: Make) -> None:

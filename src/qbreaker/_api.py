@@ -185,7 +185,9 @@ def remove_listener(b: Any, listener: Listener) -> None:
 
 
 def open_error(b: Any) -> CircuitOpenError:
-    return CircuitOpenError(name(b), b.state, b.retry_after)
+    error = CircuitOpenError(name(b), b.state, b.retry_after)
+    error._breaker = b
+    return error
 
 
 def raise_open(b: Any) -> None:

@@ -1158,6 +1158,18 @@ cdef extern from "Python.h":
     bint PyGen_CheckExact(object o)
 
 
+cdef extern from *:
+    """
+    /* A type-slot test, the C twin of hasattr(type(o), "__await__"): what
+       call() refuses, on its return path, for the cost of two loads. */
+    static inline int qb_is_awaitable(PyObject *o) {
+        PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
+        return am != NULL && am->am_await != NULL;
+    }
+    """
+    bint qb_is_awaitable(object o) noexcept
+
+
 cdef tuple _positional(PyObject **args, Py_ssize_t nargs):
     return tuple([<object>args[i] for i in range(nargs)])
 
@@ -1190,11 +1202,23 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
         raise
     if b.cpolicy.host_flags & FLAG_GENERATOR_HOOK and PyGen_CheckExact(result):
         return b._generator_result(ticket, result)
+    if qb_is_awaitable(result):
+        _refuse_awaitable(b, ticket, fn, result)
     if started is None and b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
         _py_settle(b, ticket, OUTCOME_SUCCESS)
     else:
         b._exit_result(ticket, result, started)
     return result
+
+
+cdef int _refuse_awaitable(CircuitBreaker b, uint64_t ticket, object fn,
+                           object result) except -1:
+    # Out of line: call() got a coroutine (or another awaitable), whose
+    # outcome only awaiting it would show. Neutral, and a TypeError. The
+    # full settle: one more call site of _py_settle stopped GCC inlining it
+    # into _call (a neutral outcome never takes its quick path anyway).
+    _py_settle_full(b, ticket, OUTCOME_NEUTRAL)
+    raise _forms.awaitable_refused(fn, result)
 
 
 cdef object _call_method(object self, PyObject **args, Py_ssize_t nargs,
@@ -1222,13 +1246,6 @@ cdef object _guarded_vectorcall(object callable, PyObject **args, size_t nargsf,
     return _call(guarded.breaker, guarded.fn, args, PyVectorcall_NARGS(nargsf), kwnames)
 
 
-def _guarded_again(breaker, fn, state):
-    # copy and pickle (see _Guarded.__reduce__): the same breaker and function.
-    guarded = breaker._guard(fn)
-    guarded.__dict__.update(state)
-    return guarded
-
-
 cdef class _Guarded:
     """A function protected by a breaker: each call goes through ``call``."""
 
@@ -1247,7 +1264,14 @@ cdef class _Guarded:
         return PyVectorcall_Call(self, args, kwargs)
 
     def __reduce__(self):
-        return _guarded_again, (self.breaker, self.fn, dict(vars(self)))
+        # By reference, like the function it replaces (see _forms.pickled_name).
+        return _forms.pickled_name(self)
+
+    def __copy__(self):
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo):
+        return self
 
     def __get__(self, obj, objtype):
         # Decorated methods bind like functions do.
@@ -1343,7 +1367,12 @@ cdef class CircuitBreaker:
             qb_cas(&self._cell.changed_at, &unset, _resolve(_now_of(self)))
 
     def allow(self):
-        """True if a call may proceed now; report it with ``record_*()``."""
+        """True if a call may proceed now; report it with ``record_*()``.
+
+        A rejection is the False result alone: ``on_reject`` and the
+        fallback run only for the forms that raise (``with``, ``call``,
+        the decorator, ``call_async``).
+        """
         cdef uint64_t ticket = _py_admit(self)
         return ticket != 0
 
@@ -1356,7 +1385,10 @@ cdef class CircuitBreaker:
         _py_settle(self, 0, OUTCOME_FAILURE)
 
     def acquire(self):
-        """A ticket (a non-zero int) if a call may proceed, else 0."""
+        """A ticket (a non-zero int) if a call may proceed, else 0.
+
+        A rejection is the 0 alone, as for ``allow()``: no ``on_reject``.
+        """
         cdef uint64_t ticket = _py_admit(self)
         return ticket
 
@@ -1484,7 +1516,7 @@ cdef class CircuitBreaker:
 
     def _exit_exc(self, ticket, exc, started=None):
         """A call raised ``exc``: failure, success or neutral by the rules."""
-        ok = exception_outcome(self._options, exc)
+        ok = exception_outcome(self._options, exc, self)
         if ok is True:
             self._exit_ok(ticket, started)
             return

@@ -83,7 +83,7 @@ import time
 import types
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
-from . import _events
+from . import _events, _forms
 from ._api import BreakerAPI
 from ._forksafe import LockRenewal
 from ._ints import integer
@@ -775,7 +775,12 @@ class CoreBreaker:
             self._events.drain(self)
 
     def allow(self) -> bool:
-        """True if a call may proceed now; report it with ``record_*()``."""
+        """True if a call may proceed now; report it with ``record_*()``.
+
+        A rejection is the False result alone: ``on_reject`` and the
+        fallback run only for the forms that raise (``with``, ``call``,
+        the decorator, ``call_async``).
+        """
         log = self._events.pending
         ok = admit(self._cell, self._policy, self._now(), log) != 0
         self._deliver(log)
@@ -794,7 +799,10 @@ class CoreBreaker:
         self._deliver(log)
 
     def acquire(self) -> int:
-        """A ticket (a non-zero int) if a call may proceed, else 0."""
+        """A ticket (a non-zero int) if a call may proceed, else 0.
+
+        A rejection is the 0 alone, as for ``allow()``: no ``on_reject``.
+        """
         log = self._events.pending
         ticket = admit(self._cell, self._policy, self._now(), log)
         self._deliver(log)
@@ -886,18 +894,15 @@ class CoreBreaker:
         hook = getattr(type(self), "_generator_result", None)
         if hook is not None and type(result) is types.GeneratorType:
             return hook(self, ticket, result)  # type: ignore[no-any-return]
+        if hasattr(type(result), "__await__"):  # the compiled core's slot test
+            self._settle(ticket, OUTCOME_NEUTRAL)
+            raise _forms.awaitable_refused(fn, result)
         self._exit_result(ticket, result, started)
         return result
 
     def _guard(self, fn: Any) -> Any:
         """``fn`` wrapped so that each call goes through ``call``."""
-        breaker = self
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            return breaker.call(fn, *args, **kwargs)
-
-        return guarded
+        return _Guarded(self, fn)
 
     def _started(self) -> int | None:
         """The tick a call starts at, under a slow-call policy; else None."""
@@ -933,7 +938,7 @@ class CoreBreaker:
         self, ticket: int, exc: BaseException, started: int | None = None
     ) -> None:
         """A call raised ``exc``: failure, success or neutral by the rules."""
-        ok = exception_outcome(self._options, exc)
+        ok = exception_outcome(self._options, exc, self)
         if ok is True:
             self._exit_ok(ticket, started)
             return
@@ -1023,6 +1028,39 @@ class CoreBreaker:
     def totals(self) -> Totals:
         with self._cell.lock:
             return Totals(*self._cell.totals)
+
+
+class _Guarded:
+    """A function protected by a breaker: each call goes through ``call``."""
+
+    __slots__ = ("breaker", "fn", "__dict__", "__weakref__")
+
+    def __init__(self, breaker: CoreBreaker, fn: Any) -> None:
+        self.breaker = breaker
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        return self.breaker.call(self.fn, *args, **kwargs)
+
+    def __reduce__(self) -> str:
+        # By reference, like the function it replaces (see _forms.pickled_name).
+        return _forms.pickled_name(self)
+
+    def __copy__(self) -> _Guarded:
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo: object) -> _Guarded:
+        return self
+
+    def __get__(self, obj: object, objtype: object = None) -> Any:
+        # Decorated methods bind like functions do.
+        if obj is None:
+            return self
+        return types.MethodType(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<protected {self.fn!r} by {self.breaker!r}>"
 
 
 def describe_word(w: int) -> tuple[State, int]:

@@ -22,6 +22,11 @@ class CircuitOpenError(BreakerError):
     grow its ``__traceback__`` on every rejection.
     """
 
+    #: The breaker that raised it, so that a call protected by that same
+    #: breaker can tell its own rejection (a nested call) from a backend's
+    #: error. Not pickled: in another process no breaker is the same one.
+    _breaker: object = None
+
     def __init__(self, name: str, state: State, retry_after: float) -> None:
         self.name = name
         self.state = state

@@ -22,10 +22,13 @@ fallback's result starts being iterated instead. From then on:
   (``_exit_exc``), so a GeneratorExit the inner generator raises on its own
   is neutral like any BaseException that is not an Exception;
 - ``close()`` by the consumer, which arrives as GeneratorExit at the wrapper's
-  own ``yield``, closes the inner generator and counts as a success; if the
-  inner generator fails while closing (raises, or ignores GeneratorExit), that
-  exception is classified instead. A generator garbage-collected unclosed is
-  closed by the interpreter, so it is the same path;
+  own ``yield``, closes the inner generator and counts as a success: the
+  wrapper yields only items the inner generator produced, so the backend has
+  worked (the README's outcome rules). If the inner generator fails while
+  closing (raises, or ignores GeneratorExit), that exception is classified
+  instead. A generator garbage-collected unclosed is closed by the
+  interpreter, so it is the same path; one closed before its first
+  ``next()`` never took a ticket;
 - ``send()`` and ``throw()`` pass through to the inner generator.
 
 The delegation is written out (the PEP 380 expansion) rather than
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import pickle
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
@@ -163,6 +167,50 @@ def _describe(fn: object) -> str:
     return repr(name) if isinstance(name, str) else repr(fn)
 
 
+# -- plain functions -----------------------------------------------------------
+
+
+def awaitable_refused(fn: object, result: object) -> TypeError:
+    """The error of ``call(fn)`` when ``fn`` returned an awaitable.
+
+    Its outcome is known only once it is awaited, which ``call`` cannot do;
+    counting the call now would count a success that never happened. A
+    coroutine is closed, so no "never awaited" warning follows the error.
+    """
+    if inspect.iscoroutine(result):
+        result.close()
+    return TypeError(
+        f"call() cannot protect {_describe(fn)}: it returned {result!r}, an "
+        f"awaitable whose outcome is known only when it is awaited; use "
+        f"'await breaker.call_async(fn, ...)' or decorate the coroutine function"
+    )
+
+
+def pickled_name(guarded: object) -> str:
+    """What a protected function's ``__reduce__`` returns: its qualified name.
+
+    pickle then stores a reference (module and qualified name) and unpickles
+    it by import, as it does for the function that the decorator replaced in
+    its module. PicklingError when that reference does not lead back to
+    ``guarded`` (a local function, or one kept under another name).
+    """
+    module_name = getattr(guarded, "__module__", None)
+    qualname = getattr(guarded, "__qualname__", None)
+    found: object = None
+    if isinstance(module_name, str) and isinstance(qualname, str):
+        found = sys.modules.get(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+    if found is not guarded:
+        raise pickle.PicklingError(
+            f"cannot pickle {guarded!r}: a protected function is pickled by "
+            f"reference, as functions are, and {module_name}.{qualname} does "
+            f"not lead back to it; protect a function defined at module level "
+            f"(or a method of a module-level class) under its own name"
+        )
+    return qualname  # type: ignore[return-value]  # a str when found
+
+
 # -- coroutines ----------------------------------------------------------------
 
 
@@ -268,8 +316,8 @@ def guard_generator(
                 sent = yield value
             except GeneratorExit:
                 # The consumer's close() (or the interpreter's, for a
-                # generator collected unclosed): a success unless closing
-                # the inner generator fails.
+                # generator collected unclosed), after at least one item: a
+                # success unless closing the inner generator fails.
                 close: Callable[[], object] = inner.close
                 try:
                     returned = close()
@@ -357,7 +405,8 @@ def guard_async_generator(
                 sent = yield value
             except GeneratorExit:
                 # aclose() by the consumer, or by the event loop's finalizer
-                # for an async generator abandoned mid-iteration.
+                # for an async generator abandoned mid-iteration, after at
+                # least one item: a success, as for generators.
                 try:
                     await inner.aclose()
                 except BaseException as exc:

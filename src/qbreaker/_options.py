@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple
 
+from ._errors import CircuitOpenError
 from ._ints import integer
 
 logger = logging.getLogger("qbreaker")
@@ -176,13 +177,20 @@ def seconds_of(name: str, value: object) -> float:
 DEFAULT_OPTIONS = make_options()
 
 
-def exception_outcome(options: Options, exc: BaseException) -> bool | None:
-    """True (success), False (failure) or None (neutral) for a raised ``exc``.
+def exception_outcome(
+    options: Options, exc: BaseException, breaker: object
+) -> bool | None:
+    """True (success), False (failure) or None (neutral) for ``exc``, raised
+    by a call that ``breaker`` protects.
 
-    Order: ``exclude``, then the BaseException rule (KeyboardInterrupt,
-    SystemExit, GeneratorExit, CancelledError... are neutral), then
-    ``is_failure`` or the default (every Exception is a failure).
+    Order: a CircuitOpenError of ``breaker`` itself (a nested call that it
+    rejected: no evidence against the backend), then ``exclude``, then the
+    BaseException rule (KeyboardInterrupt, SystemExit, GeneratorExit,
+    CancelledError... are neutral), then ``is_failure`` or the default
+    (every Exception is a failure).
     """
+    if isinstance(exc, CircuitOpenError) and exc._breaker is breaker:
+        return None
     if options.exclude and isinstance(exc, options.exclude):
         return None
     if not isinstance(exc, Exception):

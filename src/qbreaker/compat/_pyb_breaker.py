@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Callable, TypeVar, Union, overload
 
+from .._forms import awaitable_refused
 from . import _pyb_checks as checks
 from ._pyb_base import (
     STATE_CLOSED,
@@ -364,7 +365,9 @@ class CircuitBreaker:
         Raises CircuitBreakerError without calling it when the breaker is
         open (or half-open with a trial call in progress). A generator that
         ``func`` returns is counted when it finishes, as pybreaker does: a
-        success when exhausted, a failure (by the rules) when it raises.
+        success when exhausted, a failure (by the rules) when it raises. An
+        awaitable that it returns is a TypeError (use ``call_async``), the
+        call neutral, on both paths (the core's ``call`` refuses it too).
         """
         ticket = self._start(func, args, kwargs)
         try:
@@ -376,6 +379,9 @@ class CircuitBreaker:
             raise
         if type(result) is types.GeneratorType:
             return wrap_generator(self, ticket, result)  # type: ignore[arg-type,return-value]
+        if hasattr(type(result), "__await__"):
+            self._engine.neutral(ticket)
+            raise awaitable_refused(func, result)
         self._succeeded(ticket)
         return result
 

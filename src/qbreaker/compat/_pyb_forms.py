@@ -9,7 +9,7 @@ the engine's ``neutral`` reports it.
 - ``call_async``: asyncio, and Tornado (whose futures are awaitable).
 - ``call_generator`` / ``wrap_generator``: pybreaker's generator call:
   admitted when the generator function is called, counted when the
-  generator finishes.
+  generator finishes (or is closed early: see ``wrap_generator``).
 - ``decorate``: picks the wrapper by the kind of function; a plain
   function becomes a ``Protected``, switchable between the core's compiled
   wrapper and the Python path.
@@ -23,6 +23,8 @@ import types
 import weakref
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable
+
+from .._forms import pickled_name
 
 if TYPE_CHECKING:
     from ._pyb_breaker import CircuitBreaker
@@ -87,18 +89,21 @@ def wrap_generator(
     breaker: CircuitBreaker, ticket: Any, inner: Generator[Any, Any, Any]
 ) -> Generator[Any, Any, Any]:
     """``inner``, admitted with ``ticket``, counted when it finishes:
-    exhausted, a success; raising, by the rules; closed early or collected
-    unfinished, neutral."""
+    exhausted, a success; raising, by the rules; closed early (or collected
+    unfinished) after it yielded an item, a success; closed or collected
+    before its first item, neutral (see the README's outcome rules)."""
     held = [ticket]
     outer = _iterate(breaker, inner, held)
     # An unstarted generator runs no finally block: give the ticket back when
     # it is collected, or a trial call's slot would stay taken.
-    weakref.finalize(outer, _abandon, breaker, held)
+    weakref.finalize(outer, _abandon, breaker, held, inner)
     return outer
 
 
-def _abandon(breaker: CircuitBreaker, held: list[Any]) -> None:
-    if held:
+def _abandon(breaker: CircuitBreaker, held: list[Any], inner: Any) -> None:
+    # Runs before the collected generator's own close(): one that got past
+    # its first item is counted by that close (see _iterate), not here.
+    if held and inspect.getgeneratorstate(inner) == inspect.GEN_CREATED:
         breaker._engine.neutral(held.pop())
 
 
@@ -120,8 +125,9 @@ def _iterate(
     breaker: CircuitBreaker, inner: Any, held: list[Any]
 ) -> Generator[Any, Any, Any]:
     # The PEP 380 expansion, not ``yield from``: the consumer's close()
-    # (neutral) must be told apart from a GeneratorExit of the inner
-    # generator's own, and send() and throw() pass through.
+    # (a success: it comes after an item) must be told apart from a
+    # GeneratorExit of the inner generator's own, and send() and throw()
+    # pass through.
     try:
         value = next(inner)
     except StopIteration as stop:
@@ -139,7 +145,7 @@ def _iterate(
             except BaseException as exc:
                 _finish(breaker, held, exc)
                 raise
-            _abandon(breaker, held)
+            _finish(breaker, held, None)
             raise
         except BaseException as thrown:
             try:
@@ -235,7 +241,13 @@ class Protected:
 
     def __reduce__(self) -> str:
         # Pickled by name, as the function it replaces in its module is.
-        return str(getattr(self, "__qualname__", ""))
+        return pickled_name(self)
+
+    def __copy__(self) -> Protected:
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo: object) -> Protected:
+        return self
 
     def __repr__(self) -> str:
         name = getattr(self, "__qualname__", repr(self._qb_func))
