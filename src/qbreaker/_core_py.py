@@ -846,32 +846,19 @@ class CoreBreaker:
     # -- forms of protection ------------------------------------------------
 
     def __enter__(self) -> None:
-        self._enter_block(sys._getframe(1))
+        _enter_block(self, sys._getframe(1))
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit_block(sys._getframe(1), exc_type, exc)
+        _exit_block(self, sys._getframe(1), exc_type, exc)
 
     async def __aenter__(self) -> None:
         # Running, this coroutine's caller is the frame of the async with.
-        self._enter_block(sys._getframe(1))
+        _enter_block(self, sys._getframe(1))
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._exit_block(sys._getframe(1), exc_type, exc)
-
-    def _enter_block(self, frame: types.FrameType) -> None:
-        ticket = self.acquire()
-        if not ticket:
-            self._raise_open()  # type: ignore[attr-defined]
-        _push_with_ticket(self, frame, ticket, self._started())
-
-    def _exit_block(
-        self, frame: types.FrameType, exc_type: object, exc: BaseException | None
+    async def __aexit__(
+        self, exc_type: object, exc: BaseException | None, tb: object
     ) -> None:
-        ticket, started = _pop_with_ticket(self, frame)
-        if exc_type is None:
-            self._exit_ok(ticket, started)
-        else:
-            self._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
+        _exit_block(self, sys._getframe(1), exc_type, exc)
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under the breaker."""
@@ -1105,7 +1092,9 @@ class _OpenBlock:
 
     __slots__ = ("breaker", "frame", "ticket", "started", "open", "__weakref__")
 
-    def __init__(self, breaker: object, frame: int, ticket: int, started: int | None) -> None:
+    def __init__(
+        self, breaker: object, frame: int, ticket: int, started: int | None
+    ) -> None:
         self.breaker = breaker
         self.frame = frame  # id() of the frame running the with statement
         self.ticket = ticket
@@ -1117,7 +1106,7 @@ class _Link(NamedTuple):
     """A context's chain of blocks, innermost first."""
 
     block: _OpenBlock
-    rest: Optional[_Link]
+    rest: _Link | None
     length: int  # links in the chain, closed ones included
     compact_at: int  # the length at which closed links are dropped
 
@@ -1143,10 +1132,14 @@ class _BlocksLock:
 _BLOCKS = _BlocksLock()
 
 
-def _chain(blocks: list[_OpenBlock], rest: _Link | None, compact_at: int) -> _Link | None:
+def _chain(
+    blocks: list[_OpenBlock], rest: _Link | None, compact_at: int
+) -> _Link | None:
     """``blocks`` (outermost first) linked onto ``rest``."""
     for block in blocks:
-        rest = _Link(block, rest, rest.length + 1 if rest is not None else 1, compact_at)
+        rest = _Link(
+            block, rest, rest.length + 1 if rest is not None else 1, compact_at
+        )
     return rest
 
 
@@ -1169,6 +1162,26 @@ def _compacted(chain: _Link) -> _Link | None:
     return _chain(blocks, None, 2 * len(blocks) + 64)
 
 
+def _enter_block(breaker: CoreBreaker, frame: types.FrameType) -> None:
+    ticket = breaker.acquire()
+    if not ticket:
+        breaker._raise_open()  # type: ignore[attr-defined]
+    _push_with_ticket(breaker, frame, ticket, breaker._started())
+
+
+def _exit_block(
+    breaker: CoreBreaker,
+    frame: types.FrameType,
+    exc_type: object,
+    exc: BaseException | None,
+) -> None:
+    ticket, started = _pop_with_ticket(breaker, frame)
+    if exc_type is None:
+        breaker._exit_ok(ticket, started)
+    else:
+        breaker._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
+
+
 def _push_with_ticket(
     breaker: object, frame: types.FrameType | None, ticket: int, started: int | None
 ) -> None:
@@ -1176,7 +1189,9 @@ def _push_with_ticket(
     chain = _WITH_TICKETS.get()
     if chain is not None and chain.length >= chain.compact_at:
         chain = _compacted(chain)
-    _WITH_TICKETS.set(_chain([block], chain, chain.compact_at if chain is not None else 64))
+    _WITH_TICKETS.set(
+        _chain([block], chain, chain.compact_at if chain is not None else 64)
+    )
     if frame is not None and frame.f_code.co_flags & _SUSPENDABLE:
         with _BLOCKS.lock:
             _SUSPENDED.add(block)
@@ -1191,7 +1206,11 @@ def _claim_in_chain(
     with _BLOCKS.lock:
         while chain is not None:
             block = chain.block
-            if block.open and block.breaker is breaker and (frame is None or block.frame == frame):
+            if (
+                block.open
+                and block.breaker is breaker
+                and (frame is None or block.frame == frame)
+            ):
                 block.open = False
                 _SUSPENDED.discard(block)
                 break
@@ -1217,8 +1236,10 @@ def _claim_elsewhere(breaker: object, frame: int) -> _OpenBlock | None:
     return None
 
 
-def _pop_with_ticket(breaker: object, frame: types.FrameType | None) -> tuple[int, int | None]:
-    """(ticket, start) of the block of ``breaker`` that ``frame`` exits, or (0, None)."""
+def _pop_with_ticket(
+    breaker: object, frame: types.FrameType | None
+) -> tuple[int, int | None]:
+    """(ticket, start) of ``breaker``'s block that ``frame`` exits, or (0, None)."""
     chain = _WITH_TICKETS.get()
     block = (
         _claim_in_chain(chain, breaker, id(frame))
