@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -85,6 +85,49 @@ def test_generator_resumed_in_another_thread(impl: Impl, clock: FakeClock) -> No
     assert b.state is State.CLOSED
     assert counts(b) == (2, 0, 1, 1, 0)
     assert open_blocks(impl) == 0, "the generator's record stayed here"
+
+
+def test_generator_from_a_finished_thread(impl: Impl, clock: FakeClock) -> None:
+    """The context that entered the block is gone when its frame exits it."""
+    b = impl.Breaker(1, 60, 1, clock=clock)
+    g = stream(b)
+    worker = threading.Thread(target=next, args=(g,))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    next_generation(b)
+    with b:
+        with pytest.raises(ConnectionError):
+            next(g)
+        assert b.state is State.CLOSED, "the stale failure took this block's ticket"
+    assert counts(b) == (2, 0, 1, 1, 0)
+    assert open_blocks(impl) == 0
+
+
+def test_async_generator_from_a_finished_task(impl: Impl, clock: FakeClock) -> None:
+    b = impl.Breaker(1, 60, 1, clock=clock)
+
+    async def feed() -> AsyncIterator[int]:
+        async with b:
+            yield 1
+            raise ConnectionError("backend gone")
+
+    async def main() -> None:
+        g = feed()
+        await asyncio.wait_for(asyncio.ensure_future(g.__anext__()), 10)
+        next_generation(b)
+
+        async def consume() -> None:
+            async with b:
+                with pytest.raises(ConnectionError):
+                    await g.__anext__()
+                assert b.state is State.CLOSED, "the stale failure took this ticket"
+
+        await asyncio.wait_for(asyncio.ensure_future(consume()), 10)
+
+    asyncio.run(main())
+    assert b.state is State.CLOSED
+    assert counts(b) == (2, 0, 1, 1, 0)
 
 
 def test_nested_blocks_of_a_generator_interleaved_with_the_caller(

@@ -1032,7 +1032,8 @@ cdef int _set_options(CircuitBreaker b, object options) except -1:
 # made it and a context that finds a store it does not own makes its own.
 # __exit__ looks in its own context's store first; a block entered in another
 # context (its frame resumed elsewhere, or closed by the garbage collector) is
-# found by searching every store. __exit__ called from another frame than
+# found by searching every store (a store whose context dies hands its blocks
+# to _orphans, searched last). __exit__ called from another frame than
 # __enter__ (contextlib.ExitStack, a call by hand) takes its breaker's
 # innermost block of this context instead, and failing that reports against
 # the current generation, like record_*(). Stores die with their contexts;
@@ -1115,6 +1116,7 @@ cdef class _WithTickets:
 
     def __dealloc__(self):
         global _stores
+        cdef Py_ssize_t i
         qb_blocks_lock(&qb_stores_mutex)
         if self.prev != NULL:
             (<_WithTickets>self.prev).next = self.next
@@ -1122,15 +1124,23 @@ cdef class _WithTickets:
             _stores = self.next
         if self.next != NULL:
             (<_WithTickets>self.next).prev = self.prev
+        # Its context is gone, not necessarily its blocks' frames: a generator
+        # handed to another thread or task still exits its block.
+        if _orphans is not None and _orphans is not self:
+            for i in range(self.n):
+                if _orphans.push(self.blocks[i].breaker, self.blocks[i].frame,
+                                 self.blocks[i].ticket, self.blocks[i].start) < 0:
+                    break
         qb_blocks_unlock(&qb_stores_mutex)
         PyMem_Free(self.blocks)
 
     cdef int push(self, PyObject *breaker, void *frame, uint64_t ticket,
-                  uint64_t start) except -1:
+                  uint64_t start) noexcept:
+        """Record an open block; -1 (no exception set) if out of memory."""
         qb_blocks_lock(&self.lock)
         if self.n == self.cap and self._make_room() < 0:
             qb_blocks_unlock(&self.lock)
-            raise MemoryError()
+            return -1
         self.blocks[self.n].breaker = breaker
         self.blocks[self.n].frame = frame
         self.blocks[self.n].ticket = ticket
@@ -1177,24 +1187,33 @@ cdef class _WithTickets:
         return ticket
 
 
-cdef _WithTickets _with_tickets(PyThreadState *ts):
+cdef _WithTickets _new_store():
     global _stores
-    cdef object found = get_value_no_default(_WITH_TICKETS, None)
-    # NULL until the thread's first ContextVar.set(): then no store is ours.
-    cdef PyObject *context = ts.context
-    cdef _WithTickets store
-    if found is not None and context != NULL and (<_WithTickets>found).owner == context:
-        return <_WithTickets>found
-    store = _WithTickets.__new__(_WithTickets)
-    PyContextVar_Set(_WITH_TICKETS, store)
-    # The set made the thread's context if it had none: own that one.
-    store.owner = ts.context
+    cdef _WithTickets store = _WithTickets.__new__(_WithTickets)
     qb_blocks_lock(&qb_stores_mutex)
     store.next = _stores
     if _stores != NULL:
         (<_WithTickets>_stores).prev = <void *>store
     _stores = <void *>store
     qb_blocks_unlock(&qb_stores_mutex)
+    return store
+
+
+# The blocks of stores whose contexts died, searched last; no context's own.
+cdef _WithTickets _orphans = _new_store()
+
+
+cdef _WithTickets _with_tickets(PyThreadState *ts):
+    cdef object found = get_value_no_default(_WITH_TICKETS, None)
+    # NULL until the thread's first ContextVar.set(): then no store is ours.
+    cdef PyObject *context = ts.context
+    cdef _WithTickets store
+    if found is not None and context != NULL and (<_WithTickets>found).owner == context:
+        return <_WithTickets>found
+    store = _new_store()
+    PyContextVar_Set(_WITH_TICKETS, store)
+    # The set made the thread's context if it had none: own that one.
+    store.owner = ts.context
     return store
 
 
@@ -1536,7 +1555,9 @@ cdef class CircuitBreaker:
             start = _resolve(_now_of(self))
             ticket |= TIMED_BIT
         ts = PyThreadState_Get()
-        _with_tickets(ts).push(<PyObject *>self, qb_frame_of(ts), ticket, start)
+        if _with_tickets(ts).push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
+            _py_settle(self, ticket & ~TIMED_BIT, OUTCOME_NEUTRAL)
+            raise MemoryError()
 
     def __exit__(self, exc_type, exc, tb):
         cdef uint64_t start = 0

@@ -1072,8 +1072,9 @@ def _check_ticket(ticket: object) -> int:
 # context copied from another (asyncio copies one per task) starts from its
 # parent's chain and changes only its own. A block exited elsewhere is marked
 # closed and its link dropped the next time the chain is rebuilt or compacted.
-# Chains die with their contexts; one that only grows (blocks entered by hand,
-# never exited) drops its oldest half at MAX_OPEN_BLOCKS. Frames are compared
+# An open block whose chains all died (its context is gone) joins _ORPHANS. A
+# chain, or _ORPHANS, that only grows (blocks entered by hand, never exited)
+# drops its oldest half at MAX_OPEN_BLOCKS. Frames are compared
 # by identity, never kept alive. (The compiled core keeps the same records in
 # a mutable store per context, searching every store for step 2.)
 
@@ -1101,6 +1102,15 @@ class _OpenBlock:
         self.started = started
         self.open = True
 
+    def __del__(self) -> None:
+        # Its context died, not necessarily its frame: a generator handed to
+        # another thread or task still exits this block. No lock here: this
+        # can run inside any critical section (a list append is atomic).
+        if self.open:
+            if len(_ORPHANS) >= MAX_OPEN_BLOCKS:
+                del _ORPHANS[: MAX_OPEN_BLOCKS // 2]
+            _ORPHANS.append(self)
+
 
 class _Link(NamedTuple):
     """A context's chain of blocks, innermost first."""
@@ -1115,8 +1125,10 @@ _WITH_TICKETS: contextvars.ContextVar[_Link | None] = contextvars.ContextVar(
     "qbreaker_with_tickets", default=None
 )
 # The open blocks of generator and coroutine frames, in every context (step 2).
-# Weak: a block dies with the chains that hold it.
+# Weak: a block dies with the chains that hold it, into _ORPHANS if open.
 _SUSPENDED: weakref.WeakSet[_OpenBlock] = weakref.WeakSet()
+# Open blocks whose contexts died, oldest first (step 2, searched last).
+_ORPHANS: list[_OpenBlock] = []
 # Guards _SUSPENDED and every block's ``open``: a block is claimed once.
 _blocks = LockRenewal("lock")
 
@@ -1232,6 +1244,12 @@ def _claim_elsewhere(breaker: object, frame: int) -> _OpenBlock | None:
             if block.open and block.breaker is breaker and block.frame == frame:
                 block.open = False
                 _SUSPENDED.discard(block)
+                return block
+        # Backwards by index: an orphan may be appended meanwhile.
+        for block in reversed(_ORPHANS):
+            if block.open and block.breaker is breaker and block.frame == frame:
+                block.open = False
+                _ORPHANS.remove(block)
                 return block
     return None
 
