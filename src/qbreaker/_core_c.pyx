@@ -1156,7 +1156,8 @@ cdef class _WithTickets:
             # Only blocks entered by hand and never exited pile up this far:
             # the oldest half goes (exiting one later reports like record_*()).
             self.n -= self.cap // 2
-            memmove(self.blocks, self.blocks + self.cap // 2, self.n * sizeof(_OpenBlock))
+            memmove(self.blocks, self.blocks + self.cap // 2,
+                    self.n * sizeof(_OpenBlock))
             return 0
         cap = self.cap * 2 if self.cap else 8
         grown = PyMem_Realloc(self.blocks, cap * sizeof(_OpenBlock))
@@ -1182,7 +1183,8 @@ cdef class _WithTickets:
             start[0] = self.blocks[i].start
             self.n -= 1
             if i < self.n:  # not the innermost: rare, a libc call
-                memmove(self.blocks + i, self.blocks + i + 1, (self.n - i) * sizeof(_OpenBlock))
+                memmove(self.blocks + i, self.blocks + i + 1,
+                        (self.n - i) * sizeof(_OpenBlock))
         qb_blocks_unlock(&self.lock)
         return ticket
 
@@ -1549,13 +1551,16 @@ cdef class CircuitBreaker:
         cdef uint64_t ticket = _py_admit(self)
         cdef uint64_t start = 0
         cdef PyThreadState *ts
+        cdef _WithTickets own
         if not ticket:
             self._raise_open()
         if _timed(self):
             start = _resolve(_now_of(self))
             ticket |= TIMED_BIT
         ts = PyThreadState_Get()
-        if _with_tickets(ts).push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
+        own = _with_tickets(ts)
+        if own.push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
+            # The block never runs: give its ticket back.
             _py_settle(self, ticket & ~TIMED_BIT, OUTCOME_NEUTRAL)
             raise MemoryError()
 
