@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qbreaker import State
+from qbreaker import State, _core_py
 
 from .conftest import FakeClock, Impl
 
@@ -254,6 +254,23 @@ def test_abandoned_blocks_closed_elsewhere_leave_no_records(
         pass
     assert b.state is State.CLOSED
     assert counts(b)[2] == 1
+
+
+def test_blocks_entered_by_hand_and_never_exited_are_bounded(
+    impl: Impl, clock: FakeClock
+) -> None:
+    """A context keeps at most MAX_OPEN_BLOCKS records: the oldest half goes."""
+    b = impl.Breaker(1, 60, 1, clock=clock)
+    limit = _core_py.MAX_OPEN_BLOCKS
+
+    def enter_forever() -> tuple[int, int]:
+        for _ in range(limit + 100):
+            b.__enter__()
+        return impl.core.with_blocks()  # type: ignore[no-any-return]
+
+    open_now, held = contextvars.Context().run(enter_forever)
+    assert open_now == held == limit // 2 + 100
+    assert counts(b) == (limit + 100, 0, 0, 0, 0)
 
 
 def test_exit_stack_still_reports_its_own_ticket(impl: Impl, clock: FakeClock) -> None:

@@ -1199,7 +1199,7 @@ def _push_with_ticket(
 ) -> None:
     block = _OpenBlock(breaker, id(frame), ticket, started)
     chain = _WITH_TICKETS.get()
-    if chain is not None and chain.length >= chain.compact_at:
+    if chain is not None and chain.length >= min(chain.compact_at, MAX_OPEN_BLOCKS):
         chain = _compacted(chain)
     _WITH_TICKETS.set(
         _chain([block], chain, chain.compact_at if chain is not None else 64)
