@@ -376,12 +376,6 @@ class BreakerAPI(_Base):
         """Await ``fn(*args, **kwargs)`` under the breaker."""
         return _forms.call_async(self, fn, *args, **kwargs)
 
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.__exit__(exc_type, exc, tb)
-
     def observe(self, metrics: Metrics) -> bool:
         """Record an observation; trip a closed breaker if it crosses a threshold.
 

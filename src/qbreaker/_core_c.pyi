@@ -2,6 +2,7 @@
 # names and docstrings), so the twin's annotations type it.
 from ._core_py import CircuitBreaker as CircuitBreaker
 from ._core_py import describe_word as describe_word
+from ._core_py import with_blocks as with_blocks
 
 LAYOUT: dict[str, int]
 

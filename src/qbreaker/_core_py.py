@@ -77,10 +77,13 @@ from __future__ import annotations
 import contextvars
 import datetime
 import functools
+import inspect
 import math
+import sys
 import threading
 import time
 import types
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _events, _forms
@@ -864,17 +867,19 @@ class CoreBreaker:
     # -- forms of protection ------------------------------------------------
 
     def __enter__(self) -> None:
-        ticket = self.acquire()
-        if not ticket:
-            self._raise_open()  # type: ignore[attr-defined]
-        _push_with_ticket(self, ticket, self._started())
+        _enter_block(self, sys._getframe(1))
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        ticket, started = _pop_with_ticket(self)
-        if exc_type is None:
-            self._exit_ok(ticket, started)
-        else:
-            self._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
+        _exit_block(self, sys._getframe(1), exc_type, exc)
+
+    async def __aenter__(self) -> None:
+        # Running, this coroutine's caller is the frame of the async with.
+        _enter_block(self, sys._getframe(1))
+
+    async def __aexit__(
+        self, exc_type: object, exc: BaseException | None, tb: object
+    ) -> None:
+        _exit_block(self, sys._getframe(1), exc_type, exc)
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under the breaker."""
@@ -1102,37 +1107,232 @@ def _check_ticket(ticket: object) -> int:
 
 # -- tickets of ``with`` blocks --------------------------------------------------
 #
-# A ``with`` block's ticket belongs to the thread or asyncio task running it,
-# never to the breaker, which many enter at once. Each context holds an
-# immutable chain of (breaker, ticket) links in one ContextVar; a block finds
-# its own link by breaker identity, so nested blocks of several breakers work.
-# (The compiled core keeps the same chain in a mutable per-context stack.)
+# A ``with`` block reports against the ticket that it took. An open block is
+# recorded under its breaker and the frame running the ``with`` statement,
+# which is the same frame at __enter__ and __exit__ wherever that frame runs in
+# between (a generator resumed in another thread, tasks sharing one context),
+# so blocks that interleave never take each other's tickets. A block is looked
+# up in this order:
+#
+# 1. its breaker and frame among the blocks entered in this context;
+# 2. its breaker and frame among the blocks of generator and coroutine frames
+#    entered in other contexts (resumed elsewhere, or closed by the garbage
+#    collector);
+# 3. exited from another frame than it entered (contextlib.ExitStack, a call
+#    by hand): its breaker's innermost block of this context;
+# 4. none: it reports against the current generation, like record_*().
+#
+# Each context holds an immutable chain of its blocks in one ContextVar, so a
+# context copied from another (asyncio copies one per task) starts from its
+# parent's chain and changes only its own. A block exited elsewhere is marked
+# closed and its link dropped the next time the chain is rebuilt or compacted.
+# An open block whose chains all died (its context is gone) joins _ORPHANS. A
+# chain, or _ORPHANS, that only grows (blocks entered by hand, never exited)
+# drops its oldest half at MAX_OPEN_BLOCKS. Frames are compared
+# by identity, never kept alive. (The compiled core keeps the same records in
+# a mutable store per context, searching every store for step 2.)
 
-_WITH_TICKETS: contextvars.ContextVar[tuple[Any, int, Any, Any] | None] = (
-    contextvars.ContextVar("qbreaker_with_tickets", default=None)
+MAX_OPEN_BLOCKS = 1 << 16
+# Frames that can suspend inside a block and resume in another context.
+_SUSPENDABLE = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ITERABLE_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
 )
 
 
-def _push_with_ticket(breaker: object, ticket: int, started: int | None) -> None:
-    _WITH_TICKETS.set((breaker, ticket, started, _WITH_TICKETS.get()))
+class _OpenBlock:
+    """One open ``with`` block."""
+
+    __slots__ = ("breaker", "frame", "ticket", "started", "open", "__weakref__")
+
+    def __init__(
+        self, breaker: object, frame: int, ticket: int, started: int | None
+    ) -> None:
+        self.breaker = breaker
+        self.frame = frame  # id() of the frame running the with statement
+        self.ticket = ticket
+        self.started = started
+        self.open = True
+
+    def __del__(self) -> None:
+        # Its context died, not necessarily its frame: a generator handed to
+        # another thread or task still exits this block. No lock here: this
+        # can run inside any critical section (a list append is atomic).
+        if self.open:
+            if len(_ORPHANS) >= MAX_OPEN_BLOCKS:
+                del _ORPHANS[: MAX_OPEN_BLOCKS // 2]
+            _ORPHANS.append(self)
 
 
-def _pop_with_ticket(breaker: object) -> tuple[int, int | None]:
-    """(ticket, start) of ``breaker``'s innermost open block here, or (0, None)."""
+class _Link(NamedTuple):
+    """A context's chain of blocks, innermost first."""
+
+    block: _OpenBlock
+    rest: _Link | None
+    length: int  # links in the chain, closed ones included
+    compact_at: int  # the length at which closed links are dropped
+
+
+_WITH_TICKETS: contextvars.ContextVar[_Link | None] = contextvars.ContextVar(
+    "qbreaker_with_tickets", default=None
+)
+# The open blocks of generator and coroutine frames, in every context (step 2).
+# Weak: a block dies with the chains that hold it, into _ORPHANS if open.
+_SUSPENDED: weakref.WeakSet[_OpenBlock] = weakref.WeakSet()
+# Open blocks whose contexts died, oldest first (step 2, searched last).
+_ORPHANS: list[_OpenBlock] = []
+# Guards _SUSPENDED and every block's ``open``: a block is claimed once.
+_blocks = LockRenewal("lock")
+
+
+class _BlocksLock:
+    __slots__ = ("lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        _blocks.add(self)
+
+
+_BLOCKS = _BlocksLock()
+
+
+def _chain(
+    blocks: list[_OpenBlock], rest: _Link | None, compact_at: int
+) -> _Link | None:
+    """``blocks`` (outermost first) linked onto ``rest``."""
+    for block in blocks:
+        rest = _Link(
+            block, rest, rest.length + 1 if rest is not None else 1, compact_at
+        )
+    return rest
+
+
+def _compacted(chain: _Link) -> _Link | None:
+    """``chain`` without its closed links, and without its oldest half if it
+    holds MAX_OPEN_BLOCKS open ones."""
+    blocks: list[_OpenBlock] = []
+    link: _Link | None = chain
+    while link is not None:
+        if link.block.open:
+            blocks.append(link.block)
+        link = link.rest
+    blocks.reverse()
+    if len(blocks) >= MAX_OPEN_BLOCKS:
+        dropped, blocks = blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]
+        with _BLOCKS.lock:
+            for block in dropped:
+                block.open = False
+    # Compacting again only after as many pushes keeps it O(1) a block.
+    return _chain(blocks, None, 2 * len(blocks) + 64)
+
+
+def _enter_block(breaker: CoreBreaker, frame: types.FrameType) -> None:
+    ticket = breaker.acquire()
+    if not ticket:
+        breaker._raise_open()  # type: ignore[attr-defined]
+    _push_with_ticket(breaker, frame, ticket, breaker._started())
+
+
+def _exit_block(
+    breaker: CoreBreaker,
+    frame: types.FrameType,
+    exc_type: object,
+    exc: BaseException | None,
+) -> None:
+    ticket, started = _pop_with_ticket(breaker, frame)
+    if exc_type is None:
+        breaker._exit_ok(ticket, started)
+    else:
+        breaker._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
+
+
+def _push_with_ticket(
+    breaker: object, frame: types.FrameType | None, ticket: int, started: int | None
+) -> None:
+    block = _OpenBlock(breaker, id(frame), ticket, started)
     chain = _WITH_TICKETS.get()
-    kept: list[tuple[Any, ...]] = []
-    while chain is not None and chain[0] is not breaker:
-        kept.append(chain[:3])
-        chain = chain[3]
+    if chain is not None and chain.length >= min(chain.compact_at, MAX_OPEN_BLOCKS):
+        chain = _compacted(chain)
+    _WITH_TICKETS.set(
+        _chain([block], chain, chain.compact_at if chain is not None else 64)
+    )
+    if frame is not None and frame.f_code.co_flags & _SUSPENDABLE:
+        with _BLOCKS.lock:
+            _SUSPENDED.add(block)
+
+
+def _claim_in_chain(
+    chain: _Link | None, breaker: object, frame: int | None
+) -> _OpenBlock | None:
+    """Close and unlink the innermost open block of ``breaker`` in this
+    context's chain, entered in ``frame`` (None: in any frame)."""
+    kept: list[_OpenBlock] = []
+    with _BLOCKS.lock:
+        while chain is not None:
+            block = chain.block
+            if (
+                block.open
+                and block.breaker is breaker
+                and (frame is None or block.frame == frame)
+            ):
+                block.open = False
+                _SUSPENDED.discard(block)
+                break
+            if block.open:
+                kept.append(block)
+            chain = chain.rest
     if chain is None:
-        # Not entered in this context (a block spanning a generator's yield):
-        # report against the current generation, like record_*().
+        return None
+    kept.reverse()
+    _WITH_TICKETS.set(_chain(kept, chain.rest, chain.compact_at))
+    return block
+
+
+def _claim_elsewhere(breaker: object, frame: int) -> _OpenBlock | None:
+    """Close the open block of ``breaker`` in ``frame`` entered in another
+    context, if any."""
+    with _BLOCKS.lock:
+        for block in _SUSPENDED:
+            if block.open and block.breaker is breaker and block.frame == frame:
+                block.open = False
+                _SUSPENDED.discard(block)
+                return block
+        # Backwards by index: an orphan may be appended meanwhile.
+        for block in reversed(_ORPHANS):
+            if block.open and block.breaker is breaker and block.frame == frame:
+                block.open = False
+                _ORPHANS.remove(block)
+                return block
+    return None
+
+
+def _pop_with_ticket(
+    breaker: object, frame: types.FrameType | None
+) -> tuple[int, int | None]:
+    """(ticket, start) of ``breaker``'s block that ``frame`` exits, or (0, None)."""
+    chain = _WITH_TICKETS.get()
+    block = (
+        _claim_in_chain(chain, breaker, id(frame))
+        or _claim_elsewhere(breaker, id(frame))
+        or _claim_in_chain(chain, breaker, None)
+    )
+    if block is None:
         return 0, None
-    rest = chain[3]
-    for owner, ticket, started in reversed(kept):
-        rest = (owner, ticket, started, rest)
-    _WITH_TICKETS.set(rest)
-    return chain[1], chain[2]
+    return block.ticket, block.started
+
+
+def with_blocks() -> tuple[int, int]:
+    """(open blocks, records held) of this context (tests): closed records
+    stay until the chain is next rebuilt or compacted."""
+    chain = _WITH_TICKETS.get()
+    held = chain.length if chain is not None else 0
+    open_blocks = 0
+    while chain is not None:
+        open_blocks += chain.block.open
+        chain = chain.rest
+    return open_blocks, held
 
 
 def _is_slow(pol: Policy, duration: object) -> bool:
