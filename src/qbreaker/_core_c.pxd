@@ -102,6 +102,8 @@ cdef enum:
     WINDOW_COUNT = 1
     WINDOW_TIME = 2
     KEY_EPOCH_BITS = 40
+    # A ticket's generation bits (see _core_py's "Tickets").
+    TICKET_GEN_BITS = 42
 
 
 ctypedef struct qb_policy:
@@ -181,6 +183,8 @@ cdef class CircuitBreaker:
     cdef public tuple _listeners
     # The Dispatcher, made on first need (see _events_of); owned, or NULL.
     cdef void *_events_ptr
+    # The qbreaker._probes.Probes, made on first need (see _probes_of).
+    cdef void *_probes_ptr
     cdef public object _last_observation
     cdef object __weakref__
     # The cell lives inside the object: one allocation per breaker, and room

@@ -50,15 +50,32 @@ Rules the word obeys:
   as 2**28 ms, which would end the generation under its probes; the price is
   that a breaker left untouched for just under a multiple of 2**28 ms sees
   its expiry up to 65.5 s later.
-- The generation wraps after 2**18 transitions. A ticket is compared by
-  equality of state and generation, so a ticket is misread as current only if
-  it was held across an exact multiple of 2**18 transitions.
+- The word's generation wraps after 2**18 transitions; tickets carry it in
+  full (below).
 
 Tickets
 -------
-``ticket = head << 1 | 1``: never 0, so a rejection (0) is the only falsy
-result of ``admit``. A ticket whose head differs from the current word's head
-is stale: its outcome is counted in totals and changes no state.
+A ticket names the state and the full generation that admitted a call::
+
+    bits    field
+    0       1            never 0, so a rejection (0) is the only falsy result
+    1-2     state
+    3-44    generation   modulo 2**TICKET_GEN_BITS (2**42)
+    45-62   (not read by the core: the Python API's probe bookkeeping, see
+            qbreaker._probes)
+
+Bits 0-20 are ``head << 1 | 1``. The generation's bits above the word's 18
+come from the transitions total ``T``, which every transition's winner
+increments once, right after its CAS: the full generation ``G`` is the one
+congruent to the word's modulo 2**18 that lies nearest ``T`` (``T`` read
+first, so it lags ``G`` by the transitions whose count is still pending).
+That is exact while fewer than 2**17 transitions separate the two readings,
+and a ticket is then misread as current only if it was held across an exact
+multiple of 2**42 transitions (51 days of ``reset()`` at a million a
+second). A ticket whose state and generation differ from the current ones is
+stale: its outcome is counted in totals and changes no state. The same
+18-bit word can still repeat under an operation that is descheduled between
+its load and its CAS for 2**18 transitions (the CAS compares the word alone).
 
 Time arguments
 --------------
@@ -80,6 +97,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from . import _events
 from ._api import BreakerAPI
 from ._forksafe import LockRenewal
+from ._probes import TRACKED, Probes
 from ._options import (
     DEFAULT_OPTIONS,
     Options,
@@ -116,6 +134,8 @@ OUTCOME_BASE = 3  # masks the slow flag off
 WINDOW_NONE, WINDOW_COUNT, WINDOW_TIME = 0, 1, 2
 # A bucket's key: the generation it counts for, above its epoch.
 KEY_EPOCH_BITS = 40
+#: The generation's bits in a ticket (see "Tickets").
+TICKET_GEN_BITS = 42
 NOW_AUTO = (1 << 64) - 1
 #: How far behind a half-open entry time a `now` may be and still be read as
 #: "no time elapsed" (a stale reading) rather than as a wrap-around.
@@ -130,6 +150,12 @@ HSUCC_MAX = (1 << HSUCC_BITS) - 1
 ENTERED_FIELD = (1 << ENTERED_BITS) - 1
 HEAD_FIELD = (1 << HEAD_BITS) - 1
 FAIL_MASK = FAIL_MAX << FAIL_SHIFT
+TICKET_GEN_FIELD = (1 << TICKET_GEN_BITS) - 1
+#: The bits of a ticket that say whether it is current.
+TICKET_BASE = (TICKET_GEN_FIELD << (STATE_BITS + 1)) | (1 << (STATE_BITS + 1)) - 1
+#: Bit 63 stays clear: the compiled core marks a timed ``with`` ticket there.
+TICKET_MAX = (1 << 63) - 1
+_GEN_HALF = 1 << (GEN_BITS - 1)
 
 #: Every layout constant by name; the compiled core exports the same dict.
 LAYOUT = {
@@ -162,6 +188,7 @@ LAYOUT = {
     "WINDOW_COUNT": WINDOW_COUNT,
     "WINDOW_TIME": WINDOW_TIME,
     "KEY_EPOCH_BITS": KEY_EPOCH_BITS,
+    "TICKET_GEN_BITS": TICKET_GEN_BITS,
 }
 
 _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
@@ -352,8 +379,26 @@ def _forced_word(gen: int, kind_closed: int) -> int:
     return S_FORCED | gen << GEN_SHIFT | kind_closed << FORCED_KIND_SHIFT
 
 
-def ticket_of(w: int) -> int:
-    return (w & HEAD_FIELD) << 1 | 1
+def ticket_of(transitions: int, w: int) -> int:
+    """The ticket of word ``w``; ``transitions``: the total, read before ``w``.
+
+    The full generation is the one nearest ``transitions`` that agrees with
+    the word's modulo 2**18 (see "Tickets").
+    """
+    gen = (w >> GEN_SHIFT) - transitions + _GEN_HALF
+    full = transitions + (gen & GEN_FIELD) - _GEN_HALF
+    return (full & TICKET_GEN_FIELD) << (STATE_BITS + 1) | (w & STATE_FIELD) << 1 | 1
+
+
+def _load_ticketed(cell: Cell) -> tuple[int, int]:
+    """(transitions, word), in the order ``ticket_of`` needs them."""
+    transitions = cell.totals[T_TRANSITIONS]
+    return transitions, cell.word
+
+
+def current_ticket(cell: Cell) -> int:
+    """What a ticket of the current state and generation carries (its base)."""
+    return ticket_of(*_load_ticketed(cell))
 
 
 def _open_elapsed(w: int, now: int) -> int:
@@ -494,12 +539,12 @@ def _window_settle(
 
 def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
     """Admit a call: its ticket, or 0 when rejected."""
-    w = _load(cell)
+    t, w = _load_ticketed(cell)
     while True:
         state = w & STATE_FIELD
         if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
             _add(cell, T_ALLOWED)
-            return ticket_of(w)
+            return ticket_of(t, w)
         if state == S_FORCED:
             break
         now = _resolve(given_now)
@@ -511,7 +556,7 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
             ok, seen = _transition(cell, w, nw, now, log)
             if ok:
                 _add(cell, T_ALLOWED)
-                return ticket_of(nw)
+                return ticket_of(t, nw)
             w = seen
             continue
         nw = _expired_half_open(w, pol, now)
@@ -525,7 +570,7 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
         ok, seen = _cas(cell, w, nw)
         if ok:
             _add(cell, T_ALLOWED)
-            return ticket_of(nw)
+            return ticket_of(t, nw)
         w = seen
     _add(cell, T_REJECTED)
     return 0
@@ -541,23 +586,25 @@ def settle(
 ) -> bool:
     """Report an outcome: for ``ticket``, or for the current generation if 0.
 
-    Returns False when the ticket is stale (counted in totals only).
+    Returns False when the ticket is stale (counted in totals only). Bits of
+    the ticket above ``TICKET_BASE`` are not read.
     """
     slow = outcome & OUTCOME_SLOW
     outcome &= OUTCOME_BASE
     _add(cell, _OUTCOME_TOTAL[outcome])
-    w = _load(cell)
+    ticket &= TICKET_BASE
+    t, w = _load_ticketed(cell)
     if (
         pol.window_kind
         and outcome != OUTCOME_NEUTRAL
         and w & STATE_FIELD == S_CLOSED
-        and (not ticket or ticket >> 1 == w & HEAD_FIELD)
+        and (not ticket or ticket == ticket_of(t, w))
     ):
         if _window_settle(cell, pol, given_now, w, outcome | slow, log):
             return True
         w = _load(cell)
     while True:
-        if ticket and ticket >> 1 != w & HEAD_FIELD:
+        if ticket and ticket != ticket_of(t, w):
             return False
         state = w & STATE_FIELD
         if state == S_OPEN or outcome == OUTCOME_NEUTRAL and state != S_HALF_OPEN:
@@ -701,6 +748,7 @@ class CoreBreaker:
         "_listeners",
         "_events",
         "_last_observation",
+        "_probes",
         "__weakref__",
     )
     _cell: Cell
@@ -712,6 +760,7 @@ class CoreBreaker:
     _listeners: tuple[Any, ...]
     _events: Any
     _last_observation: Any
+    _probes: Probes
 
     def __new__(cls, *args: object, **kwargs: object) -> CoreBreaker:
         # Like the compiled __cinit__: the cell exists before, and regardless
@@ -726,6 +775,7 @@ class CoreBreaker:
         self._listeners = ()
         self._events = _events.Dispatcher(describe_word)
         self._last_observation = None
+        self._probes = Probes()
         return self
 
     def _configure(
@@ -788,6 +838,8 @@ class CoreBreaker:
         """A ticket (a non-zero int) if a call may proceed, else 0."""
         log = self._events.pending
         ticket = admit(self._cell, self._policy, self._now(), log)
+        if (ticket >> 1) & STATE_FIELD == S_HALF_OPEN:
+            ticket = self._probes.issue(ticket)
         self._deliver(log)
         return ticket
 
@@ -805,6 +857,9 @@ class CoreBreaker:
         self._settle(_check_ticket(ticket), outcome)
 
     def _settle(self, ticket: int, outcome: int) -> None:
+        if ticket & TRACKED and not self._probes.release(ticket):
+            if ticket & TICKET_BASE == current_ticket(self._cell):
+                return  # released before: its probe's slot is free already
         log = self._events.pending
         settle(self._cell, self._policy, self._now(), ticket, outcome, log)
         self._deliver(log)
@@ -1038,10 +1093,10 @@ def _check_ticket(ticket: object) -> int:
             f"ticket must be an int returned by acquire(), got {ticket!r} "
             f"({type(ticket).__name__})"
         )
-    if not (0 < ticket <= (HEAD_FIELD << 1 | 1)) or not ticket & 1:
+    if not (0 < ticket <= TICKET_MAX) or not ticket & 1:
         raise ValueError(
             f"ticket must be a non-zero ticket returned by acquire() (an odd int "
-            f"in [1, {HEAD_FIELD << 1 | 1}]), got {ticket!r}"
+            f"in [1, {TICKET_MAX}]), got {ticket!r}"
         )
     return ticket
 
