@@ -108,7 +108,10 @@ def test_tickets_carry_the_full_generation(impl: Any) -> None:
     b = impl.Breaker(1, 60.0, 1)
     _transitions(b, WRAP + 5)
     ticket = b.acquire()
-    assert ticket & ((1 << (_core_py.HEAD_BITS + 1)) - 1) == (b._word & _core_py.HEAD_FIELD) << 1 | 1
+    assert (
+        ticket & ((1 << (_core_py.HEAD_BITS + 1)) - 1)
+        == (b._word & _core_py.HEAD_FIELD) << 1 | 1
+    )
     assert ticket >> (_core_py.STATE_BITS + 1) == WRAP + 5
     assert ticket == _core_py.ticket_of(WRAP + 5, b._word)
 
@@ -211,9 +214,7 @@ def test_concurrent_second_releases_free_one_slot_each(impl: Any) -> None:
         start.wait(timeout=10)
         b.release(ticket, None)
 
-    threads = [
-        threading.Thread(target=release, args=(t,)) for t in released + released
-    ]
+    threads = [threading.Thread(target=release, args=(t,)) for t in released + released]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -152,11 +152,14 @@ cdef enum:
 # clock only if a decision needs it) and `log` (NULL, or where to record the
 # transitions it wins).
 
-# Admit a call: its ticket, or 0 when rejected.
+# Admit a call: its ticket, or 0 when rejected. A ticket carries the state
+# and 42 bits of generation (see _core_py's "Tickets").
 cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
                        qb_translog *log) noexcept nogil
 # Report an outcome for `ticket`, or for the current generation if 0.
-# Returns False when the ticket is stale.
+# Returns False when the ticket is stale. Settle each ticket once: nothing
+# here remembers a half-open ticket's release, so a second one frees another
+# probe's slot (the Python API's release() guards against that).
 cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                     uint64_t ticket, int outcome, qb_translog *log) noexcept nogil
 cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t now,

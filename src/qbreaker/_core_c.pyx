@@ -188,14 +188,16 @@ cdef inline bint _head_matches(uint64_t ticket, uint64_t w) noexcept nogil:
     return (((ticket >> 1) ^ w) & ((1 << HEAD_BITS) - 1)) == 0
 
 
-cdef inline bint _ticket_current(uint64_t ticket, uint64_t t, uint64_t w) noexcept nogil:
+cdef inline bint _ticket_current(uint64_t ticket, uint64_t t,
+                                 uint64_t w) noexcept nogil:
     # The ticket is of w's state and generation, t being the transitions
     # total read next to w: _ticket_of(t, w) == ticket & _core_py.TICKET_BASE,
     # in fewer steps (the head matches, and the ticket's generation is within
     # 2**17 of t). Bits above TICKET_BASE are not read.
+    cdef uint64_t half = <uint64_t>1 << (GEN_BITS - 1)
     return (_head_matches(ticket, w)
-            and (((ticket >> (STATE_BITS + 1)) - t + (<uint64_t>1 << (GEN_BITS - 1)))
-                 & ((<uint64_t>1 << TICKET_GEN_BITS) - 1)) < (<uint64_t>1 << GEN_BITS))
+            and (((ticket >> (STATE_BITS + 1)) - t + half)
+                 & ((<uint64_t>1 << TICKET_GEN_BITS) - 1)) < 2 * half)
 
 
 cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
@@ -474,11 +476,12 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
     cdef uint64_t t = qb_load(&cell.transitions)
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw, now
+    cdef bint admitted = False
     while True:
         state = w & STATE_FIELD
         if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
-            qb_add(&cell.allowed, 1)
-            return _ticket_of(t, w)
+            admitted = True
+            break
         if state == S_FORCED:
             break
         now = _resolve(given_now)
@@ -488,8 +491,9 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
             if _transition(cell, &w, nw, now, log, held):
-                qb_add(&cell.allowed, 1)
-                return _ticket_of(t, nw)
+                w = nw
+                admitted = True
+                break
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
@@ -500,10 +504,15 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
             break
         nw = w + (<uint64_t>1 << INFLIGHT_SHIFT)
         if qb_cas(&cell.word, &w, nw):
-            qb_add(&cell.allowed, 1)
-            return _ticket_of(t, nw)
-    qb_add(&cell.rejected, 1)
-    return 0
+            w = nw
+            admitted = True
+            break
+    if not admitted:
+        qb_add(&cell.rejected, 1)
+        return 0
+    # One exit for every admission: the ticket's arithmetic inlined once.
+    qb_add(&cell.allowed, 1)
+    return _ticket_of(t, w)
 
 
 cdef inline bint _quiet_success(uint64_t w, uint64_t ticket, int outcome) noexcept nogil:
@@ -548,14 +557,17 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
         qb_add(&cell.neutral, 1)
     t = qb_load(&cell.transitions)
     w = qb_load(&cell.word)
+    # The full generation once; from here on a transition shows in the head
+    # (short of 2**18 of them within this call, the bound of the word's CAS).
+    if ticket and not _ticket_current(ticket, t, w):
+        return False
     if (pol.window_kind and outcome != OUTCOME_NEUTRAL
-            and (w & STATE_FIELD) == S_CLOSED
-            and (not ticket or _ticket_current(ticket, t, w))):
+            and (w & STATE_FIELD) == S_CLOSED):
         if _window_settle(cell, pol, given_now, w, outcome | slow, log, held):
             return True
         w = qb_load(&cell.word)
     while True:
-        if ticket and not _ticket_current(ticket, t, w):
+        if ticket and not _head_matches(ticket, w):
             return False
         state = w & STATE_FIELD
         if state == S_OPEN or (outcome == OUTCOME_NEUTRAL and state != S_HALF_OPEN):

@@ -61,21 +61,25 @@ A ticket names the state and the full generation that admitted a call::
     0       1            never 0, so a rejection (0) is the only falsy result
     1-2     state
     3-44    generation   modulo 2**TICKET_GEN_BITS (2**42)
-    45-62   (not read by the core: the Python API's probe bookkeeping, see
-            qbreaker._probes)
+    45-61   probe        not read by the core: the Python API's half-open
+    62      tracked      bookkeeping (qbreaker._probes); 0 from the cimport API
+    63      0            (the compiled core marks a timed ``with`` ticket there)
 
 Bits 0-20 are ``head << 1 | 1``. The generation's bits above the word's 18
-come from the transitions total ``T``, which every transition's winner
-increments once, right after its CAS: the full generation ``G`` is the one
-congruent to the word's modulo 2**18 that lies nearest ``T`` (``T`` read
-first, so it lags ``G`` by the transitions whose count is still pending).
-That is exact while fewer than 2**17 transitions separate the two readings,
+come from the transitions total ``T``, which the winner of every transition
+(``_transition``, the only place a generation changes: reset, force and
+shared cells included) increments once, right after its CAS. The full
+generation ``G`` is the one congruent to the word's modulo 2**18 that lies
+nearest ``T``, read next to the word: ``T`` lags ``G`` by the transitions
+whose count is still pending and leads it by those counted after the word
+was read. That is exact while fewer than 2**17 transitions separate the two,
 and a ticket is then misread as current only if it was held across an exact
 multiple of 2**42 transitions (51 days of ``reset()`` at a million a
 second). A ticket whose state and generation differ from the current ones is
 stale: its outcome is counted in totals and changes no state. The same
 18-bit word can still repeat under an operation that is descheduled between
-its load and its CAS for 2**18 transitions (the CAS compares the word alone).
+its load and its CAS for 2**18 transitions (the CAS compares the word alone),
+and a rate window's buckets are keyed by the word's 18 bits.
 
 Time arguments
 --------------
@@ -97,7 +101,6 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from . import _events
 from ._api import BreakerAPI
 from ._forksafe import LockRenewal
-from ._probes import TRACKED, Probes
 from ._options import (
     DEFAULT_OPTIONS,
     Options,
@@ -106,6 +109,7 @@ from ._options import (
     result_outcome,
     run_hook,
 )
+from ._probes import TRACKED, Probes
 from ._state import State, Totals
 
 if TYPE_CHECKING:
@@ -540,11 +544,12 @@ def _window_settle(
 def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
     """Admit a call: its ticket, or 0 when rejected."""
     t, w = _load_ticketed(cell)
+    admitted = False
     while True:
         state = w & STATE_FIELD
         if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
-            _add(cell, T_ALLOWED)
-            return ticket_of(t, w)
+            admitted = True
+            break
         if state == S_FORCED:
             break
         now = _resolve(given_now)
@@ -554,10 +559,10 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
             ok, seen = _transition(cell, w, nw, now, log)
-            if ok:
-                _add(cell, T_ALLOWED)
-                return ticket_of(t, nw)
             w = seen
+            if ok:
+                admitted = True
+                break
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
@@ -567,13 +572,15 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
         if (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX >= pol.half_open_max:
             break
         nw = w + (1 << INFLIGHT_SHIFT)
-        ok, seen = _cas(cell, w, nw)
+        ok, w = _cas(cell, w, nw)
         if ok:
-            _add(cell, T_ALLOWED)
-            return ticket_of(t, nw)
-        w = seen
-    _add(cell, T_REJECTED)
-    return 0
+            admitted = True
+            break
+    if not admitted:
+        _add(cell, T_REJECTED)
+        return 0
+    _add(cell, T_ALLOWED)
+    return ticket_of(t, w)
 
 
 def settle(
@@ -594,17 +601,16 @@ def settle(
     _add(cell, _OUTCOME_TOTAL[outcome])
     ticket &= TICKET_BASE
     t, w = _load_ticketed(cell)
-    if (
-        pol.window_kind
-        and outcome != OUTCOME_NEUTRAL
-        and w & STATE_FIELD == S_CLOSED
-        and (not ticket or ticket == ticket_of(t, w))
-    ):
+    # The full generation once; from here on a transition shows in the head
+    # (short of 2**18 of them within this call, the bound of the word's CAS).
+    if ticket and ticket != ticket_of(t, w):
+        return False
+    if pol.window_kind and outcome != OUTCOME_NEUTRAL and w & STATE_FIELD == S_CLOSED:
         if _window_settle(cell, pol, given_now, w, outcome | slow, log):
             return True
         w = _load(cell)
     while True:
-        if ticket and ticket != ticket_of(t, w):
+        if ticket and (ticket >> 1) & HEAD_FIELD != w & HEAD_FIELD:
             return False
         state = w & STATE_FIELD
         if state == S_OPEN or outcome == OUTCOME_NEUTRAL and state != S_HALF_OPEN:
