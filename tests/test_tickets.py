@@ -253,3 +253,31 @@ def test_a_probe_number_in_use_is_skipped() -> None:
     assert again != held
     assert probes.release(held) and probes.release(again)
     assert not probes.release(held)
+
+
+def test_a_probe_number_in_use_is_skipped_by_the_breaker(impl: Any) -> None:
+    b = _half_open(impl, 2, 100)
+    held = b.acquire()
+    for _ in range(_probes.PROBE_FIELD):
+        b.release(b.acquire(), None)
+    again = b.acquire()
+    assert again and again != held
+    b.release(held, None)
+    b.release(again, None)
+    assert _in_flight(b) == 0
+
+
+def test_probes_never_released_are_forgotten_past_a_bound(impl: Any) -> None:
+    clock = FakeClock()
+    b = impl.Breaker(1, 1.0, 1, clock=clock)
+    leaked = []
+    for _ in range(_probes.FORGET_AT + 10):
+        b.reset()
+        _open_then_half_open(b, clock)
+        leaked.append(b.acquire())
+    if impl.name == "py":
+        assert len(b._probes) <= _probes.FORGET_AT
+    b.release(leaked[0], False)  # stale: counted, changes nothing
+    assert b.state is State.HALF_OPEN and b.totals().failures == 1
+    b.release(leaked[-1], True)
+    assert b.state is State.CLOSED

@@ -17,6 +17,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.set cimport PySet_Add, PySet_Contains, PySet_Discard
 from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.errno cimport ESRCH, errno
@@ -30,7 +31,7 @@ import os
 from types import MethodType
 
 from qbreaker import _api, _forms
-from qbreaker._probes import TRACKED, Probes
+from qbreaker import _probes
 from qbreaker._core_py import DEFAULT_POLICY, Policy
 from qbreaker._core_py import _check_ticket, _is_slow, _outcome_code, clock_ticks
 from qbreaker._events import Dispatcher
@@ -134,7 +135,11 @@ cdef uint64_t ENTERED_FIELD = (<uint64_t>1 << ENTERED_BITS) - 1
 cdef uint64_t STALE_NOW_TICKS = <uint64_t>1 << 16   # as _core_py.STALE_NOW_TICKS
 cdef uint64_t HEAD_FIELD = (<uint64_t>1 << HEAD_BITS) - 1
 cdef uint64_t FAIL_MASK = FAIL_MAX << FAIL_SHIFT
-cdef uint64_t TRACKED_BIT = TRACKED
+cdef uint64_t TRACKED_BIT = _probes.TRACKED
+cdef uint64_t PROBE_SHIFT = _probes.PROBE_SHIFT
+cdef uint64_t PROBE_FIELD = _probes.PROBE_FIELD
+cdef uint64_t PROBE_BASE_FIELD = _probes.BASE_FIELD
+cdef Py_ssize_t PROBES_FORGET_AT = _probes.FORGET_AT
 cdef long long TICKET_MAX = <long long>((<uint64_t>1 << 63) - 1)
 # Marks a with-block's stored ticket as timed (tickets use bits 0-62).
 cdef uint64_t TIMED_BIT = <uint64_t>1 << 63
@@ -834,7 +839,7 @@ cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except? 0:
     if log.n or held:
         _push(b, &log, held)
     if ticketed and ((ticket >> 1) & STATE_FIELD) == S_HALF_OPEN:
-        return _probes_of(b).issue(ticket)
+        return _probe_issue(<_Probes>_probes_of(b), ticket)
     return ticket
 
 
@@ -871,7 +876,7 @@ cdef bint _probe_reports(CircuitBreaker b, uint64_t ticket) except -1:
     # it is an ordinary stale ticket. Otherwise the slot is free already.
     cdef qb_cell *cell = b._cell
     cdef uint64_t t
-    if _probes_of(b).release(ticket):
+    if PySet_Discard((<_Probes>_probes_of(b)).out, ticket) == 1:
         return True
     t = qb_load(&cell.transitions)
     return not _ticket_current(ticket, t, qb_load(&cell.word))
@@ -963,11 +968,43 @@ cdef object _events_of(CircuitBreaker b):
 
 
 cdef object _probes_of(CircuitBreaker b):
-    # The breaker's Probes, made when it first admits a tracked probe.
+    # The breaker's _Probes, made when it first admits a tracked probe.
     cdef void *seen = qb_load_ptr(&b._probes_ptr)
     if seen != NULL:
         return <object>seen
-    return _publish(&b._probes_ptr, Probes())
+    return _publish(&b._probes_ptr, _Probes.__new__(_Probes))
+
+
+cdef class _Probes:
+    """qbreaker._probes.Probes, mirrored: tracked half-open tickets out.
+
+    Without its lock: the probe number comes from an atomic counter, and
+    each set operation is atomic on its own (free-threaded builds lock the
+    set per operation), so no two probes get one ticket.
+    """
+
+    cdef set out
+    cdef uint64_t next
+
+    def __cinit__(self):
+        self.out = set()
+
+
+cdef uint64_t _probe_issue(_Probes probes, uint64_t ticket) except 0:
+    # Probes.issue: the ticket made unique among those out, and tracked.
+    cdef uint64_t base = ticket & PROBE_BASE_FIELD
+    cdef uint64_t tracked
+    if len(probes.out) >= PROBES_FORGET_AT:
+        for old in list(probes.out):
+            if (<uint64_t>old & PROBE_BASE_FIELD) != base:
+                probes.out.discard(old)
+    while True:
+        tracked = (base | TRACKED_BIT
+                   | (qb_fetch_add(&probes.next, 1) & PROBE_FIELD) << PROBE_SHIFT)
+        if not PySet_Contains(probes.out, tracked):
+            break
+    PySet_Add(probes.out, tracked)
+    return tracked
 
 
 cdef object _publish(void **slot, object fresh):

@@ -10,9 +10,10 @@ forgets it here. A later release of a ticket that is not outstanding changes
 nothing while the ticket's generation is current (the breaker checks that);
 once the generation has moved on, it is an ordinary stale ticket.
 
-Both cores use this class. Closed-state tickets never come here: the closed
-path stays one load and one count. Tickets from the cimport API are not
-tracked (see the README): their bits 45-62 are 0.
+The twin uses this class; the compiled core mirrors it in C (``_Probes`` in
+``_core_c.pyx``), same numbers, same tickets. Closed-state tickets never come
+here: the closed path stays one load and one count. Tickets from the cimport
+API are not tracked (see the README): their bits 45-62 are 0.
 """
 
 from __future__ import annotations
