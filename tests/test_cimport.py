@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State
+from qbreaker import State, _core_py
 
 pytestmark = pytest.mark.c_extension
 
@@ -163,3 +163,27 @@ def test_any_word_is_a_working_breaker(nogil_user, tmp_path: Path) -> None:  # t
         f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     )
     assert result.stdout.strip().endswith("checked")
+
+
+def test_a_nogil_ticket_stays_stale_across_a_generation_wrap(nogil_user) -> None:  # type: ignore[no-untyped-def]
+    failure = _core_py.OUTCOME_FAILURE
+    b = qbreaker.CircuitBreaker(1, 60, 1)
+    held = nogil_user.admit(b)
+    for _ in range(1 << _core_py.GEN_BITS):
+        b.reset()
+    assert nogil_user.settle(b, held, failure) is False
+    assert b.state is State.CLOSED
+    assert nogil_user.settle(b, nogil_user.admit(b), failure) is True
+    assert b.state is State.OPEN
+
+
+def test_either_api_settles_the_others_tickets(nogil_user) -> None:  # type: ignore[no-untyped-def]
+    b = qbreaker.CircuitBreaker(1, 1, 2, success_threshold=2, clock=lambda: 50.0)
+    b._trip()
+    now = 52_000  # ms, past the reset timeout on the breaker's clock
+    native = nogil_user.admit(b, now)
+    python = b.acquire()
+    assert native and python and b.state is State.HALF_OPEN
+    b.release(native, True)
+    assert nogil_user.settle(b, python, _core_py.OUTCOME_SUCCESS, now) is True
+    assert b.state is State.CLOSED

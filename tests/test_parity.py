@@ -78,6 +78,7 @@ _TWIN_ONLY = (
     "_settle",
     "_slow",
     "_events",  # a plain pointer in the compiled core, made on first need
+    "_probes",  # likewise
 )
 
 # Shared-memory plumbing: the twin refuses shared=, so it has no slot.
@@ -106,3 +107,15 @@ def test_same_methods_and_docstrings(core_c) -> None:  # type: ignore[no-untyped
 def test_the_compiled_core_is_compiled(core_c) -> None:  # type: ignore[no-untyped-def]
     assert core_c.__file__.endswith((".so", ".pyd"))
     assert type(core_c.CircuitBreaker.allow).__name__ == "method_descriptor"
+
+
+def test_probe_bookkeeping_sits_above_the_ticket_base() -> None:
+    from qbreaker import _probes
+
+    L = _core_py.LAYOUT
+    assert _probes.PROBE_SHIFT == L["TICKET_GEN_BITS"] + L["STATE_BITS"] + 1
+    assert _core_py.TICKET_BASE == _probes.BASE_FIELD
+    # The tracked bit and the probe number fit below bit 63, which the
+    # compiled core's with-blocks use to mark a timed ticket.
+    assert _probes.PROBE_SHIFT + _probes.PROBE_BITS == 62
+    assert _probes.TRACKED == 1 << 62 and _core_py.TICKET_MAX == (1 << 63) - 1

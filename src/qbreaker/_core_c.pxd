@@ -102,6 +102,8 @@ cdef enum:
     WINDOW_COUNT = 1
     WINDOW_TIME = 2
     KEY_EPOCH_BITS = 40
+    # A ticket's generation bits (see _core_py's "Tickets").
+    TICKET_GEN_BITS = 42
 
 
 ctypedef struct qb_policy:
@@ -157,11 +159,14 @@ cdef enum:
 # clock only if a decision needs it) and `log` (NULL, or where to record the
 # transitions it wins).
 
-# Admit a call: its ticket, or 0 when rejected.
+# Admit a call: its ticket, or 0 when rejected. A ticket carries the state
+# and 42 bits of generation (see _core_py's "Tickets").
 cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
                        qb_translog *log) noexcept nogil
 # Report an outcome for `ticket`, or for the current generation if 0.
-# Returns False when the ticket is stale.
+# Returns False when the ticket is stale. Settle each ticket once: nothing
+# here remembers a half-open ticket's release, so a second one frees another
+# probe's slot (the Python API's release() guards against that).
 cdef bint qb_settle(qb_cell *cell, const qb_policy *pol, uint64_t now,
                     uint64_t ticket, int outcome, qb_translog *log) noexcept nogil
 cdef void qb_renormalize(qb_cell *cell, const qb_policy *pol, uint64_t now,
@@ -188,6 +193,8 @@ cdef class CircuitBreaker:
     cdef public tuple _listeners
     # The Dispatcher, made on first need (see _events_of); owned, or NULL.
     cdef void *_events_ptr
+    # The qbreaker._probes.Probes, made on first need (see _probes_of).
+    cdef void *_probes_ptr
     cdef public object _last_observation
     cdef object __weakref__
     # The cell lives inside the object: one allocation per breaker, and room

@@ -17,6 +17,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.set cimport PySet_Add, PySet_Contains, PySet_Discard
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.errno cimport ESRCH, errno
@@ -30,6 +31,7 @@ import os
 from types import MethodType
 
 from qbreaker import _api, _forms
+from qbreaker import _probes
 from qbreaker._core_py import DEFAULT_POLICY, Policy
 from qbreaker._core_py import _check_ticket, _is_slow, _outcome_code, clock_ticks
 from qbreaker._events import Dispatcher
@@ -117,6 +119,7 @@ LAYOUT = {
     "WINDOW_COUNT": WINDOW_COUNT,
     "WINDOW_TIME": WINDOW_TIME,
     "KEY_EPOCH_BITS": KEY_EPOCH_BITS,
+    "TICKET_GEN_BITS": TICKET_GEN_BITS,
 }
 
 cdef tuple _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
@@ -133,8 +136,13 @@ cdef uint64_t ENTERED_FIELD = (<uint64_t>1 << ENTERED_BITS) - 1
 cdef uint64_t STALE_NOW_TICKS = <uint64_t>1 << 16   # as _core_py.STALE_NOW_TICKS
 cdef uint64_t HEAD_FIELD = (<uint64_t>1 << HEAD_BITS) - 1
 cdef uint64_t FAIL_MASK = FAIL_MAX << FAIL_SHIFT
-cdef long long TICKET_MAX = <long long>(HEAD_FIELD << 1 | 1)
-# Marks a with-block's stored ticket as timed (tickets use 21 bits).
+cdef uint64_t TRACKED_BIT = _probes.TRACKED
+cdef uint64_t PROBE_SHIFT = _probes.PROBE_SHIFT
+cdef uint64_t PROBE_FIELD = _probes.PROBE_FIELD
+cdef uint64_t PROBE_BASE_FIELD = _probes.BASE_FIELD
+cdef Py_ssize_t PROBES_FORGET_AT = _probes.FORGET_AT
+cdef long long TICKET_MAX = <long long>((<uint64_t>1 << 63) - 1)
+# Marks a with-block's stored ticket as timed (tickets use bits 0-62).
 cdef uint64_t TIMED_BIT = <uint64_t>1 << 63
 
 
@@ -166,8 +174,36 @@ cdef inline uint64_t _forced_word(uint64_t gen, uint64_t kind_closed) noexcept n
     return S_FORCED | gen << GEN_SHIFT | kind_closed << FORCED_KIND_SHIFT
 
 
-cdef inline uint64_t _ticket_of(uint64_t w) noexcept nogil:
-    return (w & HEAD_FIELD) << 1 | 1
+# The ticket helpers spell their masks from the layout's enum, not from the
+# module's variables, so that the compiler folds them: they are on the
+# inlined fast paths.
+
+cdef inline uint64_t _ticket_of(uint64_t t, uint64_t w) noexcept nogil:
+    # t: the transitions total, read before w. The full generation is the
+    # one nearest t that agrees with the word's modulo 2**18 (see _core_py).
+    cdef uint64_t half = <uint64_t>1 << (GEN_BITS - 1)
+    cdef uint64_t full = t + ((((w >> GEN_SHIFT) - t + half)
+                               & ((<uint64_t>1 << GEN_BITS) - 1)) - half)
+    return (((full << (STATE_BITS + 1))
+             & ((<uint64_t>1 << (TICKET_GEN_BITS + STATE_BITS + 1)) - 1))
+            | (w & ((1 << STATE_BITS) - 1)) << 1 | 1)
+
+
+cdef inline bint _head_matches(uint64_t ticket, uint64_t w) noexcept nogil:
+    # The ticket's state and generation modulo 2**18 are the word's.
+    return (((ticket >> 1) ^ w) & ((1 << HEAD_BITS) - 1)) == 0
+
+
+cdef inline bint _ticket_current(uint64_t ticket, uint64_t t,
+                                 uint64_t w) noexcept nogil:
+    # The ticket is of w's state and generation, t being the transitions
+    # total read next to w: _ticket_of(t, w) == ticket & _core_py.TICKET_BASE,
+    # in fewer steps (the head matches, and the ticket's generation is within
+    # 2**17 of t). Bits above TICKET_BASE are not read.
+    cdef uint64_t half = <uint64_t>1 << (GEN_BITS - 1)
+    return (_head_matches(ticket, w)
+            and (((ticket >> (STATE_BITS + 1)) - t + half)
+                 & ((<uint64_t>1 << TICKET_GEN_BITS) - 1)) < 2 * half)
 
 
 cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
@@ -439,23 +475,26 @@ cdef bint _window_judge(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
 cdef inline uint64_t _admit_fast(qb_cell *cell, const qb_policy *pol,
                                  uint64_t given_now, qb_translog *log,
                                  int *held) noexcept nogil:
-    # The closed path, inlined into the caller: one load and one count.
+    # The closed path, inlined into the caller: two loads and one count.
+    cdef uint64_t t = qb_load(&cell.transitions)
     cdef uint64_t w = qb_load(&cell.word)
     if (w & STATE_FIELD) == S_CLOSED:
         qb_add(&cell.allowed, 1)
-        return _ticket_of(w)
+        return _ticket_of(t, w)
     return _admit(cell, pol, given_now, log, held)
 
 
 cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                      qb_translog *log, int *held) noexcept nogil:
+    cdef uint64_t t = qb_load(&cell.transitions)
     cdef uint64_t w = qb_load(&cell.word)
     cdef uint64_t state, nw, now
+    cdef bint admitted = False
     while True:
         state = w & STATE_FIELD
         if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
-            qb_add(&cell.allowed, 1)
-            return _ticket_of(w)
+            admitted = True
+            break
         if state == S_FORCED:
             break
         now = _resolve(given_now)
@@ -465,8 +504,9 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
             if _transition(cell, &w, nw, now, log, held):
-                qb_add(&cell.allowed, 1)
-                return _ticket_of(nw)
+                w = nw
+                admitted = True
+                break
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
@@ -477,18 +517,26 @@ cdef uint64_t _admit(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
             break
         nw = w + (<uint64_t>1 << INFLIGHT_SHIFT)
         if qb_cas(&cell.word, &w, nw):
-            qb_add(&cell.allowed, 1)
-            return _ticket_of(nw)
-    qb_add(&cell.rejected, 1)
-    return 0
+            w = nw
+            admitted = True
+            break
+    if not admitted:
+        qb_add(&cell.rejected, 1)
+        return 0
+    # One exit for every admission: the ticket's arithmetic inlined once.
+    qb_add(&cell.allowed, 1)
+    return _ticket_of(t, w)
 
 
 cdef inline bint _quiet_success(uint64_t w, uint64_t ticket, int outcome) noexcept nogil:
     # A fast success with nothing to reset: closed, no failures, and the
-    # ticket (if any) of this generation. It writes nothing to the word.
+    # ticket (if any) of this generation modulo 2**18. It writes nothing to
+    # the word, so a ticket stale by a multiple of 2**18 generations changes
+    # nothing here either (both are counted in totals); only a window's count
+    # needs the full check, _ticket_current.
     return (outcome == OUTCOME_SUCCESS
             and (w & (STATE_FIELD | FAIL_MASK)) == S_CLOSED
-            and (not ticket or (ticket >> 1) == (w & HEAD_FIELD)))
+            and (not ticket or _head_matches(ticket, w)))
 
 
 cdef inline bint _plain_success(const qb_policy *pol, uint64_t w, uint64_t ticket,
@@ -510,7 +558,7 @@ cdef inline bint _settle_fast(qb_cell *cell, const qb_policy *pol,
 cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
                   uint64_t ticket, int outcome, qb_translog *log,
                   int *held) noexcept nogil:
-    cdef uint64_t w, state, failures, in_flight, freed, successes, nw, now
+    cdef uint64_t t, w, state, failures, in_flight, freed, successes, nw, now
     cdef bint ok
     cdef int slow = outcome & OUTCOME_SLOW
     outcome &= OUTCOME_BASE
@@ -520,15 +568,19 @@ cdef bint _settle(qb_cell *cell, const qb_policy *pol, uint64_t given_now,
         qb_add(&cell.failures, 1)
     else:
         qb_add(&cell.neutral, 1)
+    t = qb_load(&cell.transitions)
     w = qb_load(&cell.word)
+    # The full generation once; from here on a transition shows in the head
+    # (short of 2**18 of them within this call, the bound of the word's CAS).
+    if ticket and not _ticket_current(ticket, t, w):
+        return False
     if (pol.window_kind and outcome != OUTCOME_NEUTRAL
-            and (w & STATE_FIELD) == S_CLOSED
-            and (not ticket or (ticket >> 1) == (w & HEAD_FIELD))):
+            and (w & STATE_FIELD) == S_CLOSED):
         if _window_settle(cell, pol, given_now, w, outcome | slow, log, held):
             return True
         w = qb_load(&cell.word)
     while True:
-        if ticket and (ticket >> 1) != (w & HEAD_FIELD):
+        if ticket and not _head_matches(ticket, w):
             return False
         state = w & STATE_FIELD
         if state == S_OPEN or (outcome == OUTCOME_NEUTRAL and state != S_HALF_OPEN):
@@ -772,20 +824,22 @@ cdef int _claim_slot(CircuitBreaker b) except -1:
     return 0
 
 
-cdef inline uint64_t _py_admit(CircuitBreaker b) except? 0:
+cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except? 0:
     # admit for the Python-facing methods: the closed path first, counted in
     # the object's own counters where FLAG_LOCAL_COUNTS allows (the GIL
     # serialises every such caller and no other process shares the cell).
     # Small enough for GCC to inline into each method; the rest is out of
     # line (a larger function here doubled the pair's instructions).
+    # ticketed: the caller hands the ticket on (a half-open one is tracked).
+    cdef uint64_t t = qb_load(&b._cell.transitions)
     cdef uint64_t w = qb_load(&b._cell.word)
     if (w & STATE_FIELD) == S_CLOSED and b.cpolicy.host_flags & FLAG_LOCAL_COUNTS:
         _own_add(&b._hot[0])
-        return _ticket_of(w)
-    return _py_admit_full(b)
+        return _ticket_of(t, w)
+    return _py_admit_full(b, ticketed)
 
 
-cdef uint64_t _py_admit_full(CircuitBreaker b) except? 0:
+cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except? 0:
     cdef qb_translog log
     cdef uint64_t ticket, w
     cdef int held = 0
@@ -804,6 +858,8 @@ cdef uint64_t _py_admit_full(CircuitBreaker b) except? 0:
     ticket = _admit_fast(b._cell, &b.cpolicy, _now_of(b), &log, _ordered(&held))
     if log.n or held:
         _push(b, &log, held)
+    if ticketed and ((ticket >> 1) & STATE_FIELD) == S_HALF_OPEN:
+        return _probe_issue(<_Probes>_probes_of(b), ticket)
     return ticket
 
 
@@ -816,7 +872,7 @@ cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) excep
         if _quiet_success(w, ticket, outcome):
             _own_add(&b._hot[1])
             if b.cpolicy.window_kind:
-                return _py_window_success(b, w, outcome)
+                return _py_window_success(b, w, ticket, outcome)
             return 0
     return _py_settle_full(b, ticket, outcome)
 
@@ -824,6 +880,8 @@ cdef inline int _py_settle(CircuitBreaker b, uint64_t ticket, int outcome) excep
 cdef int _py_settle_full(CircuitBreaker b, uint64_t ticket, int outcome) except -1:
     cdef qb_translog log
     cdef int held = 0
+    if ticket & TRACKED_BIT and not _probe_reports(b, ticket):
+        return 0
     _events_of(b)
     log.n = 0
     _settle_fast(b._cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))
@@ -832,14 +890,31 @@ cdef int _py_settle_full(CircuitBreaker b, uint64_t ticket, int outcome) except 
     return 0
 
 
-cdef int _py_window_success(CircuitBreaker b, uint64_t w, int outcome) except -1:
+cdef bint _probe_reports(CircuitBreaker b, uint64_t ticket) except -1:
+    # A tracked probe's ticket (see qbreaker._probes): its first release
+    # reports; a later one only while its generation is not current, where
+    # it is an ordinary stale ticket. Otherwise the slot is free already.
+    cdef qb_cell *cell = b._cell
+    cdef uint64_t t
+    if PySet_Discard((<_Probes>_probes_of(b)).out, ticket) == 1:
+        return True
+    t = qb_load(&cell.transitions)
+    return not _ticket_current(ticket, t, qb_load(&cell.word))
+
+
+cdef int _py_window_success(CircuitBreaker b, uint64_t w, uint64_t ticket,
+                            int outcome) except -1:
     # A quiet success's one part of _settle left to do: count it in the
-    # window, where a bucket's rotation can trip the breaker.
+    # window, where a bucket's rotation can trip the breaker. Not for a
+    # ticket stale by a multiple of 2**18 generations (the transitions total
+    # read after w serves: _ticket_current allows either order).
     cdef qb_translog log
     cdef uint64_t given = _now_of(b)
     cdef uint64_t epoch, x
     cdef bint judge
     cdef int held = 0
+    if ticket and not _ticket_current(ticket, qb_load(&b._cell.transitions), w):
+        return 0
     if b.cpolicy.host_flags & FLAG_PLAIN_WINDOW:
         x = _window_x(b._cell, &b.cpolicy, given, True)
         if _window_quick(b._cell, &b.cpolicy, x, w):
@@ -906,16 +981,61 @@ cdef object _events_of(CircuitBreaker b):
     # The breaker's dispatcher, made on first need: most breakers never
     # change state, and a dispatcher costs several times a breaker's memory.
     # Made before an operation, not after its CAS (Python code would run in
-    # between), and published by CAS so two threads never make two. It holds
-    # no reference to the breaker, so a plain owned pointer needs no GC visit.
+    # between).
     cdef void *seen = qb_load_ptr(&b._events_ptr)
     if seen != NULL:
         return <object>seen
-    fresh = Dispatcher(describe_word)
-    if qb_cas_ptr(&b._events_ptr, NULL, <void *>fresh):
+    return _publish(&b._events_ptr, Dispatcher(describe_word))
+
+
+cdef object _probes_of(CircuitBreaker b):
+    # The breaker's _Probes, made when it first admits a tracked probe.
+    cdef void *seen = qb_load_ptr(&b._probes_ptr)
+    if seen != NULL:
+        return <object>seen
+    return _publish(&b._probes_ptr, _Probes.__new__(_Probes))
+
+
+cdef class _Probes:
+    """qbreaker._probes.Probes, mirrored: tracked half-open tickets out.
+
+    Without its lock: the probe number comes from an atomic counter, and
+    each set operation is atomic on its own (free-threaded builds lock the
+    set per operation), so no two probes get one ticket.
+    """
+
+    cdef set out
+    cdef uint64_t next
+
+    def __cinit__(self):
+        self.out = set()
+
+
+cdef uint64_t _probe_issue(_Probes probes, uint64_t ticket) except 0:
+    # Probes.issue: the ticket made unique among those out, and tracked.
+    cdef uint64_t base = ticket & PROBE_BASE_FIELD
+    cdef uint64_t tracked
+    if len(probes.out) >= PROBES_FORGET_AT:
+        for old in list(probes.out):
+            if (<uint64_t>old & PROBE_BASE_FIELD) != base:
+                probes.out.discard(old)
+    while True:
+        tracked = (base | TRACKED_BIT
+                   | (qb_fetch_add(&probes.next, 1) & PROBE_FIELD) << PROBE_SHIFT)
+        if not PySet_Contains(probes.out, tracked):
+            break
+    PySet_Add(probes.out, tracked)
+    return tracked
+
+
+cdef object _publish(void **slot, object fresh):
+    # Publish `fresh` in an empty owned pointer by CAS, so that two threads
+    # never make two; the object there afterwards. The objects published
+    # hold no reference to the breaker, so an owned pointer needs no GC visit.
+    if qb_cas_ptr(slot, NULL, <void *>fresh):
         Py_INCREF(fresh)  # the pointer's own reference, dropped in __dealloc__
         return fresh
-    return <object>qb_load_ptr(&b._events_ptr)
+    return <object>qb_load_ptr(slot)
 
 
 cdef int _push(CircuitBreaker b, qb_translog *log, int held) except -1:
@@ -1342,7 +1462,7 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
     cdef uint64_t ticket
     if b.cpolicy.host_flags & FLAG_ASYNC_FALLBACK:
         raise_async_fallback(b._options)
-    ticket = _py_admit(b)
+    ticket = _py_admit(b, True)
     if not ticket:
         return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
     # Only under a slow-call policy: a clock read before, one after.
@@ -1464,6 +1584,7 @@ cdef class CircuitBreaker:
 
     def __dealloc__(self):
         Py_XDECREF(<PyObject *>self._events_ptr)
+        Py_XDECREF(<PyObject *>self._probes_ptr)
         if self.cpolicy.host_flags & FLAG_OWNS_CELL:
             PyMem_Free(<char *>self._cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
 
@@ -1525,7 +1646,7 @@ cdef class CircuitBreaker:
         fallback run only for the forms that raise (``with``, ``call``,
         the decorator, ``call_async``).
         """
-        cdef uint64_t ticket = _py_admit(self)
+        cdef uint64_t ticket = _py_admit(self, False)
         return ticket != 0
 
     def record_success(self):
@@ -1541,7 +1662,7 @@ cdef class CircuitBreaker:
 
         A rejection is the 0 alone, as for ``allow()``: no ``on_reject``.
         """
-        cdef uint64_t ticket = _py_admit(self)
+        cdef uint64_t ticket = _py_admit(self, True)
         return ticket
 
     def release(self, ticket, ok, duration=None):
@@ -1611,7 +1732,7 @@ cdef class CircuitBreaker:
     # -- forms of protection ------------------------------------------------
 
     def __enter__(self):
-        cdef uint64_t ticket = _py_admit(self)
+        cdef uint64_t ticket = _py_admit(self, True)
         cdef uint64_t start = 0
         cdef PyThreadState *ts
         cdef _WithTickets own

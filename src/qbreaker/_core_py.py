@@ -55,15 +55,36 @@ Rules the word obeys:
   beyond their limits (probes in flight, successes) only make it reject or
   conclude sooner. So a cell holding arbitrary bytes, as a corrupted shared
   segment may, is still a working breaker; ``reset()`` makes it a clean one.
-- The generation wraps after 2**18 transitions. A ticket is compared by
-  equality of state and generation, so a ticket is misread as current only if
-  it was held across an exact multiple of 2**18 transitions.
+- The word's generation wraps after 2**18 transitions; tickets carry it in
+  full (below).
 
 Tickets
 -------
-``ticket = head << 1 | 1``: never 0, so a rejection (0) is the only falsy
-result of ``admit``. A ticket whose head differs from the current word's head
-is stale: its outcome is counted in totals and changes no state.
+A ticket names the state and the full generation that admitted a call::
+
+    bits    field
+    0       1            never 0, so a rejection (0) is the only falsy result
+    1-2     state
+    3-44    generation   modulo 2**TICKET_GEN_BITS (2**42)
+    45-61   probe        not read by the core: the Python API's half-open
+    62      tracked      bookkeeping (qbreaker._probes); 0 from the cimport API
+    63      0            (the compiled core marks a timed ``with`` ticket there)
+
+Bits 0-20 are ``head << 1 | 1``. The generation's bits above the word's 18
+come from the transitions total ``T``, which the winner of every transition
+(``_transition``, the only place a generation changes: reset, force and
+shared cells included) increments once, right after its CAS. The full
+generation ``G`` is the one congruent to the word's modulo 2**18 that lies
+nearest ``T``, read next to the word: ``T`` lags ``G`` by the transitions
+whose count is still pending and leads it by those counted after the word
+was read. That is exact while fewer than 2**17 transitions separate the two,
+and a ticket is then misread as current only if it was held across an exact
+multiple of 2**42 transitions (51 days of ``reset()`` at a million a
+second). A ticket whose state and generation differ from the current ones is
+stale: its outcome is counted in totals and changes no state. The same
+18-bit word can still repeat under an operation that is descheduled between
+its load and its CAS for 2**18 transitions (the CAS compares the word alone),
+and a rate window's buckets are keyed by the word's 18 bits.
 
 Time arguments
 --------------
@@ -99,6 +120,7 @@ from ._options import (
     run_hook,
     seconds_of,
 )
+from ._probes import TRACKED, Probes
 from ._state import State, Totals
 
 if TYPE_CHECKING:
@@ -127,6 +149,8 @@ OUTCOME_BASE = 3  # masks the slow flag off
 WINDOW_NONE, WINDOW_COUNT, WINDOW_TIME = 0, 1, 2
 # A bucket's key: the generation it counts for, above its epoch.
 KEY_EPOCH_BITS = 40
+#: The generation's bits in a ticket (see "Tickets").
+TICKET_GEN_BITS = 42
 NOW_AUTO = (1 << 64) - 1
 #: How far behind a half-open entry time a `now` may be and still be read as
 #: "no time elapsed" (a stale reading) rather than as a wrap-around.
@@ -141,6 +165,12 @@ HSUCC_MAX = (1 << HSUCC_BITS) - 1
 ENTERED_FIELD = (1 << ENTERED_BITS) - 1
 HEAD_FIELD = (1 << HEAD_BITS) - 1
 FAIL_MASK = FAIL_MAX << FAIL_SHIFT
+TICKET_GEN_FIELD = (1 << TICKET_GEN_BITS) - 1
+#: The bits of a ticket that say whether it is current.
+TICKET_BASE = (TICKET_GEN_FIELD << (STATE_BITS + 1)) | (1 << (STATE_BITS + 1)) - 1
+#: Bit 63 stays clear: the compiled core marks a timed ``with`` ticket there.
+TICKET_MAX = (1 << 63) - 1
+_GEN_HALF = 1 << (GEN_BITS - 1)
 
 #: Every layout constant by name; the compiled core exports the same dict.
 LAYOUT = {
@@ -173,6 +203,7 @@ LAYOUT = {
     "WINDOW_COUNT": WINDOW_COUNT,
     "WINDOW_TIME": WINDOW_TIME,
     "KEY_EPOCH_BITS": KEY_EPOCH_BITS,
+    "TICKET_GEN_BITS": TICKET_GEN_BITS,
 }
 
 _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
@@ -364,8 +395,26 @@ def _forced_word(gen: int, kind_closed: int) -> int:
     return S_FORCED | gen << GEN_SHIFT | kind_closed << FORCED_KIND_SHIFT
 
 
-def ticket_of(w: int) -> int:
-    return (w & HEAD_FIELD) << 1 | 1
+def ticket_of(transitions: int, w: int) -> int:
+    """The ticket of word ``w``; ``transitions``: the total, read before ``w``.
+
+    The full generation is the one nearest ``transitions`` that agrees with
+    the word's modulo 2**18 (see "Tickets").
+    """
+    gen = (w >> GEN_SHIFT) - transitions + _GEN_HALF
+    full = transitions + (gen & GEN_FIELD) - _GEN_HALF
+    return (full & TICKET_GEN_FIELD) << (STATE_BITS + 1) | (w & STATE_FIELD) << 1 | 1
+
+
+def _load_ticketed(cell: Cell) -> tuple[int, int]:
+    """(transitions, word), in the order ``ticket_of`` needs them."""
+    transitions = cell.totals[T_TRANSITIONS]
+    return transitions, cell.word
+
+
+def current_ticket(cell: Cell) -> int:
+    """What a ticket of the current state and generation carries (its base)."""
+    return ticket_of(*_load_ticketed(cell))
 
 
 def _open_elapsed(w: int, now: int) -> int:
@@ -506,12 +555,13 @@ def _window_settle(
 
 def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
     """Admit a call: its ticket, or 0 when rejected."""
-    w = _load(cell)
+    t, w = _load_ticketed(cell)
+    admitted = False
     while True:
         state = w & STATE_FIELD
         if state == S_CLOSED or (state == S_FORCED and w >> FORCED_KIND_SHIFT):
-            _add(cell, T_ALLOWED)
-            return ticket_of(w)
+            admitted = True
+            break
         if state == S_FORCED:
             break
         now = _resolve(given_now)
@@ -521,10 +571,10 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
             # The caller that performs the transition is the first probe.
             nw = _half_open_word(_next_gen(w), 1, 0, now)
             ok, seen = _transition(cell, w, nw, now, log)
-            if ok:
-                _add(cell, T_ALLOWED)
-                return ticket_of(nw)
             w = seen
+            if ok:
+                admitted = True
+                break
             continue
         nw = _expired_half_open(w, pol, now)
         if nw:
@@ -534,13 +584,15 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
         if (w >> INFLIGHT_SHIFT) & INFLIGHT_MAX >= pol.half_open_max:
             break
         nw = w + (1 << INFLIGHT_SHIFT)
-        ok, seen = _cas(cell, w, nw)
+        ok, w = _cas(cell, w, nw)
         if ok:
-            _add(cell, T_ALLOWED)
-            return ticket_of(nw)
-        w = seen
-    _add(cell, T_REJECTED)
-    return 0
+            admitted = True
+            break
+    if not admitted:
+        _add(cell, T_REJECTED)
+        return 0
+    _add(cell, T_ALLOWED)
+    return ticket_of(t, w)
 
 
 def settle(
@@ -553,23 +605,24 @@ def settle(
 ) -> bool:
     """Report an outcome: for ``ticket``, or for the current generation if 0.
 
-    Returns False when the ticket is stale (counted in totals only).
+    Returns False when the ticket is stale (counted in totals only). Bits of
+    the ticket above ``TICKET_BASE`` are not read.
     """
     slow = outcome & OUTCOME_SLOW
     outcome &= OUTCOME_BASE
     _add(cell, _OUTCOME_TOTAL[outcome])
-    w = _load(cell)
-    if (
-        pol.window_kind
-        and outcome != OUTCOME_NEUTRAL
-        and w & STATE_FIELD == S_CLOSED
-        and (not ticket or ticket >> 1 == w & HEAD_FIELD)
-    ):
+    ticket &= TICKET_BASE
+    t, w = _load_ticketed(cell)
+    # The full generation once; from here on a transition shows in the head
+    # (short of 2**18 of them within this call, the bound of the word's CAS).
+    if ticket and ticket != ticket_of(t, w):
+        return False
+    if pol.window_kind and outcome != OUTCOME_NEUTRAL and w & STATE_FIELD == S_CLOSED:
         if _window_settle(cell, pol, given_now, w, outcome | slow, log):
             return True
         w = _load(cell)
     while True:
-        if ticket and ticket >> 1 != w & HEAD_FIELD:
+        if ticket and (ticket >> 1) & HEAD_FIELD != w & HEAD_FIELD:
             return False
         state = w & STATE_FIELD
         if state == S_OPEN or outcome == OUTCOME_NEUTRAL and state != S_HALF_OPEN:
@@ -713,6 +766,7 @@ class CoreBreaker:
         "_listeners",
         "_events",
         "_last_observation",
+        "_probes",
         "__weakref__",
     )
     _cell: Cell
@@ -724,6 +778,7 @@ class CoreBreaker:
     _listeners: tuple[Any, ...]
     _events: Any
     _last_observation: Any
+    _probes: Probes
 
     def __new__(cls, *args: object, **kwargs: object) -> CoreBreaker:
         # Like the compiled __cinit__: the cell exists before, and regardless
@@ -738,6 +793,7 @@ class CoreBreaker:
         self._listeners = ()
         self._events = _events.Dispatcher(describe_word)
         self._last_observation = None
+        self._probes = Probes()
         return self
 
     def _configure(
@@ -808,6 +864,8 @@ class CoreBreaker:
         """
         log = self._events.pending
         ticket = admit(self._cell, self._policy, self._now(), log)
+        if (ticket >> 1) & STATE_FIELD == S_HALF_OPEN:
+            ticket = self._probes.issue(ticket)
         self._deliver(log)
         return ticket
 
@@ -829,6 +887,9 @@ class CoreBreaker:
         self._settle(_check_ticket(ticket), outcome)
 
     def _settle(self, ticket: int, outcome: int) -> None:
+        if ticket & TRACKED and not self._probes.release(ticket):
+            if ticket & TICKET_BASE == current_ticket(self._cell):
+                return  # released before: its probe's slot is free already
         log = self._events.pending
         settle(self._cell, self._policy, self._now(), ticket, outcome, log)
         self._deliver(log)
@@ -1097,10 +1158,10 @@ def _check_ticket(ticket: object) -> int:
             f"ticket must be an int returned by acquire(), got {ticket!r} "
             f"({type(ticket).__name__})"
         )
-    if not (0 < value <= (HEAD_FIELD << 1 | 1)) or not value & 1:
+    if not (0 < value <= TICKET_MAX) or not value & 1:
         raise ValueError(
             f"ticket must be a non-zero ticket returned by acquire() (an odd int "
-            f"in [1, {HEAD_FIELD << 1 | 1}]), got {ticket!r}"
+            f"in [1, {TICKET_MAX}]), got {ticket!r}"
         )
     return value
 

@@ -97,3 +97,21 @@ def drive(CircuitBreaker b, uint64_t word, bytes ops, uint64_t now):
                 ticket = (word >> (i & 63)) | 1
         word = qb_load(&cell.word)
     return word
+
+
+def admit(CircuitBreaker b, uint64_t now=QB_NOW_AUTO):
+    """One qb_admit without the GIL: its ticket, or 0."""
+    cdef qb_cell *cell = qb_nogil_cell(b)
+    cdef uint64_t ticket
+    with nogil:
+        ticket = qb_admit(cell, &b.cpolicy, now, NULL)
+    return ticket
+
+
+def settle(CircuitBreaker b, uint64_t ticket, int outcome, uint64_t now=QB_NOW_AUTO):
+    """One qb_settle without the GIL: False when the ticket was stale."""
+    cdef qb_cell *cell = qb_nogil_cell(b)
+    cdef bint current
+    with nogil:
+        current = qb_settle(cell, &b.cpolicy, now, ticket, outcome, NULL)
+    return current

@@ -356,7 +356,7 @@ cdef void _settle_one(Ctx *c, Worker *me, uint64_t ticket, int outcome,
     log.n = 0
     log.lost = 0
     before = qb_load(&c.cell.word)
-    stale_before = ticket != 0 and (ticket >> 1) != (before & HEAD_FIELD)
+    stale_before = ticket != 0 and ((ticket >> 1) & HEAD_FIELD) != (before & HEAD_FIELD)
     now = _now(c)
     ok = qb_settle(c.cell, c.pol, now, ticket if c.tickets else 0, outcome, &log)
     me.calls += 1
@@ -373,7 +373,7 @@ cdef void _settle_one(Ctx *c, Worker *me, uint64_t ticket, int outcome,
         # Only the expiry of the ticket's own half-open generation, which is
         # driven by time, not by this outcome, may happen in a stale settle.
         for i in range(log.n):
-            if (log.from_word[i] & HEAD_FIELD) != (ticket >> 1) or not _is_expiry(
+            if ((log.from_word[i] ^ (ticket >> 1)) & HEAD_FIELD) or not _is_expiry(
                     c.pol, log.from_word[i], log.to_word[i]):
                 _violate(me, V_STALE_WON, log.from_word[i], log.to_word[i], now, ticket)
     _logged(c, me, &log, K_SETTLE, outcome, now)
@@ -449,7 +449,8 @@ cdef void _work(Ctx *c, int idx) noexcept nogil:
             me.rejected += 1
             continue
         me.allowed += 1
-        head = ticket >> 1
+        # The ticket's head: bits above it carry the generation's high bits.
+        head = (ticket >> 1) & HEAD_FIELD
         counted = False
         if (head & STATE_FIELD) == S_HALF_OPEN:
             me.half_open_admits += 1

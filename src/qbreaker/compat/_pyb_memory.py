@@ -278,7 +278,7 @@ class MemoryEngine:
         if core is not self.core:
             self.release(core, ticket, False)  # a replaced core: nothing to do
             return None
-        head = ticket >> 1 if ticket else core._word & HEAD
+        head = (ticket >> 1) & HEAD if ticket else core._word & HEAD
         if head & SF == S_CLOSED:
             self.release(core, ticket, False)
             w = core._word
