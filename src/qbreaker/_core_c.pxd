@@ -193,9 +193,10 @@ cdef class CircuitBreaker:
     cdef public tuple _listeners
     # The Dispatcher, made on first need (see _events_of); owned, or NULL.
     cdef void *_events_ptr
-    # The qbreaker._probes.Probes, made on first need (see _probes_of).
-    cdef void *_probes_ptr
-    cdef public object _last_observation
+    # The _Extras (probes out, last observation), made on first need (see
+    # _extras_of); owned, or NULL. One pointer for what few breakers need
+    # keeps a breaker at 256 bytes.
+    cdef void *_extras_ptr
     cdef object __weakref__
     # The cell lives inside the object: one allocation per breaker, and room
     # to align it to its cache line wherever the allocator put the object.

@@ -859,7 +859,7 @@ cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except? 0:
     if log.n or held:
         _push(b, &log, held)
     if ticketed and ((ticket >> 1) & STATE_FIELD) == S_HALF_OPEN:
-        return _probe_issue(<_Probes>_probes_of(b), ticket)
+        return _probe_issue(<_Extras>_extras_of(b), ticket)
     return ticket
 
 
@@ -896,7 +896,7 @@ cdef bint _probe_reports(CircuitBreaker b, uint64_t ticket) except -1:
     # it is an ordinary stale ticket. Otherwise the slot is free already.
     cdef qb_cell *cell = b._cell
     cdef uint64_t t
-    if PySet_Discard((<_Probes>_probes_of(b)).out, ticket) == 1:
+    if PySet_Discard((<_Extras>_extras_of(b)).out, ticket) == 1:
         return True
     t = qb_load(&cell.transitions)
     return not _ticket_current(ticket, t, qb_load(&cell.word))
@@ -988,30 +988,34 @@ cdef object _events_of(CircuitBreaker b):
     return _publish(&b._events_ptr, Dispatcher(describe_word))
 
 
-cdef object _probes_of(CircuitBreaker b):
-    # The breaker's _Probes, made when it first admits a tracked probe.
-    cdef void *seen = qb_load_ptr(&b._probes_ptr)
+cdef object _extras_of(CircuitBreaker b):
+    # The breaker's _Extras, made when it first admits a tracked probe or
+    # is given an observation.
+    cdef void *seen = qb_load_ptr(&b._extras_ptr)
     if seen != NULL:
         return <object>seen
-    return _publish(&b._probes_ptr, _Probes.__new__(_Probes))
+    return _publish(&b._extras_ptr, _Extras.__new__(_Extras))
 
 
-cdef class _Probes:
-    """qbreaker._probes.Probes, mirrored: tracked half-open tickets out.
+cdef class _Extras:
+    """What few breakers need, made on first need (``_extras_ptr``).
 
-    Without its lock: the probe number comes from an atomic counter, and
+    The tracked half-open tickets out: qbreaker._probes.Probes, mirrored,
+    without its lock: the probe number comes from an atomic counter, and
     each set operation is atomic on its own (free-threaded builds lock the
-    set per operation), so no two probes get one ticket.
+    set per operation), so no two probes get one ticket. And the metrics
+    last given to ``observe()``.
     """
 
     cdef set out
     cdef uint64_t next
+    cdef object last_observation
 
     def __cinit__(self):
         self.out = set()
 
 
-cdef uint64_t _probe_issue(_Probes probes, uint64_t ticket) except 0:
+cdef uint64_t _probe_issue(_Extras probes, uint64_t ticket) except 0:
     # Probes.issue: the ticket made unique among those out, and tracked.
     cdef uint64_t base = ticket & PROBE_BASE_FIELD
     cdef uint64_t tracked
@@ -1580,11 +1584,10 @@ cdef class CircuitBreaker:
         self._clock = None
         self._name = None
         self._listeners = ()
-        self._last_observation = None
 
     def __dealloc__(self):
         Py_XDECREF(<PyObject *>self._events_ptr)
-        Py_XDECREF(<PyObject *>self._probes_ptr)
+        Py_XDECREF(<PyObject *>self._extras_ptr)
         if self.cpolicy.host_flags & FLAG_OWNS_CELL:
             PyMem_Free(<char *>self._cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
 
@@ -1811,6 +1814,17 @@ cdef class CircuitBreaker:
             run_hook(self._options.on_failure, self, exc)
 
     # -- reading ------------------------------------------------------------
+
+    # The metrics last given to observe(), or None: kept in _Extras (the
+    # twin's plain attribute, written by the shared methods).
+    @property
+    def _last_observation(self):
+        cdef void *seen = qb_load_ptr(&self._extras_ptr)
+        return None if seen == NULL else (<_Extras>seen).last_observation
+
+    @_last_observation.setter
+    def _last_observation(self, value):
+        (<_Extras>_extras_of(self)).last_observation = value
 
     @property
     def state(self):
