@@ -24,8 +24,8 @@ endif
 .DEFAULT_GOAL := help
 
 .PHONY: help install demo test-deps test test-pure check-core ci-deps lint \
-	lint-cython format-check redis soak tsan freethreaded other-pythons bench \
-	ci ci-before-suite ci-after-suite
+	lint-ruff lint-mypy lint-format lint-cython redis soak tsan freethreaded \
+	other-pythons bench ci ci-before-suite ci-after-suite
 
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -54,16 +54,21 @@ check-core: ## the compiled core is the one installed and the one the tests impo
 ci-deps: ## pip install ".[lint,compat]": the linters, and Tornado for a compat test
 	$(PIP) install -q ".[lint,compat]"
 
-lint: ## ruff check and mypy --strict, as configured (needs the [lint] extra)
+# Each check its own target, so make -k lint reports every failing one.
+# lint-format and lint-cython join lint once the tree passes them.
+lint: lint-ruff lint-mypy ## ruff check and mypy --strict (needs the [lint] extra)
+
+lint-ruff: ## ruff check src tests benchmarks
 	$(PYTHON) -m ruff check src tests benchmarks
+
+lint-mypy: ## mypy, strict as configured in pyproject.toml
 	$(PYTHON) -m mypy
 
-# Not part of lint yet: the tree does not pass them today.
-lint-cython: ## cython-lint on the .pyx/.pxd files (not in lint: the tree fails it)
-	$(CYTHON_LINT) src/qbreaker/*.pyx src/qbreaker/*.pxd
-
-format-check: ## ruff format --check (not in lint: the tree is not formatted)
+lint-format: ## ruff format --check (not in lint: the tree is not formatted yet)
 	$(PYTHON) -m ruff format --check --diff src tests benchmarks
+
+lint-cython: ## cython-lint on the .pyx/.pxd files (not in lint: the tree fails it yet)
+	$(CYTHON_LINT) src/qbreaker/*.pyx src/qbreaker/*.pxd
 
 redis: ## install redis-server for the compat Redis storage tests
 	bash scripts/ci_redis.sh
