@@ -1,0 +1,103 @@
+# Task runner: one name for each check, called alike by .ci/run and
+# .github/workflows/ci.yml. Recipes only call commands and scripts/; the logic
+# stays there. Run it with the virtual environment to test active, or say
+# which interpreter: make test PYTHON=/path/to/venv/bin/python.
+# `make help` lists the targets.
+
+PYTHON ?= python
+PIP := $(PYTHON) -m pip
+CYTHON_LINT ?= cython-lint
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-m "not stress"'.
+PYTEST_ARGS ?=
+SOAK_SECONDS ?= 30
+# test-pure's own environment, so the pure-Python install never replaces the
+# compiled one of $(PYTHON).
+PURE_VENV ?= $(CURDIR)/.venv-pure
+ifeq ($(OS),Windows_NT)
+PURE_PYTHON := $(PURE_VENV)/Scripts/python
+else
+PURE_PYTHON := $(PURE_VENV)/bin/python
+endif
+
+# The heavy legs each use every core: one at a time, in the order given.
+.NOTPARALLEL:
+.DEFAULT_GOAL := help
+
+.PHONY: help install demo test-deps test test-pure check-core ci-deps lint \
+	lint-ruff lint-mypy lint-format lint-cython redis soak tsan freethreaded \
+	other-pythons bench ci ci-before-suite ci-after-suite
+
+help: ## list the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+install: ## pip install . (README command 1, first half): compiles the core
+	$(PIP) install .
+
+demo: ## python -m qbreaker demo: the side-by-side outage demo, about 30 s
+	$(PYTHON) -m qbreaker demo
+
+test-deps: ## pip install ".[test]" (README command 2, first half)
+	$(PIP) install ".[test]"
+
+test: ## python -m pytest: the whole suite on both cores (PYTEST_ARGS adds arguments)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# A pure install has no compiled core to require: the flag, which CI sets for
+# everything else, is emptied (empty means unset) for its tests.
+test-pure: ## the suite on a QBREAKER_NO_EXTENSIONS=1 install, in its own venv (.venv-pure)
+	$(PYTHON) -m venv "$(PURE_VENV)"
+	QBREAKER_NO_EXTENSIONS=1 "$(PURE_PYTHON)" -m pip install -q ".[test]"
+	PYTHON="$(PURE_PYTHON)" bash scripts/check_core.sh --pure
+	QBREAKER_REQUIRE_EXTENSIONS= QBREAKER_NO_EXTENSIONS=1 "$(PURE_PYTHON)" -m pytest --no-c-extensions $(PYTEST_ARGS)
+
+check-core: ## the compiled core is the one installed and the one the tests import
+	PYTHON="$(PYTHON)" bash scripts/check_core.sh
+
+ci-deps: ## pip install ".[lint,compat]": the linters, and Tornado for a compat test
+	$(PIP) install -q ".[lint,compat]"
+
+# Each check its own target, so make -k lint reports every failing one.
+# lint-format and lint-cython join lint once the tree passes them.
+lint: lint-ruff lint-mypy ## ruff check and mypy --strict (needs the [lint] extra)
+
+lint-ruff: ## ruff check src tests benchmarks
+	$(PYTHON) -m ruff check src tests benchmarks
+
+lint-mypy: ## mypy, strict as configured in pyproject.toml
+	$(PYTHON) -m mypy
+
+lint-format: ## ruff format --check (not in lint: the tree is not formatted yet)
+	$(PYTHON) -m ruff format --check --diff src tests benchmarks
+
+lint-cython: ## cython-lint on the .pyx/.pxd files (not in lint: the tree fails it yet)
+	$(CYTHON_LINT) src/qbreaker/*.pyx src/qbreaker/*.pxd
+
+redis: ## install redis-server for the compat Redis storage tests
+	bash scripts/ci_redis.sh
+
+soak: ## the 30 s soak slice (SOAK_SECONDS to change it)
+	QBREAKER_SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest -m soak -q -p no:cacheprovider tests/test_soak.py
+
+tsan: ## ThreadSanitizer on the nogil stress harness (scripts/tsan.sh)
+	bash scripts/tsan.sh
+
+freethreaded: ## the suite on CPython 3.13t with the GIL off (builds and caches 3.13t)
+	bash scripts/ci_freethreaded.sh
+
+other-pythons: ## the suite on the machine's other CPythons (3.9, 3.12, 3.13)
+	bash scripts/ci_other_pythons.sh
+
+bench: ## python -m qbreaker bench: the quick benchmark
+	$(PYTHON) -m qbreaker bench
+
+# What .ci/run runs, in its order; .ci/run writes the README's two commands
+# (install + demo, test-deps + test) out itself and calls the two halves.
+# With the compiled core required, the demo already fails if it was not built.
+ci: ## everything .ci/run runs, in order, in the current venv
+	QBREAKER_REQUIRE_EXTENSIONS=1 $(MAKE) install demo ci-before-suite test-deps test ci-after-suite
+
+ci-before-suite: ci-deps lint redis ## ci's steps before the suite: linters, redis-server
+
+# test-pure joins these once the pure install's suite passes: today two tests
+# assume a compiled core is installed.
+ci-after-suite: check-core soak tsan freethreaded other-pythons ## ci's steps after the suite
