@@ -1,58 +1,74 @@
-"""What the benchmark measures: scenarios, subjects and their loops, written once.
+"""What the benchmark measures: its scenarios and their subjects, written once.
 
-``python -m qbreaker bench`` (``_bench``) and the pytest-benchmark suite in
-``benchmarks/`` both time the subjects defined here, so the two can never
-disagree about what "the compiled pair" or "pybreaker's ``call(f)``" means.
-Nothing here imports pytest, matplotlib or a peer at module level: a peer is
-imported when its subject is built, and a missing one is reported as
-:class:`Unavailable`.
+``python -m qbreaker bench`` and the pytest-benchmark suite in ``benchmarks/``
+both time the subjects defined here, so the two can never disagree about what
+"the compiled pair" or "pybreaker's ``call(f)``" means.
 
 A *scenario* (a ``group``) is one situation: the closed success path, an open
 breaker's rejection, half-open probes... Every subject of a scenario runs the
 same loop of ``loops`` operations around the same protected function, so its
 cost over the scenario's *reference* (``bare f()``, or ``empty loop`` where
-nothing is called) is what the protection adds. Families:
-
-- ``bare``: the reference itself;
-- ``floor``: ``qbreaker._floor.Floor``, compiled methods that do nothing, the
-  least any compiled breaker can cost;
-- ``qbreaker-c`` / ``qbreaker-py``: the compiled class and the pure-Python twin;
-- the peers: ``pybreaker``, ``circuitbreaker``, ``purgatory``, ``aiobreaker``.
+nothing is called) is what the protection adds. The families compared, and
+the pieces a subject is built of, are in ``subjects``; the loops in ``loops``.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import os
 import time
-import types
-from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
+
+from qbreaker import CircuitOpenError, State
+
+from .loops import (
+    async_with_loop,
+    bare_await,
+    bare_loop,
+    call_async_loop,
+    call_loop,
+    empty_loop,
+    failure_loop,
+    pair_await,
+    pair_loop,
+    raise_call_loop,
+    raise_with_loop,
+    ticket_loop,
+    with_loop,
+    wrapped_await,
+    wrapped_loop,
+)
+from .subjects import (
+    BARE,
+    FLOOR,
+    PY,
+    Boom,
+    C,
+    Scenario,
+    Subject,
+    Timed,
+    awork,
+    boom,
+    closed_success,
+    drive,
+    expect,
+    floor_module,
+    new_breaker,
+    opened_breaker,
+    peer_module,
+    still_open,
+    work,
+)
 
 __all__ = (
     "CLOSED",
     "CLOSED_ASYNC",
     "FAILURE_TRIP",
-    "FAMILIES",
     "HALF_OPEN",
     "LOOPS",
     "OPEN_RAISE",
     "OPEN_REJECT",
-    "PEERS",
     "SCENARIOS",
-    "Scenario",
-    "Subject",
-    "Timed",
-    "Unavailable",
-    "awork",
-    "compiled_class",
-    "drive",
-    "floor_module",
-    "fresh",
-    "twin_class",
-    "work",
 )
 
 # Operations per timed round (aio-libs style): one call is too short to time
@@ -66,347 +82,9 @@ OPEN_RAISE = "open-raise"
 HALF_OPEN = "half-open"
 FAILURE_TRIP = "failure-trip"
 
-BARE = "bare"
-FLOOR = "floor"
-C = "qbreaker-c"
-PY = "qbreaker-py"
-PEERS = ("pybreaker", "circuitbreaker", "purgatory", "aiobreaker")
-FAMILIES = (BARE, FLOOR, C, PY, *PEERS)
-
 # The widest half-open the packed word allows (INFLIGHT_MAX, HSUCC_MAX): a
 # round of LOOPS probes never closes the breaker.
 PROBES = 255
-
-
-class Unavailable(Exception):
-    """A subject that cannot run here (a peer not installed, no compiled core)."""
-
-
-# -- the protected functions ---------------------------------------------------
-
-
-def work() -> None:
-    """The protected function: a plain Python call that does nothing."""
-
-
-async def awork() -> None:
-    """The protected coroutine function; it never suspends."""
-
-
-class Boom(Exception):
-    """What the protected function raises to trip a peer."""
-
-
-def boom() -> None:
-    raise Boom
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fresh(fn: F) -> F:
-    """``fn`` with a code object of its own.
-
-    CPython 3.11+ specialises bytecode per code object: subjects sharing one
-    loop would share its inline caches, and each would start by undoing the
-    previous subject's specialisation. A real call site sees one type.
-    """
-    copy = types.FunctionType(
-        fn.__code__.replace(),
-        fn.__globals__,
-        fn.__name__,
-        fn.__defaults__,
-        fn.__closure__,
-    )
-    return copy  # type: ignore[return-value]
-
-
-def drive(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Callable[[], None]:
-    """A synchronous round that runs ``coro_fn()`` to completion, with no loop.
-
-    Every protected coroutine here completes without suspending, so one
-    ``send(None)`` runs the whole round. An event loop would add tens of
-    microseconds of scheduling per round: noise ten times the floor's cost.
-    """
-
-    def run() -> None:
-        coro = coro_fn()
-        try:
-            coro.send(None)
-        except StopIteration:
-            return
-        coro.close()
-        raise RuntimeError(f"{coro_fn!r} suspended: it needs an event loop")
-
-    return fresh(run)
-
-
-# -- the implementations ---------------------------------------------------------
-
-
-def compiled_class() -> Any:
-    """``qbreaker._core_c.CircuitBreaker``, or Unavailable with the reason."""
-    from . import _core
-
-    if _core.NO_EXTENSIONS:
-        raise Unavailable("the compiled core is switched off (QBREAKER_NO_EXTENSIONS)")
-    try:
-        module = importlib.import_module("qbreaker._core_c")
-    except ImportError as exc:
-        raise Unavailable(f"the compiled core is not built ({exc})") from exc
-    return module.CircuitBreaker
-
-
-def twin_class() -> Any:
-    from ._core_py import CircuitBreaker
-
-    return CircuitBreaker
-
-
-def floor_module() -> Any:
-    """``qbreaker._floor``, or Unavailable (a pure-Python install)."""
-    compiled_class()  # the same switch governs both
-    try:
-        return importlib.import_module("qbreaker._floor")
-    except ImportError as exc:
-        raise Unavailable(f"the floor is not built ({exc})") from exc
-
-
-def _peer(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise Unavailable(
-            f'{name} is not installed (pip install "qbreaker[bench]")'
-        ) from exc
-
-
-def _breaker(family: str, **settings: Any) -> Any:
-    cls = compiled_class() if family == C else twin_class()
-    return cls(**settings)
-
-
-# -- the loops -------------------------------------------------------------------
-#
-# Each builder returns a fresh function (see ``fresh``) that performs ``loops``
-# operations. The breaker is reached the way a caller reaches it, attribute
-# lookup included: ``b.allow()``, not a pre-bound ``allow()``.
-
-
-def _bare_loop(loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            work()
-
-    return fresh(run)
-
-
-def _empty_loop(loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            pass
-
-    return fresh(run)
-
-
-def _pair_loop(b: Any, loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            if b.allow():
-                work()
-                b.record_success()
-
-    return fresh(run)
-
-
-def _failure_loop(b: Any, loops: int) -> Callable[[], None]:
-    # The protected function does not raise: a raise-and-catch would swamp
-    # the breaker's own cost (raising belongs to the open-raise scenario).
-    def run() -> None:
-        for _ in range(loops):
-            if b.allow():
-                work()
-                b.record_failure()
-
-    return fresh(run)
-
-
-def _ticket_loop(b: Any, loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            t = b.acquire()
-            if t:
-                work()
-                b.release(t, True)
-
-    return fresh(run)
-
-
-def _with_loop(cm: Any, loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            with cm:
-                work()
-
-    return fresh(run)
-
-
-def _call_loop(b: Any, loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            b.call(work)
-
-    return fresh(run)
-
-
-def _wrapped_loop(g: Callable[[], Any], loops: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            g()
-
-    return fresh(run)
-
-
-def _raise_with_loop(
-    cm: Any, error: type[BaseException], loops: int
-) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            try:
-                with cm:
-                    work()
-            except error:
-                pass
-
-    return fresh(run)
-
-
-def _raise_call_loop(
-    call: Callable[[], Any], error: type[BaseException], loops: int
-) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(loops):
-            try:
-                call()
-            except error:
-                pass
-
-    return fresh(run)
-
-
-def _bare_await(loops: int) -> Callable[[], None]:
-    async def run() -> None:
-        for _ in range(loops):
-            await awork()
-
-    return drive(fresh(run))
-
-
-def _pair_await(b: Any, loops: int) -> Callable[[], None]:
-    async def run() -> None:
-        for _ in range(loops):
-            if b.allow():
-                await awork()
-                b.record_success()
-
-    return drive(fresh(run))
-
-
-def _wrapped_await(g: Callable[[], Awaitable[Any]], loops: int) -> Callable[[], None]:
-    async def run() -> None:
-        for _ in range(loops):
-            await g()
-
-    return drive(fresh(run))
-
-
-def _call_async_loop(b: Any, loops: int) -> Callable[[], None]:
-    async def run() -> None:
-        for _ in range(loops):
-            await b.call_async(awork)
-
-    return drive(fresh(run))
-
-
-def _async_with_loop(cm: Any, loops: int) -> Callable[[], None]:
-    async def run() -> None:
-        for _ in range(loops):
-            async with cm:
-                await awork()
-
-    return drive(fresh(run))
-
-
-# -- subjects and scenarios --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Timed:
-    """One subject, ready to time.
-
-    ``run()`` performs one round of ``loops`` operations. ``setup()``, if
-    any, restores the state a round needs and is never timed; a scenario
-    whose subjects need it times every round on its own. ``check()`` raises
-    AssertionError if the subject did not do what it claims (a breaker that
-    tripped during a success benchmark measured the wrong path).
-    """
-
-    run: Callable[[], None]
-    setup: Callable[[], object] | None = None
-    check: Callable[[], None] | None = None
-
-
-@dataclass(frozen=True)
-class Subject:
-    """``name`` ("qbreaker-c with"), timed in ``group`` by ``build(loops)``.
-
-    ``floor`` names the floor subject whose overhead this one's is compared
-    with: the same form where the floor has it, else the floor pair.
-    """
-
-    group: str
-    name: str
-    family: str
-    build: Callable[[int], Timed]
-    floor: str | None = None
-
-    @property
-    def form(self) -> str:
-        return self.name.split(" ", 1)[1] if " " in self.name else self.name
-
-
-@dataclass(frozen=True)
-class Scenario:
-    group: str
-    title: str
-    reference: str
-    # True: state is restored before every round (half-open, failure-trip),
-    # so every subject is timed one round at a time, baselines included.
-    per_round_setup: bool
-    subjects: tuple[Subject, ...] = field(default_factory=tuple)
-
-    def subject(self, name: str) -> Subject:
-        for s in self.subjects:
-            if s.name == name:
-                return s
-        raise KeyError(name)
-
-
-def _check(cond: Callable[[], bool], what: str) -> Callable[[], None]:
-    def check() -> None:
-        if not cond():
-            raise AssertionError(what)
-
-    return check
-
-
-def _closed_success(b: Any, loops: int) -> Callable[[], None]:
-    from ._state import State
-
-    return _check(
-        lambda: b.state is State.CLOSED and b.totals().successes >= loops,
-        "the breaker left the closed state or counted no success",
-    )
 
 
 # closed ------------------------------------------------------------------------
@@ -418,24 +96,24 @@ def _closed() -> Scenario:
 
     def qb(family: str) -> list[Subject]:
         def pair(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_pair_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(pair_loop(b, loops), check=closed_success(b, loops))
 
         def ticket(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_ticket_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(ticket_loop(b, loops), check=closed_success(b, loops))
 
         def with_(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_with_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(with_loop(b, loops), check=closed_success(b, loops))
 
         def decorator(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_wrapped_loop(b(work), loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(wrapped_loop(b(work), loops), check=closed_success(b, loops))
 
         def call(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_call_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(call_loop(b, loops), check=closed_success(b, loops))
 
         return [
             Subject(g, f"{family} allow+record", family, pair, fp),
@@ -446,39 +124,43 @@ def _closed() -> Scenario:
         ]
 
     def pybreaker_call(loops: int) -> Timed:
-        cb = _peer("pybreaker").CircuitBreaker(fail_max=5, reset_timeout=60)
-        return Timed(_call_loop(cb, loops))
+        cb = peer_module("pybreaker").CircuitBreaker(fail_max=5, reset_timeout=60)
+        return Timed(call_loop(cb, loops))
 
     def pybreaker_decorator(loops: int) -> Timed:
-        cb = _peer("pybreaker").CircuitBreaker(fail_max=5, reset_timeout=60)
-        return Timed(_wrapped_loop(cb(work), loops))
+        cb = peer_module("pybreaker").CircuitBreaker(fail_max=5, reset_timeout=60)
+        return Timed(wrapped_loop(cb(work), loops))
 
     def circuitbreaker_decorator(loops: int) -> Timed:
-        circuit = _peer("circuitbreaker").circuit
+        circuit = peer_module("circuitbreaker").circuit
         g = circuit(failure_threshold=5, recovery_timeout=60)(work)
-        return Timed(_wrapped_loop(g, loops))
+        return Timed(wrapped_loop(g, loops))
 
     def purgatory_with(loops: int) -> Timed:
-        factory = _peer("purgatory").SyncCircuitBreakerFactory(default_threshold=5)
-        return Timed(_with_loop(factory.get_breaker("bench-with"), loops))
+        factory = peer_module("purgatory").SyncCircuitBreakerFactory(
+            default_threshold=5
+        )
+        return Timed(with_loop(factory.get_breaker("bench-with"), loops))
 
     def purgatory_decorator(loops: int) -> Timed:
-        factory = _peer("purgatory").SyncCircuitBreakerFactory(default_threshold=5)
-        return Timed(_wrapped_loop(factory("bench-decorator")(work), loops))
+        factory = peer_module("purgatory").SyncCircuitBreakerFactory(
+            default_threshold=5
+        )
+        return Timed(wrapped_loop(factory("bench-decorator")(work), loops))
 
     subjects = [
-        Subject(g, "bare f()", BARE, lambda n: Timed(_bare_loop(n))),
-        Subject(g, fp, FLOOR, lambda n: Timed(_pair_loop(floor_module().Floor(), n))),
-        Subject(g, ft, FLOOR, lambda n: Timed(_ticket_loop(floor_module().Floor(), n))),
+        Subject(g, "bare f()", BARE, lambda n: Timed(bare_loop(n))),
+        Subject(g, fp, FLOOR, lambda n: Timed(pair_loop(floor_module().Floor(), n))),
+        Subject(g, ft, FLOOR, lambda n: Timed(ticket_loop(floor_module().Floor(), n))),
         Subject(
-            g, fw, FLOOR, lambda n: Timed(_with_loop(floor_module().NullContext(), n))
+            g, fw, FLOOR, lambda n: Timed(with_loop(floor_module().NullContext(), n))
         ),
         # Not a reference of any target: the price of calling f from C.
         Subject(
             g,
             "floor call(f)",
             FLOOR,
-            lambda n: Timed(_call_loop(floor_module().Floor(), n)),
+            lambda n: Timed(call_loop(floor_module().Floor(), n)),
             fp,
         ),
         *qb(C),
@@ -500,19 +182,19 @@ def _policies(g: str, fp: str) -> list[Subject]:
 
     def pair(**settings: Any) -> Callable[[int], Timed]:
         def build(loops: int) -> Timed:
-            b = _breaker(C, **settings)
-            return Timed(_pair_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(C, **settings)
+            return Timed(pair_loop(b, loops), check=closed_success(b, loops))
 
         return build
 
     def shared(loops: int) -> Timed:
-        from . import shared as shared_module
+        from qbreaker import shared as shared_module
 
         name = f"qbreaker-bench-{os.getpid()}-{next(_segments)}"
-        b = _breaker(C, shared=name)
+        b = new_breaker(C, shared=name)
         # The mapping lives as long as the breaker; the file need not.
         shared_module.unlink(name)
-        return Timed(_pair_loop(b, loops), check=_closed_success(b, loops))
+        return Timed(pair_loop(b, loops), check=closed_success(b, loops))
 
     return [
         Subject(
@@ -545,22 +227,20 @@ def _closed_async() -> Scenario:
 
     def qb(family: str) -> list[Subject]:
         def pair(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_pair_await(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(pair_await(b, loops), check=closed_success(b, loops))
 
         def decorator(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(
-                _wrapped_await(b(awork), loops), check=_closed_success(b, loops)
-            )
+            b = new_breaker(family)
+            return Timed(wrapped_await(b(awork), loops), check=closed_success(b, loops))
 
         def call_async(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_call_async_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(call_async_loop(b, loops), check=closed_success(b, loops))
 
         def async_with(loops: int) -> Timed:
-            b = _breaker(family)
-            return Timed(_async_with_loop(b, loops), check=_closed_success(b, loops))
+            b = new_breaker(family)
+            return Timed(async_with_loop(b, loops), check=closed_success(b, loops))
 
         return [
             Subject(g, f"{family} allow+record", family, pair, fp),
@@ -570,31 +250,33 @@ def _closed_async() -> Scenario:
         ]
 
     def aiobreaker_call(loops: int) -> Timed:
-        cb = _peer("aiobreaker").CircuitBreaker(fail_max=5)
-        return Timed(_call_async_loop(cb, loops))
+        cb = peer_module("aiobreaker").CircuitBreaker(fail_max=5)
+        return Timed(call_async_loop(cb, loops))
 
     def aiobreaker_decorator(loops: int) -> Timed:
-        cb = _peer("aiobreaker").CircuitBreaker(fail_max=5)
-        return Timed(_wrapped_await(cb(awork), loops))
+        cb = peer_module("aiobreaker").CircuitBreaker(fail_max=5)
+        return Timed(wrapped_await(cb(awork), loops))
 
     def circuitbreaker_decorator(loops: int) -> Timed:
-        circuit = _peer("circuitbreaker").circuit
+        circuit = peer_module("circuitbreaker").circuit
         g = circuit(failure_threshold=5, recovery_timeout=60)(awork)
-        return Timed(_wrapped_await(g, loops))
+        return Timed(wrapped_await(g, loops))
 
     def purgatory_async_with(loops: int) -> Timed:
-        factory = _peer("purgatory").AsyncCircuitBreakerFactory(default_threshold=5)
+        factory = peer_module("purgatory").AsyncCircuitBreakerFactory(
+            default_threshold=5
+        )
         brk: list[Any] = []
 
         async def get() -> None:
             brk.append(await factory.get_breaker("bench-async-with"))
 
         drive(get)()
-        return Timed(_async_with_loop(brk[0], loops))
+        return Timed(async_with_loop(brk[0], loops))
 
     subjects = [
-        Subject(g, "bare await f()", BARE, lambda n: Timed(_bare_await(n))),
-        Subject(g, fp, FLOOR, lambda n: Timed(_pair_await(floor_module().Floor(), n))),
+        Subject(g, "bare await f()", BARE, lambda n: Timed(bare_await(n))),
+        Subject(g, fp, FLOOR, lambda n: Timed(pair_await(floor_module().Floor(), n))),
         *qb(C),
         *qb(PY),
         Subject(g, "aiobreaker call_async(f)", "aiobreaker", aiobreaker_call, fp),
@@ -620,39 +302,23 @@ def _closed_async() -> Scenario:
 # open: rejection -------------------------------------------------------------------
 
 
-def _opened(family: str) -> Any:
-    # An hour's reset timeout keeps it open for the whole run.
-    b = _breaker(family, max_failures=1, reset_timeout=3600)
-    b.record_failure()
-    return b
-
-
-def _still_open(b: Any, loops: int) -> Callable[[], None]:
-    from ._state import State
-
-    return _check(
-        lambda: b.state is State.OPEN and b.totals().rejected >= loops,
-        "the breaker did not stay open and reject",
-    )
-
-
 def _open_reject() -> Scenario:
     g = OPEN_REJECT
     fr = "floor allow()->False"
 
     def qb(family: str) -> Subject:
         def reject(loops: int) -> Timed:
-            b = _opened(family)
+            b = opened_breaker(family)
             # The closed scenario's loop: only the answer of allow() differs.
-            return Timed(_pair_loop(b, loops), check=_still_open(b, loops))
+            return Timed(pair_loop(b, loops), check=still_open(b, loops))
 
         return Subject(g, f"{family} allow()->False", family, reject, fr)
 
     subjects = [
-        Subject(g, "empty loop", BARE, lambda n: Timed(_empty_loop(n))),
-        Subject(g, "bare f()", BARE, lambda n: Timed(_bare_loop(n))),
+        Subject(g, "empty loop", BARE, lambda n: Timed(empty_loop(n))),
+        Subject(g, "bare f()", BARE, lambda n: Timed(bare_loop(n))),
         Subject(
-            g, fr, FLOOR, lambda n: Timed(_pair_loop(floor_module().Floor(False), n))
+            g, fr, FLOOR, lambda n: Timed(pair_loop(floor_module().Floor(False), n))
         ),
         qb(C),
         qb(PY),
@@ -667,17 +333,15 @@ def _open_raise() -> Scenario:
     fr = "floor with->raise"
 
     def qb(family: str) -> list[Subject]:
-        from ._errors import CircuitOpenError
-
         def with_(loops: int) -> Timed:
-            b = _opened(family)
-            run = _raise_with_loop(b, CircuitOpenError, loops)
-            return Timed(run, check=_still_open(b, loops))
+            b = opened_breaker(family)
+            run = raise_with_loop(b, CircuitOpenError, loops)
+            return Timed(run, check=still_open(b, loops))
 
         def call(loops: int) -> Timed:
-            b = _opened(family)
-            run = _raise_call_loop(lambda: b.call(work), CircuitOpenError, loops)
-            return Timed(run, check=_still_open(b, loops))
+            b = opened_breaker(family)
+            run = raise_call_loop(lambda: b.call(work), CircuitOpenError, loops)
+            return Timed(run, check=still_open(b, loops))
 
         return [
             Subject(g, f"{family} with->CircuitOpenError", family, with_, fr),
@@ -686,27 +350,27 @@ def _open_raise() -> Scenario:
 
     def floor(loops: int) -> Timed:
         module = floor_module()
-        return Timed(_raise_with_loop(module.Floor(False), module.FloorRejected, loops))
+        return Timed(raise_with_loop(module.Floor(False), module.FloorRejected, loops))
 
     def pybreaker_call(loops: int) -> Timed:
-        pybreaker = _peer("pybreaker")
+        pybreaker = peer_module("pybreaker")
         cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
         cb.open()
         error = pybreaker.CircuitBreakerError
-        return Timed(_raise_call_loop(lambda: cb.call(work), error, loops))
+        return Timed(raise_call_loop(lambda: cb.call(work), error, loops))
 
     def circuitbreaker_decorator(loops: int) -> Timed:
-        module = _peer("circuitbreaker")
+        module = peer_module("circuitbreaker")
         cb = module.CircuitBreaker(failure_threshold=1, recovery_timeout=3600)
         try:
             cb(boom)()
         except Boom:
             pass
         error = module.CircuitBreakerError
-        return Timed(_raise_call_loop(cb(work), error, loops))
+        return Timed(raise_call_loop(cb(work), error, loops))
 
     def purgatory_with(loops: int) -> Timed:
-        module = _peer("purgatory")
+        module = peer_module("purgatory")
         factory = module.SyncCircuitBreakerFactory(
             default_threshold=1, default_ttl=3600
         )
@@ -718,10 +382,10 @@ def _open_raise() -> Scenario:
             pass
         from purgatory.domain.model import OpenedState
 
-        return Timed(_raise_with_loop(brk, OpenedState, loops))
+        return Timed(raise_with_loop(brk, OpenedState, loops))
 
     subjects = [
-        Subject(g, "empty loop", BARE, lambda n: Timed(_empty_loop(n))),
+        Subject(g, "empty loop", BARE, lambda n: Timed(empty_loop(n))),
         Subject(g, fr, FLOOR, floor),
         *qb(C),
         *qb(PY),
@@ -747,11 +411,9 @@ def _half_open() -> Scenario:
 
     def qb(family: str) -> Subject:
         def probes(loops: int) -> Timed:
-            from ._state import State
-
             if loops >= PROBES:
                 raise ValueError(f"a half-open round must stay under {PROBES} probes")
-            b = _breaker(
+            b = new_breaker(
                 family,
                 max_failures=1,
                 reset_timeout=0.001,
@@ -769,20 +431,20 @@ def _half_open() -> Scenario:
                     time.sleep(0.001)
                     b.renormalize()
 
-            check = _check(
+            check = expect(
                 lambda: b.state is State.HALF_OPEN, "the breaker left half-open"
             )
-            return Timed(_ticket_loop(b, loops), setup, check)
+            return Timed(ticket_loop(b, loops), setup, check)
 
         return Subject(g, f"{family} acquire+release", family, probes, ft)
 
     subjects = [
-        Subject(g, "bare f()", BARE, lambda n: Timed(_bare_loop(n), lambda: None)),
+        Subject(g, "bare f()", BARE, lambda n: Timed(bare_loop(n), lambda: None)),
         Subject(
             g,
             ft,
             FLOOR,
-            lambda n: Timed(_ticket_loop(floor_module().Floor(), n), lambda: None),
+            lambda n: Timed(ticket_loop(floor_module().Floor(), n), lambda: None),
         ),
         qb(C),
         qb(PY),
@@ -799,26 +461,24 @@ def _failure_trip() -> Scenario:
 
     def qb(family: str) -> Subject:
         def trip(loops: int) -> Timed:
-            from ._state import State
-
             # max_failures equals the round: loops - 1 counted failures and
             # one trip (one clock read, one transition); setup closes it.
-            b = _breaker(family, max_failures=loops, reset_timeout=3600)
-            check = _check(
+            b = new_breaker(family, max_failures=loops, reset_timeout=3600)
+            check = expect(
                 lambda: b.state is State.OPEN and b.totals().transitions >= 2,
                 "the breaker did not trip",
             )
-            return Timed(_failure_loop(b, loops), b.reset, check)
+            return Timed(failure_loop(b, loops), b.reset, check)
 
         return Subject(g, f"{family} allow+record_failure", family, trip, ff)
 
     subjects = [
-        Subject(g, "bare f()", BARE, lambda n: Timed(_bare_loop(n), lambda: None)),
+        Subject(g, "bare f()", BARE, lambda n: Timed(bare_loop(n), lambda: None)),
         Subject(
             g,
             ff,
             FLOOR,
-            lambda n: Timed(_failure_loop(floor_module().Floor(), n), lambda: None),
+            lambda n: Timed(failure_loop(floor_module().Floor(), n), lambda: None),
         ),
         qb(C),
         qb(PY),
