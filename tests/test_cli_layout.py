@@ -94,6 +94,23 @@ def test_every_command_module_imports(command: str) -> None:
     assert callable(module.run)
 
 
+def test_a_light_command_leaves_the_heavy_modules_out() -> None:
+    """main() imports every command module for ``--help``: their module level
+    stays light, and ``tour`` loads nothing of the benchmark or the demo."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from qbreaker._cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['tour']) == 0\n"
+        "heavy = {'qbreaker._cli.bench.scenarios', 'qbreaker._cli.bench.sections',\n"
+        "         'qbreaker._cli.bench.measure', 'qbreaker._cli.demo.backend',\n"
+        "         'http.server', 'urllib.request', 'tracemalloc'}\n"
+        "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
+        "assert 'qbreaker._cli.bench' in sys.modules  # it was imported\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_python_m_qbreaker_is_the_command_line() -> None:
     import qbreaker.__main__ as shim
     from qbreaker._cli import main

@@ -44,7 +44,8 @@ class Results:
 
 
 def overhead_ratio(a: float | None, b: float | None) -> float | None:
-    # A ratio of overheads is meaningless once the denominator is noise.
+    """``a / b``; None if either is missing or ``b`` is noise (at most 0.05 ns):
+    a ratio of overheads is meaningless once the denominator is noise."""
     if a is None or b is None or b <= 0.05:
         return None
     return a / b
