@@ -59,8 +59,8 @@ def _extensions() -> list:
     # flags as the core, so neither is faster for reasons of optimisation
     # level; it cimports the core's .pxd, hence the same include paths.
     floor = Extension(
-        "qbreaker._floor",
-        ["src/qbreaker/_floor.pyx"],
+        "qbreaker._cli.bench._floor",
+        ["src/qbreaker/_cli/bench/_floor.pyx"],
         include_dirs=["src/qbreaker"],
         depends=["src/qbreaker/_core_c.pxd", "src/qbreaker/qb_cell.h"],
         extra_compile_args=compile_args,

@@ -1,8 +1,8 @@
 """The one way a subject is timed under pytest-benchmark.
 
 The subjects, their loops and the protected functions live in
-``qbreaker._bench_scenarios`` (and threads, memory and BreakerGroup lookup in
-``qbreaker._bench_measure``), shared with ``python -m qbreaker bench``: this
+``qbreaker._cli.bench.scenarios`` (and threads, memory and BreakerGroup lookup in
+``qbreaker._cli.bench.measure``), shared with ``python -m qbreaker bench``: this
 suite and the command time exactly the same code.
 """
 
@@ -13,7 +13,8 @@ from typing import Any, Callable
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from qbreaker._bench_scenarios import LOOPS, SCENARIOS, Scenario, Subject, Unavailable
+from qbreaker._cli.bench.scenarios import LOOPS, SCENARIOS
+from qbreaker._cli.bench.subjects import Scenario, Subject, Unavailable
 
 # Rounds for scenarios that restore state before every round (pedantic mode,
 # where pytest-benchmark does no calibration of its own).

@@ -1,13 +1,13 @@
 """``qbreaker.compat.pybreaker`` against pybreaker itself (issue 8).
 
 Subjects, each on one breaker in the closed state around the same protected
-function (``qbreaker._bench_scenarios.work``): ``call(f)`` and a decorated
+function (``qbreaker._cli.bench.subjects.work``): ``call(f)`` and a decorated
 function, for the compat breaker (default memory storage, no listener: the
 compiled path) and for pybreaker 1.4.1, with 1 and 2 Python threads.
 
 ``compat``: one thread, a round of 100 operations (``measure``).
 ``compat-threads``: N calls on each of 1 or 2 threads, on one breaker
-(``qbreaker._bench_measure.thread_elapsed``); pybreaker's lock serializes the
+(``qbreaker._cli.bench.measure.thread_elapsed``); pybreaker's lock serializes the
 two threads, the compat breaker holds no lock across the call.
 
     python -m pytest benchmarks/bench_compat.py          # pytest-benchmark
@@ -30,8 +30,9 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from _common import measure
-from qbreaker._bench_measure import thread_elapsed
-from qbreaker._bench_scenarios import LOOPS, Unavailable, fresh, work
+from qbreaker._cli.bench.measure import thread_elapsed
+from qbreaker._cli.bench.scenarios import LOOPS
+from qbreaker._cli.bench.subjects import Unavailable, fresh, work
 
 TARGET = 10.0
 THREAD_CALLS = 50_000  # per thread: about 3-50 ms here, several GIL switches

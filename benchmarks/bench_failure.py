@@ -7,6 +7,6 @@ one trip (one clock read, one transition); ``setup`` closes it again.
 from __future__ import annotations
 
 from _common import scenario_test
-from qbreaker._bench_scenarios import FAILURE_TRIP
+from qbreaker._cli.bench.scenarios import FAILURE_TRIP
 
 test_failure_trip = scenario_test(FAILURE_TRIP)

@@ -20,16 +20,15 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from _common import measure
-from qbreaker._bench_measure import (
+from qbreaker._cli.bench.measure import (
     GROUP_NAMES,
     MEMORY_INSTANCES,
-    breaker_class,
     bytes_per_breaker,
     bytes_per_group_entry,
     group_lookup_loops,
     peer_factory,
 )
-from qbreaker._bench_scenarios import PEERS, PY, C, Unavailable
+from qbreaker._cli.bench.subjects import PEERS, PY, C, Unavailable, breaker_class
 
 SMOKE_N = 1_000
 LOOKUPS = 1_000

@@ -8,6 +8,6 @@ fresh half-open generation (outside the timing).
 from __future__ import annotations
 
 from _common import scenario_test
-from qbreaker._bench_scenarios import HALF_OPEN
+from qbreaker._cli.bench.scenarios import HALF_OPEN
 
 test_half_open = scenario_test(HALF_OPEN)

@@ -9,7 +9,7 @@ caught in Python, against the floor raising from C and the peers' errors.
 from __future__ import annotations
 
 from _common import scenario_test
-from qbreaker._bench_scenarios import OPEN_RAISE, OPEN_REJECT
+from qbreaker._cli.bench.scenarios import OPEN_RAISE, OPEN_REJECT
 
 test_open_reject = scenario_test(OPEN_REJECT)
 test_open_raise = scenario_test(OPEN_RAISE)

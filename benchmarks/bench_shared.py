@@ -21,7 +21,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from _common import measure
 from qbreaker import State, _shm
 from qbreaker import shared as shared_mod
-from qbreaker._bench_scenarios import LOOPS, Unavailable, compiled_class, fresh, work
+from qbreaker._cli.bench.scenarios import LOOPS
+from qbreaker._cli.bench.subjects import Unavailable, compiled_class, fresh, work
 
 GROUP = "shared"
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _pair_loop(b: Any, loops: int) -> Callable[[], None]:
-    # The closed scenario's pair loop (qbreaker._bench_scenarios), as a caller
+    # The closed scenario's pair loop (qbreaker._cli.bench.loops), as a caller
     # writes it: attribute lookups included.
     def run() -> None:
         for _ in range(loops):

@@ -1,11 +1,12 @@
 """Threads: two Python threads on one breaker, and native nogil threads.
 
-``threads``: each subject (``qbreaker._bench_measure.THREAD_SUBJECTS``) runs
-N protected calls on 1 thread, and N on each of 2 threads, all on one breaker;
-``report.py`` divides the throughputs. With the GIL the best possible is 1.0.
+``threads``: each subject (``qbreaker._cli.bench.measure.THREAD_SUBJECTS``)
+runs N protected calls on 1 thread, and N on each of 2 threads, all on one
+breaker; ``report.py`` divides the throughputs. With the GIL the best possible
+is 1.0.
 
-``native-threads``: ``qbreaker._floor.hammer`` drives the compiled breaker
-through the cimport API (``qb_admit``/``qb_settle``) with the GIL released:
+``native-threads``: ``qbreaker._cli.bench._floor.hammer`` drives the compiled
+breaker through the cimport API (``qb_admit``/``qb_settle``) with the GIL released:
 1 thread, 2 threads on one shared breaker, 2 threads on separate breakers.
 """
 
@@ -15,7 +16,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from _common import measure
-from qbreaker._bench_measure import (
+from qbreaker._cli.bench.measure import (
     THREAD_SUBJECTS,
     ThreadSubject,
     native_elapsed,
@@ -23,7 +24,7 @@ from qbreaker._bench_measure import (
     thread_elapsed,
     thread_workload,
 )
-from qbreaker._bench_scenarios import Unavailable
+from qbreaker._cli.bench.subjects import Unavailable
 
 ROUNDS = 10
 NATIVE_N = 2_000_000  # about 25 ms of one thread here

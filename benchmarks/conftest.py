@@ -3,7 +3,7 @@
 Files are named ``bench_*.py`` so the default test run (``testpaths =
 tests``) never collects them; the hook below collects them when
 ``benchmarks/`` is named on the command line. Subjects come from
-``qbreaker._bench_scenarios``; a peer that is not installed is skipped
+``qbreaker._cli.bench.scenarios``; a peer that is not installed is skipped
 (``pip install -e ".[bench]"``).
 """
 
@@ -33,7 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # A benchmark of "the compiled core" that silently measured the twin
     # would be worse than none: refuse to run instead.
     try:
-        from qbreaker import _core_c, _floor  # noqa: F401
+        from qbreaker import _core_c
+        from qbreaker._cli.bench import _floor  # noqa: F401
     except ImportError as exc:
         raise pytest.UsageError(
             f"qbreaker's extensions are not importable ({exc}); build them with "

@@ -7,12 +7,13 @@
         one subject; run it at two N and subtract the totals to get
         instructions per operation (start-up cancels out)
 
-Subjects: ``empty``, ``floor`` (``qbreaker._floor.Floor``; ``NullContext`` for
-``with``), ``compiled`` (``qbreaker._core_c.CircuitBreaker``), ``twin``
-(``qbreaker.PyCircuitBreaker``). Forms: ``pair`` (``allow()`` +
-``record_success()``), ``reject`` (``allow()`` on an open breaker), ``call``
-(``b.call(f)``; the floor has none and runs the pair around ``f``),
-``decorator`` (a decorated ``f``; the floor likewise), ``with``. ``f`` is called
+Subjects: ``empty``, ``floor`` (``qbreaker._cli.bench._floor.Floor``;
+``NullContext`` for ``with``), ``compiled``
+(``qbreaker._core_c.CircuitBreaker``), ``twin`` (``qbreaker.PyCircuitBreaker``).
+Forms: ``pair`` (``allow()`` + ``record_success()``), ``reject`` (``allow()``
+on an open breaker), ``call`` (``b.call(f)``; the floor has none and runs the
+pair around ``f``), ``decorator`` (a decorated ``f``; the floor likewise),
+``with``. ``f`` is called
 in every form except ``pair`` and ``reject``, and in ``empty``'s loop for those
 forms, so it cancels out of the differences.
 """
@@ -23,8 +24,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from qbreaker import _floor
-from qbreaker._bench_scenarios import fresh, work
+from qbreaker._cli.bench import _floor
+from qbreaker._cli.bench.subjects import fresh, work
 
 SUBJECTS = ("empty", "floor", "compiled", "twin")
 FORMS = ("pair", "reject", "call", "decorator", "with")

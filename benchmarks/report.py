@@ -5,7 +5,7 @@ bench`` prints, from pytest-benchmark's statistics: per scenario, ns per
 operation (a round's time divided by its loop count), the overhead over the
 scenario's reference, the ratio to the floor and to each peer; then threads,
 memory, BreakerGroup lookup and the targets of issue 4. The tables and the
-targets are computed by ``qbreaker._bench`` itself, so the two cannot
+targets are computed by ``qbreaker._cli.bench`` itself, so the two cannot
 disagree. ``--stat median`` (default: min, as the command) picks the statistic.
 """
 
@@ -17,8 +17,10 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from qbreaker import _bench
-from qbreaker._bench_scenarios import SCENARIOS
+from qbreaker._cli.bench import tables
+from qbreaker._cli.bench.results import Results, scenario_table
+from qbreaker._cli.bench.scenarios import SCENARIOS
+from qbreaker._cli.bench.targets import judge
 
 
 def load(path: str, stat: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -38,10 +40,10 @@ def load(path: str, stat: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     return data, groups
 
 
-def build(path: str, stat: str) -> _bench.Results:
+def build(path: str, stat: str) -> Results:
     data, groups = load(path, stat)
     machine = data.get("machine_info", {})
-    results = _bench.Results(
+    results = Results(
         {
             "qbreaker": data.get("version", "?"),
             "implementation": "cython",
@@ -57,7 +59,7 @@ def build(path: str, stat: str) -> _bench.Results:
         if rows:
             best = {k: v[0] for k, v in rows.items()}
             median = {k: v[1] for k, v in rows.items()}
-            results.scenarios[sc.group] = _bench.scenario_table(sc, best, median, 0)
+            results.scenarios[sc.group] = scenario_table(sc, best, median, 0)
     threads = groups.get("threads", {})
     for key, (ns1, _, _) in threads.items():
         name, _, k = key.rpartition(" x")
@@ -128,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         file=out,
     )
     for group, table in results.scenarios.items():
-        _bench.print_scenario(group, table, out)
-    _bench.print_threads(results, out)
-    _bench.print_native(results, out)
-    _bench.print_memory_and_group(results, out)
-    _bench.judge(results)
-    _bench.print_targets(results, out)
+        tables.print_scenario(group, table, out)
+    tables.print_threads(results, out)
+    tables.print_native(results, out)
+    tables.print_memory_and_group(results, out)
+    judge(results)
+    tables.print_targets(results, out)
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qbreaker import _bench
+from qbreaker._cli.bench.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_smoke_json_shape(smoke: tuple[str, str, dict[str, Any]]) -> None:
     assert data["memory"]["qbreaker-c"]["bytes_per_breaker"] > 0
     assert data["memory"]["qbreaker-c"]["bytes_per_breaker_in_group"] > 0
     assert data["group_lookup"]["qbreaker-c"]["subjects"]["group[name]"]["ns"] > 0
-    assert len(data["targets"]) == len(_bench.TARGETS)
+    assert len(data["targets"]) == len(TARGETS)
     assert {t["status"] for t in data["targets"]} <= {"smoke", "n/a"}
     assert not data["failures"]
 

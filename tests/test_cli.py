@@ -6,8 +6,7 @@ import io
 import subprocess
 import sys
 
-from qbreaker import _tour
-from qbreaker.__main__ import main
+from qbreaker._cli import main, tour
 
 
 def test_module_entry_point_runs_the_tour() -> None:
@@ -33,13 +32,13 @@ def test_tour_subcommand() -> None:
 def test_tour_reports_a_deviation(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The tour's check can fail: a breaker that never trips is caught."""
 
-    class NeverTrips(_tour.CircuitBreaker):  # type: ignore[misc]
+    class NeverTrips(tour.CircuitBreaker):  # type: ignore[misc]
         __slots__ = ()
 
         def record_failure(self) -> None:
             self.record_success()
 
-    monkeypatch.setattr(_tour, "CircuitBreaker", NeverTrips)
+    monkeypatch.setattr(tour, "CircuitBreaker", NeverTrips)
     buf = io.StringIO()
-    assert _tour.run(None, buf) == 1
+    assert tour.run(None, buf) == 1
     assert "UNEXPECTED behaviour" in buf.getvalue()

@@ -14,9 +14,8 @@ import urllib.request
 
 import pytest
 
-from qbreaker import _demo
-from qbreaker.__main__ import main
-from qbreaker._demo_backend import (
+from qbreaker._cli import demo, main
+from qbreaker._cli.demo.backend import (
     OUTAGE,
     PHASES,
     RECOVERY_FAILS_EVERY,
@@ -51,7 +50,7 @@ def test_demo_shows_the_breaker_sparing_the_failing_backend() -> None:
 def test_run_in_process_cleans_up_after_itself() -> None:
     threads = set(threading.enumerate())
     buf = io.StringIO()
-    assert _demo.run(argparse.Namespace(seconds=1.0), buf) == 0
+    assert demo.run(argparse.Namespace(seconds=1.0), buf) == 0
     assert set(threading.enumerate()) == threads
     assert "the breaker spared the failing backend" in buf.getvalue()
 
@@ -68,13 +67,13 @@ def test_seconds_must_be_a_positive_number(
 
 
 def test_seconds_accepts_fractions() -> None:
-    assert _demo.positive_seconds("2.5") == 2.5
+    assert demo.positive_seconds("2.5") == 2.5
 
 
 def test_importing_the_command_does_not_import_the_network_modules() -> None:
     code = (
-        "import sys, qbreaker._demo\n"
-        "heavy = {'http.server', 'urllib.request', 'qbreaker._demo_backend'}\n"
+        "import sys, qbreaker._cli.demo\n"
+        "heavy = {'http.server', 'urllib.request', 'qbreaker._cli.demo.backend'}\n"
         "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -111,9 +110,9 @@ def test_replies_follow_the_phase() -> None:
 
 
 def test_timing_scales_with_seconds() -> None:
-    default = _demo.Timing.of(30.0)
+    default = demo.Timing.of(30.0)
     assert (default.reset_timeout, default.interval) == (2.0, 1.0)
-    short = _demo.Timing.of(3.0)
+    short = demo.Timing.of(3.0)
     assert short.reset_timeout == 0.25 and short.interval == 0.25
     # Several open/probe cycles fit in the outage, even in a short run.
     outage = (PHASES[2][1] - PHASES[0][1]) * 3.0
@@ -122,11 +121,11 @@ def test_timing_scales_with_seconds() -> None:
 
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert _demo.percentile(values, 50) == 50.0
-    assert _demo.percentile(values, 99) == 99.0
-    assert _demo.percentile(values, 100) == 100.0
-    assert _demo.percentile([7.0], 1) == 7.0
-    assert _demo.percentile([], 50) != _demo.percentile([], 50)  # nan
+    assert demo.percentile(values, 50) == 50.0
+    assert demo.percentile(values, 99) == 99.0
+    assert demo.percentile(values, 100) == 100.0
+    assert demo.percentile([7.0], 1) == 7.0
+    assert demo.percentile([], 50) != demo.percentile([], 50)  # nan
 
 
 def _get(url: str, timeout: float) -> int:

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._bench_scenarios import (
+from qbreaker import BreakerGroup
+
+from .subjects import (
     PY,
     C,
     Unavailable,
-    _peer,
     compiled_class,
     floor_module,
     fresh,
+    peer_module,
     twin_class,
     work,
 )
@@ -33,7 +35,6 @@ __all__ = (
     "MEMORY_INSTANCES",
     "THREAD_SUBJECTS",
     "ThreadSubject",
-    "breaker_class",
     "bytes_per_breaker",
     "bytes_per_group_entry",
     "group_lookup_loops",
@@ -48,10 +49,6 @@ __all__ = (
 # among this many names.
 MEMORY_INSTANCES = 100_000
 GROUP_NAMES = 100_000
-
-
-def breaker_class(family: str) -> Any:
-    return compiled_class() if family == C else twin_class()
 
 
 # -- Python threads on one breaker ------------------------------------------------
@@ -85,7 +82,7 @@ def _call_ops(b: Any) -> Callable[[int], None]:
 
 
 def _pybreaker() -> Any:
-    return _peer("pybreaker").CircuitBreaker(fail_max=5, reset_timeout=60)
+    return peer_module("pybreaker").CircuitBreaker(fail_max=5, reset_timeout=60)
 
 
 THREAD_SUBJECTS: tuple[ThreadSubject, ...] = (
@@ -220,8 +217,6 @@ def bytes_per_group_entry(
     Counts what a group of ``n`` breakers really costs per name: the breaker,
     the group's entry and its share of the group's dict; not the names.
     """
-    from ._group import BreakerGroup
-
     names = [f"svc-{i:06d}" for i in range(n)]
     group = BreakerGroup(_breaker_class=cls)
 
@@ -241,7 +236,7 @@ def peer_factory(peer: str) -> Callable[[str], Any]:
     purgatory has no free-standing breaker: its factory keeps each one by
     name, much as a BreakerGroup does.
     """
-    module = _peer(peer)
+    module = peer_module(peer)
     if peer == "purgatory":
         factory = module.SyncCircuitBreakerFactory()
         return lambda name: factory.get_breaker(name)

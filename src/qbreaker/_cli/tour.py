@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from . import IMPLEMENTATION, CircuitBreaker, State, __version__
+from qbreaker import IMPLEMENTATION, CircuitBreaker, State, __version__
 
 
 class _VirtualClock:

@@ -22,10 +22,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from . import IMPLEMENTATION, CircuitBreaker, State, __version__
+from qbreaker import IMPLEMENTATION, CircuitBreaker, State, __version__
 
 if TYPE_CHECKING:
-    from ._demo_backend import Backend
+    from .backend import Backend
 
 CALLERS = 4  # per run
 PERIOD = 0.05  # each caller sends at most one request per period
@@ -212,7 +212,7 @@ def interval_line(phase: str, protected: Side, bare: Side) -> str:
 
 
 def timeline(sides: Sequence[Side], timing: Timing, printer: Printer) -> None:
-    from ._demo_backend import phase_at
+    from .backend import phase_at
 
     ticks = math.ceil(timing.seconds / timing.interval)
     for tick in range(1, ticks + 1):
@@ -223,7 +223,7 @@ def timeline(sides: Sequence[Side], timing: Timing, printer: Printer) -> None:
 
 
 def summary(sides: Sequence[Side], out: TextIO) -> None:
-    from ._demo_backend import OUTAGE
+    from .backend import OUTAGE
 
     def row(label: str, a: object, b: object) -> None:
         print(f"  {label:<32} {a!s:>12} {b!s:>12}", file=out)
@@ -249,7 +249,7 @@ def summary(sides: Sequence[Side], out: TextIO) -> None:
 
 
 def introduce(timing: Timing, out: TextIO) -> None:
-    from ._demo_backend import PHASES, RECOVERY_FAILS_EVERY
+    from .backend import PHASES, RECOVERY_FAILS_EVERY
 
     s, begin, script = timing.seconds, 0.0, []
     for name, end in PHASES:
@@ -286,7 +286,7 @@ def make_callers(
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from ._demo_backend import Backend
+    from .backend import Backend
 
     out = out if out is not None else sys.stdout
     timing = Timing.of(float(getattr(args, "seconds", DEFAULT_SECONDS)))

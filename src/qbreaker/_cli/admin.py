@@ -4,7 +4,8 @@ For incident response: ``open NAME`` forces a shared breaker open host-wide,
 ``close NAME`` forces it closed, ``reset NAME`` returns it to normal closed
 operation. Every process sees the change from its next call. These act on
 an existing segment only; ``status`` reads segments without changing them;
-``prune`` removes those no live process uses (see ``qbreaker._shm_scan``).
+``prune`` removes those no live process uses. The library's read-only scan
+of the segments does the work; this module only prints.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import sys
 from typing import Any
 
-from ._shm_scan import Listing, PruneResult
+from qbreaker._shm_scan import Listing, PruneResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import _shm_scan, shared
+    from qbreaker import _shm_scan, shared
 
     if args.command == "status":
         return _status(_shm_scan.listing(), as_json=args.json)
