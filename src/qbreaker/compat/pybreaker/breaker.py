@@ -8,7 +8,7 @@ Paths a call can take:
   compiled wrapper. pybreaker's rules that need Python (exclusions, the error
   on trip, the error on rejection) run in the core's hooks, which it calls
   only when the protected function raises or the call is rejected
-  (``_pyb_core``).
+  (``core``).
 - Python: everything else (listeners, other storages, generators, coroutines,
   ``calling()``) goes through the methods below, which take a ticket from
   the engine, call listeners in a section of ``Delivery``, and report the
@@ -26,9 +26,9 @@ import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Callable, TypeVar, Union, overload
 
-from .._forms import awaitable_refused
-from . import _pyb_checks as checks
-from ._pyb_base import (
+from ..._forms import awaitable_refused
+from . import checks
+from .base import (
     STATE_CLOSED,
     STATE_HALF_OPEN,
     STATE_OPEN,
@@ -40,9 +40,9 @@ from ._pyb_base import (
     check_state,
     make_state,
 )
-from ._pyb_engine import StorageEngine
-from ._pyb_forms import Calling, Protected, call_async, decorate, wrap_generator
-from ._pyb_memory import CircuitMemoryStorage, MemoryEngine
+from .engine import StorageEngine
+from .forms import Calling, Protected, call_async, decorate, wrap_generator
+from .memory import CircuitMemoryStorage, MemoryEngine
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ._pyb_base import (
+from .base import (
     STATE_CLOSED,
     STATE_HALF_OPEN,
     STATE_OPEN,
@@ -67,9 +67,9 @@ from ._pyb_base import (
     CircuitHalfOpenState,
     CircuitOpenState,
 )
-from ._pyb_breaker import CircuitBreaker
-from ._pyb_memory import CircuitMemoryStorage
-from ._pyb_redis import CircuitRedisStorage
+from .breaker import CircuitBreaker
+from .memory import CircuitMemoryStorage
+from .redis import CircuitRedisStorage
 
 #: As in pybreaker: whether the optional dependencies are importable.
 HAS_TORNADO_SUPPORT = importlib.util.find_spec("tornado") is not None

@@ -26,7 +26,7 @@ import datetime
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._pyb_base import (
+from .base import (
     MSG_STILL_OPEN,
     MSG_THRESHOLD,
     MSG_TRIAL_BUSY,
@@ -42,7 +42,7 @@ from ._pyb_base import (
 )
 
 if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+    from .breaker import CircuitBreaker
 
 #: A call admitted here: the generation and the state that admitted it.
 Ticket = tuple[int, str]

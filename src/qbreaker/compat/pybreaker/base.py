@@ -11,10 +11,10 @@ import datetime
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
-from .._errors import BreakerError
+from ..._errors import BreakerError
 
 if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+    from .breaker import CircuitBreaker
 
 STATE_OPEN = "open"
 STATE_CLOSED = "closed"

@@ -1,7 +1,7 @@
 """``CircuitMemoryStorage``: pybreaker's in-memory state, kept in qbreaker's core.
 
 The state lives in one ``qbreaker.CircuitBreaker`` (the selected core; a
-subclass of it, see ``_pyb_core``), so every guarantee of the core holds:
+subclass of it, see ``core``), so every guarantee of the core holds:
 one packed word changed only by compare-and-swap, exact counters under any
 number of threads, a ticket per admitted call that ties its outcome to the
 generation that admitted it, and one trial call at a time in half-open
@@ -38,10 +38,10 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._core import CircuitBreaker as _SelectedCore
-from .._settings import MAX_DURATION_SECONDS, SUCCESS_THRESHOLD_LIMIT
-from .._state import State
-from ._pyb_base import (
+from ..._core import CircuitBreaker as _SelectedCore
+from ..._settings import MAX_DURATION_SECONDS, SUCCESS_THRESHOLD_LIMIT
+from ..._state import State
+from .base import (
     MSG_STILL_OPEN,
     MSG_THRESHOLD,
     MSG_TRIAL_BUSY,
@@ -56,7 +56,7 @@ from ._pyb_base import (
     check_state,
     utcnow,
 )
-from ._pyb_core import (
+from .core import (
     FAIL_MAX,
     FAIL_SHIFT,
     FUTURE_SECONDS,
@@ -77,7 +77,7 @@ from ._pyb_core import (
 )
 
 if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+    from .breaker import CircuitBreaker
 
 #: A call admitted on the Python paths: the core that admitted it and its
 #: ticket (the core may be replaced while the call runs).

@@ -24,10 +24,10 @@ import weakref
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable
 
-from .._forms import pickled_name
+from ..._forms import pickled_name
 
 if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+    from .breaker import CircuitBreaker
 
 
 def calling_block() -> None:
