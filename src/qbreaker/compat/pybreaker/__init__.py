@@ -60,14 +60,13 @@ from .base import (
     STATE_HALF_OPEN,
     STATE_OPEN,
     CircuitBreakerError,
-    CircuitBreakerListener,
     CircuitBreakerState,
     CircuitBreakerStorage,
     CircuitClosedState,
     CircuitHalfOpenState,
     CircuitOpenState,
 )
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, CircuitBreakerListener
 from .memory import CircuitMemoryStorage
 from .redis import CircuitRedisStorage
 

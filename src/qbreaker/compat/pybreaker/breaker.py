@@ -33,7 +33,6 @@ from .base import (
     STATE_HALF_OPEN,
     STATE_OPEN,
     CircuitBreakerError,
-    CircuitBreakerListener,
     CircuitBreakerState,
     CircuitBreakerStorage,
     Delivery,
@@ -41,13 +40,44 @@ from .base import (
     make_state,
 )
 from .engine import StorageEngine
-from .forms import Calling, Protected, call_async, decorate, wrap_generator
+from .forms import Calling, call_async, decorate, wrap_generator
 from .memory import CircuitMemoryStorage, MemoryEngine
+from .protocol import Bindable
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 Exclusion = Union[type[BaseException], Callable[[Any], Any]]
 Engine = Union[MemoryEngine, StorageEngine]
+
+
+class CircuitBreakerListener:
+    """Subclass it and override what you need; add it with ``add_listener``.
+
+    Callbacks of one breaker never run concurrently with each other, and
+    never while a lock of the breaker is held across a protected call (none
+    is). A listener may call back into the breaker.
+    """
+
+    def before_call(
+        self, cb: CircuitBreaker, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """Called before the circuit breaker ``cb`` calls ``func``."""
+
+    def failure(self, cb: CircuitBreaker, exc: BaseException) -> None:
+        """Called when a function called by ``cb`` fails (a system error)."""
+
+    def success(self, cb: CircuitBreaker) -> None:
+        """Called when a function called by ``cb`` succeeds (or raises an
+        excluded exception)."""
+
+    def state_change(
+        self,
+        cb: CircuitBreaker,
+        old_state: CircuitBreakerState | None,
+        new_state: CircuitBreakerState,
+    ) -> None:
+        """Called when the state of ``cb`` changes (or is set again: ``open()``
+        on an open breaker reports open -> open, as pybreaker does)."""
 
 
 class CircuitBreaker:
@@ -90,7 +120,7 @@ class CircuitBreaker:
         self._name = name
         self._throw_new_error_on_trip = throw_new_error_on_trip
         self._delivery = Delivery()
-        self._decorated: weakref.WeakSet[Protected] = weakref.WeakSet()
+        self._decorated: weakref.WeakSet[Bindable] = weakref.WeakSet()
         self._state_storage = state_storage or CircuitMemoryStorage(STATE_CLOSED)
         engine: Engine
         if isinstance(self._state_storage, CircuitMemoryStorage):
@@ -419,7 +449,7 @@ class CircuitBreaker:
             return outer(*call_args)
         return outer
 
-    def _register(self, protected: Protected) -> None:
+    def _register(self, protected: Bindable) -> None:
         """A decorated plain function, pointed at the current path."""
         with self._lock:
             self._decorated.add(protected)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import _core_py as L
 from .base import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
+from .forms import wrap_generator
 
 if TYPE_CHECKING:
     from .memory import MemoryEngine
@@ -123,8 +124,6 @@ def _generator_result(core: Any, ticket: int, generator: Any) -> Any:
     """The core's hook for a generator that ``call(f)`` got from ``f``
     (see FLAG_GENERATOR_HOOK): counted when it finishes, as pybreaker's
     generator call does, instead of now."""
-    from .forms import wrap_generator
-
     engine: MemoryEngine = core._qb_engine
     breaker = engine.owner()
     if breaker is None:
