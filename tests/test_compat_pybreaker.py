@@ -21,7 +21,10 @@ import pytest
 
 import qbreaker
 import qbreaker.compat.pybreaker as pybreaker
-from qbreaker.compat import _pyb_base, _pyb_core, _pyb_engine, _pyb_memory
+from qbreaker.compat.pybreaker import base as pyb_base
+from qbreaker.compat.pybreaker import core as pyb_core
+from qbreaker.compat.pybreaker import engine as pyb_engine
+from qbreaker.compat.pybreaker import memory as pyb_memory
 
 UTC = datetime.timezone.utc
 
@@ -47,8 +50,8 @@ class FakeTime:
 @pytest.fixture
 def now(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     fake = FakeTime()
-    monkeypatch.setattr(_pyb_core, "_monotonic", fake.monotonic)
-    for module in (_pyb_memory, _pyb_engine, _pyb_base):
+    monkeypatch.setattr(pyb_core, "_monotonic", fake.monotonic)
+    for module in (pyb_memory, pyb_engine, pyb_base):
         monkeypatch.setattr(module, "utcnow", fake.utcnow)
     return fake
 

@@ -20,7 +20,10 @@ import pybreaker as theirs
 import pytest
 
 import qbreaker.compat.pybreaker as ours
-from qbreaker.compat import _pyb_base, _pyb_core, _pyb_engine, _pyb_memory
+from qbreaker.compat.pybreaker import base as pyb_base
+from qbreaker.compat.pybreaker import core as pyb_core
+from qbreaker.compat.pybreaker import engine as pyb_engine
+from qbreaker.compat.pybreaker import memory as pyb_memory
 
 from . import test_compat_pybreaker_storage as storage_tests
 from .test_compat_pybreaker_storage import DictStorage
@@ -65,8 +68,8 @@ def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
             return fake.wall.astimezone(tz) if tz else fake.wall.replace(tzinfo=None)
 
     monkeypatch.setattr(theirs, "datetime", FakeDatetime)
-    monkeypatch.setattr(_pyb_core, "_monotonic", lambda: fake.mono)
-    for module in (_pyb_memory, _pyb_engine, _pyb_base):
+    monkeypatch.setattr(pyb_core, "_monotonic", lambda: fake.mono)
+    for module in (pyb_memory, pyb_engine, pyb_base):
         monkeypatch.setattr(module, "utcnow", lambda: fake.wall)
     return fake
 

@@ -55,21 +55,20 @@ from __future__ import annotations
 
 import importlib.util
 
-from ._pyb_base import (
+from .base import (
     STATE_CLOSED,
     STATE_HALF_OPEN,
     STATE_OPEN,
     CircuitBreakerError,
-    CircuitBreakerListener,
     CircuitBreakerState,
     CircuitBreakerStorage,
     CircuitClosedState,
     CircuitHalfOpenState,
     CircuitOpenState,
 )
-from ._pyb_breaker import CircuitBreaker
-from ._pyb_memory import CircuitMemoryStorage
-from ._pyb_redis import CircuitRedisStorage
+from .breaker import CircuitBreaker, CircuitBreakerListener
+from .memory import CircuitMemoryStorage
+from .redis import CircuitRedisStorage
 
 #: As in pybreaker: whether the optional dependencies are importable.
 HAS_TORNADO_SUPPORT = importlib.util.find_spec("tornado") is not None

@@ -18,11 +18,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import _core_py as L
-from ._pyb_base import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
+from ... import _core_py as L
+from .base import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
+from .forms import wrap_generator
 
 if TYPE_CHECKING:
-    from ._pyb_memory import MemoryEngine
+    from .memory import MemoryEngine
 
 SF = L.STATE_FIELD
 HEAD = L.HEAD_FIELD
@@ -123,8 +124,6 @@ def _generator_result(core: Any, ticket: int, generator: Any) -> Any:
     """The core's hook for a generator that ``call(f)`` got from ``f``
     (see FLAG_GENERATOR_HOOK): counted when it finishes, as pybreaker's
     generator call does, instead of now."""
-    from ._pyb_forms import wrap_generator
-
     engine: MemoryEngine = core._qb_engine
     breaker = engine.owner()
     if breaker is None:

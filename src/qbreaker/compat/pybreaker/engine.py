@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import datetime
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._pyb_base import (
+from .base import (
     MSG_STILL_OPEN,
     MSG_THRESHOLD,
     MSG_TRIAL_BUSY,
@@ -40,9 +40,7 @@ from ._pyb_base import (
     check_state,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+from .protocol import Breaker
 
 #: A call admitted here: the generation and the state that admitted it.
 Ticket = tuple[int, str]
@@ -55,7 +53,7 @@ class StorageEngine:
     """One breaker's view of a storage (one engine per breaker, like
     pybreaker's lock)."""
 
-    def __init__(self, storage: CircuitBreakerStorage, breaker: CircuitBreaker) -> None:
+    def __init__(self, storage: CircuitBreakerStorage, breaker: Breaker) -> None:
         self.storage = storage
         self._breaker = breaker
         self._lock = threading.RLock()
@@ -68,16 +66,16 @@ class StorageEngine:
 
     # -- what MemoryEngine also offers ------------------------------------------
 
-    def attach(self, breaker: CircuitBreaker) -> None:
+    def attach(self, breaker: Breaker) -> None:
         breaker._rebind()
 
-    def fast_core(self, breaker: CircuitBreaker) -> Any:
+    def fast_core(self, breaker: Breaker) -> Any:
         return None  # no compiled path: every call goes through the storage
 
-    def reconfigure(self, breaker: CircuitBreaker) -> None:
+    def reconfigure(self, breaker: Breaker) -> None:
         pass  # the policy is read from the breaker at every decision
 
-    def breakers(self) -> list[CircuitBreaker]:
+    def breakers(self) -> list[Breaker]:
         return [self._breaker]
 
     @property

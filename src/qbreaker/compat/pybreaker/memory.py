@@ -1,7 +1,7 @@
 """``CircuitMemoryStorage``: pybreaker's in-memory state, kept in qbreaker's core.
 
 The state lives in one ``qbreaker.CircuitBreaker`` (the selected core; a
-subclass of it, see ``_pyb_core``), so every guarantee of the core holds:
+subclass of it, see ``core``), so every guarantee of the core holds:
 one packed word changed only by compare-and-swap, exact counters under any
 number of threads, a ticket per admitted call that ties its outcome to the
 generation that admitted it, and one trial call at a time in half-open
@@ -36,12 +36,12 @@ import datetime
 import math
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._core import CircuitBreaker as _SelectedCore
-from .._settings import MAX_DURATION_SECONDS, SUCCESS_THRESHOLD_LIMIT
-from .._state import State
-from ._pyb_base import (
+from ..._core import CircuitBreaker as _SelectedCore
+from ..._settings import MAX_DURATION_SECONDS, SUCCESS_THRESHOLD_LIMIT
+from ..._state import State
+from .base import (
     MSG_STILL_OPEN,
     MSG_THRESHOLD,
     MSG_TRIAL_BUSY,
@@ -56,7 +56,7 @@ from ._pyb_base import (
     check_state,
     utcnow,
 )
-from ._pyb_core import (
+from .core import (
     FAIL_MAX,
     FAIL_SHIFT,
     FUTURE_SECONDS,
@@ -75,9 +75,7 @@ from ._pyb_core import (
     core_class,
     successes,
 )
-
-if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+from .protocol import Breaker
 
 #: A call admitted on the Python paths: the core that admitted it and its
 #: ticket (the core may be replaced while the call runs).
@@ -92,7 +90,7 @@ class MemoryEngine:
         # Held by manual transitions, rebuilds and the transition listener;
         # never by a protected call, never while a listener runs.
         self._admin = threading.RLock()
-        self._breakers: list[weakref.ref[CircuitBreaker]] = []
+        self._breakers: list[weakref.ref[Breaker]] = []
         self._policy: tuple[float, int] = (60.0, 1)
         self._held = 0
         self._opened_at: datetime.datetime | None = None
@@ -103,7 +101,7 @@ class MemoryEngine:
 
     # -- the breakers on this storage --------------------------------------
 
-    def attach(self, breaker: CircuitBreaker) -> None:
+    def attach(self, breaker: Breaker) -> None:
         """``breaker`` uses this storage; the last attached owns the
         compiled paths and sets the policy (shared by all its breakers)."""
         with self._admin:
@@ -113,24 +111,24 @@ class MemoryEngine:
         for other in self.breakers():
             other._rebind()
 
-    def owner(self) -> CircuitBreaker | None:
+    def owner(self) -> Breaker | None:
         breakers = self._breakers
         return breakers[-1]() if breakers else None
 
-    def breakers(self) -> list[CircuitBreaker]:
+    def breakers(self) -> list[Breaker]:
         return [b for b in (r() for r in self._breakers) if b is not None]
 
-    def fast_core(self, breaker: CircuitBreaker) -> Any:
+    def fast_core(self, breaker: Breaker) -> Any:
         """The core whose compiled paths ``breaker`` may use, or None."""
         return self.core if self.owner() is breaker else None
 
-    def reconfigure(self, breaker: CircuitBreaker) -> None:
+    def reconfigure(self, breaker: Breaker) -> None:
         with self._admin:
             self._set_policy(breaker)
         for other in self.breakers():
             other._rebind()
 
-    def _set_policy(self, breaker: CircuitBreaker) -> None:
+    def _set_policy(self, breaker: Breaker) -> None:
         timeout = float(breaker.reset_timeout)
         # pybreaker closes when success_counter >= success_threshold.
         threshold = math.ceil(breaker.success_threshold)

@@ -27,7 +27,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from ._pyb_base import (
+from .base import (
     STATE_CLOSED,
     STATE_HALF_OPEN,
     STATE_OPEN,
@@ -35,7 +35,7 @@ from ._pyb_base import (
     CircuitBreakerStorage,
     check_opened_at,
 )
-from ._pyb_engine import CHANGED, COUNTED, STALE
+from .engine import CHANGED, COUNTED, STALE
 
 
 def _redis_exceptions() -> Any:

@@ -1,7 +1,8 @@
 """pybreaker's value types, and the listener delivery of the compat breaker.
 
 Everything here is public through ``qbreaker.compat.pybreaker``, except
-``Delivery`` and the helpers, which the breaker and its engines share.
+``Delivery`` and the helpers, which the breaker and its engines share. The
+listener class is in ``breaker``: its callbacks take the breaker itself.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from __future__ import annotations
 import collections
 import datetime
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Literal, overload
+from typing import Callable, Literal, overload
 
-from .._errors import BreakerError
-
-if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+from ..._errors import BreakerError
+from .protocol import Breaker
 
 STATE_OPEN = "open"
 STATE_CLOSED = "closed"
@@ -97,7 +96,7 @@ class CircuitBreakerState:
     calls listeners).
     """
 
-    def __init__(self, cb: CircuitBreaker, name: str) -> None:
+    def __init__(self, cb: Breaker, name: str) -> None:
         self._breaker = cb
         self._name = name
 
@@ -117,7 +116,7 @@ class _FixedState(CircuitBreakerState):
 
     def __init__(
         self,
-        cb: CircuitBreaker,
+        cb: Breaker,
         prev_state: CircuitBreakerState | None = None,
         notify: bool = False,
     ) -> None:
@@ -142,45 +141,15 @@ class CircuitHalfOpenState(_FixedState):
     STATE = STATE_HALF_OPEN
 
 
-_STATE_CLASSES: dict[str, Callable[[CircuitBreaker], CircuitBreakerState]] = {
+_STATE_CLASSES: dict[str, Callable[[Breaker], CircuitBreakerState]] = {
     STATE_CLOSED: CircuitClosedState,
     STATE_OPEN: CircuitOpenState,
     STATE_HALF_OPEN: CircuitHalfOpenState,
 }
 
 
-def make_state(cb: CircuitBreaker, name: str) -> CircuitBreakerState:
+def make_state(cb: Breaker, name: str) -> CircuitBreakerState:
     return _STATE_CLASSES[check_state(name)](cb)
-
-
-class CircuitBreakerListener:
-    """Subclass it and override what you need; add it with ``add_listener``.
-
-    Callbacks of one breaker never run concurrently with each other, and
-    never while a lock of the breaker is held across a protected call (none
-    is). A listener may call back into the breaker.
-    """
-
-    def before_call(
-        self, cb: CircuitBreaker, func: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> None:
-        """Called before the circuit breaker ``cb`` calls ``func``."""
-
-    def failure(self, cb: CircuitBreaker, exc: BaseException) -> None:
-        """Called when a function called by ``cb`` fails (a system error)."""
-
-    def success(self, cb: CircuitBreaker) -> None:
-        """Called when a function called by ``cb`` succeeds (or raises an
-        excluded exception)."""
-
-    def state_change(
-        self,
-        cb: CircuitBreaker,
-        old_state: CircuitBreakerState | None,
-        new_state: CircuitBreakerState,
-    ) -> None:
-        """Called when the state of ``cb`` changes (or is set again: ``open()``
-        on an open breaker reports open -> open, as pybreaker does)."""
 
 
 class CircuitBreakerStorage:

@@ -22,12 +22,10 @@ import inspect
 import types
 import weakref
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from .._forms import pickled_name
-
-if TYPE_CHECKING:
-    from ._pyb_breaker import CircuitBreaker
+from ..._forms import pickled_name
+from .protocol import Breaker
 
 
 def calling_block() -> None:
@@ -39,7 +37,7 @@ class Calling:
 
     __slots__ = ("_breaker", "_ticket")
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(self, breaker: Breaker) -> None:
         self._breaker = breaker
         self._ticket: Any = None
 
@@ -57,7 +55,7 @@ class Calling:
 
 
 async def call_async(
-    breaker: CircuitBreaker, func: Callable[..., Any], args: Any, kwargs: Any
+    breaker: Breaker, func: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
     ticket = breaker._start(func, args, kwargs)
     try:
@@ -77,7 +75,7 @@ async def call_async(
 
 
 def call_generator(
-    breaker: CircuitBreaker, func: Callable[..., Any], args: Any, kwargs: Any
+    breaker: Breaker, func: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
     """pybreaker's generator call: admitted now (rejected now), counted when
     the generator finishes. The Python path's ``call`` does exactly that for
@@ -86,7 +84,7 @@ def call_generator(
 
 
 def wrap_generator(
-    breaker: CircuitBreaker, ticket: Any, inner: Generator[Any, Any, Any]
+    breaker: Breaker, ticket: Any, inner: Generator[Any, Any, Any]
 ) -> Generator[Any, Any, Any]:
     """``inner``, admitted with ``ticket``, counted when it finishes:
     exhausted, a success; raising, by the rules; closed early (or collected
@@ -100,16 +98,14 @@ def wrap_generator(
     return outer
 
 
-def _abandon(breaker: CircuitBreaker, held: list[Any], inner: Any) -> None:
+def _abandon(breaker: Breaker, held: list[Any], inner: Any) -> None:
     # Runs before the collected generator's own close(): one that got past
     # its first item is counted by that close (see _iterate), not here.
     if held and inspect.getgeneratorstate(inner) == inspect.GEN_CREATED:
         breaker._engine.neutral(held.pop())
 
 
-def _finish(
-    breaker: CircuitBreaker, held: list[Any], exc: BaseException | None
-) -> None:
+def _finish(breaker: Breaker, held: list[Any], exc: BaseException | None) -> None:
     if not held:
         return
     ticket = held.pop()
@@ -121,9 +117,7 @@ def _finish(
         raise error.with_traceback(exc.__traceback__) from exc
 
 
-def _iterate(
-    breaker: CircuitBreaker, inner: Any, held: list[Any]
-) -> Generator[Any, Any, Any]:
+def _iterate(breaker: Breaker, inner: Any, held: list[Any]) -> Generator[Any, Any, Any]:
     # The PEP 380 expansion, not ``yield from``: the consumer's close()
     # (a success: it comes after an item) must be told apart from a
     # GeneratorExit of the inner generator's own, and send() and throw()
@@ -171,7 +165,7 @@ def _iterate(
 
 
 def decorate(
-    breaker: CircuitBreaker, func: Callable[..., Any], tornado: bool
+    breaker: Breaker, func: Callable[..., Any], tornado: bool
 ) -> Callable[..., Any]:
     """``func`` protected by ``breaker`` (``tornado``: pybreaker's
     ``__pybreaker_call_async=True``)."""
@@ -210,11 +204,11 @@ class Protected:
 
     __slots__ = ("__dict__", "__weakref__", "_qb_breaker", "_qb_func")
 
-    _qb_breaker: CircuitBreaker
+    _qb_breaker: Breaker
     _qb_func: Callable[..., Any]
 
     @classmethod
-    def make(cls, breaker: CircuitBreaker, func: Callable[..., Any]) -> Protected:
+    def make(cls, breaker: Breaker, func: Callable[..., Any]) -> Protected:
         own = type("protected", (cls,), {"__slots__": (), "__module__": __name__})
         protected: Protected = object.__new__(own)
         protected._qb_breaker = breaker
@@ -255,7 +249,7 @@ class Protected:
 
 
 def _call_through(
-    breaker: CircuitBreaker, func: Callable[..., Any], *args: Any, **kwargs: Any
+    breaker: Breaker, func: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
     # breaker.call looked up at each call: a subclass's override is honoured.
     return breaker.call(func, *args, **kwargs)

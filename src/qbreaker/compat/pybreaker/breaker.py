@@ -8,7 +8,7 @@ Paths a call can take:
   compiled wrapper. pybreaker's rules that need Python (exclusions, the error
   on trip, the error on rejection) run in the core's hooks, which it calls
   only when the protected function raises or the call is rejected
-  (``_pyb_core``).
+  (``core``).
 - Python: everything else (listeners, other storages, generators, coroutines,
   ``calling()``) goes through the methods below, which take a ticket from
   the engine, call listeners in a section of ``Delivery``, and report the
@@ -26,28 +26,58 @@ import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Callable, TypeVar, Union, overload
 
-from .._forms import awaitable_refused
-from . import _pyb_checks as checks
-from ._pyb_base import (
+from ..._forms import awaitable_refused
+from . import checks
+from .base import (
     STATE_CLOSED,
     STATE_HALF_OPEN,
     STATE_OPEN,
     CircuitBreakerError,
-    CircuitBreakerListener,
     CircuitBreakerState,
     CircuitBreakerStorage,
     Delivery,
     check_state,
     make_state,
 )
-from ._pyb_engine import StorageEngine
-from ._pyb_forms import Calling, Protected, call_async, decorate, wrap_generator
-from ._pyb_memory import CircuitMemoryStorage, MemoryEngine
+from .engine import StorageEngine
+from .forms import Calling, call_async, decorate, wrap_generator
+from .memory import CircuitMemoryStorage, MemoryEngine
+from .protocol import Bindable
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 Exclusion = Union[type[BaseException], Callable[[Any], Any]]
 Engine = Union[MemoryEngine, StorageEngine]
+
+
+class CircuitBreakerListener:
+    """Subclass it and override what you need; add it with ``add_listener``.
+
+    Callbacks of one breaker never run concurrently with each other, and
+    never while a lock of the breaker is held across a protected call (none
+    is). A listener may call back into the breaker.
+    """
+
+    def before_call(
+        self, cb: CircuitBreaker, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """Called before the circuit breaker ``cb`` calls ``func``."""
+
+    def failure(self, cb: CircuitBreaker, exc: BaseException) -> None:
+        """Called when a function called by ``cb`` fails (a system error)."""
+
+    def success(self, cb: CircuitBreaker) -> None:
+        """Called when a function called by ``cb`` succeeds (or raises an
+        excluded exception)."""
+
+    def state_change(
+        self,
+        cb: CircuitBreaker,
+        old_state: CircuitBreakerState | None,
+        new_state: CircuitBreakerState,
+    ) -> None:
+        """Called when the state of ``cb`` changes (or is set again: ``open()``
+        on an open breaker reports open -> open, as pybreaker does)."""
 
 
 class CircuitBreaker:
@@ -90,7 +120,7 @@ class CircuitBreaker:
         self._name = name
         self._throw_new_error_on_trip = throw_new_error_on_trip
         self._delivery = Delivery()
-        self._decorated: weakref.WeakSet[Protected] = weakref.WeakSet()
+        self._decorated: weakref.WeakSet[Bindable] = weakref.WeakSet()
         self._state_storage = state_storage or CircuitMemoryStorage(STATE_CLOSED)
         engine: Engine
         if isinstance(self._state_storage, CircuitMemoryStorage):
@@ -419,7 +449,7 @@ class CircuitBreaker:
             return outer(*call_args)
         return outer
 
-    def _register(self, protected: Protected) -> None:
+    def _register(self, protected: Bindable) -> None:
         """A decorated plain function, pointed at the current path."""
         with self._lock:
             self._decorated.add(protected)
