@@ -68,7 +68,7 @@ from .base import (
 )
 from .breaker import CircuitBreaker, CircuitBreakerListener
 from .memory import CircuitMemoryStorage
-from .redis import CircuitRedisStorage
+from .redis_storage import CircuitRedisStorage
 
 #: As in pybreaker: whether the optional dependencies are importable.
 HAS_TORNADO_SUPPORT = importlib.util.find_spec("tornado") is not None
