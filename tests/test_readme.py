@@ -5,6 +5,9 @@
 - A block whose info string is ``python no-run: REASON`` is not run, and must
   give its reason.
 - Any other ``python`` block runs as written, in a fresh interpreter.
+
+Every relative link of these pages names a file that exists, and a heading of
+it where the link has an anchor.
 """
 
 from __future__ import annotations
@@ -32,6 +35,22 @@ PYTHON_ALIASES = {"py", "py3", "python3", "pycon", "ipython"}
 
 def page_id(page: Path) -> str:
     return page.relative_to(ROOT).as_posix()
+
+
+LINK = re.compile(r"\]\((?P<path>[^)\s#]*)(?:#(?P<anchor>[^)\s]*))?\)")
+HEADING = re.compile(r"^#+ (.*)$", re.M)
+
+
+def prose_of(page: Path) -> str:
+    return FENCE.sub("", page.read_text(encoding="utf-8"))
+
+
+def anchors_of(page: Path) -> set[str]:
+    """The anchors GitHub gives the page's headings."""
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in HEADING.findall(prose_of(page))
+    }
 
 
 @dataclass(frozen=True)
@@ -107,3 +126,18 @@ def test_python_block(block: Block) -> None:
             timeout=120,
         )
         assert result.returncode == 0, f"{block.where}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_relative_links_resolve(page: Path) -> None:
+    broken = []
+    for link in LINK.finditer(prose_of(page)):
+        path, anchor = link["path"], link["anchor"]
+        if path.startswith(("http://", "https://", "mailto:")):
+            continue
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists():
+            broken.append(link[0])
+        elif anchor and target.suffix == ".md" and anchor not in anchors_of(target):
+            broken.append(link[0])
+    assert not broken, f"{page_id(page)}: {broken}"
