@@ -16,8 +16,8 @@ import pytest
 
 from qbreaker import CircuitOpenError, State
 
-from . import pickled_work
 from ..helpers import FakeClock, Impl
+from . import pickled_work
 
 
 def counts(b: Any) -> tuple[int, int, int, int, int]:

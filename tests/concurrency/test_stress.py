@@ -1,10 +1,11 @@
 """The core stays exact under real parallelism: native threads, no GIL.
 
-tests/concurrency/stress/qb_stress.pyx drives one breaker from N threads that never hold
-the GIL, through the public cimport API, and checks the invariants listed in
-its docstring; tests/concurrency/stress/harness.py judges each run. The default selection
-runs 2, 4 and 8 threads for a bounded time; ``-m stress`` runs at least 10**8
-operations (``python -m pytest -m stress tests/concurrency/test_stress.py``).
+tests/concurrency/stress/qb_stress.pyx drives one breaker from N threads that
+never hold the GIL, through the public cimport API, and checks the invariants
+listed in its docstring; tests/concurrency/stress/harness.py judges each run.
+The default selection runs 2, 4 and 8 threads for a bounded time; ``-m stress``
+runs at least 10**8 operations
+(``python -m pytest -m stress tests/concurrency/test_stress.py``).
 """
 
 from __future__ import annotations
