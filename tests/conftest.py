@@ -1,7 +1,9 @@
 """One suite, run on both cores: every test taking ``impl`` runs as [c] and [py].
 
-``--no-c-extensions`` deselects the compiled runs (for a pure-Python build).
-Without it a missing compiled core is an error, never a skip.
+``--no-c-extensions`` deselects the compiled runs (for a pure-Python build):
+every test marked ``c_extension``, and every test using ``core_c``, whose one
+parameter carries that mark. Without it a missing compiled core is an error,
+never a skip. Fixtures only: the plain helpers are in helpers.py.
 """
 
 from __future__ import annotations
