@@ -94,16 +94,17 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _statements(node: ast.AST) -> Iterator[ast.AST]:
-    """Every node below ``node`` except the bodies of ``if TYPE_CHECKING:``."""
+def _statements(node: ast.AST, typing: bool) -> Iterator[ast.AST]:
+    """Every node below ``node``; without ``typing``, not the bodies of
+    ``if TYPE_CHECKING:``."""
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
+        if not typing and isinstance(child, ast.If) and _is_type_checking(child.test):
             for other in child.orelse:
                 yield other
-                yield from _statements(other)
+                yield from _statements(other, typing)
             continue
         yield child
-        yield from _statements(child)
+        yield from _statements(child, typing)
 
 
 def _resolve(name: str, level: int, package_of: str) -> str:
@@ -115,11 +116,13 @@ def _resolve(name: str, level: int, package_of: str) -> str:
     return ".".join([*base, name] if name else base)
 
 
-def _imported(tree: ast.AST, package_of: str, modules: Iterable[str]) -> set[str]:
+def _imported(
+    tree: ast.AST, package_of: str, modules: Iterable[str], typing: bool
+) -> set[str]:
     """The names of the modules of ``modules`` that ``tree`` imports."""
     known = set(modules)
     targets: set[str] = set()
-    for node in _statements(tree):
+    for node in _statements(tree, typing):
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -174,13 +177,14 @@ def _parse(path: Path) -> ast.AST:
     return ast.parse("\n".join(lines), str(path))
 
 
-def import_graph(root: Path, package: str) -> Graph:
-    """module -> the package's modules it imports, for the package at ``root``."""
+def import_graph(root: Path, package: str, typing: bool = False) -> Graph:
+    """module -> the package's modules it imports, for the package at ``root``;
+    with ``typing``, the imports for type checking only as well."""
     modules = module_names(root, package)
     graph: Graph = {}
     for name, path in modules.items():
         package_of = name if path.stem == "__init__" else name.rpartition(".")[0]
-        graph[name] = _imported(_parse(path), package_of, modules) - {name}
+        graph[name] = _imported(_parse(path), package_of, modules, typing) - {name}
     return graph
 
 
@@ -283,6 +287,20 @@ def test_imports_only_go_down(graph: Graph) -> None:
     assert not found, "imports up the floors:\n" + "\n".join(found)
 
 
+def test_the_drop_ins_parts_see_the_breaker_through_its_protocol() -> None:
+    """The modules under the pybreaker drop-in's breaker use a
+    ``typing.Protocol`` of it, so none imports it, not even for typing."""
+    breaker = "qbreaker.compat.pybreaker.breaker"
+    drop_in = "qbreaker.compat.pybreaker"
+    graph = import_graph(SOURCE, PACKAGE, typing=True)
+    found = sorted(
+        module
+        for module, imports in graph.items()
+        if breaker in imports and module.startswith(drop_in + ".")
+    )
+    assert not found, f"import {breaker}: " + ", ".join(found)
+
+
 # The checker itself, on a package made for it.
 
 SYNTHETIC = {
@@ -325,12 +343,17 @@ SYNTHETIC_FLOORS = {
 
 
 @pytest.fixture
-def synthetic(tmp_path: Path) -> Graph:
+def synthetic_root(tmp_path: Path) -> Path:
     for name, text in SYNTHETIC.items():
         path = tmp_path / "pkg" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return import_graph(tmp_path / "pkg", "pkg")
+    return tmp_path / "pkg"
+
+
+@pytest.fixture
+def synthetic(synthetic_root: Path) -> Graph:
+    return import_graph(synthetic_root, "pkg")
 
 
 def test_the_checker_reads_every_kind_of_import(synthetic: Graph) -> None:
@@ -346,6 +369,11 @@ def test_the_checker_reads_every_kind_of_import(synthetic: Graph) -> None:
         "pkg.fast": {"pkg.leaf"},  # cimports are C-level; the .pxi is its own
         "pkg.stray": set(),
     }
+
+
+def test_the_checker_can_count_typing_imports(synthetic_root: Path) -> None:
+    graph = import_graph(synthetic_root, "pkg", typing=True)
+    assert graph["pkg.mid"] == {"pkg.low", "pkg.leaf", "pkg.top", "pkg.stray"}
 
 
 def test_the_checker_finds_cycles(synthetic: Graph) -> None:
