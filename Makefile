@@ -76,7 +76,7 @@ redis: ## install redis-server for the compat Redis storage tests
 	bash scripts/ci_redis.sh
 
 soak: ## the 30 s soak slice (SOAK_SECONDS to change it)
-	QBREAKER_SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest -m soak -q -p no:cacheprovider tests/test_soak.py
+	QBREAKER_SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest -m soak -q -p no:cacheprovider tests/concurrency/test_soak.py
 
 tsan: ## ThreadSanitizer on the nogil stress harness (scripts/tsan.sh)
 	bash scripts/tsan.sh

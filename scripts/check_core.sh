@@ -26,7 +26,7 @@ assert where.startswith(site + os.sep), (where, site)
 print("compiled core:", c.__file__)
 PY
     )
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_import.py tests/test_parity.py
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/packaging/test_import.py tests/core/test_parity.py
     ;;
   --pure)
     # Neither flag at run time: only the install itself can make the twin load.

@@ -11,7 +11,7 @@
 #     cannot force it: each extension must declare itself compatible;
 #  4. runs `python -m pytest -m "not stress" -p no:cacheprovider`, with the
 #     warning CPython gives when an import re-enables the GIL made an error
-#     (tests/test_freethreading.py also fails if the GIL came back on).
+#     (tests/concurrency/test_freethreading.py also fails if the GIL came back on).
 #
 # Environment: QBREAKER_FT_CACHE (see the build script), PYTEST_ADDOPTS.
 set -Eeuo pipefail

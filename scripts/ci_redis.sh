@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure redis-server (the Debian package) is installed, for the Redis
-# storage tests of qbreaker.compat.pybreaker (tests/test_compat_pybreaker_storage.py).
+# storage tests of qbreaker.compat.pybreaker (tests/compat/test_compat_pybreaker_storage.py).
 # The tests start and stop their own server on a free port of 127.0.0.1; this
 # script only installs the binary, and never starts a service. Without it the
 # tests fall back to fakeredis and say so, which CI must not do: a failed

@@ -2,7 +2,7 @@
 # ThreadSanitizer run of the nogil stress harness (issue 5).
 #
 # Builds the core (QBREAKER_SANITIZE=thread, see setup.py) and the stress
-# harness (tests/stress/qb_stress.pyx) with -fsanitize=thread, in a throwaway
+# harness (tests/concurrency/stress/qb_stress.pyx) with -fsanitize=thread, in a throwaway
 # virtual environment and a copy of the tree (the checkout is never written),
 # and runs the harness under the ordinary, uninstrumented interpreter with the
 # TSAN runtime preloaded: an instrumented extension cannot be dlopen()ed into
@@ -61,7 +61,7 @@ ldd "$CORE" | grep tsan >/dev/null || { log "$CORE is not instrumented"; exit 2;
 export TSAN_OPTIONS="halt_on_error=0 exitcode=66 second_deadlock_stack=1 suppressions=$SUPP ${TSAN_OPTIONS:-}"
 FLAGS="-fsanitize=thread -fno-omit-frame-pointer -g -O1"
 run_harness() {
-  (cd "$WORK" && CC=$CC LD_PRELOAD=$TSAN_LIB "$VPY" "$WORK/tree/tests/stress/harness.py" \
+  (cd "$WORK" && CC=$CC LD_PRELOAD=$TSAN_LIB "$VPY" "$WORK/tree/tests/concurrency/stress/harness.py" \
     --build-dir "$WORK/harness" "--cflags=$FLAGS" "--ldflags=-fsanitize=thread" "$@")
 }
 

@@ -1,23 +1,24 @@
 """One suite, run on both cores: every test taking ``impl`` runs as [c] and [py].
 
-``--no-c-extensions`` deselects the compiled runs (for a pure-Python build).
-Without it a missing compiled core is an error, never a skip.
+``--no-c-extensions`` deselects the compiled runs (for a pure-Python build):
+every test marked ``c_extension``, and every test using ``core_c``, whose one
+parameter carries that mark. Without it a missing compiled core is an error,
+never a skip. Fixtures only: the plain helpers are in helpers.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from qbreaker import _core_py
+from .helpers import TWIN, FakeClock, Impl, compiled, compiled_core
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,49 +58,24 @@ def private_segment_directory() -> Iterator[None]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class Impl:
-    """One core, and the public breaker class built on it."""
-
-    name: str
-    core: Any
-    Breaker: type
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def _compiled() -> Impl:
-    core_c = importlib.import_module("qbreaker._core_c")
-
-    return Impl("c", core_c, core_c.CircuitBreaker)
-
-
-_PY = Impl("py", _core_py, _core_py.CircuitBreaker)
-
-
 @pytest.fixture(
     scope="session",
     params=[pytest.param("c", marks=pytest.mark.c_extension), "py"],
 )
 def impl(request: pytest.FixtureRequest) -> Impl:
-    return _compiled() if request.param == "c" else _PY
-
-
-class FakeClock:
-    """A clock that only moves when told to; nothing in the suite sleeps."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        # Whole milliseconds, so repeated advances never drift.
-        self.ms = round(start * 1000)
-
-    def __call__(self) -> float:
-        return self.ms / 1000
-
-    def advance(self, seconds: float) -> None:
-        self.ms += round(seconds * 1000)
+    return compiled() if request.param == "c" else TWIN
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("c", marks=pytest.mark.c_extension)],
+)
+def core_c() -> ModuleType:
+    """The compiled core module. The one parameter carries the compiled-only
+    mark, so every test that uses it is deselected by --no-c-extensions."""
+    return compiled_core()

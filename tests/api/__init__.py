@@ -1,0 +1,1 @@
+"""The Python-level API: call forms, wrappers, groups, typing."""

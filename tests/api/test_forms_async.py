@@ -1,0 +1,645 @@
+"""Async forms: ``@breaker`` on coroutine functions, ``call_async``, ``async
+with``, and the decorator's dispatch and fallback checks. Both cores.
+
+No test sleeps: ``asyncio.sleep(0)`` only hands the loop a turn, and the
+clock is a FakeClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any
+
+import pytest
+
+from qbreaker import State
+from qbreaker._errors import CircuitOpenError
+from qbreaker._forms import decorate
+
+from ..helpers import FakeClock, Impl
+
+
+class Abort(BaseException):
+    """A BaseException that is not an Exception, like KeyboardInterrupt."""
+
+
+def counts(b: Any) -> tuple[int, int, int, int, int]:
+    """(allowed, rejected, successes, failures, neutral)."""
+    t = b.totals()
+    return (t.allowed, t.rejected, t.successes, t.failures, t.neutral)
+
+
+def make(impl: Impl, clock: FakeClock, *args: Any, **kwargs: Any) -> Any:
+    return impl.Breaker(*args, clock=clock, **kwargs)
+
+
+def opened(impl: Impl, clock: FakeClock, **kwargs: Any) -> Any:
+    """A breaker that has just opened (max_failures=1, reset_timeout=10).
+
+    Its totals start at one failure, the one that opened it.
+    """
+    b = make(impl, clock, 1, 10.0, kwargs.pop("half_open_max", 3), **kwargs)
+    b.record_failure()
+    assert b.state is State.OPEN
+    return b
+
+
+def half_open(impl: Impl, clock: FakeClock, **kwargs: Any) -> Any:
+    """A breaker whose next admission is its first half-open probe."""
+    b = opened(impl, clock, **kwargs)
+    clock.advance(10.0)
+    return b
+
+
+def run_sync(coro: Any) -> Any:
+    """Drive a coroutine that never suspends, without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("the coroutine suspended")
+
+
+# -- @breaker on a coroutine function ---------------------------------------------
+
+
+def test_async_success(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    @b
+    async def double(x: int, *, y: int = 0) -> int:
+        await asyncio.sleep(0)
+        return 2 * x + y
+
+    assert asyncio.run(double(3, y=1)) == 7
+    assert counts(b) == (1, 0, 1, 0, 0)
+
+
+def test_async_ticket_is_taken_when_the_coroutine_runs(
+    impl: Impl, clock: FakeClock
+) -> None:
+    b = make(impl, clock)
+
+    @b
+    async def f() -> int:
+        return 1
+
+    coro = f()
+    assert counts(b) == (0, 0, 0, 0, 0)
+    coro.close()  # never started: nothing taken, nothing released
+    assert counts(b) == (0, 0, 0, 0, 0)
+    assert run_sync(f()) == 1
+    assert counts(b) == (1, 0, 1, 0, 0)
+
+
+def test_async_failure(impl: Impl, clock: FakeClock) -> None:
+    seen: list[Any] = []
+    b = make(impl, clock, 2, on_failure=lambda br, exc: seen.append(exc))
+
+    @b
+    async def boom() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("backend down")
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="backend down"):
+            asyncio.run(boom())
+    assert counts(b) == (2, 0, 0, 2, 0)
+    assert b.state is State.OPEN
+    assert [type(e) for e in seen] == [ValueError, ValueError]
+    with pytest.raises(CircuitOpenError):
+        asyncio.run(boom())
+    assert counts(b) == (2, 1, 0, 2, 0)
+
+
+def test_async_excluded_exception_is_neutral(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, 1, exclude=[KeyError])
+
+    @b
+    async def missing() -> None:
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        asyncio.run(missing())
+    assert counts(b) == (1, 0, 0, 0, 1)
+    assert b.state is State.CLOSED
+
+
+def test_async_is_failure_predicate(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, is_failure=lambda exc: not isinstance(exc, LookupError))
+
+    @b
+    async def f(exc: Exception) -> None:
+        raise exc
+
+    with pytest.raises(IndexError):
+        run_sync(f(IndexError()))
+    with pytest.raises(RuntimeError):
+        run_sync(f(RuntimeError()))
+    assert counts(b) == (2, 0, 1, 1, 0)
+
+
+def test_async_is_failure_result(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, 2, is_failure_result=lambda status: status >= 500)
+
+    @b
+    async def status(code: int) -> int:
+        return code
+
+    assert run_sync(status(200)) == 200
+    assert run_sync(status(503)) == 503  # returned, but counted as a failure
+    assert counts(b) == (2, 0, 1, 1, 0)
+    assert b.consecutive_failures == 1
+
+
+def test_async_base_exception_is_neutral(impl: Impl, clock: FakeClock) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+
+    @b
+    async def f(exc: BaseException) -> None:
+        raise exc
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(f(KeyboardInterrupt()))
+    # The neutral outcome gave the only probe slot back.
+    with pytest.raises(Abort):
+        asyncio.run(f(Abort()))
+    assert counts(b) == (2, 0, 0, 1, 2)
+    assert b.state is State.HALF_OPEN
+
+
+def test_async_cancelled_task_is_neutral(impl: Impl, clock: FakeClock) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+
+    @b
+    async def hang(started: asyncio.Event) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(hang(started))
+        await started.wait()
+        assert b.acquire() == 0  # the one probe slot is taken
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert counts(b) == (1, 1, 0, 1, 1)
+    assert b.state is State.HALF_OPEN
+    assert b.acquire()  # the slot came back
+
+
+def test_async_rejected_raises_without_running(impl: Impl, clock: FakeClock) -> None:
+    rejects: list[Any] = []
+    b = make(impl, clock, on_reject=rejects.append)
+    calls = []
+
+    @b
+    async def f() -> None:
+        calls.append(1)
+
+    b.force_open()
+    with pytest.raises(CircuitOpenError) as info:
+        run_sync(f())
+    assert calls == []
+    assert rejects == [b]
+    assert info.value.name == b.name == f.__qualname__
+    assert counts(b) == (0, 1, 0, 0, 0)
+
+
+def test_async_rejected_sync_fallback(impl: Impl, clock: FakeClock) -> None:
+    b = opened(impl, clock, fallback=lambda *a, **k: ("cached", a, k))
+
+    @b
+    async def price(item: str, *, currency: str = "EUR") -> Any:
+        raise AssertionError("must not run")
+
+    assert run_sync(price("apple", currency="USD")) == (
+        "cached",
+        ("apple",),
+        {"currency": "USD"},
+    )
+    assert counts(b) == (0, 1, 0, 1, 0)
+
+
+def test_async_rejected_async_fallback(impl: Impl, clock: FakeClock) -> None:
+    async def cached(item: str) -> str:
+        await asyncio.sleep(0)
+        return f"cached {item}"
+
+    b = opened(impl, clock, fallback=cached)
+
+    @b
+    async def price(item: str) -> str:
+        raise AssertionError("must not run")
+
+    assert asyncio.run(price("pear")) == "cached pear"
+    assert counts(b) == (0, 1, 0, 1, 0)
+
+
+def test_async_sync_fallback_returning_awaitable_is_awaited(
+    impl: Impl, clock: FakeClock
+) -> None:
+    async def later() -> str:
+        return "later"
+
+    b = opened(impl, clock, fallback=lambda: later())
+
+    @b
+    async def f() -> str:
+        raise AssertionError("must not run")
+
+    assert asyncio.run(f()) == "later"
+
+
+def test_async_fallback_never_on_failure(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, fallback=lambda: "fallback")
+
+    @b
+    async def f() -> str:
+        raise ValueError("failed")
+
+    with pytest.raises(ValueError):
+        run_sync(f())
+    assert counts(b) == (1, 0, 0, 1, 0)
+
+
+def test_async_metadata(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    async def fetch(url: str, timeout: float = 1.0) -> bytes:
+        """Fetch a URL."""
+        return url.encode()
+
+    guarded = b(fetch)
+    assert guarded.__name__ == "fetch"
+    assert guarded.__qualname__ == fetch.__qualname__
+    assert guarded.__doc__ == "Fetch a URL."
+    assert guarded.__wrapped__ is fetch
+    assert guarded.__module__ == fetch.__module__
+    assert inspect.iscoroutinefunction(guarded)
+    assert inspect.signature(guarded) == inspect.signature(fetch)
+    assert b.name == fetch.__qualname__
+
+
+def test_name_is_adopted_once_and_never_overrides(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    async def first() -> None: ...
+
+    async def second() -> None: ...
+
+    b(first)
+    b(second)
+    assert b.name == first.__qualname__
+    named = make(impl, clock, name="payments")
+    named(first)
+    assert named.name == "payments"
+
+
+def test_async_method(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    class Client:
+        def __init__(self) -> None:
+            self.base = 10
+
+        @b
+        async def get(self, x: int) -> int:
+            return self.base + x
+
+    assert run_sync(Client().get(5)) == 15
+    assert counts(b) == (1, 0, 1, 0, 0)
+
+
+def test_callable_object_with_async_call(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    class Handler:
+        async def __call__(self, x: int) -> int:
+            return x + 1
+
+    guarded = b(Handler())
+    assert inspect.iscoroutinefunction(guarded)
+    assert run_sync(guarded(1)) == 2
+    assert counts(b) == (1, 0, 1, 0, 0)
+
+
+# -- dispatch and fallback checks ----------------------------------------------------
+
+
+def test_decorate_refuses_non_callable(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+    with pytest.raises(TypeError, match=r"fn must be callable.*got 42"):
+        b(42)
+    with pytest.raises(TypeError, match=r"fn must be callable"):
+        decorate(b, "not a function")  # type: ignore[type-var]
+
+
+def test_decorate_plain_function_uses_core_wrapper(
+    impl: Impl, clock: FakeClock
+) -> None:
+    b = make(impl, clock)
+
+    def add(x: int, y: int) -> int:
+        """Add."""
+        return x + y
+
+    guarded = b(add)
+    assert guarded(2, 3) == 5
+    assert guarded.__wrapped__ is add
+    assert guarded.__doc__ == "Add."
+    assert counts(b) == (1, 0, 1, 0, 0)
+
+
+async def _async_fallback(*args: Any, **kwargs: Any) -> str:
+    return "fallback"
+
+
+async def _async_gen_fallback(*args: Any, **kwargs: Any) -> Any:
+    yield "fallback"
+
+
+def test_sync_function_with_async_fallback_is_refused(
+    impl: Impl, clock: FakeClock
+) -> None:
+    b = make(impl, clock, fallback=_async_fallback)
+
+    def sync() -> None: ...
+
+    with pytest.raises(TypeError, match=r"fallback .* coroutine function.*'.*sync'"):
+        b(sync)
+    # An async function takes it.
+    b(_async_fallback)
+
+
+def test_async_function_takes_either_fallback(impl: Impl, clock: FakeClock) -> None:
+    for fallback in (
+        lambda: "sync",
+        _async_fallback,
+        functools.partial(_async_fallback),
+    ):
+        b = opened(impl, clock, fallback=fallback)
+
+        @b
+        async def f() -> str:
+            raise AssertionError("must not run")
+
+        assert asyncio.run(f()) in ("sync", "fallback")
+
+
+# -- call_async ------------------------------------------------------------------
+
+
+def test_call_async_outcomes(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, 3, exclude=(KeyError,))
+
+    async def echo(x: Any, *, y: Any = None) -> Any:
+        await asyncio.sleep(0)
+        return (x, y)
+
+    async def fail(exc: BaseException) -> None:
+        raise exc
+
+    async def main() -> None:
+        assert await b.call_async(echo, 1, y=2) == (1, 2)
+        with pytest.raises(ValueError):
+            await b.call_async(fail, ValueError())
+        with pytest.raises(KeyError):
+            await b.call_async(fail, KeyError())
+        with pytest.raises(Abort):
+            await b.call_async(fail, Abort())
+
+    asyncio.run(main())
+    assert counts(b) == (4, 0, 1, 1, 2)
+
+
+def test_call_async_cancelled_is_neutral(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    async def hang(started: asyncio.Event) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(b.call_async(hang, started))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert counts(b) == (1, 0, 0, 0, 1)
+
+
+def test_call_async_is_failure_result(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, is_failure_result=lambda r: r is None)
+
+    async def maybe(x: Any) -> Any:
+        return x
+
+    assert run_sync(b.call_async(maybe, None)) is None
+    assert run_sync(b.call_async(maybe, 1)) == 1
+    assert counts(b) == (2, 0, 1, 1, 0)
+
+
+def test_call_async_rejected(impl: Impl, clock: FakeClock) -> None:
+    b = opened(impl, clock)
+
+    async def f() -> None:
+        raise AssertionError("must not run")
+
+    with pytest.raises(CircuitOpenError) as info:
+        run_sync(b.call_async(f))
+    assert info.value.state is State.OPEN
+    assert info.value.retry_after == pytest.approx(10.0)
+    assert counts(b) == (0, 1, 0, 1, 0)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_call_async_fallback(impl: Impl, clock: FakeClock, kind: str) -> None:
+    async def async_fb(*args: Any, **kwargs: Any) -> Any:
+        return ("async", args, kwargs)
+
+    def sync_fb(*args: Any, **kwargs: Any) -> Any:
+        return ("sync", args, kwargs)
+
+    b = opened(impl, clock, fallback=async_fb if kind == "async" else sync_fb)
+
+    async def f(a: int, *, c: int) -> None:
+        raise AssertionError("must not run")
+
+    assert asyncio.run(b.call_async(f, 1, c=2)) == (kind, (1,), {"c": 2})
+    assert counts(b) == (0, 1, 0, 1, 0)
+
+
+def test_call_async_bad_arguments(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock)
+
+    def sync() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="fn must be callable"):
+        run_sync(b.call_async(42))
+    assert counts(b) == (0, 0, 0, 0, 0)
+    # A function that returns no awaitable: a TypeError, and a neutral call.
+    with pytest.raises(TypeError, match="returns an awaitable"):
+        run_sync(b.call_async(sync))
+    assert counts(b) == (1, 0, 0, 0, 1)
+
+
+# -- async with ------------------------------------------------------------------
+
+
+def test_async_with_outcomes(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, 5, exclude=[KeyError], fallback=lambda: "ignored")
+
+    async def main() -> None:
+        async with b:
+            await asyncio.sleep(0)
+        with pytest.raises(ValueError):
+            async with b:
+                raise ValueError
+        with pytest.raises(KeyError):
+            async with b:
+                raise KeyError
+        with pytest.raises(Abort):
+            async with b:
+                raise Abort
+        b.force_open()
+        ran = False
+        # A with block ignores the fallback: the rejection raises before the body.
+        with pytest.raises(CircuitOpenError):
+            async with b:
+                ran = True
+        assert not ran
+
+    asyncio.run(main())
+    assert counts(b) == (4, 1, 1, 1, 2)
+
+
+def test_async_with_cancelled_is_neutral(impl: Impl, clock: FakeClock) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+
+    async def body(started: asyncio.Event) -> None:
+        async with b:
+            started.set()
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(body(started))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert counts(b) == (1, 0, 0, 1, 1)
+    assert b.state is State.HALF_OPEN
+
+
+def test_async_with_tickets_belong_to_tasks(impl: Impl, clock: FakeClock) -> None:
+    """Task A enters, the breaker moves to a new generation, task B enters.
+
+    A's failure is then stale (its ticket is from the old generation) and
+    must not touch B's generation; had the ticket been kept on the breaker,
+    A would have released B's.
+    """
+    b = make(impl, clock, 5)
+
+    async def main() -> None:
+        a_in, b_in, a_go, b_go = (asyncio.Event() for _ in range(4))
+
+        async def task_a() -> None:
+            async with b:
+                a_in.set()
+                await a_go.wait()
+                raise ValueError("A failed")
+
+        async def task_b() -> None:
+            async with b:
+                b_in.set()
+                await b_go.wait()
+
+        ta = asyncio.create_task(task_a())
+        await a_in.wait()
+        b.reset()
+        tb = asyncio.create_task(task_b())
+        await b_in.wait()
+        a_go.set()
+        with pytest.raises(ValueError):
+            await ta
+        assert b.consecutive_failures == 0  # A's stale failure changed nothing
+        b_go.set()
+        await tb
+
+    asyncio.run(main())
+    assert counts(b) == (2, 0, 1, 1, 0)
+
+
+# -- 100 tasks arriving while half-open ---------------------------------------------
+
+
+@pytest.mark.parametrize("with_fallback", [False, True], ids=["raise", "fallback"])
+@pytest.mark.parametrize("form", ["decorator", "call_async", "async_with"])
+def test_hundred_tasks_while_half_open(
+    impl: Impl, clock: FakeClock, form: str, with_fallback: bool
+) -> None:
+    kwargs: dict[str, Any] = {"fallback": lambda: "fallback"} if with_fallback else {}
+    b = half_open(impl, clock, half_open_max=3, **kwargs)
+    reached = 0
+
+    async def main() -> list[Any]:
+        gate = asyncio.Event()
+
+        async def backend() -> str:
+            nonlocal reached
+            reached += 1
+            await gate.wait()  # the probes stay in flight until every task arrived
+            return "backend"
+
+        call: Any
+        if form == "decorator":
+            call = b(backend)
+        elif form == "call_async":
+
+            def call() -> Any:
+                return b.call_async(backend)
+
+        else:
+
+            async def call() -> str:
+                async with b:
+                    return await backend()
+
+        tasks = [asyncio.create_task(call()) for _ in range(100)]
+        for _ in range(100):
+            if sum(t.done() for t in tasks) == 97:
+                break
+            await asyncio.sleep(0)
+        assert reached == 3
+        assert sum(t.done() for t in tasks) == 97
+        assert b.state is State.HALF_OPEN
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert reached == 3
+    assert results.count("backend") == 3
+    others = [r for r in results if r != "backend"]
+    assert len(others) == 97
+    if with_fallback and form != "async_with":
+        assert others == ["fallback"] * 97
+    else:
+        assert all(isinstance(r, CircuitOpenError) for r in others)
+        assert {r.state for r in others} == {State.HALF_OPEN}
+        assert {r.retry_after for r in others} == {0.0}
+    assert counts(b) == (3, 97, 3, 1, 0)
+    assert b.state is State.CLOSED  # success_threshold defaults to half_open_max

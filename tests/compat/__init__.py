@@ -1,0 +1,1 @@
+"""The pybreaker drop-in."""

@@ -1,0 +1,114 @@
+"""The twins mirror each other: same layout, same API, same docstrings."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+
+from qbreaker import _core_py
+
+pytestmark = pytest.mark.c_extension
+
+
+def test_layout_constants_match(core_c) -> None:  # type: ignore[no-untyped-def]
+    assert core_c.LAYOUT == _core_py.LAYOUT
+
+
+def test_docstring_documents_the_layout() -> None:
+    doc = _core_py.__doc__ or ""
+    line = re.search(r"Constants \(shift, width\):(.*?)\n\n", doc, re.S)
+    assert line, "the layout's constants line is missing from _core_py's docstring"
+    documented = dict(
+        (name, (int(shift), int(bits)))
+        for name, shift, bits in re.findall(
+            r"([A-Z_]+) \((\d+), (\d+)\)", line.group(1)
+        )
+    )
+    fields = {k[: -len("_SHIFT")] for k in _core_py.LAYOUT if k.endswith("_SHIFT")}
+    assert set(documented) == fields
+    for name, (shift, bits) in documented.items():
+        assert _core_py.LAYOUT[f"{name}_SHIFT"] == shift, name
+        assert _core_py.LAYOUT[f"{name}_BITS"] == bits, name
+    # The table's rows agree with the constants too.
+    for name, shift, bits in [
+        ("state", "STATE_SHIFT", "STATE_BITS"),
+        ("generation", "GEN_SHIFT", "GEN_BITS"),
+        ("failures", "FAIL_SHIFT", "FAIL_BITS"),
+        ("opened_at", "OPENED_SHIFT", "OPENED_BITS"),
+        ("in_flight", "INFLIGHT_SHIFT", "INFLIGHT_BITS"),
+        ("successes", "HSUCC_SHIFT", "HSUCC_BITS"),
+        ("entered_at", "ENTERED_SHIFT", "ENTERED_BITS"),
+    ]:
+        lo = _core_py.LAYOUT[shift]
+        hi = lo + _core_py.LAYOUT[bits] - 1
+        assert re.search(rf"\n    {lo}-{hi}\s+{name}\s", doc), name
+
+
+def test_fields_tile_the_word() -> None:
+    L = _core_py.LAYOUT
+    assert L["STATE_SHIFT"] + L["STATE_BITS"] == L["GEN_SHIFT"]
+    head = L["GEN_SHIFT"] + L["GEN_BITS"]
+    for field in ("FAIL", "OPENED", "INFLIGHT"):
+        assert L[f"{field}_SHIFT"] == head
+    assert L["OPENED_SHIFT"] + L["OPENED_BITS"] == 64
+    assert L["INFLIGHT_SHIFT"] + L["INFLIGHT_BITS"] == L["HSUCC_SHIFT"]
+    assert L["HSUCC_SHIFT"] + L["HSUCC_BITS"] == L["ENTERED_SHIFT"]
+    assert L["ENTERED_SHIFT"] + L["ENTERED_BITS"] == 64
+    assert L["FAIL_SHIFT"] + L["FAIL_BITS"] < L["FORCED_KIND_SHIFT"]
+
+
+# The twin's stand-ins for the C struct's fields, and helpers that are cdef
+# functions (invisible from Python) in the compiled core.
+_TWIN_ONLY = (
+    "_cell",
+    "_policy",
+    "_clock",
+    "_configured",
+    "_now",
+    "_deliver",
+    "_settle",
+    "_slow",
+    "_events",  # a plain pointer in the compiled core, made on first need
+    "_probes",  # likewise
+)
+
+# Shared-memory plumbing: the twin refuses shared=, so it has no slot.
+_COMPILED_ONLY = ("_slot", "_forked")
+
+
+def _api(cls: type) -> dict[str, str]:
+    names = [n for n in dir(cls) if not n.startswith("__")]
+    return {n: inspect.getdoc(getattr(cls, n)) or "" for n in names}
+
+
+def test_same_methods_and_docstrings(core_c) -> None:  # type: ignore[no-untyped-def]
+    c_api, py_api = _api(core_c.CircuitBreaker), _api(_core_py.CircuitBreaker)
+    # Private storage of the twin's stand-in for the C struct.
+    py_api = {k: v for k, v in py_api.items() if k not in _TWIN_ONLY}
+    c_api = {k: v for k, v in c_api.items() if k not in _COMPILED_ONLY}
+    assert sorted(c_api) == sorted(py_api)
+    for name in c_api:
+        # embedsignature=True puts "Class.method(args)" on the first line.
+        c_doc = re.sub(r"^CircuitBreaker\.\w+\(.*?\)\n*", "", c_api[name])
+        # A ``cdef public`` attribute's doc is its declaration, "name: type".
+        c_doc = re.sub(r"^\w+: \w+$", "", c_doc)
+        assert c_doc == py_api[name], name
+
+
+def test_the_compiled_core_is_compiled(core_c) -> None:  # type: ignore[no-untyped-def]
+    assert core_c.__file__.endswith((".so", ".pyd"))
+    assert type(core_c.CircuitBreaker.allow).__name__ == "method_descriptor"
+
+
+def test_probe_bookkeeping_sits_above_the_ticket_base() -> None:
+    from qbreaker import _probes
+
+    L = _core_py.LAYOUT
+    assert _probes.PROBE_SHIFT == L["TICKET_GEN_BITS"] + L["STATE_BITS"] + 1
+    assert _core_py.TICKET_BASE == _probes.BASE_FIELD
+    # The tracked bit and the probe number fit below bit 63, which the
+    # compiled core's with-blocks use to mark a timed ticket.
+    assert _probes.PROBE_SHIFT + _probes.PROBE_BITS == 62
+    assert _probes.TRACKED == 1 << 62 and _core_py.TICKET_MAX == (1 << 63) - 1

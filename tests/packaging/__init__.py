@@ -1,0 +1,1 @@
+"""Build, install, import, cimport and the README's examples."""

@@ -1,0 +1,82 @@
+"""A build meant to compile fails loudly when it cannot; opting out is explicit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def source_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "src-tree"
+    dst.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, dst / name)
+    shutil.copytree(
+        ROOT / "src",
+        dst / "src",
+        ignore=shutil.ignore_patterns(
+            "*.so", "*.pyd", "*.c", "*.html", "__pycache__", "*.egg-info"
+        ),
+    )
+    return dst
+
+
+def _wheel(tree: Path, out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("QBREAKER_")}
+    full_env.update(env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "-w",
+            str(out),
+            str(tree),
+        ],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32", reason="CC is how a Unix build picks its compiler"
+)
+def test_a_failed_compile_fails_the_build(source_copy: Path, tmp_path: Path) -> None:
+    result = _wheel(source_copy, tmp_path / "dist", CC="false", LDSHARED="false")
+    assert result.returncode != 0, "a build without a working compiler must fail"
+    assert "error" in (result.stdout + result.stderr).lower()
+    assert not list((tmp_path / "dist").glob("*.whl"))
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32", reason="CC is how a Unix build picks its compiler"
+)
+def test_opting_out_builds_a_pure_wheel(source_copy: Path, tmp_path: Path) -> None:
+    result = _wheel(
+        source_copy,
+        tmp_path / "dist",
+        CC="false",
+        LDSHARED="false",
+        QBREAKER_NO_EXTENSIONS="1",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "qbreaker/_core_py.py" in names
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))]

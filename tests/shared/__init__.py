@@ -1,0 +1,1 @@
+"""Shared segments across processes."""
