@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sysconfig
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,11 @@ def compiled() -> Impl:
 
 
 TWIN = Impl("py", _core_py, _core_py.CircuitBreaker)
+
+# Free-threaded builds count a shared breaker in its cell with atomics and
+# claim no per-process slot (only the GIL makes a slot's plain stores safe);
+# totals are exact either way.
+GIL_BUILD = not sysconfig.get_config_var("Py_GIL_DISABLED")
 
 
 class FakeClock:

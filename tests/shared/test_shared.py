@@ -22,6 +22,8 @@ import qbreaker
 from qbreaker import State, _shm
 from qbreaker import shared as shared_mod
 
+from ..helpers import GIL_BUILD
+
 pytestmark = [
     pytest.mark.c_extension,
     pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
@@ -364,11 +366,6 @@ def test_eight_processes_keep_exact_totals(name: str) -> None:
 
 
 # -- per-process counter slots -----------------------------------------------------
-
-
-# Free-threaded builds count in the cell with atomics and claim no slot
-# (only the GIL makes a slot's plain stores safe); totals are exact either way.
-GIL_BUILD = not sysconfig.get_config_var("Py_GIL_DISABLED")
 
 
 def _slot_offset(index: int) -> int:

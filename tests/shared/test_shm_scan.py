@@ -186,7 +186,8 @@ def test_listing_adds_every_slot_to_the_totals(name: str) -> None:
     )
     try:
         assert worker.stdout is not None
-        assert int(worker.stdout.readline()) >= 0
+        slot = int(worker.stdout.readline())
+        assert slot >= 0 if GIL_BUILD else slot == -1
         mine = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
         for _ in range(30):
             mine.allow()
