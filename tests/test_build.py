@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import re
 import sys
 import tarfile
 import zipfile
@@ -112,9 +112,7 @@ def test_the_sdist_carries_every_file_the_core_includes(
     (archive,) = out.glob("*.tar.gz")
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    shipped = {
-        n.split("/src/qbreaker/", 1)[1] for n in names if n.endswith(".pxi")
-    }
+    shipped = {n.split("/src/qbreaker/", 1)[1] for n in names if n.endswith(".pxi")}
     included = _included_pxi()
     assert len(included) >= 8, included
     assert shipped == included
