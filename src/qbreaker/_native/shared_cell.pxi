@@ -1,6 +1,7 @@
 # Included by _core_c.pyx after ops.pxi. A cell in a shared segment: its use
 # in place of the breaker's own, this process's slot of it (claimed, or taken
-# over from a dead process), and the atomic word access qbreaker._shm uses.
+# over from a dead process), and for the segment module the atomic loads and
+# stores of header words (u64_load, u64_store) and the slots' shape.
 
 
 cdef inline qb_slot *_slots_of(CircuitBreaker b) noexcept:

@@ -1,6 +1,8 @@
-# Included by _core_c.pyx. The state word: its fields, the words of each
-# state, tickets and how they are checked against the word. Arithmetic only,
-# no memory: every operation below builds on these.
+# Included by _core_c.pyx, first. The state word: its fields (and LAYOUT, for
+# the parity tests), the word of each state, tickets and how they are checked
+# against a word, the public reading of a word (describe_word), and the clock
+# read that every `now` resolves by. No cell and no memory: every operation
+# builds on these.
 
 
 cdef uint64_t STATE_FIELD = (<uint64_t>1 << STATE_BITS) - 1
@@ -13,8 +15,6 @@ cdef uint64_t ENTERED_FIELD = (<uint64_t>1 << ENTERED_BITS) - 1
 cdef uint64_t STALE_NOW_TICKS = <uint64_t>1 << 16   # as _core_py.STALE_NOW_TICKS
 cdef uint64_t HEAD_FIELD = (<uint64_t>1 << HEAD_BITS) - 1
 cdef uint64_t FAIL_MASK = FAIL_MAX << FAIL_SHIFT
-
-
 cdef long long TICKET_MAX = <long long>((<uint64_t>1 << 63) - 1)
 
 
