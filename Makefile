@@ -69,8 +69,8 @@ lint-mypy: ## mypy, strict as configured in pyproject.toml
 lint-format: ## ruff format --check (not in lint: the tree is not formatted yet)
 	$(PYTHON) -m ruff format --check --diff src tests benchmarks
 
-lint-cython: ## cython-lint on the .pyx/.pxd files (not in lint: the tree fails it yet)
-	$(CYTHON_LINT) src/qbreaker/*.pyx src/qbreaker/*.pxd
+lint-cython: ## cython-lint on the .pyx/.pxd/.pxi files (not in lint: the tree fails it yet)
+	$(CYTHON_LINT) src/qbreaker/*.pyx src/qbreaker/*.pxd src/qbreaker/_native/*.pxi src/qbreaker/_cli/bench/*.pyx
 
 redis: ## install redis-server for the compat Redis storage tests
 	bash scripts/ci_redis.sh

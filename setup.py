@@ -9,6 +9,7 @@ Environment switches (read here and, for the first, by qbreaker._core too):
 - QBREAKER_CFLAGS: extra compiler flags, appended last.
 """
 
+import glob
 import os
 import platform
 import shlex
@@ -48,8 +49,11 @@ def _extensions() -> list:
         "qbreaker._core_c",
         ["src/qbreaker/_core_c.pyx"],
         include_dirs=["src/qbreaker"],
+        # The .pxi files are the core's own source, by concern (_native/):
+        # a change to one rebuilds it.
         depends=["src/qbreaker/qb_atomic.h", "src/qbreaker/qb_cell.h",
-                 "src/qbreaker/qb_clock.h", "src/qbreaker/_core_c.pxd"],
+                 "src/qbreaker/qb_clock.h", "src/qbreaker/_core_c.pxd",
+                 *sorted(glob.glob("src/qbreaker/_native/*.pxi"))],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=macros,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -18,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def source_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "src-tree"
     dst.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
         shutil.copy(ROOT / name, dst / name)
     shutil.copytree(
         ROOT / "src",
@@ -80,3 +82,37 @@ def test_opting_out_builds_a_pure_wheel(source_copy: Path, tmp_path: Path) -> No
     names = zipfile.ZipFile(wheel).namelist()
     assert "qbreaker/_core_py.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))]
+    # The core's .pxi files are build input only (cimport reads the .pxd).
+    assert not [n for n in names if n.endswith(".pxi")]
+    assert "qbreaker/_core_c.pxd" in names
+
+
+def _included_pxi() -> set[str]:
+    """The .pxi files that _core_c.pyx includes, relative to the package."""
+    source = (ROOT / "src" / "qbreaker" / "_core_c.pyx").read_text()
+    return set(re.findall(r'^include "([^"]+\.pxi)"$', source, flags=re.M))
+
+
+def test_the_sdist_carries_every_file_the_core_includes(
+    source_copy: Path, tmp_path: Path
+) -> None:
+    # cibuildwheel compiles the wheels from the sdist alone.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBREAKER_")}
+    env["QBREAKER_NO_EXTENSIONS"] = "1"  # how the sdist is built (MANIFEST.in)
+    out = tmp_path / "sdist"
+    result = subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(out)],
+        cwd=source_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (archive,) = out.glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    shipped = {n.split("/src/qbreaker/", 1)[1] for n in names if n.endswith(".pxi")}
+    included = _included_pxi()
+    assert len(included) >= 8, included
+    assert shipped == included
