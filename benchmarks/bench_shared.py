@@ -19,9 +19,10 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from _common import measure
-from qbreaker import State, _shm
+from qbreaker import State
 from qbreaker import shared as shared_mod
 from qbreaker._bench_scenarios import LOOPS, Unavailable, compiled_class, fresh, work
+from qbreaker._impl import segment as _shm
 
 GROUP = "shared"
 

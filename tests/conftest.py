@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qbreaker import _core_py
+from qbreaker._impl import twin as _core_py
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

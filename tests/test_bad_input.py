@@ -229,7 +229,8 @@ def test_policy_is_set_once(impl: Impl) -> None:
 
 
 def test_error_messages_are_the_same_on_both_cores() -> None:
-    from qbreaker import _core_c, _core_py
+    from qbreaker import _core_c
+    from qbreaker._impl import twin as _core_py
 
     messages = []
     for cls in (_core_c.CircuitBreaker, _core_py.CircuitBreaker):

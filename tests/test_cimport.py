@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, _core_py
+from qbreaker import State
+from qbreaker._impl import twin as _core_py
 
 pytestmark = pytest.mark.c_extension
 

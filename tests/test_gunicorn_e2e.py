@@ -45,8 +45,9 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, Totals, _shm
+from qbreaker import State, Totals
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
 
 from .e2e.backend import Backend, Hit
 from .e2e.load import Reply, drive, seen_from_every_worker

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import _shm
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
 
 pytestmark = [
     pytest.mark.c_extension,
@@ -85,7 +85,7 @@ def test_window_bytes_overwritten_under_a_live_breaker_crash_nothing(
         out = run(f"""
             import mmap, struct
             import qbreaker
-            from qbreaker import _shm
+            from qbreaker._impl import segment as _shm
             b = qbreaker.CircuitBreaker(
                 failure_rate_threshold=0.5, minimum_calls=4, {kwargs},
                 shared={name!r})
@@ -184,7 +184,8 @@ HOSTILE = """
 import math, mmap, os, struct, sys, uuid
 from hypothesis import HealthCheck, given, settings, strategies as st
 import qbreaker
-from qbreaker import State, Metrics, CircuitOpenError, _shm
+from qbreaker import State, Metrics, CircuitOpenError
+from qbreaker._impl import segment as _shm
 from qbreaker import shared
 
 _shm.ATTACH_WAIT = 0.01  # a zeroed magic is refused at once

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from qbreaker import _core_py
+from qbreaker._impl import twin as _core_py
 
 pytestmark = pytest.mark.c_extension
 
@@ -110,7 +110,7 @@ def test_the_compiled_core_is_compiled(core_c) -> None:  # type: ignore[no-untyp
 
 
 def test_probe_bookkeeping_sits_above_the_ticket_base() -> None:
-    from qbreaker import _probes
+    from qbreaker._impl import probes as _probes
 
     L = _core_py.LAYOUT
     assert _probes.PROBE_SHIFT == L["TICKET_GEN_BITS"] + L["STATE_BITS"] + 1

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 import qbreaker
-from qbreaker import State, _shm
+from qbreaker import State
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
 
 pytestmark = [
     pytest.mark.c_extension,

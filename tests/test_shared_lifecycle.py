@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, _shm
+from qbreaker import State
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
 
 pytestmark = pytest.mark.skipif(
     not _shm.supported(), reason="POSIX shared memory in /dev/shm"

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import _shm
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
 
 pytestmark = [
     pytest.mark.c_extension,
@@ -74,7 +74,8 @@ def _in_small_tmpfs(mountpoint: str, code: str, env: dict[str, str]) -> dict:
 FILL_UP = """
     import json, logging, os
     import qbreaker
-    from qbreaker import _shm, shared
+    from qbreaker import shared
+    from qbreaker._impl import segment as _shm
 
     where = _shm.directory()
     warnings = []
@@ -163,7 +164,8 @@ def test_a_full_directory_is_an_error_and_a_group_falls_back(
 SPARSE = """
     import json, os
     import qbreaker
-    from qbreaker import _shm, shared
+    from qbreaker import shared
+    from qbreaker._impl import segment as _shm
 
     # A segment whose tail was never backed (as ftruncate alone leaves it),
     # then a directory filled up: attaching must refuse it, not die later.

@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 
 import qbreaker
-from qbreaker import _shm, _shm_scan
 from qbreaker import shared as shared_mod
 from qbreaker.__main__ import main
+from qbreaker._impl import segment as _shm
+from qbreaker._impl import shared_scan as _shm_scan
 
 pytestmark = [
     pytest.mark.c_extension,  # shared segments exist on the compiled core only
@@ -38,7 +39,7 @@ pytestmark = [
 # assignment covers a _shm whose directory() does not read it.
 PRELUDE = """
 import os, sys, time
-from qbreaker import _shm
+from qbreaker._impl import segment as _shm
 _shm.DIRECTORY = os.environ["QBREAKER_SHM_DIR"]
 import qbreaker
 from qbreaker import shared

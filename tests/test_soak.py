@@ -64,7 +64,7 @@ import pytest
 
 import qbreaker
 import qbreaker.compat.pybreaker as pybreaker
-from qbreaker import _shm
+from qbreaker._impl import segment as _shm
 
 pytestmark = pytest.mark.soak
 

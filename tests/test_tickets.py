@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from qbreaker import State, _core_py, _probes
+from qbreaker import State
+from qbreaker._impl import probes as _probes
+from qbreaker._impl import twin as _core_py
 
 from .conftest import FakeClock
 

@@ -2,10 +2,10 @@
 
 import logging as _logging
 
-from ._core import IMPLEMENTATION, CircuitBreaker
-from ._core_py import CircuitBreaker as PyCircuitBreaker
 from ._errors import BreakerError, CircuitOpenError
-from ._group import BreakerGroup
+from ._impl.group import BreakerGroup
+from ._impl.select import IMPLEMENTATION, CircuitBreaker
+from ._impl.twin import CircuitBreaker as PyCircuitBreaker
 from ._metrics import BreakerSnapshot, Metrics
 from ._state import State, Totals
 from ._version import __version__

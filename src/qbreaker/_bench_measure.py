@@ -220,7 +220,7 @@ def bytes_per_group_entry(
     Counts what a group of ``n`` breakers really costs per name: the breaker,
     the group's entry and its share of the group's dict; not the names.
     """
-    from ._group import BreakerGroup
+    from ._impl.group import BreakerGroup
 
     names = [f"svc-{i:06d}" for i in range(n)]
     group = BreakerGroup(_breaker_class=cls)

@@ -146,7 +146,7 @@ def drive(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Callable[[], None]
 
 def compiled_class() -> Any:
     """``qbreaker._core_c.CircuitBreaker``, or Unavailable with the reason."""
-    from . import _core
+    from ._impl import select as _core
 
     if _core.NO_EXTENSIONS:
         raise Unavailable("the compiled core is switched off (QBREAKER_NO_EXTENSIONS)")
@@ -158,7 +158,7 @@ def compiled_class() -> Any:
 
 
 def twin_class() -> Any:
-    from ._core_py import CircuitBreaker
+    from ._impl.twin import CircuitBreaker
 
     return CircuitBreaker
 

@@ -30,12 +30,13 @@ import functools
 import os
 from types import MethodType
 
-from qbreaker import _api, _forms
-from qbreaker import _probes
-from qbreaker._core_py import DEFAULT_POLICY, Policy
-from qbreaker._core_py import _check_ticket, _is_slow, _outcome_code, clock_ticks
-from qbreaker._events import Dispatcher
-from qbreaker._options import (
+from qbreaker._impl import methods as _api
+from qbreaker._impl import wrappers as _forms
+from qbreaker._impl import probes as _probes
+from qbreaker._impl.twin import DEFAULT_POLICY, Policy
+from qbreaker._impl.twin import _check_ticket, _is_slow, _outcome_code, clock_ticks
+from qbreaker._impl.events import Dispatcher
+from qbreaker._outcomes import (
     DEFAULT_OPTIONS,
     exception_outcome,
     raise_async_fallback,

@@ -6,7 +6,7 @@ import datetime
 import math
 from dataclasses import dataclass
 
-from ._options import check_fraction, seconds_of
+from ._outcomes import check_fraction, seconds_of
 from ._state import State
 
 

@@ -16,7 +16,7 @@ import math
 import sys
 from typing import Any
 
-from ._shm_scan import Listing, PruneResult
+from ._impl.shared_scan import Listing, PruneResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import _shm_scan, shared
+    from . import shared
+    from ._impl import shared_scan as _shm_scan
 
     if args.command == "status":
         return _status(_shm_scan.listing(), as_json=args.json)

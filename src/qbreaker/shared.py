@@ -20,9 +20,10 @@ import os
 import weakref
 from typing import Any
 
-from . import _shm, _shm_scan
-from ._shm import SharedSpaceError, SharedStateError
-from ._shm_scan import PrunedSegment, SharedBreakerInfo, UnusableSegment
+from ._impl import segment as _shm
+from ._impl import shared_scan as _shm_scan
+from ._impl.segment import SharedSpaceError, SharedStateError
+from ._impl.shared_scan import PrunedSegment, SharedBreakerInfo, UnusableSegment
 
 __all__ = (
     "PrunedSegment",
@@ -102,9 +103,9 @@ def open_existing(name: str) -> Any:
 
     Never creates one: FileNotFoundError if ``name`` has no segment.
     """
-    from ._core import CircuitBreaker
-    from ._core_py import CoreBreaker
-    from ._options import DEFAULT_OPTIONS
+    from ._impl.select import CircuitBreaker
+    from ._impl.twin import CoreBreaker
+    from ._outcomes import DEFAULT_OPTIONS
 
     _shm.check_name(name)
     breaker = CircuitBreaker.__new__(CircuitBreaker)

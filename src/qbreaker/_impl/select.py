@@ -21,22 +21,22 @@ NO_EXTENSIONS = _flag("QBREAKER_NO_EXTENSIONS") or sys.implementation.name != "c
 
 # isort: off
 if TYPE_CHECKING:
-    from ._core_py import CircuitBreaker
+    from .twin import CircuitBreaker
 
     IMPLEMENTATION = "python"
 elif NO_EXTENSIONS:
-    from ._core_py import CircuitBreaker
+    from .twin import CircuitBreaker
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from ._core_c import CircuitBreaker
+        from .._core_c import CircuitBreaker
 
         IMPLEMENTATION = "cython"
     except ModuleNotFoundError as exc:  # pragma: no cover - pure installs only
         if exc.name != "qbreaker._core_c" or _flag("QBREAKER_REQUIRE_EXTENSIONS"):
             raise
-        from ._core_py import CircuitBreaker
+        from .twin import CircuitBreaker
 
         IMPLEMENTATION = "python"
 # isort: on

@@ -107,11 +107,8 @@ import types
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
-from . import _events, _forms
-from ._api import BreakerAPI
-from ._forksafe import LockRenewal
-from ._ints import integer
-from ._options import (
+from .._forksafe import LockRenewal
+from .._outcomes import (
     DEFAULT_OPTIONS,
     Options,
     exception_outcome,
@@ -120,8 +117,11 @@ from ._options import (
     run_hook,
     seconds_of,
 )
-from ._probes import TRACKED, Probes
-from ._state import State, Totals
+from .._state import State, Totals
+from .._validate import integer
+from . import events, wrappers
+from .methods import BreakerAPI
+from .probes import TRACKED, Probes
 
 if TYPE_CHECKING:
     from typing import ParamSpec, TypeVar
@@ -791,7 +791,7 @@ class CoreBreaker:
         self._options = DEFAULT_OPTIONS
         self._name = None
         self._listeners = ()
-        self._events = _events.Dispatcher(describe_word)
+        self._events = events.Dispatcher(describe_word)
         self._last_observation = None
         self._probes = Probes()
         return self
@@ -962,7 +962,7 @@ class CoreBreaker:
             return hook(self, ticket, result)  # type: ignore[no-any-return]
         if hasattr(type(result), "__await__"):  # the compiled core's slot test
             self._settle(ticket, OUTCOME_NEUTRAL)
-            raise _forms.awaitable_refused(fn, result)
+            raise wrappers.awaitable_refused(fn, result)
         self._exit_result(ticket, result, started)
         return result
 
@@ -1110,8 +1110,8 @@ class _Guarded:
         return self.breaker.call(self.fn, *args, **kwargs)
 
     def __reduce__(self) -> str:
-        # By reference, like the function it replaces (see _forms.pickled_name).
-        return _forms.pickled_name(self)
+        # By reference, like the function it replaces (see wrappers.pickled_name).
+        return wrappers.pickled_name(self)
 
     def __copy__(self) -> _Guarded:
         return self  # as a function is: copying shares it

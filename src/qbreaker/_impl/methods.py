@@ -16,17 +16,17 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from . import _forms
-from ._errors import CircuitOpenError
-from ._metrics import BreakerSnapshot, Metrics
-from ._options import Hook, make_options, run_hook
+from .._errors import CircuitOpenError
+from .._metrics import BreakerSnapshot, Metrics
+from .._outcomes import Hook, make_options, run_hook
+from . import wrappers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Coroutine
     from typing import ParamSpec, TypeVar
 
-    from ._core_py import CoreBreaker as _Base
-    from ._settings import Seconds
+    from .._policy import Seconds
+    from .twin import CoreBreaker as _Base
 
     P = ParamSpec("P")
     R = TypeVar("R")
@@ -82,7 +82,7 @@ def init(
     shared: str | None = None,
     shared_policy: str = "match",
 ) -> None:
-    from ._settings import make_policy  # _settings imports the twin
+    from .._policy import make_policy  # _policy imports the twin
 
     if clock is not None and not callable(clock):
         raise TypeError(
@@ -141,8 +141,8 @@ def _configure_shared(
     options: Any,
     name: str | None,
 ) -> None:
-    from . import shared as shared_module
-    from ._core_py import CoreBreaker
+    from .. import shared as shared_module
+    from .twin import CoreBreaker
 
     if isinstance(b, CoreBreaker):
         raise shared_module.SharedStateError(
@@ -233,7 +233,7 @@ def observe(b: Any, metrics: Metrics) -> bool:
 
 
 def metrics(b: Any) -> BreakerSnapshot:
-    from . import shared as shared_module  # shared imports the twin
+    from .. import shared as shared_module  # shared imports the twin
 
     totals = b.totals()
     calls, failures, slow = b._window_sums()
@@ -368,13 +368,13 @@ class BreakerAPI(_Base):
 
     def __call__(self, fn: F) -> F:
         """Use the breaker as a decorator, on any kind of function."""
-        return _forms.decorate(self, fn)
+        return wrappers.decorate(self, fn)
 
     def call_async(
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, R]:
         """Await ``fn(*args, **kwargs)`` under the breaker."""
-        return _forms.call_async(self, fn, *args, **kwargs)
+        return wrappers.call_async(self, fn, *args, **kwargs)
 
     def observe(self, metrics: Metrics) -> bool:
         """Record an observation; trip a closed breaker if it crosses a threshold.

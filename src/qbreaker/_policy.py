@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime
 from typing import Union
 
-from . import _core_py as L
-from ._core_py import Policy
-from ._ints import integer
-from ._options import seconds_of
+from ._impl import twin as L
+from ._impl.twin import Policy
+from ._outcomes import seconds_of
+from ._validate import integer
 
 Seconds = Union[int, float, datetime.timedelta]
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple
 
 from ._errors import CircuitOpenError
-from ._ints import integer
+from ._validate import integer
 
 logger = logging.getLogger("qbreaker")
 

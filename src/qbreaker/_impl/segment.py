@@ -47,8 +47,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ._core_py import Policy
-from ._settings import check_policy
+from .._policy import check_policy
+from .twin import Policy
 
 LAYOUT_VERSION = 2
 MAGIC = int.from_bytes(b"QBRKSHM1", "little")
@@ -509,7 +509,7 @@ def _wait_for_magic(buffer: mmap.mmap) -> int:
 
 
 def _magic(buffer: mmap.mmap) -> int:
-    from ._core_c import u64_load
+    from .._core_c import u64_load
 
     return int(u64_load(buffer, 0))
 
@@ -565,7 +565,7 @@ def _take_over(path: str, mapped: os.stat_result) -> None:
 
 def read_header(buffer: mmap.mmap, path: str) -> Policy:
     """Wait (bounded) for the creator's magic, then validate the header."""
-    from ._core_c import u64_load
+    from .._core_c import u64_load
 
     deadline = time.monotonic() + ATTACH_WAIT
     while (magic := u64_load(buffer, 0)) == 0 and time.monotonic() < deadline:
@@ -662,7 +662,7 @@ def _check_window_settings(data: bytes | mmap.mmap, policy: Policy) -> None:
 
 
 def _publish(buffer: mmap.mmap) -> None:
-    from ._core_c import u64_store
+    from .._core_c import u64_store
 
     u64_store(buffer, 0, MAGIC)
 

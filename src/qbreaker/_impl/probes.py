@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 
-from ._forksafe import LockRenewal
+from .._forksafe import LockRenewal
 
 __all__ = ("TRACKED", "Probes")
 

@@ -1,0 +1,1 @@
+"""The library's internals above the leaves (see the floors in DESIGN.md)."""
