@@ -22,12 +22,12 @@ from _common import measure
 from qbreaker import State
 from qbreaker import shared as shared_mod
 from qbreaker._bench_scenarios import LOOPS, Unavailable, compiled_class, fresh, work
-from qbreaker._impl import segment as _shm
+from qbreaker._impl import segment_format as _fmt
 
 GROUP = "shared"
 
 pytestmark = pytest.mark.skipif(
-    not _shm.supported(), reason="shared breakers need POSIX shared memory (Linux)"
+    not _fmt.supported(), reason="shared breakers need POSIX shared memory (Linux)"
 )
 
 

@@ -33,8 +33,10 @@ from types import MethodType
 from qbreaker._impl import methods as _api
 from qbreaker._impl import wrappers as _forms
 from qbreaker._impl import probes as _probes
-from qbreaker._impl.twin import DEFAULT_POLICY, Policy
-from qbreaker._impl.twin import _check_ticket, _is_slow, _outcome_code, clock_ticks
+from qbreaker._policy import DEFAULT_POLICY, Policy, clock_ticks
+from qbreaker._policy import is_slow as _is_slow
+from qbreaker._word import check_ticket as _check_ticket
+from qbreaker._word import outcome_code as _outcome_code
 from qbreaker._impl.events import Dispatcher
 from qbreaker._outcomes import (
     DEFAULT_OPTIONS,

@@ -8,10 +8,10 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Callable
 
+from .._errors import SharedSpaceError
 from .._forksafe import LockRenewal
 from .._metrics import BreakerSnapshot
 from .._state import State
-from .segment import SharedSpaceError
 from .select import CircuitBreaker
 
 __all__ = ("BreakerGroup",)

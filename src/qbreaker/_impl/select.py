@@ -12,6 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from . import segment
+
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
@@ -30,9 +32,13 @@ elif NO_EXTENSIONS:
     IMPLEMENTATION = "python"
 else:
     try:
+        from .. import _core_c
         from .._core_c import CircuitBreaker
 
         IMPLEMENTATION = "cython"
+        # The segment module sits below the compiled core: it gets the
+        # core's atomics from here instead of importing it.
+        segment.provide_atomics(segment.Atomics(_core_c.u64_load, _core_c.u64_store))
     except ModuleNotFoundError as exc:  # pragma: no cover - pure installs only
         if exc.name != "qbreaker._core_c" or _flag("QBREAKER_REQUIRE_EXTENSIONS"):
             raise

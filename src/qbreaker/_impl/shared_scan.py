@@ -34,9 +34,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .._errors import SharedStateError
+from .._policy import DEFAULT_POLICY, Policy
 from .._state import State
-from . import methods, segment, twin
-from .segment import SharedStateError
+from . import methods, segment_format, twin
 
 # qb_cell in qb_cell.h: the word, then allowed, rejected, successes,
 # failures, neutral, transitions, changed_at.
@@ -145,7 +146,7 @@ class _Unusable(Exception):
 
 @dataclass(frozen=True)
 class _Header:
-    policy: twin.Policy
+    policy: Policy
     name: str
     size: int
 
@@ -155,12 +156,12 @@ class _Header:
 
 def listing() -> Listing:
     """Read every segment of this user; never raises for a bad one."""
-    where = segment.directory()
+    where = segment_format.directory()
     breakers: list[SharedBreakerInfo] = []
     unusable: list[UnusableSegment] = []
     size_bytes = allocated = 0
-    largest = segment.total_size(twin.DEFAULT_POLICY)
-    for path in segment.segment_paths():
+    largest = segment_format.total_size(DEFAULT_POLICY)
+    for path in segment_format.segment_paths():
         found = inspect(path)
         if found is None:
             continue  # unlinked since the directory was read
@@ -180,7 +181,7 @@ def listing() -> Listing:
     page = mmap.PAGESIZE
     return Listing(
         breakers, unusable, where, size_bytes, allocated, free,
-        -(-largest // page) * page, segment.supported(),
+        -(-largest // page) * page, segment_format.supported(),
     )  # fmt: skip
 
 
@@ -233,7 +234,11 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
     if info.st_mode & 0o077:
         raise _Unusable(f"has mode {stat.S_IMODE(info.st_mode):o}; a segment is 0600")
     # The header, and a window's header after the cell if there is one.
-    head = segment.HEADER_SIZE + segment.CELL_SIZE + segment.WINDOW_HEADER_SIZE
+    head = (
+        segment_format.HEADER_SIZE
+        + segment_format.CELL_SIZE
+        + segment_format.WINDOW_HEADER_SIZE
+    )
     raw = os.pread(fd, head, 0)
     magic = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else 0
     if magic == 0:
@@ -241,12 +246,12 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
             "half-made: its creator has not published it (or died first)",
             half_made=True,
         )
-    if magic != segment.MAGIC:
+    if magic != segment_format.MAGIC:
         raise _Unusable("bad magic: not a qbreaker segment")
-    if len(raw) < segment.HEADER_SIZE + segment.CELL_SIZE:
+    if len(raw) < segment_format.HEADER_SIZE + segment_format.CELL_SIZE:
         raise _Unusable(f"truncated: {info.st_size} bytes")
     try:
-        policy = segment.check_header(raw, info.st_size)
+        policy = segment_format.check_header(raw, info.st_size)
     except SharedStateError as exc:
         raise _Unusable(str(exc)) from None
     size = info.st_size
@@ -254,19 +259,19 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
 
 
 def _stored_name(raw: bytes, path: str) -> str:
-    (length,) = segment._NAME_LENGTH.unpack_from(raw, segment._NAME_OFFSET)
-    if not 0 < length <= segment.NAME_LIMIT:
+    (length,) = segment_format.NAME_LENGTH.unpack_from(raw, segment_format.NAME_OFFSET)
+    if not 0 < length <= segment_format.NAME_LIMIT:
         raise _Unusable(f"bad name: stored length {length}")
-    start = segment._NAME_OFFSET + 4
+    start = segment_format.NAME_OFFSET + 4
     encoded = raw[start : start + length]
     try:
         name = encoded.decode("utf-8")
-        segment.check_name(name)
+        segment_format.check_name(name)
     except UnicodeDecodeError:
         raise _Unusable(f"bad name: not UTF-8 ({encoded!r})") from None
     except ValueError:
         raise _Unusable(f"bad name: {encoded.decode('utf-8')!r}") from None
-    if os.path.basename(segment.path_of(name)) != os.path.basename(path):
+    if os.path.basename(segment_format.path_of(name)) != os.path.basename(path):
         raise _Unusable(f"bad name: {name!r} does not hash to this file's name")
     return name
 
@@ -277,7 +282,7 @@ def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
     data = os.pread(fd, header.size, 0)
     if len(data) != header.size:
         raise _Unusable(f"truncated: {len(data)} bytes read of {header.size}")
-    cell = _CELL.unpack_from(data, segment.HEADER_SIZE)
+    cell = _CELL.unpack_from(data, segment_format.HEADER_SIZE)
     allowed, rejected, successes = cell[1], cell[2], cell[3]
     for _, slot_allowed, slot_successes, slot_rejected, _ in _slots(data, header.size):
         allowed += slot_allowed
@@ -302,7 +307,7 @@ def _stable_word(fd: int, word: int) -> int:
     # A read() of a page being written is not one atomic load: re-read the
     # word until two reads agree (bounded), so a torn word is never decoded.
     for _ in range(8):
-        again = int.from_bytes(os.pread(fd, 8, segment.HEADER_SIZE), "little")
+        again = int.from_bytes(os.pread(fd, 8, segment_format.HEADER_SIZE), "little")
         if again == word:
             break
         word = again
@@ -310,12 +315,12 @@ def _stable_word(fd: int, word: int) -> int:
 
 
 def _read_window(data: bytes, window: twin.Window) -> None:
-    window_at = segment.HEADER_SIZE + segment.CELL_SIZE
+    window_at = segment_format.HEADER_SIZE + segment_format.CELL_SIZE
     (window.cursor,) = _CURSOR.unpack_from(data, window_at)
-    bucket_at = window_at + segment.WINDOW_HEADER_SIZE
+    bucket_at = window_at + segment_format.WINDOW_HEADER_SIZE
     for i in range(len(window.keys)):
         key, calls, failures, slow = _BUCKET.unpack_from(
-            data, bucket_at + i * segment.BUCKET_SIZE
+            data, bucket_at + i * segment_format.BUCKET_SIZE
         )
         window.keys[i], window.calls[i] = key, calls
         window.failures[i], window.slow[i] = failures, slow
@@ -323,10 +328,10 @@ def _read_window(data: bytes, window: twin.Window) -> None:
 
 def _slots(data: bytes, size: int) -> Iterator[tuple[int, int, int, int, int]]:
     """(owner, allowed, successes, rejected, PID namespace) of each slot: the
-    slots end the segment (see segment.total_size)."""
-    first = size - segment.SLOTS * segment.SLOT_SIZE
-    for i in range(segment.SLOTS):
-        yield _SLOT.unpack_from(data, first + i * segment.SLOT_SIZE)
+    slots end the segment (see segment_format.total_size)."""
+    first = size - segment_format.SLOTS * segment_format.SLOT_SIZE
+    for i in range(segment_format.SLOTS):
+        yield _SLOT.unpack_from(data, first + i * segment_format.SLOT_SIZE)
 
 
 # -- pruning -------------------------------------------------------------------
@@ -338,7 +343,7 @@ def prune(dry_run: bool = False) -> PruneResult:
     if not isinstance(dry_run, bool):
         raise TypeError(f"dry_run must be True or False, got {dry_run!r}")
     result = PruneResult([], [], dry_run)
-    paths = segment.segment_paths()
+    paths = segment_format.segment_paths()
     for start in range(0, len(paths), _PRUNE_BATCH):
         _prune_batch(paths[start : start + _PRUNE_BATCH], result)
     return result

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._impl import twin as L
+from .. import _word as L
 from ._pyb_base import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
 
 if TYPE_CHECKING:
