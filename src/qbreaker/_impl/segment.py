@@ -145,6 +145,7 @@ def open_segment(name: str, policy: Policy | None, adopt: bool) -> Segment:
             f"not available on {sys.platform}"
         )
     check_name(name)
+    _word_ops()  # refuse before making a file that could not be published
     check_directory(directory())
     path = path_of(name)
     # Each round either returns or saw the file replaced or removed under it
