@@ -23,7 +23,8 @@ import threading
 from .._forksafe import LockRenewal
 from .._word import BASE_FIELD, PROBE_FIELD, PROBE_SHIFT, TRACKED
 
-__all__ = ("Probes",)
+# The ticket bits too: the compiled core reads them through this module.
+__all__ = ("BASE_FIELD", "FORGET_AT", "PROBE_FIELD", "PROBE_SHIFT", "TRACKED", "Probes")
 
 #: Outstanding tickets kept before those of ended generations are dropped (a
 #: caller that never releases one must not grow the set for ever). A current
