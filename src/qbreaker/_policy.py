@@ -260,7 +260,7 @@ def clock_ticks(value: object) -> int:
             f"clock() must return seconds as an int or float, got {value!r} "
             f"({type(value).__name__})"
         )
-    scaled = number * 1000
+    scaled = number * TICKS_PER_SECOND
     if isinstance(scaled, float) and not math.isfinite(scaled):
         raise ValueError(
             f"clock() must return a finite number of seconds, got {value!r}"

@@ -1,8 +1,8 @@
-"""The bytes of a shared segment: its header, policy record and window settings.
+"""Shared segments on paper: where they live, their names, their bytes.
 
-Pure functions on bytes: nothing here opens, maps or locks a file (see
-``qbreaker._impl.segment`` for that). A segment holds a 256-byte header,
-then the cell (and its window), at an offset that is a multiple of 64::
+Nothing here opens, maps or locks a segment (``qbreaker._impl.segment``
+does). A segment holds a 256-byte header, then the cell (and its window),
+at an offset that is a multiple of 64::
 
     offset  field
     0       magic            u64, stored last (release), read first (acquire)
@@ -29,38 +29,27 @@ import sys
 from .._errors import SharedStateError
 from .._policy import Policy, check_policy
 
+# Where segments live: $QBREAKER_SHM_DIR, else DIRECTORY (see directory()).
 DIRECTORY = "/dev/shm"
 ENV_DIRECTORY = "QBREAKER_SHM_DIR"
-LAYOUT_VERSION = 2
-
-MAGIC = int.from_bytes(b"QBRKSHM1", "little")
-
-HEADER_SIZE = 256
-
-CELL_SIZE = 64
-
-WINDOW_HEADER_SIZE = 64
-
-BUCKET_SIZE = 32
-
-SLOT_SIZE = 64
-
-SLOTS = 128
-
-NAME_LIMIT = 124
-
 PREFIX = "qbreaker-"
+
+LAYOUT_VERSION = 2
+MAGIC = int.from_bytes(b"QBRKSHM1", "little")
+HEADER_SIZE = 256
+CELL_SIZE = 64
+WINDOW_HEADER_SIZE = 64
+BUCKET_SIZE = 32
+SLOT_SIZE = 64
+SLOTS = 128
+NAME_LIMIT = 124
 
 # reset, half-open timeout, max_failures, half_open_max, success_threshold,
 # window kind, buckets, minimum calls, span, slow ticks, two rate thresholds.
 _POLICY = struct.Struct("<QQIIIIIIQQdd")
-
 NAME_LENGTH = struct.Struct("<I")
-
 _FIXED = struct.Struct("<QIIQ")  # magic, version, header size, total size
-
 POLICY_OFFSET = 24
-
 NAME_OFFSET = POLICY_OFFSET + _POLICY.size
 
 
@@ -152,7 +141,7 @@ def check_header(data: bytes | mmap.mmap, file_size: int) -> Policy:
             f"{size}, its policy needs {need}"
         )
     if policy.window_kind:
-        check_window_settings(data, policy)
+        _check_window_settings(data, policy)
     return policy
 
 
@@ -166,7 +155,6 @@ def read_name(buffer: mmap.mmap) -> str:
 # qb_window in qb_cell.h: cursor, span, slow ticks, two thresholds, buckets,
 # minimum calls; never written after the creator's first write.
 _WINDOW_SETTINGS = struct.Struct("<QQQddII")
-
 _WINDOW_FIELDS = (
     "window_span",
     "slow_ticks",
@@ -186,7 +174,7 @@ def _write_window_settings(buffer: mmap.mmap, policy: Policy) -> None:
     )
 
 
-def check_window_settings(data: bytes | mmap.mmap, policy: Policy) -> None:
+def _check_window_settings(data: bytes | mmap.mmap, policy: Policy) -> None:
     """The window header's copy of the settings must be the header's policy.
 
     The core takes the window's shape from the validated policy, never from
