@@ -1,6 +1,6 @@
 """Build the compiled core.
 
-Environment switches (read here and, for the first, by qbreaker._core too):
+Environment switches (read here and, for the first, by qbreaker._impl.select too):
 
 - QBREAKER_NO_EXTENSIONS=1: build pure Python. Without it a failed compile
   fails the install: a build meant to be compiled never ships pure Python.

@@ -19,15 +19,16 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from _common import measure
-from qbreaker import State, _shm
+from qbreaker import State
 from qbreaker import shared as shared_mod
 from qbreaker._cli.bench.scenarios import LOOPS
 from qbreaker._cli.bench.subjects import Unavailable, compiled_class, fresh, work
+from qbreaker._impl import segment_format as _fmt
 
 GROUP = "shared"
 
 pytestmark = pytest.mark.skipif(
-    not _shm.supported(), reason="shared breakers need POSIX shared memory (Linux)"
+    not _fmt.supported(), reason="shared breakers need POSIX shared memory (Linux)"
 )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from qbreaker import _core_py
+from qbreaker._impl import twin as _core_py
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,46 @@
 """qbreaker: a lock-free circuit breaker for Python services."""
 
 import logging as _logging
+from typing import TYPE_CHECKING
 
-from ._core import IMPLEMENTATION, CircuitBreaker
-from ._core_py import CircuitBreaker as PyCircuitBreaker
 from ._errors import BreakerError, CircuitOpenError
-from ._group import BreakerGroup
+from ._impl.select import IMPLEMENTATION, CircuitBreaker
 from ._metrics import BreakerSnapshot, Metrics
 from ._state import State, Totals
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from . import shared as shared
+    from ._impl.group import BreakerGroup
+    from ._impl.twin import CircuitBreaker as PyCircuitBreaker
 
 # A library logs, the application decides where it goes: without this, every
 # transition would reach stderr through logging's last-resort handler.
 _logging.getLogger("qbreaker").addHandler(_logging.NullHandler())
 
+# Loaded on first use: most processes never map a segment, build a group or
+# use the twin beside the compiled core.
+_LAZY = {
+    "shared": (".shared", None),
+    "BreakerGroup": ("._impl.group", "BreakerGroup"),
+    "PyCircuitBreaker": ("._impl.twin", "CircuitBreaker"),
+}
+
 
 def __getattr__(name: str) -> object:
-    # qbreaker.shared on first use: most processes never map a segment.
-    if name == "shared":
-        import importlib
+    if name not in _LAZY:
+        raise AttributeError(f"module 'qbreaker' has no attribute {name!r}")
+    import importlib
 
-        return importlib.import_module(".shared", __name__)
-    raise AttributeError(f"module 'qbreaker' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def get_include() -> str:

@@ -1,8 +1,8 @@
 # The compiled core mirrors the twin exactly (tests/test_parity.py checks
 # names and docstrings), so the twin's annotations type it.
-from ._core_py import CircuitBreaker as CircuitBreaker
-from ._core_py import describe_word as describe_word
-from ._core_py import with_blocks as with_blocks
+from ._impl.twin import CircuitBreaker as CircuitBreaker
+from ._impl.twin import describe_word as describe_word
+from ._impl.twin import with_blocks as with_blocks
 
 LAYOUT: dict[str, int]
 

@@ -46,12 +46,15 @@ import functools
 import os
 from types import MethodType
 
-from qbreaker import _api, _forms
-from qbreaker import _probes
-from qbreaker._core_py import DEFAULT_POLICY, Policy
-from qbreaker._core_py import _check_ticket, _is_slow, _outcome_code, clock_ticks
-from qbreaker._events import Dispatcher
-from qbreaker._options import (
+from qbreaker._impl import methods as _api
+from qbreaker._impl import wrappers as _forms
+from qbreaker._impl import probes as _probes
+from qbreaker._policy import DEFAULT_POLICY, Policy, clock_ticks
+from qbreaker._policy import is_slow as _is_slow
+from qbreaker._word import check_ticket as _check_ticket
+from qbreaker._word import outcome_code as _outcome_code
+from qbreaker._impl.events import Dispatcher
+from qbreaker._outcomes import (
     DEFAULT_OPTIONS,
     exception_outcome,
     raise_async_fallback,
@@ -151,7 +154,7 @@ cdef class CircuitBreaker:
         """Set the validated policy and clock; once, by the constructor.
 
         ``shared``: a segment's mapping, whose cell is used in place of the
-        breaker's own (see qbreaker._shm for the layout).
+        breaker's own (see qbreaker._impl.segment_format for the layout).
         """
         if self.cpolicy.host_flags & FLAG_CONFIGURED:
             raise RuntimeError("a breaker's policy is set once, at construction")

@@ -1,10 +1,19 @@
-"""The package's exceptions."""
+"""The package's exceptions.
+
+A leaf: it imports nothing of qbreaker at run time.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from ._state import State
+if TYPE_CHECKING:
+    from ._state import State
+
+# State.HALF_OPEN's value (the word's state bits), compared without importing
+# the enum: this module stays a leaf.
+_HALF_OPEN = 2
 
 
 class BreakerError(Exception):
@@ -40,9 +49,17 @@ class CircuitOpenError(BreakerError):
 def _message(name: str, state: State, retry_after: float) -> str:
     if math.isinf(retry_after):
         return f"circuit breaker {name!r} is forced open until reset()"
-    if state is State.HALF_OPEN:
+    if state == _HALF_OPEN:
         return (
             f"circuit breaker {name!r} is half-open and every probe slot is "
             f"busy; retry when a probe reports"
         )
     return f"circuit breaker {name!r} is open; retry after {retry_after:.3f} s"
+
+
+class SharedStateError(ValueError):
+    """A segment that cannot be used: wrong owner, mode, layout or policy."""
+
+
+class SharedSpaceError(SharedStateError):
+    """No room for a new segment (or to back an existing one) in the directory."""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import math
 from dataclasses import dataclass
 
-from ._options import check_fraction, seconds_of
 from ._state import State
+from ._validate import check_fraction, check_seconds
 
 
 @dataclass(frozen=True)
@@ -25,12 +24,7 @@ class Metrics:
         rate = check_fraction("error_rate", self.error_rate, open_low=False)
         object.__setattr__(self, "error_rate", rate)
         if self.latency is not None:
-            seconds = seconds_of("latency", self.latency)
-            if not seconds >= 0 or math.isinf(seconds):  # refuses NaN
-                raise ValueError(
-                    f"latency must be a finite number of seconds >= 0, "
-                    f"got {self.latency!r}"
-                )
+            seconds = check_seconds("latency", self.latency, zero_ok=True)
             object.__setattr__(self, "latency", seconds)
 
 

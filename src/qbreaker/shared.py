@@ -1,10 +1,10 @@
 """Host-wide breakers: one breaker shared by every process of this user.
 
 ``CircuitBreaker(..., shared="payments")`` keeps the breaker's cell in a
-named shared-memory segment (see ``qbreaker._shm`` for where and how), so
+named shared-memory segment (see ``qbreaker._impl.segment`` for where and how), so
 every process that opens the same name shares one state word, one set of
 totals and one window. This module lists those segments (read-only, see
-``qbreaker._shm_scan``), opens existing ones without ever creating one,
+``qbreaker._impl.shared_scan``), opens existing ones without ever creating one,
 prunes the unused ones and removes them by name.
 
 Segments live in ``/dev/shm`` until unlinked, until reboot, or until
@@ -17,12 +17,11 @@ closed breaker.
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any
 
-from . import _shm, _shm_scan
-from ._shm import SharedSpaceError, SharedStateError
-from ._shm_scan import PrunedSegment, SharedBreakerInfo, UnusableSegment
+from ._errors import SharedSpaceError, SharedStateError
+from ._impl import segment, segment_format, shared_scan
+from ._impl.shared_scan import PrunedSegment, SharedBreakerInfo, UnusableSegment
 
 __all__ = (
     "PrunedSegment",
@@ -38,34 +37,7 @@ __all__ = (
     "unusable",
 )
 
-# Each shared breaker's mapping lives exactly as long as the breaker.
-_segments: weakref.WeakKeyDictionary[Any, _shm.Segment] = weakref.WeakKeyDictionary()
-
 _builtin_list = list
-
-
-def _after_fork_in_child() -> None:
-    # The child inherits the parent's counter slot with the mapping; two
-    # processes counting plainly in one slot would lose counts.
-    for breaker in _builtin_list(_segments):
-        breaker._forked()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def attach(breaker: Any, name: str, policy: Any, adopt: bool) -> Any:
-    """Open the segment for ``breaker`` and return the policy to configure."""
-    segment = _shm.open_segment(name, policy, adopt)
-    _segments[breaker] = segment
-    return segment
-
-
-def name_of(breaker: Any) -> str | None:
-    """The shared name of ``breaker``, or None for a process-local one."""
-    segment = _segments.get(breaker)
-    return None if segment is None else segment.name
 
 
 def list() -> _builtin_list[SharedBreakerInfo]:  # noqa: A001 - the issue's name
@@ -74,13 +46,13 @@ def list() -> _builtin_list[SharedBreakerInfo]:  # noqa: A001 - the issue's name
     Read-only: each existing segment is read by path, never mapped, created
     or written. Segments no breaker can use are left out; see unusable().
     """
-    return _shm_scan.listing().breakers
+    return shared_scan.listing().breakers
 
 
 def unusable() -> _builtin_list[UnusableSegment]:
     """This user's segment files that no breaker can use, each with why:
     damaged, half-made (with its age), of another owner or mode."""
-    return _shm_scan.listing().unusable
+    return shared_scan.listing().unusable
 
 
 def prune(dry_run: bool = False) -> _builtin_list[PrunedSegment]:
@@ -94,7 +66,7 @@ def prune(dry_run: bool = False) -> _builtin_list[PrunedSegment]:
     name gets a fresh, closed breaker. ``dry_run`` removes nothing and
     returns what would go.
     """
-    return _shm_scan.prune(dry_run).removed
+    return shared_scan.prune(dry_run).removed
 
 
 def open_existing(name: str) -> Any:
@@ -102,36 +74,33 @@ def open_existing(name: str) -> Any:
 
     Never creates one: FileNotFoundError if ``name`` has no segment.
     """
-    from ._core import CircuitBreaker
-    from ._core_py import CoreBreaker
-    from ._options import DEFAULT_OPTIONS
+    from ._impl.select import CircuitBreaker
+    from ._impl.twin import CoreBreaker
+    from ._outcomes import DEFAULT_OPTIONS
 
-    _shm.check_name(name)
+    segment_format.check_name(name)
     breaker = CircuitBreaker.__new__(CircuitBreaker)
     if isinstance(breaker, CoreBreaker):
         raise SharedStateError(
             "the pure-Python core cannot open a shared breaker; use the "
             "compiled core (unset QBREAKER_NO_EXTENSIONS)"
         )
-    segment = _shm.open_segment(name, None, True)
-    _segments[breaker] = segment
-    breaker._configure(
-        segment.policy, None, DEFAULT_OPTIONS, name, shared=segment.buffer
-    )
+    opened = segment.attach(breaker, name, None, True)
+    breaker._configure(opened.policy, None, DEFAULT_OPTIONS, name, shared=opened.buffer)
     return breaker
 
 
 def exists(name: str) -> bool:
     """Whether this user has a segment for ``name`` on this host."""
-    _shm.check_name(name)
-    return os.path.exists(_shm.path_of(name))
+    segment_format.check_name(name)
+    return os.path.exists(segment_format.path_of(name))
 
 
 def unlink(name: str) -> bool:
     """Remove the named segment; False if there was none."""
-    _shm.check_name(name)
+    segment_format.check_name(name)
     try:
-        os.unlink(_shm.path_of(name))
+        os.unlink(segment_format.path_of(name))
     except FileNotFoundError:
         return False
     return True

@@ -4,7 +4,7 @@ its own, which a worker process imports by name, as it would user code."""
 from __future__ import annotations
 
 import qbreaker
-from qbreaker import _core_py
+from qbreaker._impl import twin as _core_py
 
 #: One breaker per core (the twin's twice without the compiled core).
 breakers = {"c": qbreaker.CircuitBreaker(), "py": _core_py.CircuitBreaker()}

@@ -472,10 +472,14 @@ def test_observe_without_thresholds_only_records(impl: Impl) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"error_rate": 1.5}, ValueError, r"error_rate must be in \[0, 1\], got 1.5"),
-        ({"error_rate": -0.1}, ValueError, r"error_rate must be in \[0, 1\]"),
+        (
+            {"error_rate": 1.5},
+            ValueError,
+            r"error_rate must be a fraction in \[0, 1\], got 1.5",
+        ),
+        ({"error_rate": -0.1}, ValueError, r"error_rate must be a fraction in \[0"),
         ({"error_rate": math.nan}, ValueError, r"error_rate .* got nan"),
-        ({"error_rate": "high"}, TypeError, r"error_rate must be a float"),
+        ({"error_rate": "high"}, TypeError, r"error_rate must be a fraction"),
         (
             {"latency": -1},
             ValueError,
@@ -495,11 +499,11 @@ def test_bad_metrics(kwargs: dict[str, Any], error: type, pattern: str) -> None:
     [
         (
             {"error_rate_threshold": 0},
-            r"error_rate_threshold must be in \(0, 1\], got 0",
+            r"error_rate_threshold must be a fraction in \(0, 1\], got 0",
         ),
         (
             {"error_rate_threshold": 50},
-            r"error_rate_threshold must be in \(0, 1\], got 50",
+            r"error_rate_threshold must be a fraction in \(0, 1\], got 50",
         ),
         (
             {"latency_threshold": 0},

@@ -16,7 +16,7 @@ import pytest
 
 from qbreaker import State
 from qbreaker._errors import CircuitOpenError
-from qbreaker._forms import decorate
+from qbreaker._impl.wrappers import decorate
 
 from ..helpers import FakeClock, Impl
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from qbreaker import State
-from qbreaker._group import BreakerGroup
+from qbreaker._impl.group import BreakerGroup
 
 from ..helpers import FakeClock, Impl
 

@@ -20,8 +20,10 @@ from typing import Any, Callable
 
 import pytest
 
-from qbreaker import State, _api, _events
-from qbreaker._group import BreakerGroup
+from qbreaker import State
+from qbreaker._impl import events as _events
+from qbreaker._impl import methods as _api
+from qbreaker._impl.group import BreakerGroup
 
 from ..helpers import Impl
 

@@ -26,8 +26,9 @@ from typing import Any, Callable
 
 import pytest
 
-from qbreaker import CircuitOpenError, State, _core_py
-from qbreaker._group import BreakerGroup
+from qbreaker import CircuitOpenError, State
+from qbreaker._impl import twin as _core_py
+from qbreaker._impl.group import BreakerGroup
 
 from ..helpers import Impl
 

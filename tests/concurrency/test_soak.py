@@ -64,7 +64,7 @@ import pytest
 
 import qbreaker
 import qbreaker.compat.pybreaker as pybreaker
-from qbreaker import _shm
+from qbreaker._impl import segment_format as _fmt
 
 pytestmark = pytest.mark.soak
 
@@ -437,8 +437,8 @@ def private_segments(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Segments in a directory of their own on the same tmpfs, so that
     ``shared.list()`` sees this run's only (other runs of this user may be
     creating and unlinking theirs meanwhile)."""
-    where = tempfile.mkdtemp(prefix="qbreaker-soak-", dir=_shm.directory())
-    monkeypatch.setattr(_shm, "DIRECTORY", where)
+    where = tempfile.mkdtemp(prefix="qbreaker-soak-", dir=_fmt.directory())
+    monkeypatch.setattr(_fmt, "DIRECTORY", where)
     yield where
     shutil.rmtree(where, ignore_errors=True)
 
@@ -453,7 +453,7 @@ def test_soak(
     seconds = _seconds()
     warmup = max(seconds / 4, 3.0)
     every = min(max(seconds / 40, 0.5), 5.0)
-    shared = impl.name == "c" and _shm.supported()
+    shared = impl.name == "c" and _fmt.supported()
     names = [f"qb-soak-{os.getpid()}-{impl.name}-{i}" for i in range(SHARED_NAMES)]
 
     gc.collect()

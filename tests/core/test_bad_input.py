@@ -345,7 +345,7 @@ def test_release_takes_a_timedelta_duration(impl: Impl) -> None:
     assert b.state is State.CLOSED
     b.release(b.acquire(), True, duration=datetime.timedelta(seconds=1))
     assert b.state is State.OPEN
-    with pytest.raises(ValueError, match=r"duration must be >= 0 seconds"):
+    with pytest.raises(ValueError, match="duration must be a finite number of seconds"):
         b.release(1, True, datetime.timedelta(seconds=-1))
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qbreaker import _core_py
+from qbreaker._impl import twin as _core_py
 
 from ..helpers import FakeClock
 

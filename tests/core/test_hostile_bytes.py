@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import _shm
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment_format as _fmt
 
 pytestmark = [
     pytest.mark.c_extension,
-    pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
+    pytest.mark.skipif(not _fmt.supported(), reason="POSIX shared memory in /dev/shm"),
 ]
 
-WINDOW_AT = _shm.HEADER_SIZE + _shm.CELL_SIZE
+WINDOW_AT = _fmt.HEADER_SIZE + _fmt.CELL_SIZE
 SPAN_AT = WINDOW_AT + 8  # qb_window: cursor, span, ...
 HINT_AT = WINDOW_AT + 48  # ... buckets and minimum calls, then the hint
 PID_NAMESPACE = os.stat("/proc/self/ns/pid").st_ino
@@ -52,7 +52,7 @@ def run(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def poke(name: str, offset: int, fmt: str, *values: object) -> None:
-    with open(_shm.path_of(name), "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+    with open(_fmt.path_of(name), "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
         struct.pack_into(fmt, m, offset, *values)
 
 
@@ -85,11 +85,12 @@ def test_window_bytes_overwritten_under_a_live_breaker_crash_nothing(
         out = run(f"""
             import mmap, struct
             import qbreaker
-            from qbreaker import _shm
+            from qbreaker._impl import segment as _shm
+            from qbreaker._impl import segment_format as _fmt
             b = qbreaker.CircuitBreaker(
                 failure_rate_threshold=0.5, minimum_calls=4, {kwargs},
                 shared={name!r})
-            with open(_shm.path_of({name!r}), "r+b") as f:
+            with open(_fmt.path_of({name!r}), "r+b") as f:
                 m = mmap.mmap(f.fileno(), 0)
                 struct.pack_into("<Q", m, {SPAN_AT}, 0)
                 struct.pack_into("<II", m, {WINDOW_AT + 40}, 0, 0)
@@ -115,12 +116,12 @@ BAD_OWNER_PIDS = [0, 1, 0xFFFF_FFFF, 0xFFC2_F700, 0x8000_0000, 0x7FFF_FFFF, 1 <<
 
 def test_a_slot_owner_that_is_no_process_is_never_taken_over(name: str) -> None:
     qbreaker.CircuitBreaker(shared=name)  # creates the segment; claims nothing
-    slots_at = _shm.HEADER_SIZE + _shm.CELL_SIZE
-    for i in range(_shm.SLOTS):
+    slots_at = _fmt.HEADER_SIZE + _fmt.CELL_SIZE
+    for i in range(_fmt.SLOTS):
         pid = BAD_OWNER_PIDS[i % len(BAD_OWNER_PIDS)]
         poke(
             name,
-            slots_at + i * _shm.SLOT_SIZE,
+            slots_at + i * _fmt.SLOT_SIZE,
             "<QQQQQ",
             pid << 32 | 1,
             0,
@@ -137,7 +138,7 @@ def test_a_slot_owner_that_is_no_process_is_never_taken_over(name: str) -> None:
     # A dead process's slot is still taken over (by a breaker made after).
     dead = subprocess.Popen(["true"])
     dead.wait()
-    poke(name, slots_at + 3 * _shm.SLOT_SIZE, "<Q", dead.pid << 32 | 1)
+    poke(name, slots_at + 3 * _fmt.SLOT_SIZE, "<Q", dead.pid << 32 | 1)
     c = qbreaker.CircuitBreaker(shared=name)
     assert c.allow()
     assert c._slot == (3 if GIL_BUILD else -1)
@@ -149,13 +150,13 @@ GIL_BUILD = not sysconfig.get_config_var("Py_GIL_DISABLED")
 @pytest.mark.parametrize(
     ("field", "offset", "fmt", "value"),
     [
-        ("reset_timeout", _shm._POLICY_OFFSET, "<Q", 0),
-        ("half_open_max", _shm._POLICY_OFFSET + 20, "<I", 0),
-        ("success_threshold", _shm._POLICY_OFFSET + 24, "<I", 1000),
-        ("window_kind", _shm._POLICY_OFFSET + 28, "<I", 7),
-        ("failure_rate_threshold", _shm._POLICY_OFFSET + 56, "<d", float("nan")),
-        ("window", _shm._POLICY_OFFSET + 32, "<I", 0),  # buckets
-        ("window", _shm._POLICY_OFFSET + 40, "<Q", 0),  # span
+        ("reset_timeout", _fmt.POLICY_OFFSET, "<Q", 0),
+        ("half_open_max", _fmt.POLICY_OFFSET + 20, "<I", 0),
+        ("success_threshold", _fmt.POLICY_OFFSET + 24, "<I", 1000),
+        ("window_kind", _fmt.POLICY_OFFSET + 28, "<I", 7),
+        ("failure_rate_threshold", _fmt.POLICY_OFFSET + 56, "<d", float("nan")),
+        ("window", _fmt.POLICY_OFFSET + 32, "<I", 0),  # buckets
+        ("window", _fmt.POLICY_OFFSET + 40, "<Q", 0),  # span
     ],
 )
 def test_a_header_policy_no_constructor_makes_is_refused(
@@ -184,7 +185,9 @@ HOSTILE = """
 import math, mmap, os, struct, sys, uuid
 from hypothesis import HealthCheck, given, settings, strategies as st
 import qbreaker
-from qbreaker import State, Metrics, CircuitOpenError, _shm
+from qbreaker import State, Metrics, CircuitOpenError
+from qbreaker._impl import segment as _shm
+from qbreaker._impl import segment_format as _fmt
 from qbreaker import shared
 
 _shm.ATTACH_WAIT = 0.01  # a zeroed magic is refused at once
@@ -201,16 +204,16 @@ OPS = ["allow", "success", "failure", "ticket", "with", "metrics", "trip",
        "force_open", "force_closed", "reset", "renormalize", "observe", "read"]
 
 def region(size, buffer_policy, name):
-    window = (_shm.WINDOW_HEADER_SIZE + buffer_policy.window_buckets * _shm.BUCKET_SIZE
+    window = (_fmt.WINDOW_HEADER_SIZE + buffer_policy.window_buckets * _fmt.BUCKET_SIZE
               if buffer_policy.window_kind else 0)
-    slots = size - _shm.SLOTS * _shm.SLOT_SIZE
+    slots = size - _fmt.SLOTS * _fmt.SLOT_SIZE
     return {
-        "header": (0, _shm.HEADER_SIZE),
-        "cell": (_shm.HEADER_SIZE, _shm.HEADER_SIZE + _shm.CELL_SIZE),
-        "window header": (_shm.HEADER_SIZE + _shm.CELL_SIZE,
-                          _shm.HEADER_SIZE + _shm.CELL_SIZE + (64 if window else 1)),
-        "window": (_shm.HEADER_SIZE + _shm.CELL_SIZE,
-                   _shm.HEADER_SIZE + _shm.CELL_SIZE + max(window, 1)),
+        "header": (0, _fmt.HEADER_SIZE),
+        "cell": (_fmt.HEADER_SIZE, _fmt.HEADER_SIZE + _fmt.CELL_SIZE),
+        "window header": (_fmt.HEADER_SIZE + _fmt.CELL_SIZE,
+                          _fmt.HEADER_SIZE + _fmt.CELL_SIZE + (64 if window else 1)),
+        "window": (_fmt.HEADER_SIZE + _fmt.CELL_SIZE,
+                   _fmt.HEADER_SIZE + _fmt.CELL_SIZE + max(window, 1)),
         "slots": (slots, size),
         "anywhere": (0, size),
     }[name]
@@ -278,7 +281,7 @@ def check(policy, patches, ops):
     try:
         first = qbreaker.CircuitBreaker(**policy, shared=name)
         first.allow(); first.record_success()  # claims a slot
-        with open(_shm.path_of(name), "r+b") as f:
+        with open(_fmt.path_of(name), "r+b") as f:
             m = mmap.mmap(f.fileno(), 0)
         size = len(m)
 

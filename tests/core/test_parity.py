@@ -7,30 +7,31 @@ import re
 
 import pytest
 
-from qbreaker import _core_py
+from qbreaker import _word
+from qbreaker._impl import twin as _core_py
 
 pytestmark = pytest.mark.c_extension
 
 
 def test_layout_constants_match(core_c) -> None:  # type: ignore[no-untyped-def]
-    assert core_c.LAYOUT == _core_py.LAYOUT
+    assert core_c.LAYOUT == _word.LAYOUT
 
 
 def test_docstring_documents_the_layout() -> None:
-    doc = _core_py.__doc__ or ""
+    doc = _word.__doc__ or ""
     line = re.search(r"Constants \(shift, width\):(.*?)\n\n", doc, re.S)
-    assert line, "the layout's constants line is missing from _core_py's docstring"
+    assert line, "the layout's constants line is missing from _word's docstring"
     documented = dict(
         (name, (int(shift), int(bits)))
         for name, shift, bits in re.findall(
             r"([A-Z_]+) \((\d+), (\d+)\)", line.group(1)
         )
     )
-    fields = {k[: -len("_SHIFT")] for k in _core_py.LAYOUT if k.endswith("_SHIFT")}
+    fields = {k[: -len("_SHIFT")] for k in _word.LAYOUT if k.endswith("_SHIFT")}
     assert set(documented) == fields
     for name, (shift, bits) in documented.items():
-        assert _core_py.LAYOUT[f"{name}_SHIFT"] == shift, name
-        assert _core_py.LAYOUT[f"{name}_BITS"] == bits, name
+        assert _word.LAYOUT[f"{name}_SHIFT"] == shift, name
+        assert _word.LAYOUT[f"{name}_BITS"] == bits, name
     # The table's rows agree with the constants too.
     for name, shift, bits in [
         ("state", "STATE_SHIFT", "STATE_BITS"),
@@ -41,13 +42,13 @@ def test_docstring_documents_the_layout() -> None:
         ("successes", "HSUCC_SHIFT", "HSUCC_BITS"),
         ("entered_at", "ENTERED_SHIFT", "ENTERED_BITS"),
     ]:
-        lo = _core_py.LAYOUT[shift]
-        hi = lo + _core_py.LAYOUT[bits] - 1
+        lo = _word.LAYOUT[shift]
+        hi = lo + _word.LAYOUT[bits] - 1
         assert re.search(rf"\n    {lo}-{hi}\s+{name}\s", doc), name
 
 
 def test_fields_tile_the_word() -> None:
-    L = _core_py.LAYOUT
+    L = _word.LAYOUT
     assert L["STATE_SHIFT"] + L["STATE_BITS"] == L["GEN_SHIFT"]
     head = L["GEN_SHIFT"] + L["GEN_BITS"]
     for field in ("FAIL", "OPENED", "INFLIGHT"):
@@ -103,12 +104,10 @@ def test_the_compiled_core_is_compiled(core_c) -> None:  # type: ignore[no-untyp
 
 
 def test_probe_bookkeeping_sits_above_the_ticket_base() -> None:
-    from qbreaker import _probes
-
-    L = _core_py.LAYOUT
-    assert _probes.PROBE_SHIFT == L["TICKET_GEN_BITS"] + L["STATE_BITS"] + 1
-    assert _core_py.TICKET_BASE == _probes.BASE_FIELD
+    L = _word.LAYOUT
+    assert _word.PROBE_SHIFT == L["TICKET_GEN_BITS"] + L["STATE_BITS"] + 1
+    assert _word.TICKET_BASE == _word.BASE_FIELD
     # The tracked bit and the probe number fit below bit 63, which the
     # compiled core's with-blocks use to mark a timed ticket.
-    assert _probes.PROBE_SHIFT + _probes.PROBE_BITS == 62
-    assert _probes.TRACKED == 1 << 62 and _core_py.TICKET_MAX == (1 << 63) - 1
+    assert _word.PROBE_SHIFT + _word.PROBE_BITS == 62
+    assert _word.TRACKED == 1 << 62 and _word.TICKET_MAX == (1 << 63) - 1

@@ -2,7 +2,7 @@
 
 The word's generation has 18 bits; a ticket carries the generation in full
 (see _core_py's "Tickets"). Each wrap test runs its 2**18 (or k * 2**18)
-transitions for real. A half-open ticket is unique per probe (qbreaker._probes),
+transitions for real. A half-open ticket is unique per probe (qbreaker._impl.probes),
 so releasing it twice frees one slot, not two.
 """
 
@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from qbreaker import State, _core_py, _probes
+from qbreaker import State, _word
+from qbreaker._impl import probes as _probes
 
 from ..helpers import FakeClock
 
-WRAP = 1 << _core_py.GEN_BITS
+WRAP = 1 << _word.GEN_BITS
 
 
 def _transitions(b: Any, count: int) -> None:
@@ -26,7 +27,7 @@ def _transitions(b: Any, count: int) -> None:
 
 
 def _in_flight(b: Any) -> int:
-    return (b._word >> _core_py.INFLIGHT_SHIFT) & _core_py.INFLIGHT_MAX
+    return (b._word >> _word.INFLIGHT_SHIFT) & _word.INFLIGHT_MAX
 
 
 def _open_then_half_open(b: Any, clock: FakeClock) -> None:
@@ -109,11 +110,11 @@ def test_tickets_carry_the_full_generation(impl: Any) -> None:
     _transitions(b, WRAP + 5)
     ticket = b.acquire()
     assert (
-        ticket & ((1 << (_core_py.HEAD_BITS + 1)) - 1)
-        == (b._word & _core_py.HEAD_FIELD) << 1 | 1
+        ticket & ((1 << (_word.HEAD_BITS + 1)) - 1)
+        == (b._word & _word.HEAD_FIELD) << 1 | 1
     )
-    assert ticket >> (_core_py.STATE_BITS + 1) == WRAP + 5
-    assert ticket == _core_py.ticket_of(WRAP + 5, b._word)
+    assert ticket >> (_word.STATE_BITS + 1) == WRAP + 5
+    assert ticket == _word.ticket_of(WRAP + 5, b._word)
 
 
 @pytest.mark.parametrize(
@@ -132,9 +133,9 @@ def test_tickets_carry_the_full_generation(impl: Any) -> None:
 def test_the_full_generation_is_the_nearest_to_the_total(
     transitions: int, generation: int
 ) -> None:
-    word = _core_py._closed_word(generation & _core_py.GEN_FIELD)
-    ticket = _core_py.ticket_of(transitions, word)
-    assert ticket >> (_core_py.STATE_BITS + 1) == generation & _core_py.TICKET_GEN_FIELD
+    word = _word.closed_word(generation & _word.GEN_FIELD)
+    ticket = _word.ticket_of(transitions, word)
+    assert ticket >> (_word.STATE_BITS + 1) == generation & _word.TICKET_GEN_FIELD
 
 
 def test_the_core_ignores_the_bits_above_the_base(impl: Any) -> None:
@@ -239,13 +240,13 @@ def test_allow_leaves_no_ticket_to_track(impl: Any) -> None:
 def test_probes_forget_ended_generations_past_a_bound() -> None:
     probes = _probes.Probes()
     for generation in range(3 * _probes.FORGET_AT):
-        probes.issue(_core_py.ticket_of(generation, 2 | generation << 2))
+        probes.issue(_word.ticket_of(generation, 2 | generation << 2))
     assert len(probes) <= _probes.FORGET_AT
 
 
 def test_a_probe_number_in_use_is_skipped() -> None:
     probes = _probes.Probes()
-    base = _core_py.ticket_of(7, 2 | 7 << 2)
+    base = _word.ticket_of(7, 2 | 7 << 2)
     held = probes.issue(base)
     for _ in range(_probes.PROBE_FIELD):
         assert probes.release(probes.issue(base))

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from qbreaker import State, _core_py
+from qbreaker import State
+from qbreaker._impl import twin as _core_py
 
 from ..helpers import FakeClock, Impl
 

@@ -80,7 +80,7 @@ def test_opting_out_builds_a_pure_wheel(source_copy: Path, tmp_path: Path) -> No
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     assert wheel.name.endswith("-py3-none-any.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "qbreaker/_core_py.py" in names
+    assert "qbreaker/_impl/twin.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))]
     # The core's .pxi files are build input only (cimport reads the .pxd).
     assert not [n for n in names if n.endswith(".pxi")]

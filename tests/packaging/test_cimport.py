@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, _core_py
+from qbreaker import State, _word
 
 pytestmark = pytest.mark.c_extension
 
@@ -166,10 +166,10 @@ def test_any_word_is_a_working_breaker(nogil_user, tmp_path: Path) -> None:  # t
 
 
 def test_a_nogil_ticket_stays_stale_across_a_generation_wrap(nogil_user) -> None:  # type: ignore[no-untyped-def]
-    failure = _core_py.OUTCOME_FAILURE
+    failure = _word.OUTCOME_FAILURE
     b = qbreaker.CircuitBreaker(1, 60, 1)
     held = nogil_user.admit(b)
-    for _ in range(1 << _core_py.GEN_BITS):
+    for _ in range(1 << _word.GEN_BITS):
         b.reset()
     assert nogil_user.settle(b, held, failure) is False
     assert b.state is State.CLOSED
@@ -185,5 +185,5 @@ def test_either_api_settles_the_others_tickets(nogil_user) -> None:  # type: ign
     python = b.acquire()
     assert native and python and b.state is State.HALF_OPEN
     b.release(native, True)
-    assert nogil_user.settle(b, python, _core_py.OUTCOME_SUCCESS, now) is True
+    assert nogil_user.settle(b, python, _word.OUTCOME_SUCCESS, now) is True
     assert b.state is State.CLOSED

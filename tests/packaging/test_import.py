@@ -9,7 +9,7 @@ import sys
 import pytest
 
 PROBE = (
-    "import qbreaker, qbreaker._core as core; "
+    "import qbreaker, qbreaker._impl.select as core; "
     "print(qbreaker.IMPLEMENTATION, core.CircuitBreaker.__module__, "
     "type(qbreaker.CircuitBreaker.allow).__name__)"
 )
@@ -39,7 +39,7 @@ def test_plain_import_loads_the_compiled_core() -> None:
 def test_env_var_selects_the_twin() -> None:
     assert _run({"QBREAKER_NO_EXTENSIONS": "1"}) == [
         "python",
-        "qbreaker._core_py",
+        "qbreaker._impl.twin",
         "function",
     ]
 

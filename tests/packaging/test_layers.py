@@ -57,7 +57,9 @@ FLOORS: dict[str, float] = {
     "qbreaker._impl.wrappers": 3,
     # 2: segments and events.
     "qbreaker._impl.segment": 2,
+    "qbreaker._impl.segment_format": 2,
     "qbreaker._impl.events": 2,
+    "qbreaker._impl.probes": 2,
     # 1: policy, outcomes and metrics.
     "qbreaker._policy": 1,
     "qbreaker._outcomes": 1,
@@ -285,6 +287,26 @@ def test_no_import_cycle(graph: Graph) -> None:
 def test_imports_only_go_down(graph: Graph) -> None:
     found = upward(graph, FLOORS)
     assert not found, "imports up the floors:\n" + "\n".join(found)
+
+
+def test_the_leaves_import_only_leaves(graph: Graph) -> None:
+    # The word's ticket check reads integers as every other check does; no
+    # leaf imports anything above floor 0.
+    above = {
+        f"{module} -> {target}"
+        for module, imports in graph.items()
+        if floor_of(module, FLOORS) == 0
+        for target in imports
+        if floor_of(target, FLOORS) != 0
+    }
+    assert not above, above
+
+
+def test_the_compiled_core_imports_floors_0_to_3_only(graph: Graph) -> None:
+    imports = graph["qbreaker._core_c"]
+    assert imports, "the compiled core's import block was not found"
+    above = {m: floor_of(m, FLOORS) for m in imports if floor_of(m, FLOORS) > 3}
+    assert not above, above
 
 
 def test_the_drop_ins_parts_see_the_breaker_through_its_protocol() -> None:

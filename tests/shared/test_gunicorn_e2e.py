@@ -45,8 +45,9 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, Totals, _shm
+from qbreaker import State, Totals
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment_format as _fmt
 
 from .e2e.backend import Backend, Hit
 from .e2e.load import Reply, drive, seen_from_every_worker
@@ -57,7 +58,7 @@ pytest.importorskip(
 
 pytestmark = [
     pytest.mark.c_extension,
-    pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
+    pytest.mark.skipif(not _fmt.supported(), reason="POSIX shared memory in /dev/shm"),
 ]
 
 E2E = Path(__file__).parent / "e2e"

@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 import uuid
@@ -19,14 +18,16 @@ from typing import Any
 import pytest
 
 import qbreaker
-from qbreaker import State, _shm
+from qbreaker import State
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
+from qbreaker._impl import segment_format as _fmt
 
 from ..helpers import GIL_BUILD
 
 pytestmark = [
     pytest.mark.c_extension,
-    pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
+    pytest.mark.skipif(not _fmt.supported(), reason="POSIX shared memory in /dev/shm"),
 ]
 
 
@@ -171,7 +172,7 @@ def test_list_unlink_exists(name: str) -> None:
         1,
         1,
     )
-    assert info.path == _shm.path_of(name)
+    assert info.path == _fmt.path_of(name)
     assert shared_mod.exists(name)
     assert shared_mod.unlink(name)
     assert not shared_mod.exists(name) and not shared_mod.unlink(name)
@@ -182,10 +183,10 @@ def test_list_unlink_exists(name: str) -> None:
 
 def test_segment_file_is_private(name: str) -> None:
     qbreaker.CircuitBreaker(shared=name)
-    info = os.stat(_shm.path_of(name))
+    info = os.stat(_fmt.path_of(name))
     assert info.st_mode & 0o777 == 0o600 and info.st_uid == os.geteuid()
-    assert f"-v{_shm.LAYOUT_VERSION}-{os.geteuid()}-" in _shm.path_of(name)
-    assert name not in _shm.path_of(name)  # hashed, never a path component
+    assert f"-v{_fmt.LAYOUT_VERSION}-{os.geteuid()}-" in _fmt.path_of(name)
+    assert name not in _fmt.path_of(name)  # hashed, never a path component
 
 
 def test_ops_cli(name: str) -> None:
@@ -228,7 +229,7 @@ def quick_attach(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _plant(name: str, data: bytes, mode: int = 0o600) -> str:
-    path = _shm.path_of(name)
+    path = _fmt.path_of(name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     os.write(fd, data)
     os.close(fd)
@@ -238,7 +239,7 @@ def _plant(name: str, data: bytes, mode: int = 0o600) -> str:
 
 def _valid_header(name: str) -> bytearray:
     qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    with open(_shm.path_of(name), "rb") as f:
+    with open(_fmt.path_of(name), "rb") as f:
         data = bytearray(f.read())
     shared_mod.unlink(name)
     return data
@@ -288,7 +289,7 @@ def test_a_segment_of_another_user_is_refused(name: str) -> None:
 def test_a_symlink_is_refused(name: str, tmp_path: Any) -> None:
     target = tmp_path / "elsewhere"
     target.write_bytes(bytes(_valid_header(name)))
-    os.symlink(target, _shm.path_of(name))
+    os.symlink(target, _fmt.path_of(name))
     with pytest.raises(shared_mod.SharedStateError, match="symbolic link"):
         qbreaker.CircuitBreaker(2, 30, 1, shared=name)
 
@@ -370,7 +371,7 @@ def test_eight_processes_keep_exact_totals(name: str) -> None:
 
 def _slot_offset(index: int) -> int:
     # A policy without a window: header, cell, then the slots.
-    return _shm.HEADER_SIZE + _shm.CELL_SIZE + index * _shm.SLOT_SIZE
+    return _fmt.HEADER_SIZE + _fmt.CELL_SIZE + index * _fmt.SLOT_SIZE
 
 
 # This process's PID namespace, as the core records it beside a slot's owner.
@@ -381,7 +382,7 @@ def _write_slot(
     name: str, index: int, pid: int, count: int, namespace: int = PID_NAMESPACE
 ) -> None:
     # owner = pid << 32 | nonce, then allowed, successes, rejected, namespace.
-    with open(_shm.path_of(name), "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+    with open(_fmt.path_of(name), "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
         owner = pid << 32 | 1
         struct.pack_into(
             "<QQQQQ", m, _slot_offset(index), owner, count, count, 0, namespace
@@ -391,7 +392,7 @@ def _write_slot(
 def test_the_slot_layout_matches_the_core() -> None:
     from qbreaker import _core_c
 
-    assert _core_c.SHARED_SLOTS == (_shm.SLOTS, _shm.SLOT_SIZE)
+    assert _core_c.SHARED_SLOTS == (_fmt.SLOTS, _fmt.SLOT_SIZE)
 
 
 def test_a_process_counts_in_one_slot_for_all_its_handles(name: str) -> None:
@@ -445,17 +446,17 @@ def test_a_dead_owners_slot_is_taken_over_with_its_counts(name: str) -> None:
     dead.wait()
     alive = subprocess.Popen(["sleep", "60"])
     try:
-        for i in range(_shm.SLOTS):
+        for i in range(_fmt.SLOTS):
             _write_slot(name, i, alive.pid, 1)
         _write_slot(name, 5, dead.pid, 7)
         b = qbreaker.CircuitBreaker(shared=name)
         before = b.totals()
-        assert (before.allowed, before.successes) == (_shm.SLOTS + 6, _shm.SLOTS + 6)
+        assert (before.allowed, before.successes) == (_fmt.SLOTS + 6, _fmt.SLOTS + 6)
         assert b.allow()
         b.record_success()
         assert b._slot == (5 if GIL_BUILD else -1)
         after = b.totals()
-        assert (after.allowed, after.successes) == (_shm.SLOTS + 7, _shm.SLOTS + 7)
+        assert (after.allowed, after.successes) == (_fmt.SLOTS + 7, _fmt.SLOTS + 7)
         # Every slot taken by a live process: count in the cell, atomically.
         out = python(f"""
             import qbreaker
@@ -467,8 +468,8 @@ def test_a_dead_owners_slot_is_taken_over_with_its_counts(name: str) -> None:
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [
             "-1",
-            str(_shm.SLOTS + 107),
-            str(_shm.SLOTS + 107),
+            str(_fmt.SLOTS + 107),
+            str(_fmt.SLOTS + 107),
         ]
     finally:
         alive.kill()
@@ -489,7 +490,7 @@ def test_a_pid_from_another_namespace_is_neither_shared_nor_taken_over(
     b = qbreaker.CircuitBreaker(shared=name)
     b.allow()
     assert b._slot == 1
-    for i in range(_shm.SLOTS):
+    for i in range(_fmt.SLOTS):
         _write_slot(name, i, dead.pid, 1, namespace=PID_NAMESPACE + 1)
     out = python(f"""
         import qbreaker
@@ -498,7 +499,7 @@ def test_a_pid_from_another_namespace_is_neither_shared_nor_taken_over(
         print(b._slot, b.totals().allowed)
     """)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["-1", str(_shm.SLOTS + 2)]  # + two in the cell
+    assert out.stdout.split() == ["-1", str(_fmt.SLOTS + 2)]  # + two in the cell
 
 
 def test_slots_follow_a_window_at_a_cache_line(name: str) -> None:
@@ -509,14 +510,14 @@ def test_slots_follow_a_window_at_a_cache_line(name: str) -> None:
     )
     policy = b.policy
     assert policy.window_buckets == 15
-    window_end = _shm.CELL_SIZE + _shm.WINDOW_HEADER_SIZE + 15 * _shm.BUCKET_SIZE
+    window_end = _fmt.CELL_SIZE + _fmt.WINDOW_HEADER_SIZE + 15 * _fmt.BUCKET_SIZE
     assert window_end % 64 == 32
     for _ in range(10):
         b.allow()
         b.record_success()
-    first_slot = _shm.HEADER_SIZE + window_end + 32
-    with open(_shm.path_of(name), "rb") as f:
-        f.seek(first_slot + _shm.SLOT_SIZE * b._slot + 8)
+    first_slot = _fmt.HEADER_SIZE + window_end + 32
+    with open(_fmt.path_of(name), "rb") as f:
+        f.seek(first_slot + _fmt.SLOT_SIZE * b._slot + 8)
         allowed, successes = struct.unpack("<QQ", f.read(16))
     assert (b.totals().allowed, b.totals().successes) == (10, 10)
     if GIL_BUILD:  # the admit that claimed the slot counted in the cell

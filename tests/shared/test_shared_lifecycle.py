@@ -24,11 +24,13 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import State, _shm
+from qbreaker import State
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment as _shm
+from qbreaker._impl import segment_format as _fmt
 
 pytestmark = pytest.mark.skipif(
-    not _shm.supported(), reason="POSIX shared memory in /dev/shm"
+    not _fmt.supported(), reason="POSIX shared memory in /dev/shm"
 )
 compiled = pytest.mark.c_extension
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as others")
@@ -96,7 +98,7 @@ def test_a_shared_breaker_reports_its_name(name: str) -> None:
 @compiled
 def test_segments_go_to_the_named_directory(name: str, private_dir: Path) -> None:
     b = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    path = Path(_shm.path_of(name))
+    path = Path(_fmt.path_of(name))
     assert path.parent == private_dir and path.exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not os.path.exists(os.path.join("/dev/shm", path.name))
@@ -111,7 +113,7 @@ def test_segments_go_to_the_named_directory(name: str, private_dir: Path) -> Non
 def test_a_sticky_directory_is_accepted(name: str, private_dir: Path) -> None:
     private_dir.chmod(0o1777)
     qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    assert Path(_shm.path_of(name)).parent == private_dir
+    assert Path(_fmt.path_of(name)).parent == private_dir
 
 
 @compiled
@@ -173,7 +175,7 @@ def test_a_name_another_user_created_first_is_a_clear_error(name: str) -> None:
         os.chmod(where, 0o1777)
         victim = 65534
         path = os.path.join(
-            where, os.path.basename(_shm.path_of(name)).replace(
+            where, os.path.basename(_fmt.path_of(name)).replace(
                 f"-{os.geteuid()}-", f"-{victim}-")
         )  # fmt: skip
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -201,7 +203,7 @@ def test_a_name_another_user_created_first_is_a_clear_error(name: str) -> None:
 @as_root
 def test_root_refuses_a_segment_another_user_planted(name: str) -> None:
     qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    os.chown(_shm.path_of(name), 65534, 65534)
+    os.chown(_fmt.path_of(name), 65534, 65534)
     with pytest.raises(shared_mod.SharedStateError, match="uid 65534") as info:
         qbreaker.CircuitBreaker(2, 30, 1, shared=name)
     assert "QBREAKER_SHM_DIR" in str(info.value)
@@ -220,7 +222,7 @@ def _hold_exclusive(path: str) -> int:
 def test_an_attacher_never_maps_a_file_a_prune_removes(name: str) -> None:
     tripped = qbreaker.CircuitBreaker(1, 30, 1, shared=name)
     tripped.record_failure()
-    path = _shm.path_of(name)
+    path = _fmt.path_of(name)
     fd = _hold_exclusive(path)  # a prune, looking at it
     got: list[object] = []
     opener = threading.Thread(
@@ -245,7 +247,7 @@ def test_a_lock_held_too_long_is_an_error(
 ) -> None:
     qbreaker.CircuitBreaker(1, 30, 1, shared=name)
     monkeypatch.setattr(_shm, "LOCK_WAIT", 0.1)
-    fd = _hold_exclusive(_shm.path_of(name))
+    fd = _hold_exclusive(_fmt.path_of(name))
     try:
         with pytest.raises(shared_mod.SharedStateError, match="stayed locked"):
             qbreaker.CircuitBreaker(1, 30, 1, shared=name)
@@ -285,9 +287,9 @@ def _write_as_an_old_creator(name: str) -> None:
     # What a creator of the previous release left when it died before
     # publishing: ftruncate'd (sparse), the header written, no magic.
     qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    path = _shm.path_of(name)
+    path = _fmt.path_of(name)
     with open(path, "rb") as f:
-        header = bytearray(f.read(_shm.HEADER_SIZE))
+        header = bytearray(f.read(_fmt.HEADER_SIZE))
     size = os.path.getsize(path)
     shared_mod.unlink(name)
     header[0:8] = bytes(8)
@@ -317,7 +319,7 @@ def test_a_half_made_segment_is_taken_over_after_the_grace(
         assert (
             os.WIFSIGNALED(status) if how == "SIGKILL" else os.WEXITSTATUS(status) == 3
         )
-    path = _shm.path_of(name)
+    path = _fmt.path_of(name)
     half_made = os.stat(path)
     assert (half_made.st_size == 0) == (step == "_reserve")
     for _ in range(2):  # trying again does not make it look younger
@@ -327,7 +329,7 @@ def test_a_half_made_segment_is_taken_over_after_the_grace(
     assert os.stat(path).st_ctime == half_made.st_ctime
     time.sleep(0.6)
     b = qbreaker.CircuitBreaker(2, 30, 1, shared=name)
-    assert shared_mod._segments[b].created
+    assert _shm._segments[b].created
     b.record_failure()
     b.record_failure()
     assert qbreaker.CircuitBreaker(2, 30, 1, shared=name).state is State.OPEN
@@ -379,7 +381,7 @@ def test_racing_attachers_take_over_once(name: str, quick: None) -> None:
         os.read(start_r, 1)
         b = qbreaker.CircuitBreaker(100, 30, 1, shared=name)
         b.record_failure()
-        return shared_mod._segments[b].created
+        return _shm._segments[b].created
 
     results: list[tuple[int, object]] = []
     threads = [

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 import qbreaker
-from qbreaker import _shm
 from qbreaker import shared as shared_mod
+from qbreaker._impl import segment_format as _fmt
 
 pytestmark = [
     pytest.mark.c_extension,
-    pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
+    pytest.mark.skipif(not _fmt.supported(), reason="POSIX shared memory in /dev/shm"),
 ]
 
 
@@ -74,9 +74,10 @@ def _in_small_tmpfs(mountpoint: str, code: str, env: dict[str, str]) -> dict:
 FILL_UP = """
     import json, logging, os
     import qbreaker
-    from qbreaker import _shm, shared
+    from qbreaker import shared
+    from qbreaker._impl import segment_format as _fmt
 
-    where = _shm.directory()
+    where = _fmt.directory()
     warnings = []
 
     class Collect(logging.Handler):
@@ -127,7 +128,7 @@ FILL_UP = """
         "warnings_full": warnings_full,
         "warnings": warnings,
         "again": again,
-        "size": _shm.total_size(b.policy),
+        "size": _fmt.total_size(b.policy),
     }))
 """
 
@@ -163,12 +164,13 @@ def test_a_full_directory_is_an_error_and_a_group_falls_back(
 SPARSE = """
     import json, os
     import qbreaker
-    from qbreaker import _shm, shared
+    from qbreaker import shared
+    from qbreaker._impl import segment_format as _fmt
 
     # A segment whose tail was never backed (as ftruncate alone leaves it),
     # then a directory filled up: attaching must refuse it, not die later.
     model = qbreaker.CircuitBreaker(3, 30, 1, shared="sparse")
-    path = _shm.path_of("sparse")
+    path = _fmt.path_of("sparse")
     with open(path, "rb") as f:
         header = f.read(4096)
     size = os.path.getsize(path)
@@ -209,7 +211,7 @@ def test_a_sparse_segment_is_backed_when_attached() -> None:
     name = f"test-{uuid.uuid4().hex[:12]}"
     try:
         qbreaker.CircuitBreaker(3, 30, 1, shared=name)
-        path = _shm.path_of(name)
+        path = _fmt.path_of(name)
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             header = f.read(4096)

@@ -25,21 +25,25 @@ from typing import Any
 import pytest
 
 import qbreaker
-from qbreaker import _shm, _shm_scan
 from qbreaker import shared as shared_mod
 from qbreaker.__main__ import main
+from qbreaker._impl import segment_format as _fmt
+from qbreaker._impl import shared_scan as _shm_scan
+
+from ..helpers import GIL_BUILD
 
 pytestmark = [
     pytest.mark.c_extension,  # shared segments exist on the compiled core only
-    pytest.mark.skipif(not _shm.supported(), reason="POSIX shared memory in /dev/shm"),
+    pytest.mark.skipif(not _fmt.supported(), reason="POSIX shared memory in /dev/shm"),
 ]
 
 # Child processes find the test's directory through the environment; the
 # assignment covers a _shm whose directory() does not read it.
 PRELUDE = """
 import os, sys, time
-from qbreaker import _shm
-_shm.DIRECTORY = os.environ["QBREAKER_SHM_DIR"]
+from qbreaker._impl import segment as _shm
+from qbreaker._impl import segment_format as _fmt
+_fmt.DIRECTORY = os.environ["QBREAKER_SHM_DIR"]
 import qbreaker
 from qbreaker import shared
 """
@@ -52,7 +56,7 @@ CLI = (
 @pytest.fixture
 def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     where = tempfile.mkdtemp(prefix="qbtest-", dir="/dev/shm")
-    monkeypatch.setattr(_shm, "DIRECTORY", where, raising=False)
+    monkeypatch.setattr(_fmt, "DIRECTORY", where, raising=False)
     monkeypatch.setenv("QBREAKER_SHM_DIR", where)
     yield where
     shutil.rmtree(where, ignore_errors=True)
@@ -92,7 +96,7 @@ def make(name: str, **policy: Any) -> str:
     b = qbreaker.CircuitBreaker(2, 30, 1, shared=name, **policy)
     b.record_failure()
     del b
-    return _shm.path_of(name)
+    return _fmt.path_of(name)
 
 
 # -- listing never creates or changes a segment ----------------------------------
@@ -203,7 +207,7 @@ def test_listing_adds_every_slot_to_the_totals(name: str) -> None:
 
 
 def _plant(name: str, data: bytes, mode: int = 0o600) -> str:
-    path = _shm.path_of(name)
+    path = _fmt.path_of(name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     os.write(fd, data)
     os.close(fd)
@@ -221,8 +225,8 @@ def _valid(name: str) -> bytearray:
 
 def _with_name(raw: bytes) -> Callable[[bytearray], None]:
     def damage(data: bytearray) -> None:
-        at = _shm._NAME_OFFSET
-        data[at : at + 4 + _shm.NAME_LIMIT] = bytes(4 + _shm.NAME_LIMIT)
+        at = _fmt.NAME_OFFSET
+        data[at : at + 4 + _fmt.NAME_LIMIT] = bytes(4 + _fmt.NAME_LIMIT)
         data[at : at + 4] = struct.pack("<I", len(raw))
         data[at + 4 : at + 4 + len(raw)] = raw
 
@@ -289,20 +293,20 @@ def test_a_half_made_segment_shows_its_age(name: str) -> None:
 
 def test_mode_symlink_fifo_and_directory_are_unusable(name: str, shm_dir: str) -> None:
     _plant(f"{name}-mode", bytes(_valid(f"{name}-mode")), mode=0o644)
-    os.symlink("/etc/hostname", _shm.path_of(f"{name}-link"))
-    os.mkfifo(_shm.path_of(f"{name}-fifo"), 0o600)  # opening must not block
-    os.mkdir(_shm.path_of(f"{name}-dir"), 0o700)
+    os.symlink("/etc/hostname", _fmt.path_of(f"{name}-link"))
+    os.mkfifo(_fmt.path_of(f"{name}-fifo"), 0o600)  # opening must not block
+    os.mkdir(_fmt.path_of(f"{name}-dir"), 0o700)
     reasons = {u.path: u.reason for u in shared_mod.unusable()}
     assert reasons == {
-        _shm.path_of(f"{name}-mode"): "has mode 644; a segment is 0600",
-        _shm.path_of(f"{name}-link"): "is a symbolic link",
-        _shm.path_of(f"{name}-fifo"): "is not a regular file",
-        _shm.path_of(f"{name}-dir"): "is not a regular file",
+        _fmt.path_of(f"{name}-mode"): "has mode 644; a segment is 0600",
+        _fmt.path_of(f"{name}-link"): "is a symbolic link",
+        _fmt.path_of(f"{name}-fifo"): "is not a regular file",
+        _fmt.path_of(f"{name}-dir"): "is not a regular file",
     }
     status = cli("status")
     assert status.returncode == 0 and status.stdout.count(shm_dir) >= 4
     result = _shm_scan.prune()  # only this user's regular files are removed
-    assert [r.path for r in result.removed] == [_shm.path_of(f"{name}-mode")]
+    assert [r.path for r in result.removed] == [_fmt.path_of(f"{name}-mode")]
     assert len(result.kept) == 3
 
 
@@ -323,7 +327,7 @@ def test_status_counts_segments_bytes_and_free_space(name: str) -> None:
     make(name)
     make(f"{name}-2", failure_rate_threshold=0.5, window_size=100)
     found = _shm_scan.listing()
-    sizes = [os.stat(_shm.path_of(n)).st_size for n in (name, f"{name}-2")]
+    sizes = [os.stat(_fmt.path_of(n)).st_size for n in (name, f"{name}-2")]
     assert found.segments == 2 and found.size_bytes == sum(sizes)
     assert found.allocated_bytes >= mmap.PAGESIZE
     assert found.free_bytes > 0 and not found.low_space
@@ -386,7 +390,7 @@ def test_ops_on_a_missing_name_create_nothing(name: str, command: str) -> None:
     done = cli(command, name)
     assert done.returncode == 1
     assert f"no shared breaker named {name!r}" in done.stderr
-    assert not shared_mod.exists(name) and _shm.segment_paths() == []
+    assert not shared_mod.exists(name) and _fmt.segment_paths() == []
 
 
 @pytest.mark.parametrize("bad", ["a/b", "", "x" * 125, "tab\there"])
@@ -395,7 +399,7 @@ def test_ops_refuse_an_invalid_name_without_a_traceback(shm_dir: str, bad: str) 
     assert done.returncode == 2
     assert done.stderr.startswith("error: shared name must")
     assert "Traceback" not in done.stderr
-    assert _shm.segment_paths() == []
+    assert _fmt.segment_paths() == []
 
 
 def test_ops_act_on_the_existing_policy(name: str) -> None:
@@ -446,7 +450,7 @@ def test_prune_keeps_a_mapped_segment_and_removes_it_once_unused(name: str) -> N
         stop(holder)
     (removed,) = shared_mod.prune()
     assert (removed.name, removed.path, removed.reason) == (
-        name, _shm.path_of(name), "unused",
+        name, _fmt.path_of(name), "unused",
     )  # fmt: skip
     assert not shared_mod.exists(name)
 
@@ -460,7 +464,7 @@ def test_prune_keeps_a_segment_whose_mapping_outlived_an_unlink_elsewhere(
     result = _shm_scan.prune(dry_run=True)
     assert result.removed == []
     assert result.kept[0].reason == f"mapped by pid {os.getpid()}"
-    os.unlink(_shm.path_of(name))
+    os.unlink(_fmt.path_of(name))
     make(name)  # the same path, another inode, mapped by no one
     assert [r.name for r in shared_mod.prune()] == [name]
     assert mine.allow()  # still on its own (unlinked) segment
@@ -468,8 +472,8 @@ def test_prune_keeps_a_segment_whose_mapping_outlived_an_unlink_elsewhere(
 
 def _write_slot(name: str, index: int, pid: int, namespace: int) -> None:
     # The slot layout of a policy without a window (see _shm's docstring).
-    path = _shm.path_of(name)
-    at = _shm.HEADER_SIZE + _shm.CELL_SIZE + index * _shm.SLOT_SIZE
+    path = _fmt.path_of(name)
+    at = _fmt.HEADER_SIZE + _fmt.CELL_SIZE + index * _fmt.SLOT_SIZE
     fd = os.open(path, os.O_WRONLY)
     os.pwrite(fd, struct.pack("<QQQQQ", pid << 32 | 1, 1, 1, 0, namespace), at)
     os.close(fd)
@@ -517,18 +521,18 @@ def test_prune_dry_run_removes_nothing(name: str) -> None:
     data = _valid(f"{name}-bad")
     data[0:8] = b"NOTQBRKR"
     bad = _plant(f"{name}-bad", bytes(data))
-    before = sorted(os.listdir(_shm.directory()))
+    before = sorted(os.listdir(_fmt.directory()))
     would = shared_mod.prune(dry_run=True)
-    assert sorted(r.path for r in would) == sorted([_shm.path_of(name), bad])
+    assert sorted(r.path for r in would) == sorted([_fmt.path_of(name), bad])
     out = cli("prune", "--dry-run")
     assert out.returncode == 0
-    assert f"would remove {_shm.path_of(name)} ({name!r}): unused" in out.stdout
+    assert f"would remove {_fmt.path_of(name)} ({name!r}): unused" in out.stdout
     assert f"would remove {bad}: bad magic" in out.stdout
     assert "2 would remove, 0 kept" in out.stdout
-    assert sorted(os.listdir(_shm.directory())) == before
+    assert sorted(os.listdir(_fmt.directory())) == before
     out = cli("prune")
     assert out.returncode == 0 and "2 removed, 0 kept" in out.stdout
-    assert _shm.segment_paths() == []
+    assert _fmt.segment_paths() == []
     with pytest.raises(TypeError, match="dry_run must be True or False, got 'yes'"):
         shared_mod.prune(dry_run="yes")  # type: ignore[arg-type]
 
@@ -550,7 +554,7 @@ def test_prune_skips_a_segment_being_attached(name: str) -> None:
 # map, check that the path still names the mapped file, else start over.
 ATTACHER = """
 import fcntl, mmap
-path = _shm.path_of(sys.argv[1])
+path = _fmt.path_of(sys.argv[1])
 deadline = time.monotonic() + float(sys.argv[2])
 attached = lost = 0
 while time.monotonic() < deadline:
@@ -673,7 +677,7 @@ def test_a_pure_python_process_lists_and_refuses_to_open(name: str) -> None:
 
 
 def test_prune_removes_an_abandoned_half_made_file(name: str) -> None:
-    path = _shm.path_of(name)
+    path = _fmt.path_of(name)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     (removed,) = shared_mod.prune()
     assert removed.path == path and removed.reason.startswith("half-made")
@@ -684,7 +688,7 @@ def test_no_directory_lists_nothing_and_says_why(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = f"/dev/shm/qbtest-missing-{uuid.uuid4().hex}"
-    monkeypatch.setattr(_shm, "DIRECTORY", missing, raising=False)
+    monkeypatch.setattr(_fmt, "DIRECTORY", missing, raising=False)
     monkeypatch.setenv("QBREAKER_SHM_DIR", missing)
     assert shared_mod.list() == [] and shared_mod.unusable() == []
     assert shared_mod.prune() == []
@@ -698,7 +702,7 @@ def test_no_directory_lists_nothing_and_says_why(
 def test_open_existing_never_creates(name: str) -> None:
     with pytest.raises(FileNotFoundError):
         shared_mod.open_existing(name)
-    assert _shm.segment_paths() == []
+    assert _fmt.segment_paths() == []
     with pytest.raises(ValueError, match="without '/'"):
         shared_mod.open_existing("a/b")
     make(name, failure_rate_threshold=0.5, window_size=20)

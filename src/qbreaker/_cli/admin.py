@@ -17,7 +17,7 @@ import math
 import sys
 from typing import Any
 
-from qbreaker._shm_scan import Listing, PruneResult
+from qbreaker._impl.shared_scan import Listing, PruneResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qbreaker import _shm_scan, shared
+    from qbreaker import shared
+    from qbreaker._impl import shared_scan as _shm_scan
 
     if args.command == "status":
         return _status(_shm_scan.listing(), as_json=args.json)

@@ -1,6 +1,6 @@
 # Included by _core_c.pyx after shared_cell.pxi. What few breakers need,
 # made on first need (_Extras): the tracked half-open tickets out, a
-# lock-free mirror of qbreaker._probes.Probes, and the last observation.
+# lock-free mirror of qbreaker._impl.probes.Probes, and the last observation.
 
 
 cdef uint64_t TRACKED_BIT = _probes.TRACKED
@@ -22,7 +22,7 @@ cdef object _extras_of(CircuitBreaker b):
 cdef class _Extras:
     """What few breakers need, made on first need (``_extras_ptr``).
 
-    The tracked half-open tickets out: qbreaker._probes.Probes, mirrored,
+    The tracked half-open tickets out: qbreaker._impl.probes.Probes, mirrored,
     without its lock: the probe number comes from an atomic counter, and
     each set operation is atomic on its own (free-threaded builds lock the
     set per operation), so no two probes get one ticket. And the metrics
@@ -55,7 +55,7 @@ cdef uint64_t _probe_issue(_Extras probes, uint64_t ticket) except 0:
 
 
 cdef bint _probe_reports(CircuitBreaker b, uint64_t ticket) except -1:
-    # A tracked probe's ticket (see qbreaker._probes): its first release
+    # A tracked probe's ticket (see qbreaker._impl.probes): its first release
     # reports; a later one only while its generation is not current, where
     # it is an ordinary stale ticket. Otherwise the slot is free already.
     cdef qb_cell *cell = b._cell

@@ -119,5 +119,5 @@ cdef int _use_shared_cell(CircuitBreaker b, object buffer, object policy) except
     return 0
 
 
-# For _shm's layout check: a shared segment's slot count and slot size.
+# For the segment format's layout check: a shared segment's slot count and slot size.
 SHARED_SLOTS = (QB_SLOTS, sizeof(qb_slot))

@@ -21,7 +21,7 @@
 # the current generation, like record_*(). Stores die with their contexts;
 # one that only grows (blocks entered by hand, never exited) drops its oldest
 # half at MAX_OPEN_BLOCKS. (The twin keeps the same records in a chain per
-# context, see _core_py: setting a ContextVar twice per block would cost more
+# context, see the twin: setting a ContextVar twice per block would cost more
 # than the block's whole budget here.)
 
 

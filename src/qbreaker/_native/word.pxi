@@ -12,7 +12,7 @@ cdef uint64_t OPENED_FIELD = (<uint64_t>1 << OPENED_BITS) - 1
 cdef uint64_t INFLIGHT_MAX = (<uint64_t>1 << INFLIGHT_BITS) - 1
 cdef uint64_t HSUCC_MAX = (<uint64_t>1 << HSUCC_BITS) - 1
 cdef uint64_t ENTERED_FIELD = (<uint64_t>1 << ENTERED_BITS) - 1
-cdef uint64_t STALE_NOW_TICKS = <uint64_t>1 << 16   # as _core_py.STALE_NOW_TICKS
+cdef uint64_t STALE_NOW_TICKS = <uint64_t>1 << 16   # as _word.STALE_NOW_TICKS
 cdef uint64_t HEAD_FIELD = (<uint64_t>1 << HEAD_BITS) - 1
 cdef uint64_t FAIL_MASK = FAIL_MAX << FAIL_SHIFT
 cdef long long TICKET_MAX = <long long>((<uint64_t>1 << 63) - 1)
@@ -89,7 +89,7 @@ cdef inline uint64_t _forced_word(uint64_t gen, uint64_t kind_closed) noexcept n
 
 cdef inline uint64_t _ticket_of(uint64_t t, uint64_t w) noexcept nogil:
     # t: the transitions total, read before w. The full generation is the
-    # one nearest t that agrees with the word's modulo 2**18 (see _core_py).
+    # one nearest t that agrees with the word's modulo 2**18 (see the twin).
     cdef uint64_t half = <uint64_t>1 << (GEN_BITS - 1)
     cdef uint64_t full = t + ((((w >> GEN_SHIFT) - t + half)
                                & ((<uint64_t>1 << GEN_BITS) - 1)) - half)
@@ -106,7 +106,7 @@ cdef inline bint _head_matches(uint64_t ticket, uint64_t w) noexcept nogil:
 cdef inline bint _ticket_current(uint64_t ticket, uint64_t t,
                                  uint64_t w) noexcept nogil:
     # The ticket is of w's state and generation, t being the transitions
-    # total read next to w: _ticket_of(t, w) == ticket & _core_py.TICKET_BASE,
+    # total read next to w: _ticket_of(t, w) == ticket & _word.TICKET_BASE,
     # in fewer steps (the head matches, and the ticket's generation is within
     # 2**17 of t). Bits above TICKET_BASE are not read.
     cdef uint64_t half = <uint64_t>1 << (GEN_BITS - 1)
@@ -116,7 +116,7 @@ cdef inline bint _ticket_current(uint64_t ticket, uint64_t t,
 
 
 cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
-    # 0 if it opened "after" now (see _core_py._open_elapsed).
+    # 0 if it opened "after" now (see the twin's _open_elapsed).
     cdef uint64_t elapsed = (now - (w >> OPENED_SHIFT)) & OPENED_FIELD
     return 0 if elapsed >> (OPENED_BITS - 1) else elapsed
 
@@ -124,7 +124,7 @@ cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
 cdef inline uint64_t _expired_half_open(uint64_t w, const qb_policy *pol,
                                         uint64_t now) noexcept nogil:
     # Re-opens as of the moment it expired, not as of now; a `now` a little
-    # behind the entry time is a stale reading, not a wrap (see _core_py).
+    # behind the entry time is a stale reading, not a wrap (see the twin).
     cdef uint64_t elapsed = (now - (w >> ENTERED_SHIFT)) & ENTERED_FIELD
     if (elapsed < pol.half_open_timeout_ticks
             or elapsed > ENTERED_FIELD - STALE_NOW_TICKS):

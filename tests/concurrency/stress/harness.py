@@ -135,7 +135,7 @@ def run(
         breaker = qbreaker.CircuitBreaker(**POLICY)
     before = breaker.totals()
     word0 = breaker._word
-    from qbreaker import _core_py
+    from qbreaker._impl import twin as _core_py
 
     options.setdefault("stale_guard", hasattr(_core_py, "STALE_NOW_TICKS"))
     r = harness.Run(breaker, threads, ops, seconds, **options)

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 import qbreaker
-from qbreaker._core_py import describe_word
+from qbreaker._impl.twin import describe_word
 
 BACKEND = os.environ["QBREAKER_E2E_BACKEND"]
 SHARED = os.environ.get("QBREAKER_E2E_SHARED") or None
@@ -48,7 +48,7 @@ def admitted_by(ticket: int) -> tuple[str, int]:
     """The state and generation that admitted ``ticket``.
 
     A ticket is the admitting word's head (state and generation) shifted left
-    once, with bit 0 set (``qbreaker._core_py``: "ticket = head << 1 | 1").
+    once, with bit 0 set (``qbreaker._impl.twin``: "ticket = head << 1 | 1").
     """
     state, generation = describe_word(ticket >> 1)
     return str(state), generation

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Callable, TypeVar, Union, overload
 
-from ..._forms import awaitable_refused
+from ..._impl.wrappers import awaitable_refused
 from . import checks
 from .base import (
     STATE_CLOSED,

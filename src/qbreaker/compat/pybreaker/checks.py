@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ..._ints import integer
+from ..._validate import integer
 
 
 def count(name: str, value: object, *, infinite: bool = False) -> Any:

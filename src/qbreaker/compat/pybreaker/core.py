@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ... import _core_py as L
+from ... import _word as L
 from .base import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
 from .forms import wrap_generator
 
@@ -147,7 +147,7 @@ _classes_lock = threading.Lock()
 def core_class(base: type) -> type:
     """``base`` with the compat hooks: what the compiled paths call on an
     exception and on a rejection (the breaker's internal protocol, see
-    ``qbreaker._forms``)."""
+    ``qbreaker._impl.wrappers``)."""
     with _classes_lock:
         cls = _classes.get(base)
         if cls is None:

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Generator
 from typing import Any, Callable
 
-from ..._forms import pickled_name
+from ..._impl.wrappers import pickled_name
 from .protocol import Breaker
 
 

@@ -38,8 +38,8 @@ import threading
 import weakref
 from typing import Any
 
-from ..._core import CircuitBreaker as _SelectedCore
-from ..._settings import MAX_DURATION_SECONDS, SUCCESS_THRESHOLD_LIMIT
+from ..._impl.select import CircuitBreaker as _SelectedCore
+from ..._policy import MAX_DURATION_SECONDS, SUCCESS_THRESHOLD_LIMIT
 from ..._state import State
 from .base import (
     MSG_STILL_OPEN,

@@ -20,18 +20,12 @@ from __future__ import annotations
 
 import threading
 
-from ._forksafe import LockRenewal
+from .._forksafe import LockRenewal
+from .._word import BASE_FIELD, PROBE_FIELD, PROBE_SHIFT, TRACKED
 
-__all__ = ("TRACKED", "Probes")
+# The ticket bits too: the compiled core reads them through this module.
+__all__ = ("BASE_FIELD", "FORGET_AT", "PROBE_FIELD", "PROBE_SHIFT", "TRACKED", "Probes")
 
-#: Set in every tracked ticket: its release must find it outstanding.
-TRACKED = 1 << 62
-#: Above the bits that the core reads (the width of _core_py.TICKET_BASE,
-#: which imports this module; tests/test_parity.py compares the two).
-PROBE_SHIFT = 45
-BASE_FIELD = (1 << PROBE_SHIFT) - 1
-PROBE_BITS = 62 - PROBE_SHIFT
-PROBE_FIELD = (1 << PROBE_BITS) - 1
 #: Outstanding tickets kept before those of ended generations are dropped (a
 #: caller that never releases one must not grow the set for ever). A current
 #: generation holds at most half_open_max (< 256) of them, each in a slot.

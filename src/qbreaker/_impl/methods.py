@@ -10,23 +10,25 @@ one-line methods that call the functions here. The twin inherits
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, NoReturn
 
-from . import _forms
-from ._errors import CircuitOpenError
-from ._metrics import BreakerSnapshot, Metrics
-from ._options import Hook, make_options, run_hook
+from .._errors import CircuitOpenError
+from .._metrics import BreakerSnapshot, Metrics
+from .._outcomes import Hook, Options, make_options, run_hook
+from .._policy import Policy, Seconds, make_policy
+from .._validate import check_callable, check_choice
+from . import segment, wrappers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Coroutine
     from typing import ParamSpec, TypeVar
 
-    from ._core_py import CoreBreaker as _Base
-    from ._settings import Seconds
+    from .twin import CoreBreaker as _Base
 
     P = ParamSpec("P")
     R = TypeVar("R")
@@ -54,25 +56,37 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def init(
-    b: Any,
-    max_failures: int | None,
-    reset_timeout: Seconds,
-    half_open_max: int,
-    success_threshold: int | None,
-    half_open_timeout: Seconds | None,
-    name: str | None,
-    exclude: Iterable[type[BaseException]],
-    is_failure: Callable[[BaseException], object] | None,
-    is_failure_result: Callable[[Any], object] | None,
-    fallback: Callable[..., Any] | None,
-    on_state_change: Listener | None,
-    on_success: Hook | None,
-    on_failure: Hook | None,
-    on_reject: Hook | None,
-    error_rate_threshold: float | None,
-    latency_threshold: Seconds | None,
-    clock: Clock | None,
+class Config(NamedTuple):
+    """A breaker's settings, validated: what the constructor's keywords mean."""
+
+    policy: Policy
+    options: Options
+    clock: Clock | None
+    name: str | None
+    on_state_change: Listener | None
+    shared: str | None
+    adopt: bool  # shared_policy="adopt"
+
+
+def make_config(
+    *,
+    max_failures: int | None = 5,
+    reset_timeout: Seconds = 60.0,
+    half_open_max: int = 3,
+    success_threshold: int | None = None,
+    half_open_timeout: Seconds | None = None,
+    name: str | None = None,
+    exclude: Iterable[type[BaseException]] = (),
+    is_failure: Callable[[BaseException], object] | None = None,
+    is_failure_result: Callable[[Any], object] | None = None,
+    fallback: Callable[..., Any] | None = None,
+    on_state_change: Listener | None = None,
+    on_success: Hook | None = None,
+    on_failure: Hook | None = None,
+    on_reject: Hook | None = None,
+    error_rate_threshold: float | None = None,
+    latency_threshold: Seconds | None = None,
+    clock: Clock | None = None,
     failure_rate_threshold: float | None = None,
     slow_call_rate_threshold: float | None = None,
     slow_call_duration: Seconds | None = None,
@@ -81,9 +95,8 @@ def init(
     minimum_calls: int | None = None,
     shared: str | None = None,
     shared_policy: str = "match",
-) -> None:
-    from ._settings import make_policy  # _settings imports the twin
-
+) -> Config:
+    """The constructor's keywords (its parameters, in order), validated once."""
     if clock is not None and not callable(clock):
         raise TypeError(
             f"clock must be a callable returning seconds, like time.monotonic, "
@@ -91,15 +104,8 @@ def init(
         )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {name!r}")
-    if on_state_change is not None and not callable(on_state_change):
-        raise TypeError(
-            f"on_state_change must be callable or None, got {on_state_change!r}"
-        )
-    if shared_policy not in ("match", "adopt"):
-        raise ValueError(
-            f"shared_policy must be 'match' (refuse a segment with another "
-            f"policy) or 'adopt' (use the segment's), got {shared_policy!r}"
-        )
+    check_callable("on_state_change", on_state_change)
+    check_choice("shared_policy", shared_policy, _SHARED_POLICIES)
     policy = make_policy(
         max_failures,
         reset_timeout,
@@ -124,34 +130,43 @@ def init(
         error_rate_threshold,
         latency_threshold,
     )
-    if shared is None:
-        b._configure(policy, clock, options, name)
+    return Config(
+        policy, options, clock, name, on_state_change, shared, shared_policy == "adopt"
+    )
+
+
+_SHARED_POLICIES = {
+    "match": "refuse a segment with another policy",
+    "adopt": "use the segment's",
+}
+#: The constructor's parameters in order: the compiled ``__init__`` passes
+#: its arguments to ``init`` by position.
+PARAMETERS = tuple(inspect.signature(make_config).parameters)
+
+
+def init(b: Any, *arguments: Any) -> None:
+    """The compiled ``__init__``: its arguments, in the order of PARAMETERS."""
+    configure(b, make_config(**dict(zip(PARAMETERS, arguments))))
+
+
+def configure(b: Any, config: Config) -> None:
+    """Give a new breaker its settings; a shared one its segment's cell.
+
+    A core that cannot share memory refuses ``shared`` before calling this.
+    """
+    if config.shared is None:
+        b._configure(config.policy, config.clock, config.options, config.name)
     else:
-        _configure_shared(b, shared, shared_policy, policy, clock, options, name)
-    if on_state_change is not None:
-        b._listeners = (on_state_change,)
-
-
-def _configure_shared(
-    b: Any,
-    shared: str,
-    shared_policy: str,
-    policy: Any,
-    clock: Clock | None,
-    options: Any,
-    name: str | None,
-) -> None:
-    from . import shared as shared_module
-    from ._core_py import CoreBreaker
-
-    if isinstance(b, CoreBreaker):
-        raise shared_module.SharedStateError(
-            "the pure-Python core cannot share a breaker between processes: "
-            "it has no atomic compare-and-swap on shared memory; use the "
-            "compiled core (unset QBREAKER_NO_EXTENSIONS)"
+        opened = segment.attach(b, config.shared, config.policy, config.adopt)
+        b._configure(
+            opened.policy,
+            config.clock,
+            config.options,
+            config.name or config.shared,
+            shared=opened.buffer,
         )
-    segment = shared_module.attach(b, shared, policy, shared_policy == "adopt")
-    b._configure(segment.policy, clock, options, name or shared, shared=segment.buffer)
+    if config.on_state_change is not None:
+        b._listeners = (config.on_state_change,)
 
 
 def name(b: Any) -> str:
@@ -233,8 +248,6 @@ def observe(b: Any, metrics: Metrics) -> bool:
 
 
 def metrics(b: Any) -> BreakerSnapshot:
-    from . import shared as shared_module  # shared imports the twin
-
     totals = b.totals()
     calls, failures, slow = b._window_sums()
     return BreakerSnapshot(
@@ -255,7 +268,7 @@ def metrics(b: Any) -> BreakerSnapshot:
         failure_rate=failures / calls if calls else 0.0,
         slow_call_rate=slow / calls if calls else 0.0,
         calls_in_window=calls,
-        shared=shared_module.name_of(b),
+        shared=segment.name_of(b),
     )
 
 
@@ -280,64 +293,6 @@ class BreakerAPI(_Base):
     """The twin's copy of the one-liners the compiled class defines."""
 
     __slots__ = ()
-
-    def __init__(
-        self,
-        max_failures: int | None = 5,
-        reset_timeout: Seconds = 60.0,
-        half_open_max: int = 3,
-        *,
-        success_threshold: int | None = None,
-        half_open_timeout: Seconds | None = None,
-        name: str | None = None,
-        exclude: Iterable[type[BaseException]] = (),
-        is_failure: Callable[[BaseException], object] | None = None,
-        is_failure_result: Callable[[Any], object] | None = None,
-        fallback: Callable[..., Any] | None = None,
-        on_state_change: Listener | None = None,
-        on_success: Hook | None = None,
-        on_failure: Hook | None = None,
-        on_reject: Hook | None = None,
-        error_rate_threshold: float | None = None,
-        latency_threshold: Seconds | None = None,
-        clock: Clock | None = None,
-        failure_rate_threshold: float | None = None,
-        slow_call_rate_threshold: float | None = None,
-        slow_call_duration: Seconds | None = None,
-        window_size: int | None = None,
-        window_seconds: Seconds | None = None,
-        minimum_calls: int | None = None,
-        shared: str | None = None,
-        shared_policy: str = "match",
-    ) -> None:
-        init(
-            self,
-            max_failures,
-            reset_timeout,
-            half_open_max,
-            success_threshold,
-            half_open_timeout,
-            name,
-            exclude,
-            is_failure,
-            is_failure_result,
-            fallback,
-            on_state_change,
-            on_success,
-            on_failure,
-            on_reject,
-            error_rate_threshold,
-            latency_threshold,
-            clock,
-            failure_rate_threshold,
-            slow_call_rate_threshold,
-            slow_call_duration,
-            window_size,
-            window_seconds,
-            minimum_calls,
-            shared,
-            shared_policy,
-        )
 
     @property
     def name(self) -> str:
@@ -368,13 +323,13 @@ class BreakerAPI(_Base):
 
     def __call__(self, fn: F) -> F:
         """Use the breaker as a decorator, on any kind of function."""
-        return _forms.decorate(self, fn)
+        return wrappers.decorate(self, fn)
 
     def call_async(
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, R]:
         """Await ``fn(*args, **kwargs)`` under the breaker."""
-        return _forms.call_async(self, fn, *args, **kwargs)
+        return wrappers.call_async(self, fn, *args, **kwargs)
 
     def observe(self, metrics: Metrics) -> bool:
         """Record an observation; trip a closed breaker if it crosses a threshold.

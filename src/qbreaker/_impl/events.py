@@ -26,8 +26,8 @@ import os
 import threading
 from typing import Any, Callable
 
-from ._options import run_hook
-from ._state import State
+from .._outcomes import run_hook
+from .._state import State
 
 logger = logging.getLogger("qbreaker")
 

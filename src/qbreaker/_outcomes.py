@@ -7,16 +7,14 @@ here, so the rules exist in one place.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import inspect
 import logging
-import math
 from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple
 
 from ._errors import CircuitOpenError
-from ._ints import integer
+from ._validate import check_callable, check_fraction, check_seconds
 
 logger = logging.getLogger("qbreaker")
 
@@ -63,8 +61,7 @@ def make_options(
         ("on_failure", on_failure),
         ("on_reject", on_reject),
     ):
-        if value is not None and not callable(value):
-            raise TypeError(f"{name} must be callable or None, got {value!r}")
+        check_callable(name, value)
     return _shared(
         Options(
             excluded,
@@ -75,7 +72,9 @@ def make_options(
             on_failure,
             on_reject,
             check_fraction("error_rate_threshold", error_rate_threshold, open_low=True),
-            check_latency_threshold(latency_threshold),
+            None
+            if latency_threshold is None
+            else check_seconds("latency_threshold", latency_threshold, zero_ok=False),
             fallback is not None and callable_kind(fallback) in _ASYNC_KINDS,
         )
     )
@@ -128,50 +127,6 @@ def raise_async_fallback(options: Options) -> None:
         f"generator) function, whose result a synchronous call cannot use; "
         f"use call_async() or protect an async function"
     )
-
-
-def check_fraction(name: str, value: object, *, open_low: bool) -> float | None:
-    """None, or a float in (0, 1] (``open_low``) or [0, 1]."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {value!r}")
-    low_ok = value > 0 if open_low else value >= 0
-    if not (low_ok and value <= 1):  # also refuses NaN
-        low = "(0" if open_low else "[0"
-        raise ValueError(f"{name} must be in {low}, 1], got {value!r}")
-    return float(value)
-
-
-def check_latency_threshold(value: object) -> float | None:
-    if value is None:
-        return None
-    seconds = seconds_of("latency_threshold", value)
-    if not seconds > 0 or math.isinf(seconds):
-        raise ValueError(
-            f"latency_threshold must be a finite number of seconds > 0, got {value!r}"
-        )
-    return seconds
-
-
-def seconds_of(name: str, value: object) -> float:
-    """Seconds given as an int, a float or a timedelta, as a float."""
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, float):
-        return float(value)
-    number = integer(value)
-    if number is None:
-        raise TypeError(
-            f"{name} must be seconds as an int or float, or a "
-            f"datetime.timedelta, got {value!r} ({type(value).__name__})"
-        )
-    try:
-        return float(number)
-    except OverflowError:  # an int beyond any float, such as 10**400
-        raise ValueError(
-            f"{name} must be a finite number of seconds, got {value!r}"
-        ) from None
 
 
 DEFAULT_OPTIONS = make_options()

@@ -1,21 +1,44 @@
-"""Validation of breaker settings, shared by both cores.
+"""The breaker's policy: its settings validated, in the core's units.
 
-Both twins take their policy from :func:`make_policy`, so a value is accepted
+Both cores take their policy from :func:`make_policy`, so a value is accepted
 or refused, and rounded, in exactly one place. The limits come from the widths
-of the packed word's fields (see ``_core_py``).
+of the packed word's fields (see ``qbreaker._word``).
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Union
+import math
+from typing import NamedTuple, Union
 
-from . import _core_py as L
-from ._core_py import Policy
-from ._ints import integer
-from ._options import seconds_of
+from . import _word as L
+from ._validate import check_count, check_fraction, check_seconds, integer, seconds_of
 
 Seconds = Union[int, float, datetime.timedelta]
+
+
+class Policy(NamedTuple):
+    """A validated policy in the core's units (ms ticks, plain counts).
+
+    ``max_failures`` 0 means the consecutive-failure trip is off.
+    """
+
+    max_failures: int
+    reset_ticks: int
+    half_open_max: int
+    success_threshold: int
+    half_open_timeout_ticks: int
+    # The window (issue: rate policies). Kind 0 means none and the rest is 0.
+    window_kind: int = 0  # WINDOW_NONE, WINDOW_COUNT or WINDOW_TIME
+    window_buckets: int = 0  # buckets summed for a decision
+    window_span: int = 0  # outcomes (count) or ticks (time) per bucket
+    minimum_calls: int = 0
+    failure_rate_threshold: float = 0.0  # 0.0: off
+    slow_rate_threshold: float = 0.0  # 0.0: off
+    slow_ticks: int = 0  # slow_call_duration; 0: no slow-call policy
+
+
+DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
 
 TICKS_PER_SECOND = 1000
 MAX_FAILURES_LIMIT = L.FAIL_MAX
@@ -59,12 +82,12 @@ def make_policy(
             )
         failures = 0
     else:
-        failures = _count("max_failures", max_failures, MAX_FAILURES_LIMIT)
-    probes = _count("half_open_max", half_open_max, HALF_OPEN_MAX_LIMIT)
+        failures = check_count("max_failures", max_failures, MAX_FAILURES_LIMIT)
+    probes = check_count("half_open_max", half_open_max, HALF_OPEN_MAX_LIMIT)
     if success_threshold is None:
         threshold = probes
     else:
-        threshold = _count(
+        threshold = check_count(
             "success_threshold", success_threshold, SUCCESS_THRESHOLD_LIMIT
         )
     reset_ticks = duration_ticks("reset_timeout", reset_timeout)
@@ -81,7 +104,7 @@ def make_policy(
     )
 
 
-# A window is cut into at most this many buckets (see _core_py.Window).
+# A window is cut into at most this many buckets (see qbreaker._impl.twin.Window).
 WINDOW_BUCKETS = 16
 WINDOW_SIZE_LIMIT = 1_000_000
 
@@ -95,8 +118,12 @@ def _window(
     minimum_calls: int | None,
 ) -> Policy:
     """The window part of a policy (the rest left at 0)."""
-    failure_rate = _fraction("failure_rate_threshold", failure_rate_threshold)
-    slow_rate = _fraction("slow_call_rate_threshold", slow_call_rate_threshold)
+    failure_rate = check_fraction(
+        "failure_rate_threshold", failure_rate_threshold, open_low=True
+    )
+    slow_rate = check_fraction(
+        "slow_call_rate_threshold", slow_call_rate_threshold, open_low=True
+    )
     if (slow_rate is None) != (slow_call_duration is None):
         given, missing = (
             ("slow_call_rate_threshold", "slow_call_duration")
@@ -129,7 +156,7 @@ def _window(
             )
         return Policy(0, 0, 0, 0, 0)
     if window_size is not None:
-        size = _count("window_size", window_size, WINDOW_SIZE_LIMIT)
+        size = check_count("window_size", window_size, WINDOW_SIZE_LIMIT)
         span = -(-size // WINDOW_BUCKETS)
         kind, buckets, default_minimum = L.WINDOW_COUNT, -(-size // span), min(size, 10)
         minimum_limit = size
@@ -141,7 +168,7 @@ def _window(
     if minimum_calls is None:
         minimum = default_minimum
     else:
-        minimum = _count("minimum_calls", minimum_calls, minimum_limit)
+        minimum = check_count("minimum_calls", minimum_calls, minimum_limit)
     return Policy(
         0,
         0,
@@ -156,33 +183,6 @@ def _window(
         slow_rate_threshold=slow_rate or 0.0,
         slow_ticks=slow_ticks,
     )
-
-
-def _fraction(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a fraction in (0, 1], got {value!r}")
-    if not 0 < value <= 1:  # also refuses NaN
-        hint = (
-            f" (a fraction: {value / 100:g} means {value:g}%)"
-            if 1 < value <= 100
-            else ""
-        )
-        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}{hint}")
-    return float(value)
-
-
-def _count(name: str, value: object, limit: int) -> int:
-    count = integer(value)
-    if count is None:
-        raise TypeError(
-            f"{name} must be an int in [1, {limit}], got {value!r} "
-            f"({type(value).__name__})"
-        )
-    if not 1 <= count <= limit:
-        raise ValueError(f"{name} must be in [1, {limit}], got {value!r}")
-    return count
 
 
 def duration_ticks(name: str, value: object) -> int:
@@ -244,3 +244,28 @@ def check_policy(policy: Policy) -> None:
                 f"{field} is {given!r}, which no valid policy with the other "
                 f"fields has (expected {valid!r})"
             )
+
+
+def is_slow(policy: Policy, duration: object) -> bool:
+    """Whether a call that took ``duration`` seconds is slow under ``policy``."""
+    seconds = check_seconds("duration", duration, zero_ok=True)
+    return bool(policy.slow_ticks) and seconds * TICKS_PER_SECOND >= policy.slow_ticks
+
+
+def clock_ticks(value: object) -> int:
+    """A user clock's reading in seconds to ticks on the word's timeline."""
+    number = value if isinstance(value, float) else integer(value)
+    if number is None:
+        raise TypeError(
+            f"clock() must return seconds as an int or float, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    scaled = number * TICKS_PER_SECOND
+    if isinstance(scaled, float) and not math.isfinite(scaled):
+        raise ValueError(
+            f"clock() must return a finite number of seconds, got {value!r}"
+        )
+    # Nearest, not floor: a test clock stepping in exact milliseconds must
+    # land on them despite binary floats. Modulo 2**64 like the C core's
+    # uint64_t; the time fields are narrower still, compared modulo their width.
+    return round(scaled) & 0xFFFF_FFFF_FFFF_FFFF

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from . import segment
+
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
@@ -21,22 +23,26 @@ NO_EXTENSIONS = _flag("QBREAKER_NO_EXTENSIONS") or sys.implementation.name != "c
 
 # isort: off
 if TYPE_CHECKING:
-    from ._core_py import CircuitBreaker
+    from .twin import CircuitBreaker
 
     IMPLEMENTATION = "python"
 elif NO_EXTENSIONS:
-    from ._core_py import CircuitBreaker
+    from .twin import CircuitBreaker
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from ._core_c import CircuitBreaker
+        from .. import _core_c
+        from .._core_c import CircuitBreaker
 
         IMPLEMENTATION = "cython"
+        # The segment module sits below the compiled core: it gets the
+        # core's atomics from here instead of importing it.
+        segment.provide_atomics(segment.Atomics(_core_c.u64_load, _core_c.u64_store))
     except ModuleNotFoundError as exc:  # pragma: no cover - pure installs only
         if exc.name != "qbreaker._core_c" or _flag("QBREAKER_REQUIRE_EXTENSIONS"):
             raise
-        from ._core_py import CircuitBreaker
+        from .twin import CircuitBreaker
 
         IMPLEMENTATION = "python"
 # isort: on

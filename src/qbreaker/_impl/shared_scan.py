@@ -34,9 +34,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import _api, _core_py, _shm
-from ._shm import SharedStateError
-from ._state import State
+from .._errors import SharedStateError
+from .._policy import DEFAULT_POLICY, Policy
+from .._state import State
+from . import methods, segment_format, twin
 
 # qb_cell in qb_cell.h: the word, then allowed, rejected, successes,
 # failures, neutral, transitions, changed_at.
@@ -145,7 +146,7 @@ class _Unusable(Exception):
 
 @dataclass(frozen=True)
 class _Header:
-    policy: _core_py.Policy
+    policy: Policy
     name: str
     size: int
 
@@ -155,12 +156,12 @@ class _Header:
 
 def listing() -> Listing:
     """Read every segment of this user; never raises for a bad one."""
-    where = _shm.directory()
+    where = segment_format.directory()
     breakers: list[SharedBreakerInfo] = []
     unusable: list[UnusableSegment] = []
     size_bytes = allocated = 0
-    largest = _shm.total_size(_core_py.DEFAULT_POLICY)
-    for path in _shm.segment_paths():
+    largest = segment_format.total_size(DEFAULT_POLICY)
+    for path in segment_format.segment_paths():
         found = inspect(path)
         if found is None:
             continue  # unlinked since the directory was read
@@ -180,7 +181,7 @@ def listing() -> Listing:
     page = mmap.PAGESIZE
     return Listing(
         breakers, unusable, where, size_bytes, allocated, free,
-        -(-largest // page) * page, _shm.supported(),
+        -(-largest // page) * page, segment_format.supported(),
     )  # fmt: skip
 
 
@@ -233,19 +234,24 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
     if info.st_mode & 0o077:
         raise _Unusable(f"has mode {stat.S_IMODE(info.st_mode):o}; a segment is 0600")
     # The header, and a window's header after the cell if there is one.
-    raw = os.pread(fd, _shm.HEADER_SIZE + _shm.CELL_SIZE + _shm.WINDOW_HEADER_SIZE, 0)
+    head = (
+        segment_format.HEADER_SIZE
+        + segment_format.CELL_SIZE
+        + segment_format.WINDOW_HEADER_SIZE
+    )
+    raw = os.pread(fd, head, 0)
     magic = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else 0
     if magic == 0:
         raise _Unusable(
             "half-made: its creator has not published it (or died first)",
             half_made=True,
         )
-    if magic != _shm.MAGIC:
+    if magic != segment_format.MAGIC:
         raise _Unusable("bad magic: not a qbreaker segment")
-    if len(raw) < _shm.HEADER_SIZE + _shm.CELL_SIZE:
+    if len(raw) < segment_format.HEADER_SIZE + segment_format.CELL_SIZE:
         raise _Unusable(f"truncated: {info.st_size} bytes")
     try:
-        policy = _shm.check_header(raw, info.st_size)
+        policy = segment_format.check_header(raw, info.st_size)
     except SharedStateError as exc:
         raise _Unusable(str(exc)) from None
     size = info.st_size
@@ -253,19 +259,19 @@ def _check(fd: int, path: str, info: os.stat_result) -> _Header:
 
 
 def _stored_name(raw: bytes, path: str) -> str:
-    (length,) = _shm._NAME_LENGTH.unpack_from(raw, _shm._NAME_OFFSET)
-    if not 0 < length <= _shm.NAME_LIMIT:
+    (length,) = segment_format.NAME_LENGTH.unpack_from(raw, segment_format.NAME_OFFSET)
+    if not 0 < length <= segment_format.NAME_LIMIT:
         raise _Unusable(f"bad name: stored length {length}")
-    start = _shm._NAME_OFFSET + 4
+    start = segment_format.NAME_OFFSET + 4
     encoded = raw[start : start + length]
     try:
         name = encoded.decode("utf-8")
-        _shm.check_name(name)
+        segment_format.check_name(name)
     except UnicodeDecodeError:
         raise _Unusable(f"bad name: not UTF-8 ({encoded!r})") from None
     except ValueError:
         raise _Unusable(f"bad name: {encoded.decode('utf-8')!r}") from None
-    if os.path.basename(_shm.path_of(name)) != os.path.basename(path):
+    if os.path.basename(segment_format.path_of(name)) != os.path.basename(path):
         raise _Unusable(f"bad name: {name!r} does not hash to this file's name")
     return name
 
@@ -276,20 +282,20 @@ def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
     data = os.pread(fd, header.size, 0)
     if len(data) != header.size:
         raise _Unusable(f"truncated: {len(data)} bytes read of {header.size}")
-    cell = _CELL.unpack_from(data, _shm.HEADER_SIZE)
+    cell = _CELL.unpack_from(data, segment_format.HEADER_SIZE)
     allowed, rejected, successes = cell[1], cell[2], cell[3]
     for _, slot_allowed, slot_successes, slot_rejected, _ in _slots(data, header.size):
         allowed += slot_allowed
         successes += slot_successes
         rejected += slot_rejected
-    twin = _core_py.CoreBreaker.__new__(_core_py.CoreBreaker)
-    twin._configure(policy, None, name=header.name)
-    twin._cell.word = _stable_word(fd, cell[0])
-    twin._cell.totals = [allowed, rejected, successes, cell[4], cell[5], cell[6]]
-    twin._cell.changed_at = cell[7]
-    if twin._cell.window is not None:
-        _read_window(data, twin._cell.window)
-    m = _api.metrics(twin)
+    decoder = twin.CoreBreaker.__new__(twin.CoreBreaker)
+    decoder._configure(policy, None, name=header.name)
+    decoder._cell.word = _stable_word(fd, cell[0])
+    decoder._cell.totals = [allowed, rejected, successes, cell[4], cell[5], cell[6]]
+    decoder._cell.changed_at = cell[7]
+    if decoder._cell.window is not None:
+        _read_window(data, decoder._cell.window)
+    m = methods.metrics(decoder)
     return SharedBreakerInfo(
         header.name, path, m.state, m.forced, m.generation,
         m.consecutive_failures, m.allowed, m.rejected, m.successes, m.failures,
@@ -301,20 +307,20 @@ def _stable_word(fd: int, word: int) -> int:
     # A read() of a page being written is not one atomic load: re-read the
     # word until two reads agree (bounded), so a torn word is never decoded.
     for _ in range(8):
-        again = int.from_bytes(os.pread(fd, 8, _shm.HEADER_SIZE), "little")
+        again = int.from_bytes(os.pread(fd, 8, segment_format.HEADER_SIZE), "little")
         if again == word:
             break
         word = again
     return word
 
 
-def _read_window(data: bytes, window: _core_py.Window) -> None:
-    window_at = _shm.HEADER_SIZE + _shm.CELL_SIZE
+def _read_window(data: bytes, window: twin.Window) -> None:
+    window_at = segment_format.HEADER_SIZE + segment_format.CELL_SIZE
     (window.cursor,) = _CURSOR.unpack_from(data, window_at)
-    bucket_at = window_at + _shm.WINDOW_HEADER_SIZE
+    bucket_at = window_at + segment_format.WINDOW_HEADER_SIZE
     for i in range(len(window.keys)):
         key, calls, failures, slow = _BUCKET.unpack_from(
-            data, bucket_at + i * _shm.BUCKET_SIZE
+            data, bucket_at + i * segment_format.BUCKET_SIZE
         )
         window.keys[i], window.calls[i] = key, calls
         window.failures[i], window.slow[i] = failures, slow
@@ -322,10 +328,10 @@ def _read_window(data: bytes, window: _core_py.Window) -> None:
 
 def _slots(data: bytes, size: int) -> Iterator[tuple[int, int, int, int, int]]:
     """(owner, allowed, successes, rejected, PID namespace) of each slot: the
-    slots end the segment (see _shm.total_size)."""
-    first = size - _shm.SLOTS * _shm.SLOT_SIZE
-    for i in range(_shm.SLOTS):
-        yield _SLOT.unpack_from(data, first + i * _shm.SLOT_SIZE)
+    slots end the segment (see segment_format.total_size)."""
+    first = size - segment_format.SLOTS * segment_format.SLOT_SIZE
+    for i in range(segment_format.SLOTS):
+        yield _SLOT.unpack_from(data, first + i * segment_format.SLOT_SIZE)
 
 
 # -- pruning -------------------------------------------------------------------
@@ -337,7 +343,7 @@ def prune(dry_run: bool = False) -> PruneResult:
     if not isinstance(dry_run, bool):
         raise TypeError(f"dry_run must be True or False, got {dry_run!r}")
     result = PruneResult([], [], dry_run)
-    paths = _shm.segment_paths()
+    paths = segment_format.segment_paths()
     for start in range(0, len(paths), _PRUNE_BATCH):
         _prune_batch(paths[start : start + _PRUNE_BATCH], result)
     return result

@@ -3,20 +3,7 @@
 One segment per breaker name, per user, per host: a regular file in
 ``/dev/shm`` (Linux), named ``qbreaker-v<layout>-<uid>-<hash of the name>``
 so a rolling deploy that mixes layouts never shares one, and no user-given
-text reaches a path. It holds a 256-byte header, then the cell (and its
-window), at an offset that is a multiple of 64::
-
-    offset  field
-    0       magic            u64, stored last (release), read first (acquire)
-    8       layout version   u32
-    12      header size      u32 (256)
-    16      total size       u64
-    24      the policy       reset, half-open timeout, counts, window (72 B)
-    96      name length      u32, then the name, UTF-8, at most 124 bytes
-    256     the cell, then its window
-    then    at the next multiple of 64: 128 per-process counter slots,
-            64 bytes each (qb_slot in qb_cell.h): owner (pid << 32 |
-            nonce), allowed, successes, rejected, PID namespace
+text reaches a path. Its bytes are laid out in ``segment_format``.
 
 The directory is $QBREAKER_SHM_DIR if set (see check_directory for which
 ones are accepted). Nothing in a segment is a lock: a killed process cannot
@@ -38,54 +25,39 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import mmap
 import os
 import stat
-import struct
 import sys
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
 
-from ._core_py import Policy
-from ._settings import check_policy
+from .._errors import SharedSpaceError, SharedStateError
+from .._policy import Policy
+from .segment_format import (
+    CELL_SIZE,
+    HEADER_SIZE,
+    MAGIC,
+    check_directory,
+    check_header,
+    check_name,
+    describe_policy,
+    directory,
+    path_of,
+    total_size,
+    write_header,
+)
 
-LAYOUT_VERSION = 2
-MAGIC = int.from_bytes(b"QBRKSHM1", "little")
-HEADER_SIZE = 256
-CELL_SIZE = 64
-WINDOW_HEADER_SIZE = 64
-BUCKET_SIZE = 32
-SLOT_SIZE = 64
-SLOTS = 128
-NAME_LIMIT = 124
-DIRECTORY = "/dev/shm"
-PREFIX = "qbreaker-"
-
-# reset, half-open timeout, max_failures, half_open_max, success_threshold,
-# window kind, buckets, minimum calls, span, slow ticks, two rate thresholds.
-_POLICY = struct.Struct("<QQIIIIIIQQdd")
-_NAME_LENGTH = struct.Struct("<I")
-_FIXED = struct.Struct("<QIIQ")  # magic, version, header size, total size
-_POLICY_OFFSET = 24
-_NAME_OFFSET = _POLICY_OFFSET + _POLICY.size
 ATTACH_WAIT = 2.0  # seconds an attacher waits for a creator to publish
 LOCK_WAIT = 1.0  # seconds to wait for a prune's or a takeover's exclusive lock
 # A segment whose magic is still 0 this long after it was last changed, and
 # whose creator holds no lock, is taken over (its creator died).
 HALF_MADE_GRACE = 10.0
 OPEN_ATTEMPTS = 8  # rounds of open_segment / _map before giving up
-ENV_DIRECTORY = "QBREAKER_SHM_DIR"
 # fallocate's (and open's, out of inodes) ways of saying the space ran out.
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
-
-
-class SharedStateError(ValueError):
-    """A segment that cannot be used: wrong owner, mode, layout or policy."""
-
-
-class SharedSpaceError(SharedStateError):
-    """No room for a new segment (or to back an existing one) in the directory."""
 
 
 @dataclass
@@ -99,71 +71,65 @@ class Segment:
     created: bool
 
 
-def directory() -> str:
-    """Where this process keeps its segments: $QBREAKER_SHM_DIR, else /dev/shm.
+class Atomics(NamedTuple):
+    """An acquire load and a release store of the aligned 64-bit word at an
+    offset of a buffer: the compiled core's (``u64_load``, ``u64_store``).
 
-    Read on every call, so a test can point each simulated host elsewhere.
+    The magic is published and read with them, so an attacher that sees it
+    also sees the header written before it. This module does not import the
+    compiled core (it sits below it): whoever loads the core provides them.
     """
-    return os.environ.get(ENV_DIRECTORY) or DIRECTORY
+
+    load: Callable[[Any, int], int]
+    store: Callable[[Any, int, int], None]
 
 
-def supported() -> bool:
-    return sys.platform.startswith("linux") and os.path.isdir(directory())
+_atomics: Atomics | None = None
 
 
-def check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"shared must be a breaker name (str), got {name!r}")
-    encoded = name.encode("utf-8", "surrogatepass")
-    if not name or len(encoded) > NAME_LIMIT:
-        raise ValueError(
-            f"shared name must be 1 to {NAME_LIMIT} UTF-8 bytes, got {name!r}"
+def provide_atomics(atomics: Atomics) -> None:
+    """Called once the compiled core is loaded (qbreaker._impl.select)."""
+    global _atomics
+    _atomics = atomics
+
+
+def _word_ops() -> Atomics:
+    if _atomics is None:
+        raise SharedStateError(
+            "shared breakers need the compiled core's atomic operations, and "
+            "the compiled core is not loaded (QBREAKER_NO_EXTENSIONS is set, "
+            "or this is a pure-Python install)"
         )
-    if "/" in name or "\\" in name or "\0" in name or not name.isprintable():
-        raise ValueError(
-            f"shared name must be printable, without '/', '\\\\' or NUL, got {name!r}"
-        )
-    return name
+    return _atomics
 
 
-def path_of(name: str) -> str:
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    filename = f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-{digest}"
-    return os.path.join(directory(), filename)
+# Each shared breaker's mapping lives exactly as long as the breaker.
+_segments: weakref.WeakKeyDictionary[Any, Segment] = weakref.WeakKeyDictionary()
 
 
-def total_size(policy: Policy) -> int:
-    window = 0
-    if policy.window_kind:
-        window = WINDOW_HEADER_SIZE + policy.window_buckets * BUCKET_SIZE
-    cell = -(-(CELL_SIZE + window) // SLOT_SIZE) * SLOT_SIZE  # slots are 64-aligned
-    return HEADER_SIZE + cell + SLOTS * SLOT_SIZE
+def _after_fork_in_child() -> None:
+    # The child inherits the parent's counter slot with the mapping; two
+    # processes counting plainly in one slot would lose counts.
+    for breaker in list(_segments):
+        breaker._forked()
 
 
-def encode_policy(policy: Policy) -> bytes:
-    return _POLICY.pack(
-        policy.reset_ticks,
-        policy.half_open_timeout_ticks,
-        policy.max_failures,
-        policy.half_open_max,
-        policy.success_threshold,
-        policy.window_kind,
-        policy.window_buckets,
-        policy.minimum_calls,
-        policy.window_span,
-        policy.slow_ticks,
-        policy.failure_rate_threshold,
-        policy.slow_rate_threshold,
-    )
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def decode_policy(raw: bytes) -> Policy:
-    (reset, half_open, failures, probes, threshold, kind, buckets, minimum, span,
-     slow, rate, slow_rate) = _POLICY.unpack(raw)  # fmt: skip
-    return Policy(
-        failures, reset, probes, threshold, half_open, kind, buckets, span,
-        minimum, rate, slow_rate, slow,
-    )  # fmt: skip
+def attach(breaker: Any, name: str, policy: Policy | None, adopt: bool) -> Segment:
+    """Open the segment ``name`` for ``breaker`` (see open_segment) and keep
+    its mapping for as long as the breaker lives."""
+    segment = open_segment(name, policy, adopt)
+    _segments[breaker] = segment
+    return segment
+
+
+def name_of(breaker: Any) -> str | None:
+    """The shared name of ``breaker``, or None for a process-local one."""
+    segment = _segments.get(breaker)
+    return None if segment is None else segment.name
 
 
 def open_segment(name: str, policy: Policy | None, adopt: bool) -> Segment:
@@ -179,6 +145,7 @@ def open_segment(name: str, policy: Policy | None, adopt: bool) -> Segment:
             f"not available on {sys.platform}"
         )
     check_name(name)
+    _word_ops()  # refuse before making a file that could not be published
     check_directory(directory())
     path = path_of(name)
     # Each round either returns or saw the file replaced or removed under it
@@ -195,43 +162,6 @@ def open_segment(name: str, policy: Policy | None, adopt: bool) -> Segment:
         f"{path} was replaced or removed {OPEN_ATTEMPTS} times while "
         f"opening it; is something removing segments in a loop?"
     )
-
-
-def check_directory(where: str) -> None:
-    """Refuse a segment directory that another user could tamper with.
-
-    It must belong to this user and not be writable by group or others, or
-    be sticky like /dev/shm (1777), where others may create names but never
-    remove or replace this user's files.
-    """
-    source = f"QBREAKER_SHM_DIR={where!r}" if os.environ.get(ENV_DIRECTORY) else where
-    if not os.path.isabs(where):
-        raise SharedStateError(
-            f"the segment directory must be an absolute path, got {source}"
-        )
-    try:
-        info = os.stat(where)
-    except FileNotFoundError:
-        raise SharedStateError(
-            f"the segment directory {source} does not exist; create it "
-            f"(mode 0700) or set QBREAKER_SHM_DIR to one that does"
-        ) from None
-    except OSError as exc:
-        raise SharedStateError(
-            f"cannot use the segment directory {source}: {exc.strerror}"
-        ) from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise SharedStateError(f"the segment directory {source} is not a directory")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & stat.S_ISVTX:
-        return
-    if info.st_uid != os.geteuid() or mode & 0o022:
-        raise SharedStateError(
-            f"refusing the segment directory {source} (owner uid {info.st_uid}, "
-            f"mode {mode:o}): it must belong to this user (uid {os.geteuid()}) "
-            f"and not be writable by group or others, or be sticky like "
-            f"/dev/shm (mode 1777)"
-        )
 
 
 def _create(name: str, path: str, policy: Policy) -> Segment | None:
@@ -262,7 +192,7 @@ def _create(name: str, path: str, policy: Policy) -> Segment | None:
             # lock: this mapping is nobody's; attaching finds the path gone.
             buffer.close()
             return None
-        _write_header(buffer, name, policy, size)
+        write_header(buffer, name, policy, size)
         _publish(buffer)
         return Segment(name, path, buffer, policy, True)
     except BaseException:
@@ -274,17 +204,6 @@ def _create(name: str, path: str, policy: Policy) -> Segment | None:
         raise
     finally:
         _unlock_and_close(fd)
-
-
-def _write_header(buffer: mmap.mmap, name: str, policy: Policy, size: int) -> None:
-    encoded = name.encode("utf-8", "surrogatepass")
-    buffer[_POLICY_OFFSET:_NAME_OFFSET] = encode_policy(policy)
-    offset = _NAME_OFFSET
-    buffer[offset : offset + 4] = _NAME_LENGTH.pack(len(encoded))
-    buffer[offset + 4 : offset + 4 + len(encoded)] = encoded
-    buffer[8:24] = _FIXED.pack(0, LAYOUT_VERSION, HEADER_SIZE, size)[8:]
-    if policy.window_kind:
-        _write_window_settings(buffer, policy)
 
 
 def _reserve(fd: int, size: int, name: str) -> None:
@@ -317,9 +236,7 @@ def _no_space(name: str, size: int, exc: OSError) -> str:
     )
 
 
-def _attach(
-    name: str, path: str, policy: Policy | None, adopt: bool
-) -> Segment | None:
+def _attach(name: str, path: str, policy: Policy | None, adopt: bool) -> Segment | None:
     """The attached segment, or None if ``path`` vanished or was taken over."""
     try:
         buffer, info = _map(path, name)
@@ -339,7 +256,8 @@ def _attach(
         if policy is not None and found != policy and not adopt:
             raise SharedStateError(
                 f"shared breaker {name!r} exists with another policy "
-                f"({_describe(found)}) than this one ({_describe(policy)}); "
+                f"({describe_policy(found)}) than this one "
+                f"({describe_policy(policy)}); "
                 f"pass shared_policy='adopt' to use the existing one, or unlink it"
             )
     except BaseException:
@@ -509,9 +427,7 @@ def _wait_for_magic(buffer: mmap.mmap) -> int:
 
 
 def _magic(buffer: mmap.mmap) -> int:
-    from ._core_c import u64_load
-
-    return int(u64_load(buffer, 0))
+    return int(_word_ops().load(buffer, 0))
 
 
 def _age(info: os.stat_result) -> float:
@@ -565,10 +481,8 @@ def _take_over(path: str, mapped: os.stat_result) -> None:
 
 def read_header(buffer: mmap.mmap, path: str) -> Policy:
     """Wait (bounded) for the creator's magic, then validate the header."""
-    from ._core_c import u64_load
-
     deadline = time.monotonic() + ATTACH_WAIT
-    while (magic := u64_load(buffer, 0)) == 0 and time.monotonic() < deadline:
+    while (magic := _magic(buffer)) == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     if magic != MAGIC:
         if magic == 0:
@@ -583,112 +497,5 @@ def read_header(buffer: mmap.mmap, path: str) -> Policy:
         raise SharedStateError(f"{path}: {exc}") from None
 
 
-def check_header(data: bytes | mmap.mmap, file_size: int) -> Policy:
-    """The policy of a published segment's header, validated; else a
-    SharedStateError saying what is wrong (without the path).
-
-    ``data`` holds at least the header and, for a policy with a window, the
-    window's header; attaching and the read-only listing both use this, so
-    they refuse exactly the same segments.
-    """
-    _, version, header_size, size = _FIXED.unpack_from(data, 0)
-    if version != LAYOUT_VERSION or header_size != HEADER_SIZE:
-        raise SharedStateError(
-            f"bad layout: version {version}, header {header_size} bytes "
-            f"(this qbreaker: version {LAYOUT_VERSION}, {HEADER_SIZE})"
-        )
-    policy = decode_policy(bytes(data[_POLICY_OFFSET:_NAME_OFFSET]))
-    try:
-        check_policy(policy)
-    except ValueError as exc:
-        raise SharedStateError(
-            f"bad policy ({exc}): corrupt, or written by something other "
-            f"than qbreaker"
-        ) from None
-    need = total_size(policy)
-    if not size == need == file_size:
-        raise SharedStateError(
-            f"truncated or corrupt: {file_size} bytes, its header says "
-            f"{size}, its policy needs {need}"
-        )
-    if policy.window_kind:
-        _check_window_settings(data, policy)
-    return policy
-
-
-def read_name(buffer: mmap.mmap) -> str:
-    (length,) = _NAME_LENGTH.unpack_from(buffer, _NAME_OFFSET)
-    start = _NAME_OFFSET + 4
-    raw = buffer[start : start + min(length, NAME_LIMIT)]
-    return raw.decode("utf-8", "surrogatepass")
-
-
-# qb_window in qb_cell.h: cursor, span, slow ticks, two thresholds, buckets,
-# minimum calls; never written after the creator's first write.
-_WINDOW_SETTINGS = struct.Struct("<QQQddII")
-_WINDOW_FIELDS = (
-    "window_span",
-    "slow_ticks",
-    "failure_rate_threshold",
-    "slow_rate_threshold",
-    "window_buckets",
-    "minimum_calls",
-)
-
-
-def _write_window_settings(buffer: mmap.mmap, policy: Policy) -> None:
-    _WINDOW_SETTINGS.pack_into(
-        buffer,
-        HEADER_SIZE + CELL_SIZE,
-        0,
-        *(getattr(policy, field) for field in _WINDOW_FIELDS),
-    )
-
-
-def _check_window_settings(data: bytes | mmap.mmap, policy: Policy) -> None:
-    """The window header's copy of the settings must be the header's policy.
-
-    The core takes the window's shape from the validated policy, never from
-    this copy, but it does read the thresholds and slow ticks there.
-    """
-    found = _WINDOW_SETTINGS.unpack_from(data, HEADER_SIZE + CELL_SIZE)[1:]
-    for field, value in zip(_WINDOW_FIELDS, found):
-        expected = getattr(policy, field)
-        if value != expected:
-            raise SharedStateError(
-                f"corrupt window: {field}={value!r} in its window but "
-                f"{expected!r} in its header"
-            )
-
-
 def _publish(buffer: mmap.mmap) -> None:
-    from ._core_c import u64_store
-
-    u64_store(buffer, 0, MAGIC)
-
-
-def _describe(policy: Policy) -> str:
-    fields = [
-        f"max_failures={policy.max_failures}",
-        f"reset_timeout={policy.reset_ticks / 1000}",
-        f"half_open_max={policy.half_open_max}",
-        f"success_threshold={policy.success_threshold}",
-        f"half_open_timeout={policy.half_open_timeout_ticks / 1000}",
-    ]
-    if policy.window_kind:
-        fields.append(f"window={policy.window_kind}/{policy.window_span}x"
-                      f"{policy.window_buckets}")  # fmt: skip
-    return ", ".join(fields)
-
-
-def segment_paths() -> list[str]:
-    """This user's segments of this layout, by path."""
-    if not supported():
-        return []
-    prefix = f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-"
-    where = directory()
-    return sorted(
-        os.path.join(where, entry)
-        for entry in os.listdir(where)
-        if entry.startswith(prefix)
-    )
+    _word_ops().store(buffer, 0, MAGIC)

@@ -8,11 +8,11 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ._core import CircuitBreaker
-from ._forksafe import LockRenewal
-from ._metrics import BreakerSnapshot
-from ._shm import SharedSpaceError
-from ._state import State
+from .._errors import SharedSpaceError
+from .._forksafe import LockRenewal
+from .._metrics import BreakerSnapshot
+from .._state import State
+from .select import CircuitBreaker
 
 __all__ = ("BreakerGroup",)
 

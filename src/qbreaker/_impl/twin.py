@@ -2,95 +2,8 @@
 
 ``_core_c.pyx`` mirrors this module function for function. A change to one
 lands in both, and ``tests/test_parity.py`` plus the hypothesis differential
-test say whether they still agree.
-
-The cell
---------
-All mutable state of one breaker: the packed state word and six totals
-counters (allowed, rejected, successes, failures, neutral, transitions).
-All-zero is the valid initial state: closed, generation 0, no failures, so a
-cell in a fresh shared-memory segment needs no initialiser. Totals are
-statistics and only ever added to; every decision reads the word alone.
-
-The packed state word
----------------------
-64 bits. Bits 0-19 (state and generation) are the word's *head*; the payload
-above them depends on the state::
-
-    bits    field        states            meaning
-    0-1     state        all               0 closed, 1 open, 2 half-open,
-                                           3 forced (kind in bit 63)
-    2-19    generation   all               +1 (mod 2**18) on every transition
-    20-51   failures     closed, forced    consecutive failures
-    20-63   opened_at    open              ms tick when it opened
-    20-27   in_flight    half-open         probes admitted, not yet reported
-    28-35   successes    half-open         successful probes so far
-    36-63   entered_at   half-open         ms tick when it became half-open
-    63      forced_kind  forced            0 forced open, 1 forced closed
-
-Constants (shift, width): STATE (0, 2), GEN (2, 18), FAIL (20, 32),
-OPENED (20, 44), INFLIGHT (20, 8), HSUCC (28, 8), ENTERED (36, 28),
-FORCED_KIND (63, 1).
-
-Rules the word obeys:
-
-- Every transition is one compare-and-swap of the whole word, and every
-  transition increments the generation. No lock, no second word.
-- Time is milliseconds on the monotonic clock (one timeline for every process
-  on a host), stored modulo the field width. Elapsed time is computed modulo
-  that width too, so it is exact while it stays below half the width: 2**43 ms
-  for ``opened_at`` (about 278 years) and 2**27 ms for ``entered_at`` (37.3
-  hours), which is why durations are capped at 2**27 - 1 ms. A half-open
-  breaker left untouched for a multiple of 2**28 ms can, at worst, see its
-  expiry one ``half_open_timeout`` late; it never wedges.
-- A ``now`` read before another thread's transition can be older than the
-  time that transition stored. Open: an ``opened_at`` after ``now`` counts as
-  no time elapsed. Half-open: an ``entered_at`` up to ``STALE_NOW_TICKS``
-  (2**16 ms, 65.5 s) after ``now`` counts as no time elapsed too, instead of
-  as 2**28 ms, which would end the generation under its probes; the price is
-  that a breaker left untouched for just under a multiple of 2**28 ms sees
-  its expiry up to 65.5 s later.
-- Every 64-bit value is a word of one of the four states: bits its state
-  does not use are ignored (and kept until the next transition), and counts
-  beyond their limits (probes in flight, successes) only make it reject or
-  conclude sooner. So a cell holding arbitrary bytes, as a corrupted shared
-  segment may, is still a working breaker; ``reset()`` makes it a clean one.
-- The word's generation wraps after 2**18 transitions; tickets carry it in
-  full (below).
-
-Tickets
--------
-A ticket names the state and the full generation that admitted a call::
-
-    bits    field
-    0       1            never 0, so a rejection (0) is the only falsy result
-    1-2     state
-    3-44    generation   modulo 2**TICKET_GEN_BITS (2**42)
-    45-61   probe        not read by the core: the Python API's half-open
-    62      tracked      bookkeeping (qbreaker._probes); 0 from the cimport API
-    63      0            (the compiled core marks a timed ``with`` ticket there)
-
-Bits 0-20 are ``head << 1 | 1``. The generation's bits above the word's 18
-come from the transitions total ``T``, which the winner of every transition
-(``_transition``, the only place a generation changes: reset, force and
-shared cells included) increments once, right after its CAS. The full
-generation ``G`` is the one congruent to the word's modulo 2**18 that lies
-nearest ``T``, read next to the word: ``T`` lags ``G`` by the transitions
-whose count is still pending and leads it by those counted after the word
-was read. That is exact while fewer than 2**17 transitions separate the two,
-and a ticket is then misread as current only if it was held across an exact
-multiple of 2**42 transitions (51 days of ``reset()`` at a million a
-second). A ticket whose state and generation differ from the current ones is
-stale: its outcome is counted in totals and changes no state. The same
-18-bit word can still repeat under an operation that is descheduled between
-its load and its CAS for 2**18 transitions (the CAS compares the word alone),
-and a rate window's buckets are keyed by the word's 18 bits.
-
-Time arguments
---------------
-Every operation takes ``now`` in ticks, or ``NOW_AUTO`` to read the monotonic
-clock lazily, only on paths that decide by time (open, half-open, tripping).
-The closed path never reads a clock.
+test say whether they still agree. The cell's packed word and the tickets are
+laid out in ``qbreaker._word``; this module is what the core does with them.
 """
 
 from __future__ import annotations
@@ -105,23 +18,68 @@ import threading
 import time
 import types
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
-from . import _events, _forms
-from ._api import BreakerAPI
-from ._forksafe import LockRenewal
-from ._ints import integer
-from ._options import (
+from .._errors import SharedStateError
+from .._forksafe import LockRenewal
+from .._outcomes import (
     DEFAULT_OPTIONS,
+    Hook,
     Options,
     exception_outcome,
     raise_async_fallback,
     result_outcome,
     run_hook,
-    seconds_of,
 )
-from ._probes import TRACKED, Probes
-from ._state import State, Totals
+from .._policy import DEFAULT_POLICY, Policy, Seconds, clock_ticks, is_slow
+from .._state import State, Totals
+from .._word import (
+    ENTERED_FIELD,
+    ENTERED_SHIFT,
+    FAIL_MASK,
+    FAIL_MAX,
+    FAIL_SHIFT,
+    FORCED_KIND_SHIFT,
+    GEN_FIELD,
+    GEN_SHIFT,
+    HEAD_FIELD,
+    HSUCC_MAX,
+    HSUCC_SHIFT,
+    INFLIGHT_MAX,
+    INFLIGHT_SHIFT,
+    KEY_EPOCH_BITS,
+    KEY_EPOCH_FIELD,
+    NOW_AUTO,
+    OPENED_BITS,
+    OPENED_FIELD,
+    OPENED_SHIFT,
+    OUTCOME_BASE,
+    OUTCOME_FAILURE,
+    OUTCOME_NEUTRAL,
+    OUTCOME_SLOW,
+    OUTCOME_SUCCESS,
+    S_CLOSED,
+    S_FORCED,
+    S_HALF_OPEN,
+    S_OPEN,
+    STALE_NOW_TICKS,
+    STATE_FIELD,
+    TICKET_BASE,
+    TRACKED,
+    WINDOW_TIME,
+    check_ticket,
+    closed_word,
+    forced_word,
+    half_open_word,
+    next_gen,
+    open_word,
+    outcome_code,
+    ticket_of,
+)
+from . import events, methods, wrappers
+from .methods import BreakerAPI, Clock, Listener
+from .probes import Probes
 
 if TYPE_CHECKING:
     from typing import ParamSpec, TypeVar
@@ -131,106 +89,7 @@ if TYPE_CHECKING:
 
 __all__ = ("CircuitBreaker", "CoreBreaker")
 
-STATE_SHIFT, STATE_BITS = 0, 2
-GEN_SHIFT, GEN_BITS = 2, 18
-FAIL_SHIFT, FAIL_BITS = 20, 32
-OPENED_SHIFT, OPENED_BITS = 20, 44
-INFLIGHT_SHIFT, INFLIGHT_BITS = 20, 8
-HSUCC_SHIFT, HSUCC_BITS = 28, 8
-ENTERED_SHIFT, ENTERED_BITS = 36, 28
-FORCED_KIND_SHIFT, FORCED_KIND_BITS = 63, 1
-HEAD_BITS = STATE_BITS + GEN_BITS
-
-S_CLOSED, S_OPEN, S_HALF_OPEN, S_FORCED = 0, 1, 2, 3
-OUTCOME_FAILURE, OUTCOME_SUCCESS, OUTCOME_NEUTRAL = 0, 1, 2
-# Or'ed into a failure or success: the call took at least slow_call_duration.
-OUTCOME_SLOW = 4
-OUTCOME_BASE = 3  # masks the slow flag off
-WINDOW_NONE, WINDOW_COUNT, WINDOW_TIME = 0, 1, 2
-# A bucket's key: the generation it counts for, above its epoch.
-KEY_EPOCH_BITS = 40
-#: The generation's bits in a ticket (see "Tickets").
-TICKET_GEN_BITS = 42
-NOW_AUTO = (1 << 64) - 1
-#: How far behind a half-open entry time a `now` may be and still be read as
-#: "no time elapsed" (a stale reading) rather than as a wrap-around.
-STALE_NOW_TICKS = 1 << 16
-
-STATE_FIELD = (1 << STATE_BITS) - 1
-GEN_FIELD = (1 << GEN_BITS) - 1
-FAIL_MAX = (1 << FAIL_BITS) - 1
-OPENED_FIELD = (1 << OPENED_BITS) - 1
-INFLIGHT_MAX = (1 << INFLIGHT_BITS) - 1
-HSUCC_MAX = (1 << HSUCC_BITS) - 1
-ENTERED_FIELD = (1 << ENTERED_BITS) - 1
-HEAD_FIELD = (1 << HEAD_BITS) - 1
-FAIL_MASK = FAIL_MAX << FAIL_SHIFT
-TICKET_GEN_FIELD = (1 << TICKET_GEN_BITS) - 1
-#: The bits of a ticket that say whether it is current.
-TICKET_BASE = (TICKET_GEN_FIELD << (STATE_BITS + 1)) | (1 << (STATE_BITS + 1)) - 1
-#: Bit 63 stays clear: the compiled core marks a timed ``with`` ticket there.
-TICKET_MAX = (1 << 63) - 1
-_GEN_HALF = 1 << (GEN_BITS - 1)
-
-#: Every layout constant by name; the compiled core exports the same dict.
-LAYOUT = {
-    "STATE_SHIFT": STATE_SHIFT,
-    "STATE_BITS": STATE_BITS,
-    "GEN_SHIFT": GEN_SHIFT,
-    "GEN_BITS": GEN_BITS,
-    "FAIL_SHIFT": FAIL_SHIFT,
-    "FAIL_BITS": FAIL_BITS,
-    "OPENED_SHIFT": OPENED_SHIFT,
-    "OPENED_BITS": OPENED_BITS,
-    "INFLIGHT_SHIFT": INFLIGHT_SHIFT,
-    "INFLIGHT_BITS": INFLIGHT_BITS,
-    "HSUCC_SHIFT": HSUCC_SHIFT,
-    "HSUCC_BITS": HSUCC_BITS,
-    "ENTERED_SHIFT": ENTERED_SHIFT,
-    "ENTERED_BITS": ENTERED_BITS,
-    "FORCED_KIND_SHIFT": FORCED_KIND_SHIFT,
-    "FORCED_KIND_BITS": FORCED_KIND_BITS,
-    "S_CLOSED": S_CLOSED,
-    "S_OPEN": S_OPEN,
-    "S_HALF_OPEN": S_HALF_OPEN,
-    "S_FORCED": S_FORCED,
-    "OUTCOME_FAILURE": OUTCOME_FAILURE,
-    "OUTCOME_SUCCESS": OUTCOME_SUCCESS,
-    "OUTCOME_NEUTRAL": OUTCOME_NEUTRAL,
-    "OUTCOME_SLOW": OUTCOME_SLOW,
-    "OUTCOME_BASE": OUTCOME_BASE,
-    "WINDOW_NONE": WINDOW_NONE,
-    "WINDOW_COUNT": WINDOW_COUNT,
-    "WINDOW_TIME": WINDOW_TIME,
-    "KEY_EPOCH_BITS": KEY_EPOCH_BITS,
-    "TICKET_GEN_BITS": TICKET_GEN_BITS,
-}
-
 _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
-
-
-class Policy(NamedTuple):
-    """A validated policy in the core's units (ms ticks, plain counts).
-
-    ``max_failures`` 0 means the consecutive-failure trip is off.
-    """
-
-    max_failures: int
-    reset_ticks: int
-    half_open_max: int
-    success_threshold: int
-    half_open_timeout_ticks: int
-    # The window (issue: rate policies). Kind 0 means none and the rest is 0.
-    window_kind: int = 0  # WINDOW_NONE, WINDOW_COUNT or WINDOW_TIME
-    window_buckets: int = 0  # buckets summed for a decision
-    window_span: int = 0  # outcomes (count) or ticks (time) per bucket
-    minimum_calls: int = 0
-    failure_rate_threshold: float = 0.0  # 0.0: off
-    slow_rate_threshold: float = 0.0  # 0.0: off
-    slow_ticks: int = 0  # slow_call_duration; 0: no slow-call policy
-
-
-DEFAULT_POLICY = Policy(5, 60_000, 3, 3, 60_000)
 
 
 class Cell:
@@ -285,9 +144,6 @@ class Window:
         self.slow = [0] * buckets
 
 
-_EPOCH_FIELD = (1 << KEY_EPOCH_BITS) - 1
-
-
 T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
 # Indexed by outcome code.
 _OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
@@ -304,25 +160,6 @@ def monotonic_ms() -> int:
     if _COARSE is not None:
         return time.clock_gettime_ns(_COARSE) // 1_000_000
     return time.monotonic_ns() // 1_000_000
-
-
-def clock_ticks(value: object) -> int:
-    """A user clock's reading in seconds to ticks on the word's timeline."""
-    number = value if isinstance(value, float) else integer(value)
-    if number is None:
-        raise TypeError(
-            f"clock() must return seconds as an int or float, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    scaled = number * 1000
-    if isinstance(scaled, float) and not math.isfinite(scaled):
-        raise ValueError(
-            f"clock() must return a finite number of seconds, got {value!r}"
-        )
-    # Nearest, not floor: a test clock stepping in exact milliseconds must
-    # land on them despite binary floats. Modulo 2**64 like the C core's
-    # uint64_t; the time fields are narrower still, compared modulo their width.
-    return round(scaled) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _resolve(now: int) -> int:
@@ -366,46 +203,6 @@ def _transition(
         return True, nw
 
 
-# -- word builders -----------------------------------------------------------
-
-
-def _next_gen(w: int) -> int:
-    return ((w >> GEN_SHIFT) + 1) & GEN_FIELD
-
-
-def _closed_word(gen: int) -> int:
-    return S_CLOSED | gen << GEN_SHIFT
-
-
-def _open_word(gen: int, now: int) -> int:
-    return S_OPEN | gen << GEN_SHIFT | (now & OPENED_FIELD) << OPENED_SHIFT
-
-
-def _half_open_word(gen: int, in_flight: int, successes: int, entered: int) -> int:
-    return (
-        S_HALF_OPEN
-        | gen << GEN_SHIFT
-        | in_flight << INFLIGHT_SHIFT
-        | successes << HSUCC_SHIFT
-        | (entered & ENTERED_FIELD) << ENTERED_SHIFT
-    )
-
-
-def _forced_word(gen: int, kind_closed: int) -> int:
-    return S_FORCED | gen << GEN_SHIFT | kind_closed << FORCED_KIND_SHIFT
-
-
-def ticket_of(transitions: int, w: int) -> int:
-    """The ticket of word ``w``; ``transitions``: the total, read before ``w``.
-
-    The full generation is the one nearest ``transitions`` that agrees with
-    the word's modulo 2**18 (see "Tickets").
-    """
-    gen = (w >> GEN_SHIFT) - transitions + _GEN_HALF
-    full = transitions + (gen & GEN_FIELD) - _GEN_HALF
-    return (full & TICKET_GEN_FIELD) << (STATE_BITS + 1) | (w & STATE_FIELD) << 1 | 1
-
-
 def _load_ticketed(cell: Cell) -> tuple[int, int]:
     """(transitions, word), in the order ``ticket_of`` needs them."""
     transitions = cell.totals[T_TRANSITIONS]
@@ -438,7 +235,7 @@ def _expired_half_open(w: int, pol: Policy, now: int) -> int:
     stale = elapsed > ENTERED_FIELD - STALE_NOW_TICKS  # `now` read before entry
     if elapsed < pol.half_open_timeout_ticks or stale:
         return 0
-    return _open_word(_next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
+    return open_word(next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
 
 
 # -- the rate window ------------------------------------------------------------
@@ -461,13 +258,13 @@ def _window_add(cell: Cell, pol: Policy, gen: int, epoch: int, outcome: int) -> 
     window = cell.window
     assert window is not None
     i = epoch % pol.window_buckets
-    key = gen << KEY_EPOCH_BITS | (epoch & _EPOCH_FIELD)
+    key = gen << KEY_EPOCH_BITS | (epoch & KEY_EPOCH_FIELD)
     rotated = False
     with cell.lock:
         seen = window.keys[i]
     if seen != key and (
         seen >> KEY_EPOCH_BITS != gen
-        or 0 < (epoch - seen) & _EPOCH_FIELD < 1 << (KEY_EPOCH_BITS - 1)
+        or 0 < (epoch - seen) & KEY_EPOCH_FIELD < 1 << (KEY_EPOCH_BITS - 1)
     ):
         with cell.lock:  # stands in for a CAS of the key
             if window.keys[i] == seen:
@@ -498,7 +295,7 @@ def window_sums(cell: Cell, pol: Policy, gen: int, epoch: int) -> tuple[int, int
             c, f, s = window.calls[i], window.failures[i], window.slow[i]
         if key >> KEY_EPOCH_BITS != gen:
             continue
-        if (epoch - key) & _EPOCH_FIELD < pol.window_buckets:
+        if (epoch - key) & KEY_EPOCH_FIELD < pol.window_buckets:
             calls += c
             failures += f
             slow += s
@@ -544,7 +341,7 @@ def _window_settle(
         return False
     while w & STATE_FIELD == S_CLOSED and (w >> GEN_SHIFT) & GEN_FIELD == gen:
         now = _resolve(given_now)
-        ok, w = _transition(cell, w, _open_word(_next_gen(w), now), now, log)
+        ok, w = _transition(cell, w, open_word(next_gen(w), now), now, log)
         if ok:
             return True
     return False  # another thread moved it on: the usual path judges the rest
@@ -569,7 +366,7 @@ def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
             if _open_elapsed(w, now) < pol.reset_ticks:
                 break
             # The caller that performs the transition is the first probe.
-            nw = _half_open_word(_next_gen(w), 1, 0, now)
+            nw = half_open_word(next_gen(w), 1, 0, now)
             ok, seen = _transition(cell, w, nw, now, log)
             w = seen
             if ok:
@@ -640,7 +437,7 @@ def settle(
                 return True
             elif state == S_CLOSED and 0 < pol.max_failures <= failures + 1:
                 now = _resolve(given_now)
-                nw = _open_word(_next_gen(w), now)
+                nw = open_word(next_gen(w), now)
                 ok, seen = _transition(cell, w, nw, now, log)
             else:
                 ok, seen = _cas(cell, w, w + (1 << FAIL_SHIFT))
@@ -659,15 +456,15 @@ def settle(
         freed = in_flight - 1 if in_flight else 0
         # Under a slow-call policy a slow probe is a failed probe.
         if outcome == OUTCOME_FAILURE or (slow and outcome == OUTCOME_SUCCESS):
-            nw = _open_word(_next_gen(w), now)
+            nw = open_word(next_gen(w), now)
             ok, seen = _transition(cell, w, nw, now, log)
         elif outcome == OUTCOME_SUCCESS:
             successes = ((w >> HSUCC_SHIFT) & HSUCC_MAX) + 1
             if successes >= pol.success_threshold:
-                nw = _closed_word(_next_gen(w))
+                nw = closed_word(next_gen(w))
                 ok, seen = _transition(cell, w, nw, now, log)
             else:
-                nw = _half_open_word(
+                nw = half_open_word(
                     (w >> GEN_SHIFT) & GEN_FIELD, freed, successes, w >> ENTERED_SHIFT
                 )
                 ok, seen = _cas(cell, w, nw)
@@ -695,7 +492,7 @@ def renormalize(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> 
         elif _open_elapsed(w, now) < pol.reset_ticks:
             return
         else:
-            nw = _half_open_word(_next_gen(w), 0, 0, now)
+            nw = half_open_word(next_gen(w), 0, 0, now)
         ok, seen = _transition(cell, w, nw, now, log)
         w = nw if ok else seen
         if ok and state == S_OPEN:
@@ -707,7 +504,7 @@ def reset(cell: Cell, now: int, log: TransitionLog) -> None:
     now = _resolve(now)
     w = _load(cell)
     while True:
-        ok, w = _transition(cell, w, _closed_word(_next_gen(w)), now, log)
+        ok, w = _transition(cell, w, closed_word(next_gen(w)), now, log)
         if ok:
             return
 
@@ -719,7 +516,7 @@ def force(cell: Cell, kind_closed: int, now: int, log: TransitionLog) -> None:
         if w & STATE_FIELD == S_FORCED and w >> FORCED_KIND_SHIFT == kind_closed:
             return
         now = _resolve(now)
-        nw = _forced_word(_next_gen(w), kind_closed)
+        nw = forced_word(next_gen(w), kind_closed)
         ok, w = _transition(cell, w, nw, now, log)
         if ok:
             return
@@ -730,7 +527,7 @@ def trip(cell: Cell, given_now: int, log: TransitionLog) -> bool:
     w = _load(cell)
     while w & STATE_FIELD == S_CLOSED:
         now = _resolve(given_now)
-        ok, w = _transition(cell, w, _open_word(_next_gen(w), now), now, log)
+        ok, w = _transition(cell, w, open_word(next_gen(w), now), now, log)
         if ok:
             return True
     return False
@@ -791,7 +588,7 @@ class CoreBreaker:
         self._options = DEFAULT_OPTIONS
         self._name = None
         self._listeners = ()
-        self._events = _events.Dispatcher(describe_word)
+        self._events = events.Dispatcher(describe_word)
         self._last_observation = None
         self._probes = Probes()
         return self
@@ -807,7 +604,7 @@ class CoreBreaker:
         """Set the validated policy and clock; once, by the constructor.
 
         ``shared``: a segment's mapping, whose cell is used in place of the
-        breaker's own (see qbreaker._shm for the layout).
+        breaker's own (see qbreaker._impl.segment_format for the layout).
         """
         if shared is not None:
             raise ValueError("the pure-Python core cannot use a shared cell")
@@ -881,10 +678,10 @@ class CoreBreaker:
         ``duration`` (seconds, or a timedelta) marks the call slow under a
         slow-call policy.
         """
-        outcome = _outcome_code(ok)
-        if duration is not None and _is_slow(self._policy, duration):
+        outcome = outcome_code(ok)
+        if duration is not None and is_slow(self._policy, duration):
             outcome |= OUTCOME_SLOW
-        self._settle(_check_ticket(ticket), outcome)
+        self._settle(check_ticket(ticket), outcome)
 
     def _settle(self, ticket: int, outcome: int) -> None:
         if ticket & TRACKED and not self._probes.release(ticket):
@@ -962,7 +759,7 @@ class CoreBreaker:
             return hook(self, ticket, result)  # type: ignore[no-any-return]
         if hasattr(type(result), "__await__"):  # the compiled core's slot test
             self._settle(ticket, OUTCOME_NEUTRAL)
-            raise _forms.awaitable_refused(fn, result)
+            raise wrappers.awaitable_refused(fn, result)
         self._exit_result(ticket, result, started)
         return result
 
@@ -1009,7 +806,7 @@ class CoreBreaker:
             self._exit_ok(ticket, started)
             return
         slow = self._slow(started) if ok is False else 0
-        self._settle(ticket, _outcome_code(ok) | slow)
+        self._settle(ticket, outcome_code(ok) | slow)
         if ok is False and self._options.on_failure is not None:
             run_hook(self._options.on_failure, self, exc)
 
@@ -1110,8 +907,8 @@ class _Guarded:
         return self.breaker.call(self.fn, *args, **kwargs)
 
     def __reduce__(self) -> str:
-        # By reference, like the function it replaces (see _forms.pickled_name).
-        return _forms.pickled_name(self)
+        # By reference, like the function it replaces (see wrappers.pickled_name).
+        return wrappers.pickled_name(self)
 
     def __copy__(self) -> _Guarded:
         return self  # as a function is: copying shares it
@@ -1137,33 +934,6 @@ def describe_word(w: int) -> tuple[State, int]:
     else:
         public = _STATES[state]
     return public, (w >> GEN_SHIFT) & GEN_FIELD
-
-
-def _outcome_code(ok: object) -> int:
-    if ok is True:
-        return OUTCOME_SUCCESS
-    if ok is False:
-        return OUTCOME_FAILURE
-    if ok is None:
-        return OUTCOME_NEUTRAL
-    raise TypeError(
-        f"ok must be True (success), False (failure) or None (neutral), got {ok!r}"
-    )
-
-
-def _check_ticket(ticket: object) -> int:
-    value = integer(ticket)
-    if value is None:
-        raise TypeError(
-            f"ticket must be an int returned by acquire(), got {ticket!r} "
-            f"({type(ticket).__name__})"
-        )
-    if not (0 < value <= TICKET_MAX) or not value & 1:
-        raise ValueError(
-            f"ticket must be a non-zero ticket returned by acquire() (an odd int "
-            f"in [1, {TICKET_MAX}]), got {ticket!r}"
-        )
-    return value
 
 
 # -- tickets of ``with`` blocks --------------------------------------------------
@@ -1396,15 +1166,6 @@ def with_blocks() -> tuple[int, int]:
     return open_blocks, held
 
 
-def _is_slow(pol: Policy, duration: object) -> bool:
-    seconds = seconds_of("duration", duration)
-    if not 0 <= seconds < math.inf:  # also refuses NaN
-        raise ValueError(
-            f"duration must be >= 0 seconds and finite, got {duration!r}"
-        )
-    return bool(pol.slow_ticks) and seconds * 1000 >= pol.slow_ticks
-
-
 class CircuitBreaker(BreakerAPI, CoreBreaker):
     """A circuit breaker: closed, open and half-open, lock-free.
 
@@ -1414,3 +1175,43 @@ class CircuitBreaker(BreakerAPI, CoreBreaker):
     """
 
     __slots__ = ()
+
+    def __init__(
+        self,
+        max_failures: int | None = 5,
+        reset_timeout: Seconds = 60.0,
+        half_open_max: int = 3,
+        *,
+        success_threshold: int | None = None,
+        half_open_timeout: Seconds | None = None,
+        name: str | None = None,
+        exclude: Iterable[type[BaseException]] = (),
+        is_failure: Callable[[BaseException], object] | None = None,
+        is_failure_result: Callable[[Any], object] | None = None,
+        fallback: Callable[..., Any] | None = None,
+        on_state_change: Listener | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_reject: Hook | None = None,
+        error_rate_threshold: float | None = None,
+        latency_threshold: Seconds | None = None,
+        clock: Clock | None = None,
+        failure_rate_threshold: float | None = None,
+        slow_call_rate_threshold: float | None = None,
+        slow_call_duration: Seconds | None = None,
+        window_size: int | None = None,
+        window_seconds: Seconds | None = None,
+        minimum_calls: int | None = None,
+        shared: str | None = None,
+        shared_policy: str = "match",
+    ) -> None:
+        # Every parameter, by name: locals() holds nothing else yet.
+        arguments = {k: v for k, v in locals().items() if k != "self"}
+        config = methods.make_config(**arguments)
+        if config.shared is not None:
+            raise SharedStateError(
+                "the pure-Python core cannot share a breaker between processes: "
+                "it has no atomic compare-and-swap on shared memory; use the "
+                "compiled core (unset QBREAKER_NO_EXTENSIONS)"
+            )
+        methods.configure(self, config)

@@ -52,7 +52,7 @@ import pickle
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from ._options import callable_kind as _kind
+from .._outcomes import callable_kind as _kind
 
 if TYPE_CHECKING:
     from collections.abc import (
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     )
     from typing import Protocol
 
-    from ._options import Options
+    from .._outcomes import Options
 
     if sys.version_info >= (3, 10):
         from typing import ParamSpec
