@@ -98,6 +98,6 @@ ci: ## everything .ci/run runs, in order, in the current venv
 
 ci-before-suite: ci-deps lint redis ## ci's steps before the suite: linters, redis-server
 
-# test-pure joins these once the pure install's suite passes: today two tests
-# assume a compiled core is installed.
-ci-after-suite: check-core soak tsan freethreaded other-pythons ## ci's steps after the suite
+# The pure-Python install is tested too: PyPy and platforms without a compiled
+# wheel get it.
+ci-after-suite: check-core test-pure soak tsan freethreaded other-pythons ## ci's steps after the suite
