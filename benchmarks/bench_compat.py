@@ -1,4 +1,4 @@
-"""``qbreaker.compat.pybreaker`` against pybreaker itself (issue 8).
+"""``qbreaker.compat.pybreaker`` against pybreaker itself.
 
 Subjects, each on one breaker in the closed state around the same protected
 function (``qbreaker._cli.bench.subjects.work``): ``call(f)`` and a decorated

@@ -2,7 +2,7 @@
 
 Subjects: ``qbreaker-c allow+record``, the compiled breaker with its cell in
 the process, and ``qbreaker-c shared allow+record``, the same class with
-``shared=<name>``, its cell in a ``/dev/shm`` segment (issue 7 asks for at
+``shared=<name>``, its cell in a ``/dev/shm`` segment (the target is at
 most 1.2x the in-process pair). Both run the closed scenario's loop around
 the same protected function, so the two figures compare directly; ``bare
 f()`` is the reference. The segment gets a fresh name per run and is

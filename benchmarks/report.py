@@ -4,7 +4,7 @@
 bench`` prints, from pytest-benchmark's statistics: per scenario, ns per
 operation (a round's time divided by its loop count), the overhead over the
 scenario's reference, the ratio to the floor and to each peer; then threads,
-memory, BreakerGroup lookup and the targets of issue 4. The tables and the
+memory, BreakerGroup lookup and the targets. The tables and the
 targets are computed by ``qbreaker._cli.bench`` itself, so the two cannot
 disagree. ``--stat median`` (default: min, as the command) picks the statistic.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The free-threaded leg of CI (issue 5): the whole suite on CPython 3.13t with
+# The free-threaded leg of CI: the whole suite on CPython 3.13t with
 # the GIL off.
 #
 #  1. gets the interpreter from scripts/build_freethreaded_python.sh (built

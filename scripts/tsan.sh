@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ThreadSanitizer run of the nogil stress harness (issue 5).
+# ThreadSanitizer run of the nogil stress harness.
 #
 # Builds the core (QBREAKER_SANITIZE=thread, see setup.py) and the stress
 # harness (tests/concurrency/stress/qb_stress.pyx) with -fsanitize=thread, in a throwaway

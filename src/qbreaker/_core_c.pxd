@@ -3,7 +3,7 @@
 # and drive a breaker without the GIL:
 #     cell = qb_nogil_cell(b)    # with the GIL, before any nogil use
 #     t = qb_admit(cell, &b.cpolicy, QB_NOW_AUTO, NULL)
-# The layout constants mirror _core_py.py; tests/test_parity.py compares them.
+# The layout constants mirror _word.py; tests/core/test_parity.py compares them.
 
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
@@ -102,7 +102,7 @@ cdef enum:
     WINDOW_COUNT = 1
     WINDOW_TIME = 2
     KEY_EPOCH_BITS = 40
-    # A ticket's generation bits (see _core_py's "Tickets").
+    # A ticket's generation bits (see _word's "Tickets").
     TICKET_GEN_BITS = 42
 
 
@@ -160,7 +160,7 @@ cdef enum:
 # transitions it wins).
 
 # Admit a call: its ticket, or 0 when rejected. A ticket carries the state
-# and 42 bits of generation (see _core_py's "Tickets").
+# and 42 bits of generation (see _word's "Tickets").
 cdef uint64_t qb_admit(qb_cell *cell, const qb_policy *pol, uint64_t now,
                        qb_translog *log) noexcept nogil
 # Report an outcome for `ticket`, or for the current generation if 0.

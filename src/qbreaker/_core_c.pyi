@@ -1,4 +1,4 @@
-# The compiled core mirrors the twin exactly (tests/test_parity.py checks
+# The compiled core mirrors the twin (tests/core/test_parity.py checks
 # names and docstrings), so the twin's annotations type it.
 from ._impl.twin import CircuitBreaker as CircuitBreaker
 from ._impl.twin import describe_word as describe_word

@@ -14,15 +14,15 @@ judgements that could find nothing, and counts a private window with plain
 adds; the closed path counts in the object's (or its slot's) own counters,
 inlined into each method; ``with`` blocks keep their tickets in a C store
 per context; ``call`` and decorated functions take vectorcall. Equal
-results are checked, not assumed: tests/test_parity.py (layout, API,
-docstrings) and tests/test_differential.py (random operation sequences on
+results are checked, not assumed: tests/core/test_parity.py (layout, API,
+docstrings) and tests/core/test_differential.py (random operation sequences on
 both cores: results, tickets, words and totals).
 
 The code is split by concern into ``_native/*.pxi``, included below.
 
 binding=False and always_allow_keywords=False keep the hot methods plain
 METH_NOARGS/METH_O/METH_FASTCALL descriptors, which CPython 3.11 specialises;
-the defaults cost about twice as much per call (DESIGN.md).
+the defaults cost about twice as much per call (docs/performance.md).
 
 The GIL is never released inside a Python-facing method: the atomics make the
 code correct either way, and releasing it around one CAS measured slower.

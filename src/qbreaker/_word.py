@@ -3,7 +3,7 @@
 A leaf: it imports nothing of qbreaker. The twin (``qbreaker._impl.twin``, the
 executable specification) and the compiled core's Python layer take every
 constant and encoder from here; ``_core_c.pxd`` repeats the constants for C,
-and ``tests/test_parity.py`` checks that the two agree.
+and ``tests/core/test_parity.py`` checks that the two agree.
 
 The cell
 --------

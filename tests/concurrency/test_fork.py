@@ -21,7 +21,6 @@ from typing import Any, Callable
 import pytest
 
 from qbreaker import State
-from qbreaker._impl import events as _events
 from qbreaker._impl import methods as _api
 from qbreaker._impl.group import BreakerGroup
 
@@ -29,11 +28,6 @@ from ..helpers import Impl
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
-# The at-fork handlers of issue 5: until they exist, a lock held at fork time
-# stays held in the child (the scenario below deadlocks or loses deliveries).
-FORK_HANDLERS = hasattr(_events, "_after_fork_in_child") and hasattr(
-    _api, "_after_fork_in_child"
-)
 
 
 def fork_and_check(child: Callable[[], bool]) -> int:
@@ -95,9 +89,6 @@ def test_fork_while_threads_hammer_a_breaker(impl: Impl) -> None:
     assert seen == [] and b.state is State.CLOSED  # the parent is untouched
 
 
-@pytest.mark.xfail(
-    not FORK_HANDLERS, reason="needs the at-fork handlers of issue 5", strict=True
-)
 def test_fork_while_locks_are_held(impl: Impl) -> None:
     parent = os.getpid()
     in_listener, release = threading.Event(), threading.Event()

@@ -27,7 +27,6 @@ from typing import Any, Callable
 import pytest
 
 from qbreaker import CircuitOpenError, State
-from qbreaker._impl import twin as _core_py
 from qbreaker._impl.group import BreakerGroup
 
 from ..helpers import Impl
@@ -398,11 +397,6 @@ def test_anonymous_names_are_unique(impl: Impl) -> None:
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.xfail(
-    not hasattr(_core_py, "STALE_NOW_TICKS"),
-    reason="needs the stale-now guard proposed in issue 5",
-    strict=True,
-)
 def test_a_clock_reading_older_than_a_transition_is_no_time(impl: Impl) -> None:
     # Thread A reads a user clock, thread B then moves the breaker to
     # half-open at a later time, then A's call runs with its older reading.

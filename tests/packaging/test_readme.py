@@ -1,7 +1,7 @@
 """Every ``python`` block of README.md and docs/*.md is checked, each in its own way.
 
 - A block preceded by ``<!-- example: docs/examples/NAME.py -->`` shows that
-  script and must equal it; tests/test_docs_examples.py runs the script.
+  script and must equal it; tests/packaging/test_docs_examples.py runs the script.
 - A block whose info string is ``python no-run: REASON`` is not run, and must
   give its reason.
 - Any other ``python`` block runs as written, in a fresh interpreter.

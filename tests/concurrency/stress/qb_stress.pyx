@@ -118,7 +118,7 @@ cdef enum:
 
 # A `now` this far behind a half-open generation's start is a reading taken
 # before another thread's transition, not 74 hours of elapsed time (the
-# STALE_NOW_TICKS guard proposed for the core in issue 5).
+# core's STALE_NOW_TICKS guard, mirrored here).
 cdef uint64_t STALE_NOW_TICKS = 1 << 16
 
 cdef uint64_t STATE_FIELD = 3

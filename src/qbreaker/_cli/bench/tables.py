@@ -190,7 +190,7 @@ def print_memory_and_group(results: Results, out: TextIO) -> None:
 
 
 def print_targets(results: Results, out: TextIO) -> None:
-    print("\n### targets (issue 4)\n", file=out)
+    print("\n### targets\n", file=out)
     rows = [
         [
             t["target"],
