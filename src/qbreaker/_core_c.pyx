@@ -104,7 +104,7 @@ cdef class CircuitBreaker:
     """A circuit breaker: closed, open and half-open, lock-free.
 
     ``CircuitBreaker(max_failures=5, reset_timeout=60.0, half_open_max=3)``;
-    see the README for every setting.
+    see docs/settings.md for every setting.
     """
 
     def __cinit__(self, *args, **kwargs):

@@ -2,7 +2,7 @@
 
 It runs on a virtual clock, so the minute-long reset timeout takes no time,
 and it checks every step against the documented behaviour: the exit status
-is 0 only if the breaker did exactly what the README says.
+is 0 only if the breaker did exactly what docs/semantics.md says.
 """
 
 from __future__ import annotations

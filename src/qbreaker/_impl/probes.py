@@ -13,7 +13,7 @@ once the generation has moved on, it is an ordinary stale ticket.
 The twin uses this class; the compiled core mirrors it in C (``_Probes`` in
 ``_core_c.pyx``), same numbers, same tickets. Closed-state tickets never come
 here: the closed path stays one load and one count. Tickets from the cimport
-API are not tracked (see the README): their bits 45-62 are 0.
+API are not tracked (see docs/cython-api.md): their bits 45-62 are 0.
 """
 
 from __future__ import annotations

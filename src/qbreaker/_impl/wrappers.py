@@ -24,7 +24,7 @@ fallback's result starts being iterated instead. From then on:
 - ``close()`` by the consumer, which arrives as GeneratorExit at the wrapper's
   own ``yield``, closes the inner generator and counts as a success: the
   wrapper yields only items the inner generator produced, so the backend has
-  worked (the README's outcome rules). If the inner generator fails while
+  worked (docs/semantics.md, outcome rules). If the inner generator fails while
   closing (raises, or ignores GeneratorExit), that exception is classified
   instead. A generator garbage-collected unclosed is closed by the
   interpreter, so it is the same path; one closed before its first

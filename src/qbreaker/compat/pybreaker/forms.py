@@ -89,7 +89,7 @@ def wrap_generator(
     """``inner``, admitted with ``ticket``, counted when it finishes:
     exhausted, a success; raising, by the rules; closed early (or collected
     unfinished) after it yielded an item, a success; closed or collected
-    before its first item, neutral (see the README's outcome rules)."""
+    before its first item, neutral (see docs/semantics.md, outcome rules)."""
     held = [ticket]
     outer = _iterate(breaker, inner, held)
     # An unstarted generator runs no finally block: give the ticket back when
