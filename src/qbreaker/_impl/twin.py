@@ -1,9 +1,26 @@
 """The pure-Python twin of the compiled core: the executable specification.
 
-``_core_c.pyx`` mirrors this module function for function. A change to one
-lands in both, and ``tests/test_parity.py`` plus the hypothesis differential
-test say whether they still agree. The cell's packed word and the tickets are
-laid out in ``qbreaker._word``; this module is what the core does with them.
+The cell's packed word and the tickets are laid out in ``qbreaker._word``;
+this module is what the core does with them. Its sections come in the order
+of the compiled core's ``_native/*.pxi`` includes, each under a banner that
+names the file it mirrors, so that the two read side by side; the cell and
+its atomics, which the compiled core takes from C headers, come first.
+
+What is mirrored: the word's layout and the state machine on it (admit,
+settle, renormalize, reset, force, trip), the tickets and their checks, the
+window's keys and rates, and the Python-level API, which both cores take
+from the same modules. Each operation gives the same results, totals and
+transitions on both. What is not: how the compiled core does the work. Its
+window finds its bucket from a hint instead of dividing, skips the
+judgements that could find nothing, and counts a private window with plain
+adds; its closed path is inlined into each method and counts in the
+object's (or its slot's) own counters; its ``with`` blocks keep their
+tickets in a C store per context (a chain per context here); ``call`` and
+decorated functions take vectorcall. And the twin has no cell shared
+between processes. A change of behaviour lands in both cores, and
+``tests/core/test_parity.py`` (layout, API, docstrings) and
+``tests/core/test_differential.py`` (random operation sequences on both
+cores: results, tickets, words and totals) say whether they still agree.
 """
 
 from __future__ import annotations
@@ -89,7 +106,10 @@ if TYPE_CHECKING:
 
 __all__ = ("CircuitBreaker", "CoreBreaker")
 
-_STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
+
+# -- cell (twin only) ---------------------------------------------------------
+# The compiled core's cell and atomics are C (qb_cell.h, qb_atomic.h, declared
+# by _core_c.pxd before the includes); here a lock stands in for the atomics.
 
 
 class Cell:
@@ -112,6 +132,119 @@ class Cell:
 # A cell lock held by another thread when this process forks is renewed in
 # the child (see _forksafe).
 _cells = LockRenewal("lock")
+
+
+T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
+# Indexed by outcome code.
+_OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
+
+
+def _load(cell: Cell) -> int:
+    return cell.word
+
+
+def _cas(cell: Cell, expected: int, desired: int) -> tuple[bool, int]:
+    """Compare-and-swap; on failure also returns the value seen."""
+    with cell.lock:
+        seen = cell.word
+        if seen != expected:
+            return False, seen
+        cell.word = desired
+        return True, desired
+
+
+def _add(cell: Cell, index: int) -> None:
+    with cell.lock:
+        cell.totals[index] += 1
+
+
+def _load_ticketed(cell: Cell) -> tuple[int, int]:
+    """(transitions, word), in the order ``ticket_of`` needs them."""
+    transitions = cell.totals[T_TRANSITIONS]
+    return transitions, cell.word
+
+
+# -- word: mirrors _native/word.pxi -------------------------------------------
+
+
+_STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
+
+
+def _open_elapsed(w: int, now: int) -> int:
+    """Ticks since an open word opened; 0 if it opened "after" ``now``.
+
+    A time read before a concurrent transition can be older than the time
+    that transition stored. The 44-bit field cannot wrap in practice (2**43
+    ms is 278 years), so a difference in its upper half means "negative".
+    """
+    elapsed = (now - (w >> OPENED_SHIFT)) & OPENED_FIELD
+    return 0 if elapsed >> (OPENED_BITS - 1) else elapsed
+
+
+def _expired_half_open(w: int, pol: Policy, now: int) -> int:
+    """The open word a timed-out half-open word becomes, else 0.
+
+    It re-opens as of the moment it expired, not as of now, so an idle
+    breaker admits its next probe ``reset_timeout`` after that moment.
+    """
+    elapsed = (now - (w >> ENTERED_SHIFT)) & ENTERED_FIELD
+    stale = elapsed > ENTERED_FIELD - STALE_NOW_TICKS  # `now` read before entry
+    if elapsed < pol.half_open_timeout_ticks or stale:
+        return 0
+    return open_word(next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
+
+
+_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", None)
+
+
+def monotonic_ms() -> int:
+    # The same clock and truncation as qb_monotonic_ms() in qb_clock.h.
+    if _COARSE is not None:
+        return time.clock_gettime_ns(_COARSE) // 1_000_000
+    return time.monotonic_ns() // 1_000_000
+
+
+def _resolve(now: int) -> int:
+    return monotonic_ms() if now == NOW_AUTO else now
+
+
+def describe_word(w: int) -> tuple[State, int]:
+    """The public state and the generation of a raw word."""
+    state = w & STATE_FIELD
+    if state == S_FORCED:
+        public = State.CLOSED if w >> FORCED_KIND_SHIFT else State.OPEN
+    else:
+        public = _STATES[state]
+    return public, (w >> GEN_SHIFT) & GEN_FIELD
+
+
+# -- transitions: mirrors _native/transitions.pxi -----------------------------
+
+
+#: Where transitions record (old word, new word): anything with append, or None.
+TransitionLog = Optional[Any]
+
+
+def _transition(
+    cell: Cell, w: int, nw: int, now: int, log: TransitionLog
+) -> tuple[bool, int]:
+    """CAS that changes the generation; the winner counts and logs it."""
+    with cell.lock:
+        seen = cell.word
+        if seen != w:
+            return False, seen
+        cell.word = nw
+        cell.totals[T_TRANSITIONS] += 1
+        cell.changed_at = now
+        # Logged under the lock that made the swap, so the log's order is the
+        # order of the transitions. (The C core gets that order from the GIL.)
+        if log is not None:
+            log.append((w, nw))
+        return True, nw
+
+
+# -- window: mirrors _native/window.pxi ---------------------------------------
+# Window (twin only) stands in for qb_window and its buckets (qb_cell.h).
 
 
 class Window:
@@ -142,103 +275,6 @@ class Window:
         self.calls = [0] * buckets
         self.failures = [0] * buckets
         self.slow = [0] * buckets
-
-
-T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
-# Indexed by outcome code.
-_OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
-
-#: Where transitions record (old word, new word): anything with append, or None.
-TransitionLog = Optional[Any]
-
-
-_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", None)
-
-
-def monotonic_ms() -> int:
-    # The same clock and truncation as qb_monotonic_ms() in qb_clock.h.
-    if _COARSE is not None:
-        return time.clock_gettime_ns(_COARSE) // 1_000_000
-    return time.monotonic_ns() // 1_000_000
-
-
-def _resolve(now: int) -> int:
-    return monotonic_ms() if now == NOW_AUTO else now
-
-
-def _load(cell: Cell) -> int:
-    return cell.word
-
-
-def _cas(cell: Cell, expected: int, desired: int) -> tuple[bool, int]:
-    """Compare-and-swap; on failure also returns the value seen."""
-    with cell.lock:
-        seen = cell.word
-        if seen != expected:
-            return False, seen
-        cell.word = desired
-        return True, desired
-
-
-def _add(cell: Cell, index: int) -> None:
-    with cell.lock:
-        cell.totals[index] += 1
-
-
-def _transition(
-    cell: Cell, w: int, nw: int, now: int, log: TransitionLog
-) -> tuple[bool, int]:
-    """CAS that changes the generation; the winner counts and logs it."""
-    with cell.lock:
-        seen = cell.word
-        if seen != w:
-            return False, seen
-        cell.word = nw
-        cell.totals[T_TRANSITIONS] += 1
-        cell.changed_at = now
-        # Logged under the lock that made the swap, so the log's order is the
-        # order of the transitions. (The C core gets that order from the GIL.)
-        if log is not None:
-            log.append((w, nw))
-        return True, nw
-
-
-def _load_ticketed(cell: Cell) -> tuple[int, int]:
-    """(transitions, word), in the order ``ticket_of`` needs them."""
-    transitions = cell.totals[T_TRANSITIONS]
-    return transitions, cell.word
-
-
-def current_ticket(cell: Cell) -> int:
-    """What a ticket of the current state and generation carries (its base)."""
-    return ticket_of(*_load_ticketed(cell))
-
-
-def _open_elapsed(w: int, now: int) -> int:
-    """Ticks since an open word opened; 0 if it opened "after" ``now``.
-
-    A time read before a concurrent transition can be older than the time
-    that transition stored. The 44-bit field cannot wrap in practice (2**43
-    ms is 278 years), so a difference in its upper half means "negative".
-    """
-    elapsed = (now - (w >> OPENED_SHIFT)) & OPENED_FIELD
-    return 0 if elapsed >> (OPENED_BITS - 1) else elapsed
-
-
-def _expired_half_open(w: int, pol: Policy, now: int) -> int:
-    """The open word a timed-out half-open word becomes, else 0.
-
-    It re-opens as of the moment it expired, not as of now, so an idle
-    breaker admits its next probe ``reset_timeout`` after that moment.
-    """
-    elapsed = (now - (w >> ENTERED_SHIFT)) & ENTERED_FIELD
-    stale = elapsed > ENTERED_FIELD - STALE_NOW_TICKS  # `now` read before entry
-    if elapsed < pol.half_open_timeout_ticks or stale:
-        return 0
-    return open_word(next_gen(w), now - (elapsed - pol.half_open_timeout_ticks))
-
-
-# -- the rate window ------------------------------------------------------------
 
 
 def _window_epoch(cell: Cell, pol: Policy, now: int) -> int:
@@ -347,7 +383,7 @@ def _window_settle(
     return False  # another thread moved it on: the usual path judges the rest
 
 
-# -- operations ----------------------------------------------------------------
+# -- ops: mirrors _native/ops.pxi ---------------------------------------------
 
 
 def admit(cell: Cell, pol: Policy, given_now: int, log: TransitionLog) -> int:
@@ -547,7 +583,298 @@ def retry_after_ticks(w: int, pol: Policy, now: int) -> float:
     return float(max(pol.reset_ticks - _open_elapsed(w, _resolve(now)), 0))
 
 
-# -- the Python-facing class ---------------------------------------------------
+# -- shared_cell: mirrors _native/shared_cell.pxi -----------------------------
+# Nothing here: the twin has no shared cell. CircuitBreaker.__init__ and
+# CoreBreaker._configure refuse one.
+
+
+# -- probes: mirrors _native/probes.pxi ---------------------------------------
+# The tracked probes are qbreaker._impl.probes.Probes itself; current_ticket
+# is what a tracked probe's later release is checked against, as in
+# _probe_reports.
+
+
+def current_ticket(cell: Cell) -> int:
+    """What a ticket of the current state and generation carries (its base)."""
+    return ticket_of(*_load_ticketed(cell))
+
+
+# -- fastpath: mirrors _native/fastpath.pxi -----------------------------------
+# Nothing here: the twin has no separate closed path. CoreBreaker's methods
+# call admit and settle directly, and read the clock in _now, _started and
+# _slow.
+
+
+# -- with_tickets: mirrors _native/with_tickets.pxi ---------------------------
+#
+# A ``with`` block reports against the ticket that it took. An open block is
+# recorded under its breaker and the frame running the ``with`` statement,
+# which is the same frame at __enter__ and __exit__ wherever that frame runs in
+# between (a generator resumed in another thread, tasks sharing one context),
+# so blocks that interleave never take each other's tickets. A block is looked
+# up in this order:
+#
+# 1. its breaker and frame among the blocks entered in this context;
+# 2. its breaker and frame among the blocks of generator and coroutine frames
+#    entered in other contexts (resumed elsewhere, or closed by the garbage
+#    collector);
+# 3. exited from another frame than it entered (contextlib.ExitStack, a call
+#    by hand): its breaker's innermost block of this context;
+# 4. none: it reports against the current generation, like record_*().
+#
+# Each context holds an immutable chain of its blocks in one ContextVar, so a
+# context copied from another (asyncio copies one per task) starts from its
+# parent's chain and changes only its own. A block exited elsewhere is marked
+# closed and its link dropped the next time the chain is rebuilt or compacted.
+# An open block whose chains all died (its context is gone) joins _ORPHANS. A
+# chain, or _ORPHANS, that only grows (blocks entered by hand, never exited)
+# drops its oldest half at MAX_OPEN_BLOCKS. Frames are compared
+# by identity, never kept alive. (The compiled core keeps the same records in
+# a mutable store per context, searching every store for step 2.)
+
+
+MAX_OPEN_BLOCKS = 1 << 16
+# Frames that can suspend inside a block and resume in another context.
+_SUSPENDABLE = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ITERABLE_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+)
+
+
+class _OpenBlock:
+    """One open ``with`` block."""
+
+    __slots__ = ("breaker", "frame", "ticket", "started", "open", "__weakref__")
+
+    def __init__(
+        self, breaker: object, frame: int, ticket: int, started: int | None
+    ) -> None:
+        self.breaker = breaker
+        self.frame = frame  # id() of the frame running the with statement
+        self.ticket = ticket
+        self.started = started
+        self.open = True
+
+    def __del__(self) -> None:
+        # Its context died, not necessarily its frame: a generator handed to
+        # another thread or task still exits this block. No lock here: this
+        # can run inside any critical section (a list append is atomic).
+        if self.open:
+            if len(_ORPHANS) >= MAX_OPEN_BLOCKS:
+                del _ORPHANS[: MAX_OPEN_BLOCKS // 2]
+            _ORPHANS.append(self)
+
+
+class _Link(NamedTuple):
+    """A context's chain of blocks, innermost first."""
+
+    block: _OpenBlock
+    rest: _Link | None
+    length: int  # links in the chain, closed ones included
+    compact_at: int  # the length at which closed links are dropped
+
+
+_WITH_TICKETS: contextvars.ContextVar[_Link | None] = contextvars.ContextVar(
+    "qbreaker_with_tickets", default=None
+)
+# The open blocks of generator and coroutine frames, in every context (step 2).
+# Weak: a block dies with the chains that hold it, into _ORPHANS if open.
+_SUSPENDED: weakref.WeakSet[_OpenBlock] = weakref.WeakSet()
+# Open blocks whose contexts died, oldest first (step 2, searched last).
+_ORPHANS: list[_OpenBlock] = []
+# Guards _SUSPENDED and every block's ``open``: a block is claimed once.
+_blocks = LockRenewal("lock")
+
+
+class _BlocksLock:
+    __slots__ = ("lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        _blocks.add(self)
+
+
+_BLOCKS = _BlocksLock()
+
+
+def _chain(
+    blocks: list[_OpenBlock], rest: _Link | None, compact_at: int
+) -> _Link | None:
+    """``blocks`` (outermost first) linked onto ``rest``."""
+    for block in blocks:
+        rest = _Link(
+            block, rest, rest.length + 1 if rest is not None else 1, compact_at
+        )
+    return rest
+
+
+def _compacted(chain: _Link) -> _Link | None:
+    """``chain`` without its closed links, and without its oldest half if it
+    holds MAX_OPEN_BLOCKS open ones."""
+    blocks: list[_OpenBlock] = []
+    link: _Link | None = chain
+    while link is not None:
+        if link.block.open:
+            blocks.append(link.block)
+        link = link.rest
+    blocks.reverse()
+    if len(blocks) >= MAX_OPEN_BLOCKS:
+        dropped, blocks = blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]
+        with _BLOCKS.lock:
+            for block in dropped:
+                block.open = False
+    # Compacting again only after as many pushes keeps it O(1) a block.
+    return _chain(blocks, None, 2 * len(blocks) + 64)
+
+
+def _enter_block(breaker: CoreBreaker, frame: types.FrameType) -> None:
+    ticket = breaker.acquire()
+    if not ticket:
+        breaker._raise_open()  # type: ignore[attr-defined]
+    _push_with_ticket(breaker, frame, ticket, breaker._started())
+
+
+def _exit_block(
+    breaker: CoreBreaker,
+    frame: types.FrameType,
+    exc_type: object,
+    exc: BaseException | None,
+) -> None:
+    ticket, started = _pop_with_ticket(breaker, frame)
+    if exc_type is None:
+        breaker._exit_ok(ticket, started)
+    else:
+        breaker._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
+
+
+def _push_with_ticket(
+    breaker: object, frame: types.FrameType | None, ticket: int, started: int | None
+) -> None:
+    block = _OpenBlock(breaker, id(frame), ticket, started)
+    chain = _WITH_TICKETS.get()
+    if chain is not None and chain.length >= min(chain.compact_at, MAX_OPEN_BLOCKS):
+        chain = _compacted(chain)
+    _WITH_TICKETS.set(
+        _chain([block], chain, chain.compact_at if chain is not None else 64)
+    )
+    if frame is not None and frame.f_code.co_flags & _SUSPENDABLE:
+        with _BLOCKS.lock:
+            _SUSPENDED.add(block)
+
+
+def _claim_in_chain(
+    chain: _Link | None, breaker: object, frame: int | None
+) -> _OpenBlock | None:
+    """Close and unlink the innermost open block of ``breaker`` in this
+    context's chain, entered in ``frame`` (None: in any frame)."""
+    kept: list[_OpenBlock] = []
+    with _BLOCKS.lock:
+        while chain is not None:
+            block = chain.block
+            if (
+                block.open
+                and block.breaker is breaker
+                and (frame is None or block.frame == frame)
+            ):
+                block.open = False
+                _SUSPENDED.discard(block)
+                break
+            if block.open:
+                kept.append(block)
+            chain = chain.rest
+    if chain is None:
+        return None
+    kept.reverse()
+    _WITH_TICKETS.set(_chain(kept, chain.rest, chain.compact_at))
+    return block
+
+
+def _claim_elsewhere(breaker: object, frame: int) -> _OpenBlock | None:
+    """Close the open block of ``breaker`` in ``frame`` entered in another
+    context, if any."""
+    with _BLOCKS.lock:
+        for block in _SUSPENDED:
+            if block.open and block.breaker is breaker and block.frame == frame:
+                block.open = False
+                _SUSPENDED.discard(block)
+                return block
+        # Backwards by index: an orphan may be appended meanwhile.
+        for block in reversed(_ORPHANS):
+            if block.open and block.breaker is breaker and block.frame == frame:
+                block.open = False
+                _ORPHANS.remove(block)
+                return block
+    return None
+
+
+def _pop_with_ticket(
+    breaker: object, frame: types.FrameType | None
+) -> tuple[int, int | None]:
+    """(ticket, start) of ``breaker``'s block that ``frame`` exits, or (0, None)."""
+    chain = _WITH_TICKETS.get()
+    block = (
+        _claim_in_chain(chain, breaker, id(frame))
+        or _claim_elsewhere(breaker, id(frame))
+        or _claim_in_chain(chain, breaker, None)
+    )
+    if block is None:
+        return 0, None
+    return block.ticket, block.started
+
+
+def with_blocks() -> tuple[int, int]:
+    """(open blocks, records held) of this context (tests): closed records
+    stay until the chain is next rebuilt or compacted."""
+    chain = _WITH_TICKETS.get()
+    held = chain.length if chain is not None else 0
+    open_blocks = 0
+    while chain is not None:
+        open_blocks += chain.block.open
+        chain = chain.rest
+    return open_blocks, held
+
+
+# -- calls: mirrors _native/calls.pxi -----------------------------------------
+
+
+class _Guarded:
+    """A function protected by a breaker: each call goes through ``call``."""
+
+    __slots__ = ("breaker", "fn", "__dict__", "__weakref__")
+
+    def __init__(self, breaker: CoreBreaker, fn: Any) -> None:
+        self.breaker = breaker
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        return self.breaker.call(self.fn, *args, **kwargs)
+
+    def __reduce__(self) -> str:
+        # By reference, like the function it replaces (see wrappers.pickled_name).
+        return wrappers.pickled_name(self)
+
+    def __copy__(self) -> _Guarded:
+        return self  # as a function is: copying shares it
+
+    def __deepcopy__(self, memo: object) -> _Guarded:
+        return self
+
+    def __get__(self, obj: object, objtype: object = None) -> Any:
+        # Decorated methods bind like functions do.
+        if obj is None:
+            return self
+        return types.MethodType(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<protected {self.fn!r} by {self.breaker!r}>"
+
+
+# -- the class: mirrors CircuitBreaker in _core_c.pyx -------------------------
+# In two here: CoreBreaker, the core's own methods, and CircuitBreaker, which
+# adds the Python-level API (qbreaker._impl.methods) and the constructor.
 
 
 class CoreBreaker:
@@ -891,279 +1218,6 @@ class CoreBreaker:
     def totals(self) -> Totals:
         with self._cell.lock:
             return Totals(*self._cell.totals)
-
-
-class _Guarded:
-    """A function protected by a breaker: each call goes through ``call``."""
-
-    __slots__ = ("breaker", "fn", "__dict__", "__weakref__")
-
-    def __init__(self, breaker: CoreBreaker, fn: Any) -> None:
-        self.breaker = breaker
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        return self.breaker.call(self.fn, *args, **kwargs)
-
-    def __reduce__(self) -> str:
-        # By reference, like the function it replaces (see wrappers.pickled_name).
-        return wrappers.pickled_name(self)
-
-    def __copy__(self) -> _Guarded:
-        return self  # as a function is: copying shares it
-
-    def __deepcopy__(self, memo: object) -> _Guarded:
-        return self
-
-    def __get__(self, obj: object, objtype: object = None) -> Any:
-        # Decorated methods bind like functions do.
-        if obj is None:
-            return self
-        return types.MethodType(self, obj)
-
-    def __repr__(self) -> str:
-        return f"<protected {self.fn!r} by {self.breaker!r}>"
-
-
-def describe_word(w: int) -> tuple[State, int]:
-    """The public state and the generation of a raw word."""
-    state = w & STATE_FIELD
-    if state == S_FORCED:
-        public = State.CLOSED if w >> FORCED_KIND_SHIFT else State.OPEN
-    else:
-        public = _STATES[state]
-    return public, (w >> GEN_SHIFT) & GEN_FIELD
-
-
-# -- tickets of ``with`` blocks --------------------------------------------------
-#
-# A ``with`` block reports against the ticket that it took. An open block is
-# recorded under its breaker and the frame running the ``with`` statement,
-# which is the same frame at __enter__ and __exit__ wherever that frame runs in
-# between (a generator resumed in another thread, tasks sharing one context),
-# so blocks that interleave never take each other's tickets. A block is looked
-# up in this order:
-#
-# 1. its breaker and frame among the blocks entered in this context;
-# 2. its breaker and frame among the blocks of generator and coroutine frames
-#    entered in other contexts (resumed elsewhere, or closed by the garbage
-#    collector);
-# 3. exited from another frame than it entered (contextlib.ExitStack, a call
-#    by hand): its breaker's innermost block of this context;
-# 4. none: it reports against the current generation, like record_*().
-#
-# Each context holds an immutable chain of its blocks in one ContextVar, so a
-# context copied from another (asyncio copies one per task) starts from its
-# parent's chain and changes only its own. A block exited elsewhere is marked
-# closed and its link dropped the next time the chain is rebuilt or compacted.
-# An open block whose chains all died (its context is gone) joins _ORPHANS. A
-# chain, or _ORPHANS, that only grows (blocks entered by hand, never exited)
-# drops its oldest half at MAX_OPEN_BLOCKS. Frames are compared
-# by identity, never kept alive. (The compiled core keeps the same records in
-# a mutable store per context, searching every store for step 2.)
-
-MAX_OPEN_BLOCKS = 1 << 16
-# Frames that can suspend inside a block and resume in another context.
-_SUSPENDABLE = (
-    inspect.CO_GENERATOR
-    | inspect.CO_COROUTINE
-    | inspect.CO_ITERABLE_COROUTINE
-    | inspect.CO_ASYNC_GENERATOR
-)
-
-
-class _OpenBlock:
-    """One open ``with`` block."""
-
-    __slots__ = ("breaker", "frame", "ticket", "started", "open", "__weakref__")
-
-    def __init__(
-        self, breaker: object, frame: int, ticket: int, started: int | None
-    ) -> None:
-        self.breaker = breaker
-        self.frame = frame  # id() of the frame running the with statement
-        self.ticket = ticket
-        self.started = started
-        self.open = True
-
-    def __del__(self) -> None:
-        # Its context died, not necessarily its frame: a generator handed to
-        # another thread or task still exits this block. No lock here: this
-        # can run inside any critical section (a list append is atomic).
-        if self.open:
-            if len(_ORPHANS) >= MAX_OPEN_BLOCKS:
-                del _ORPHANS[: MAX_OPEN_BLOCKS // 2]
-            _ORPHANS.append(self)
-
-
-class _Link(NamedTuple):
-    """A context's chain of blocks, innermost first."""
-
-    block: _OpenBlock
-    rest: _Link | None
-    length: int  # links in the chain, closed ones included
-    compact_at: int  # the length at which closed links are dropped
-
-
-_WITH_TICKETS: contextvars.ContextVar[_Link | None] = contextvars.ContextVar(
-    "qbreaker_with_tickets", default=None
-)
-# The open blocks of generator and coroutine frames, in every context (step 2).
-# Weak: a block dies with the chains that hold it, into _ORPHANS if open.
-_SUSPENDED: weakref.WeakSet[_OpenBlock] = weakref.WeakSet()
-# Open blocks whose contexts died, oldest first (step 2, searched last).
-_ORPHANS: list[_OpenBlock] = []
-# Guards _SUSPENDED and every block's ``open``: a block is claimed once.
-_blocks = LockRenewal("lock")
-
-
-class _BlocksLock:
-    __slots__ = ("lock", "__weakref__")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        _blocks.add(self)
-
-
-_BLOCKS = _BlocksLock()
-
-
-def _chain(
-    blocks: list[_OpenBlock], rest: _Link | None, compact_at: int
-) -> _Link | None:
-    """``blocks`` (outermost first) linked onto ``rest``."""
-    for block in blocks:
-        rest = _Link(
-            block, rest, rest.length + 1 if rest is not None else 1, compact_at
-        )
-    return rest
-
-
-def _compacted(chain: _Link) -> _Link | None:
-    """``chain`` without its closed links, and without its oldest half if it
-    holds MAX_OPEN_BLOCKS open ones."""
-    blocks: list[_OpenBlock] = []
-    link: _Link | None = chain
-    while link is not None:
-        if link.block.open:
-            blocks.append(link.block)
-        link = link.rest
-    blocks.reverse()
-    if len(blocks) >= MAX_OPEN_BLOCKS:
-        dropped, blocks = blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]
-        with _BLOCKS.lock:
-            for block in dropped:
-                block.open = False
-    # Compacting again only after as many pushes keeps it O(1) a block.
-    return _chain(blocks, None, 2 * len(blocks) + 64)
-
-
-def _enter_block(breaker: CoreBreaker, frame: types.FrameType) -> None:
-    ticket = breaker.acquire()
-    if not ticket:
-        breaker._raise_open()  # type: ignore[attr-defined]
-    _push_with_ticket(breaker, frame, ticket, breaker._started())
-
-
-def _exit_block(
-    breaker: CoreBreaker,
-    frame: types.FrameType,
-    exc_type: object,
-    exc: BaseException | None,
-) -> None:
-    ticket, started = _pop_with_ticket(breaker, frame)
-    if exc_type is None:
-        breaker._exit_ok(ticket, started)
-    else:
-        breaker._exit_exc(ticket, exc, started)  # type: ignore[arg-type]
-
-
-def _push_with_ticket(
-    breaker: object, frame: types.FrameType | None, ticket: int, started: int | None
-) -> None:
-    block = _OpenBlock(breaker, id(frame), ticket, started)
-    chain = _WITH_TICKETS.get()
-    if chain is not None and chain.length >= min(chain.compact_at, MAX_OPEN_BLOCKS):
-        chain = _compacted(chain)
-    _WITH_TICKETS.set(
-        _chain([block], chain, chain.compact_at if chain is not None else 64)
-    )
-    if frame is not None and frame.f_code.co_flags & _SUSPENDABLE:
-        with _BLOCKS.lock:
-            _SUSPENDED.add(block)
-
-
-def _claim_in_chain(
-    chain: _Link | None, breaker: object, frame: int | None
-) -> _OpenBlock | None:
-    """Close and unlink the innermost open block of ``breaker`` in this
-    context's chain, entered in ``frame`` (None: in any frame)."""
-    kept: list[_OpenBlock] = []
-    with _BLOCKS.lock:
-        while chain is not None:
-            block = chain.block
-            if (
-                block.open
-                and block.breaker is breaker
-                and (frame is None or block.frame == frame)
-            ):
-                block.open = False
-                _SUSPENDED.discard(block)
-                break
-            if block.open:
-                kept.append(block)
-            chain = chain.rest
-    if chain is None:
-        return None
-    kept.reverse()
-    _WITH_TICKETS.set(_chain(kept, chain.rest, chain.compact_at))
-    return block
-
-
-def _claim_elsewhere(breaker: object, frame: int) -> _OpenBlock | None:
-    """Close the open block of ``breaker`` in ``frame`` entered in another
-    context, if any."""
-    with _BLOCKS.lock:
-        for block in _SUSPENDED:
-            if block.open and block.breaker is breaker and block.frame == frame:
-                block.open = False
-                _SUSPENDED.discard(block)
-                return block
-        # Backwards by index: an orphan may be appended meanwhile.
-        for block in reversed(_ORPHANS):
-            if block.open and block.breaker is breaker and block.frame == frame:
-                block.open = False
-                _ORPHANS.remove(block)
-                return block
-    return None
-
-
-def _pop_with_ticket(
-    breaker: object, frame: types.FrameType | None
-) -> tuple[int, int | None]:
-    """(ticket, start) of ``breaker``'s block that ``frame`` exits, or (0, None)."""
-    chain = _WITH_TICKETS.get()
-    block = (
-        _claim_in_chain(chain, breaker, id(frame))
-        or _claim_elsewhere(breaker, id(frame))
-        or _claim_in_chain(chain, breaker, None)
-    )
-    if block is None:
-        return 0, None
-    return block.ticket, block.started
-
-
-def with_blocks() -> tuple[int, int]:
-    """(open blocks, records held) of this context (tests): closed records
-    stay until the chain is next rebuilt or compacted."""
-    chain = _WITH_TICKETS.get()
-    held = chain.length if chain is not None else 0
-    open_blocks = 0
-    while chain is not None:
-        open_blocks += chain.block.open
-        chain = chain.rest
-    return open_blocks, held
 
 
 class CircuitBreaker(BreakerAPI, CoreBreaker):
