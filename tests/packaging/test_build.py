@@ -85,6 +85,28 @@ def test_opting_out_builds_a_pure_wheel(source_copy: Path, tmp_path: Path) -> No
     # The core's .pxi files are build input only (cimport reads the .pxd).
     assert not [n for n in names if n.endswith(".pxi")]
     assert "qbreaker/_core_c.pxd" in names
+    # Installed, it imports the twin with no variable set (a CPython without
+    # a compiled wheel installs it); asked to require the compiled core, it
+    # says that it is missing.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("QBREAKER_")}
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); "
+        "import qbreaker; print(qbreaker.IMPLEMENTATION)"
+    )
+    run = [sys.executable, "-I", "-c", code]
+    found = subprocess.run(run, env=plain, capture_output=True, text=True, timeout=60)
+    assert (found.returncode, found.stdout.strip()) == (0, "python"), found.stderr
+    required = subprocess.run(
+        run,
+        env={**plain, "QBREAKER_REQUIRE_EXTENSIONS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert required.returncode != 0
+    assert "QBREAKER_REQUIRE_EXTENSIONS" in required.stderr, required.stderr
 
 
 def _included_pxi() -> set[str]:

@@ -32,16 +32,22 @@ elif NO_EXTENSIONS:
     IMPLEMENTATION = "python"
 else:
     try:
-        from .. import _core_c
-        from .._core_c import CircuitBreaker
+        from .._core_c import CircuitBreaker, u64_load, u64_store
 
         IMPLEMENTATION = "cython"
         # The segment module sits below the compiled core: it gets the
         # core's atomics from here instead of importing it.
-        segment.provide_atomics(segment.Atomics(_core_c.u64_load, _core_c.u64_store))
+        segment.provide_atomics(segment.Atomics(u64_load, u64_store))
     except ModuleNotFoundError as exc:  # pragma: no cover - pure installs only
-        if exc.name != "qbreaker._core_c" or _flag("QBREAKER_REQUIRE_EXTENSIONS"):
+        if exc.name != "qbreaker._core_c":
             raise
+        if _flag("QBREAKER_REQUIRE_EXTENSIONS"):
+            raise ImportError(
+                "QBREAKER_REQUIRE_EXTENSIONS is set, but the compiled core "
+                "qbreaker._core_c is not installed (built with "
+                "QBREAKER_NO_EXTENSIONS=1, or on an interpreter without a "
+                "compiler); unset it to use the pure-Python twin"
+            ) from exc
         from .twin import CircuitBreaker
 
         IMPLEMENTATION = "python"
