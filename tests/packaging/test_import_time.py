@@ -1,0 +1,135 @@
+"""``import qbreaker`` leaves the heavy standard-library modules unloaded.
+
+Each check runs ``python -X importtime`` in a fresh interpreter, on each core,
+and reads which modules were imported in each phase of a script: the import,
+plain use of a breaker, then one feature at a time that needs a module.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+#: Loaded only by the features that need them.
+LAZY = ("logging", "inspect", "dataclasses", "hashlib", "pickle", "asyncio", "ast", "dis")
+#: What classifying a decorated callable needs: inspect and what it imports.
+INSPECT = {"inspect", "ast", "dis"}
+
+CORES = [
+    pytest.param(
+        {"QBREAKER_REQUIRE_EXTENSIONS": "1"}, "cython", id="c", marks=pytest.mark.c_extension
+    ),
+    pytest.param({"QBREAKER_NO_EXTENSIONS": "1"}, "python", id="py"),
+]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    def phase(name):
+        sys.stderr.write(f"@@ {name}\\n")
+        sys.stderr.flush()
+
+    import qbreaker
+
+    phase("import")
+    print(qbreaker.IMPLEMENTATION)
+    breaker = qbreaker.CircuitBreaker(max_failures=2)
+    breaker.allow()
+    breaker.record_success()
+    breaker.allow()
+    breaker.record_failure()
+    with breaker:
+        pass
+    breaker.call(lambda: 1)
+    phase("plain use")
+
+    @breaker
+    def decorated():
+        return 1
+
+    decorated()
+    phase("decorator")
+    breaker.metrics()
+    phase("metrics")
+
+    def listener(b, old, new):
+        raise RuntimeError("listener")
+
+    listening = qbreaker.CircuitBreaker(max_failures=1, on_state_change=listener)
+    listening.allow()
+    listening.record_failure()
+    phase("raising listener")
+    import logging
+
+    assert any(
+        isinstance(h, logging.NullHandler) for h in logging.getLogger("qbreaker").handlers
+    ), "the qbreaker logger lost its NullHandler"
+    """
+)
+
+
+def imports_by_phase(env: dict[str, str], implementation: str) -> dict[str, set[str]]:
+    """Modules first imported in each phase of SCRIPT, by ``-X importtime``."""
+    run_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("QBREAKER_", "PYTHON"))
+    }
+    run_env.update(env)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", SCRIPT],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [implementation]
+    phases: dict[str, set[str]] = {}
+    current: set[str] = set()
+    for line in done.stderr.splitlines():
+        if line.startswith("@@ "):
+            phases[line[3:]] = current
+            current = set()
+        elif line.startswith("import time:") and "[us]" not in line:
+            current.add(line.rsplit("|", 1)[1].strip())
+    return phases
+
+
+def typing_imports_re() -> bool:
+    """Whether ``typing`` itself imports ``re`` (3.11 does), which the package needs."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, typing; print('re' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize(("env", "implementation"), CORES)
+def test_heavy_modules_load_only_when_a_feature_needs_them(
+    env: dict[str, str], implementation: str
+) -> None:
+    phases = imports_by_phase(env, implementation)
+    lazy = set(LAZY) if typing_imports_re() else {*LAZY, "re"}
+    # Importing and plain use (allow/record, with, call) load none of them.
+    assert not lazy & phases["import"]
+    assert not lazy & phases["plain use"]
+    # Decorating classifies the callable once (sync, coroutine, generator):
+    # inspect, nothing else; calling the decorated function loads nothing.
+    assert lazy & phases["decorator"] <= INSPECT
+    assert "inspect" in phases["decorator"]
+    # Metrics are dataclasses.
+    assert "dataclasses" in phases["metrics"]
+    # A listener that raises is logged through logging, which the package
+    # loads then, with the NullHandler the script checks.
+    assert "logging" in phases["raising listener"]
+    assert "qbreaker._log" in phases["raising listener"]
+    loaded_early = set().union(*(phases[p] for p in ("import", "plain use", "decorator")))
+    assert not {"logging", "dataclasses", "hashlib", "pickle", "asyncio"} & loaded_early
