@@ -9,9 +9,9 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from . import shared as shared
-    from ._metrics import BreakerSnapshot, Metrics
     from ._impl.group import BreakerGroup
     from ._impl.twin import CircuitBreaker as PyCircuitBreaker
+    from ._metrics import BreakerSnapshot, Metrics
 
 # Loaded on first use: most processes never map a segment, build a group,
 # use the twin beside the compiled core or read metrics (whose dataclasses

@@ -15,13 +15,25 @@ import textwrap
 import pytest
 
 #: Loaded only by the features that need them.
-LAZY = ("logging", "inspect", "dataclasses", "hashlib", "pickle", "asyncio", "ast", "dis")
+LAZY = (
+    "logging",
+    "inspect",
+    "dataclasses",
+    "hashlib",
+    "pickle",
+    "asyncio",
+    "ast",
+    "dis",
+)
 #: What classifying a decorated callable needs: inspect and what it imports.
 INSPECT = {"inspect", "ast", "dis"}
 
 CORES = [
     pytest.param(
-        {"QBREAKER_REQUIRE_EXTENSIONS": "1"}, "cython", id="c", marks=pytest.mark.c_extension
+        {"QBREAKER_REQUIRE_EXTENSIONS": "1"},
+        "cython",
+        id="c",
+        marks=pytest.mark.c_extension,
     ),
     pytest.param({"QBREAKER_NO_EXTENSIONS": "1"}, "python", id="py"),
 ]
@@ -66,9 +78,8 @@ SCRIPT = textwrap.dedent(
     phase("raising listener")
     import logging
 
-    assert any(
-        isinstance(h, logging.NullHandler) for h in logging.getLogger("qbreaker").handlers
-    ), "the qbreaker logger lost its NullHandler"
+    handlers = logging.getLogger("qbreaker").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers), handlers
     """
 )
 
@@ -131,5 +142,7 @@ def test_heavy_modules_load_only_when_a_feature_needs_them(
     # loads then, with the NullHandler the script checks.
     assert "logging" in phases["raising listener"]
     assert "qbreaker._log" in phases["raising listener"]
-    loaded_early = set().union(*(phases[p] for p in ("import", "plain use", "decorator")))
+    loaded_early = set().union(
+        *(phases[p] for p in ("import", "plain use", "decorator"))
+    )
     assert not {"logging", "dataclasses", "hashlib", "pickle", "asyncio"} & loaded_early

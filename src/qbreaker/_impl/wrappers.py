@@ -63,6 +63,7 @@ else:
     inspect = LazyModule("inspect")
     pickle = LazyModule("pickle")
 
+if TYPE_CHECKING:
     from collections.abc import (
         AsyncGenerator,
         AsyncIterator,
