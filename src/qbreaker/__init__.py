@@ -1,11 +1,9 @@
 """qbreaker: a lock-free circuit breaker for Python services."""
 
-import logging as _logging
 from typing import TYPE_CHECKING
 
 from ._errors import BreakerError, CircuitOpenError
 from ._impl.select import IMPLEMENTATION, CircuitBreaker
-from ._metrics import BreakerSnapshot, Metrics
 from ._state import State, Totals
 from ._version import __version__
 
@@ -13,14 +11,15 @@ if TYPE_CHECKING:
     from . import shared as shared
     from ._impl.group import BreakerGroup
     from ._impl.twin import CircuitBreaker as PyCircuitBreaker
+    from ._metrics import BreakerSnapshot, Metrics
 
-# A library logs, the application decides where it goes: without this, every
-# transition would reach stderr through logging's last-resort handler.
-_logging.getLogger("qbreaker").addHandler(_logging.NullHandler())
-
-# Loaded on first use: most processes never map a segment, build a group or
-# use the twin beside the compiled core.
+# Loaded on first use: most processes never map a segment, build a group,
+# use the twin beside the compiled core or read metrics (whose dataclasses
+# import inspect and re). The qbreaker logger gets its NullHandler when
+# something first logs (qbreaker._log).
 _LAZY = {
+    "BreakerSnapshot": ("._metrics", "BreakerSnapshot"),
+    "Metrics": ("._metrics", "Metrics"),
     "shared": (".shared", None),
     "BreakerGroup": ("._impl.group", "BreakerGroup"),
     "PyCircuitBreaker": ("._impl.twin", "CircuitBreaker"),
@@ -33,6 +32,10 @@ def __getattr__(name: str) -> object:
     import importlib
 
     module_name, attribute = _LAZY[name]
+    if name == "BreakerGroup":
+        # The group warns through logging.getLogger("qbreaker") directly: the
+        # logger needs its NullHandler before that first record.
+        importlib.import_module("._log", __name__)
     module = importlib.import_module(module_name, __name__)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value

@@ -8,15 +8,20 @@ here, so the rules exist in one place.
 from __future__ import annotations
 
 import functools
-import inspect
-import logging
 from collections.abc import Iterable
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from ._errors import CircuitOpenError
 from ._validate import check_callable, check_fraction, check_seconds
 
-logger = logging.getLogger("qbreaker")
+# Loaded when a callable is first classified, not by ``import qbreaker``: it
+# pulls in re, ast and dis.
+if TYPE_CHECKING:
+    import inspect
+else:
+    from ._lazy import LazyModule
+
+    inspect = LazyModule("inspect")
 
 Hook = Callable[..., Any]
 
@@ -155,6 +160,8 @@ def exception_outcome(
     try:
         return not options.is_failure(exc)
     except Exception:
+        from ._log import logger
+
         logger.exception("qbreaker: is_failure raised; counting a failure")
         return False
 
@@ -166,6 +173,8 @@ def result_outcome(options: Options, result: object) -> bool:
     try:
         return not options.is_failure_result(result)
     except Exception:
+        from ._log import logger
+
         logger.exception("qbreaker: is_failure_result raised; counting a failure")
         return False
 
@@ -175,4 +184,6 @@ def run_hook(hook: Hook, *args: object) -> None:
     try:
         hook(*args)
     except Exception:
+        from ._log import logger
+
         logger.exception("qbreaker: hook %r raised", hook)

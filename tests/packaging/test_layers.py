@@ -72,6 +72,8 @@ FLOORS: dict[str, float] = {
     "qbreaker._state": 0,
     "qbreaker._forksafe": 0,
     "qbreaker._version": 0,
+    "qbreaker._lazy": 0,
+    "qbreaker._log": 0,
 }
 
 Graph = dict[str, set[str]]

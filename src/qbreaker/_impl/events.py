@@ -21,15 +21,16 @@ next transition.
 from __future__ import annotations
 
 import collections
-import logging
 import os
+import sys
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .._outcomes import run_hook
 from .._state import State
 
-logger = logging.getLogger("qbreaker")
+if TYPE_CHECKING:
+    import logging
 
 #: Maps a raw state word to (state, generation).
 Describe = Callable[[int], "tuple[State, int]"]
@@ -88,13 +89,15 @@ class Dispatcher:
                 self._forks = _forks
 
 
-def _log_wanted(level: int) -> bool:
+def _log_wanted(logger: logging.Logger, level: int) -> bool:
     """Whether a record at ``level`` would reach a handler that does something.
 
     Building a record costs microseconds; with only the package's
     NullHandler in the way (an application that configured no logging), a
     trip would pay that for nothing.
     """
+    import logging
+
     if not logger.isEnabledFor(level):
         return False
     current: logging.Logger | None = logger
@@ -107,10 +110,17 @@ def _log_wanted(level: int) -> bool:
     return False
 
 
-def _deliver(breaker: Any, old: State, new: State, generation: int) -> None:
-    name = breaker.name
+def _log_transition(name: str, old: State, new: State, generation: int) -> None:
+    if "logging" not in sys.modules:
+        # Nothing imported logging, so no handler is configured: a process
+        # that never logs pays neither the import nor a record.
+        return
+    import logging
+
+    from .._log import logger
+
     level = logging.WARNING if new is State.OPEN else logging.INFO
-    if _log_wanted(level):
+    if _log_wanted(logger, level):
         logger.log(
             level,
             "circuit breaker %r: %s -> %s (generation %d)",
@@ -119,5 +129,9 @@ def _deliver(breaker: Any, old: State, new: State, generation: int) -> None:
             new,
             generation,
         )
+
+
+def _deliver(breaker: Any, old: State, new: State, generation: int) -> None:
+    _log_transition(breaker.name, old, new, generation)
     for listener in breaker._listeners:
         run_hook(listener, breaker, old, new)

@@ -10,7 +10,6 @@ one-line methods that call the functions here. The twin inherits
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 import threading
@@ -18,7 +17,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, NoReturn
 
 from .._errors import CircuitOpenError
-from .._metrics import BreakerSnapshot, Metrics
 from .._outcomes import Hook, Options, make_options, run_hook
 from .._policy import Policy, Seconds, make_policy
 from .._validate import check_callable, check_choice
@@ -28,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Coroutine
     from typing import ParamSpec, TypeVar
 
+    from .._metrics import BreakerSnapshot, Metrics
     from .twin import CoreBreaker as _Base
 
     P = ParamSpec("P")
@@ -141,7 +140,9 @@ _SHARED_POLICIES = {
 }
 #: The constructor's parameters in order: the compiled ``__init__`` passes
 #: its arguments to ``init`` by position.
-PARAMETERS = tuple(inspect.signature(make_config).parameters)
+#: (Read from the code object: inspect.signature would import inspect and re
+#: at startup; make_config takes keyword-only parameters and no ``**``.)
+PARAMETERS = make_config.__code__.co_varnames[: make_config.__code__.co_kwonlyargcount]
 
 
 def init(b: Any, *arguments: Any) -> None:
@@ -222,6 +223,9 @@ def rejected(b: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def observe(b: Any, metrics: Metrics) -> bool:
+    # Metrics loads on first use: its dataclasses import inspect and re.
+    from .._metrics import Metrics
+
     if not isinstance(metrics, Metrics):
         raise TypeError(f"metrics must be a qbreaker.Metrics, got {metrics!r}")
     b._last_observation = metrics
@@ -248,6 +252,8 @@ def observe(b: Any, metrics: Metrics) -> bool:
 
 
 def metrics(b: Any) -> BreakerSnapshot:
+    from .._metrics import BreakerSnapshot
+
     totals = b.totals()
     calls, failures, slow = b._window_sums()
     return BreakerSnapshot(

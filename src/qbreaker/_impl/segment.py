@@ -31,7 +31,6 @@ import stat
 import sys
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from .._errors import SharedSpaceError, SharedStateError
@@ -60,8 +59,7 @@ OPEN_ATTEMPTS = 8  # rounds of open_segment / _map before giving up
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
 
 
-@dataclass
-class Segment:
+class Segment(NamedTuple):
     """An open, validated segment. ``buffer`` must outlive its breaker."""
 
     name: str

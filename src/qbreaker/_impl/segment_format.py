@@ -19,7 +19,6 @@ at an offset that is a multiple of 64::
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import stat
@@ -217,6 +216,8 @@ def supported() -> bool:
 
 
 def path_of(name: str) -> str:
+    import hashlib  # only where a segment is named: it loads OpenSSL
+
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     filename = f"{PREFIX}v{LAYOUT_VERSION}-{os.geteuid()}-{digest}"
     return os.path.join(directory(), filename)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextvars
 import datetime
 import functools
-import inspect
 import math
 import sys
 import threading
@@ -635,12 +634,10 @@ def current_ticket(cell: Cell) -> int:
 
 MAX_OPEN_BLOCKS = 1 << 16
 # Frames that can suspend inside a block and resume in another context.
-_SUSPENDABLE = (
-    inspect.CO_GENERATOR
-    | inspect.CO_COROUTINE
-    | inspect.CO_ITERABLE_COROUTINE
-    | inspect.CO_ASYNC_GENERATOR
-)
+# inspect's CO_GENERATOR | CO_COROUTINE | CO_ITERABLE_COROUTINE |
+# CO_ASYNC_GENERATOR, fixed by CPython's code-object ABI; spelt out so that
+# importing the twin does not import inspect (and re).
+_SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 
 
 class _OpenBlock:

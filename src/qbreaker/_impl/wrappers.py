@@ -47,12 +47,21 @@ event loop's async-generator finalizer (``aclose()``): a success.
 from __future__ import annotations
 
 import functools
-import inspect
-import pickle
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from .._outcomes import callable_kind as _kind
+
+# Loaded at first use (decorating, awaiting, refusing to pickle), not by
+# ``import qbreaker``: both pull in re and more.
+if TYPE_CHECKING:
+    import inspect
+    import pickle
+else:
+    from .._lazy import LazyModule
+
+    inspect = LazyModule("inspect")
+    pickle = LazyModule("pickle")
 
 if TYPE_CHECKING:
     from collections.abc import (

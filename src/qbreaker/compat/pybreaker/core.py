@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ... import _word as L
+from ..._log import logger as _package_logger
 from .base import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreakerError
 from .forms import wrap_generator
 
@@ -57,7 +58,7 @@ class _DropPreparing(logging.Filter):
         return not (isinstance(args, tuple) and args and args[0] == PREPARING)
 
 
-logging.getLogger("qbreaker").addFilter(_DropPreparing())
+_package_logger.addFilter(_DropPreparing())
 
 
 def successes(w: int) -> int:
