@@ -75,6 +75,7 @@ include "_native/probes.pxi"
 include "_native/fastpath.pxi"
 include "_native/with_tickets.pxi"
 include "_native/calls.pxi"
+include "_native/group.pxi"
 
 
 cdef int _set_policy(CircuitBreaker b, object policy) except -1:

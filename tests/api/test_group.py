@@ -367,3 +367,83 @@ def test_fork_while_another_thread_holds_the_creation_lock(impl: Impl) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert list(group) == ["before"]  # the parent is untouched
+
+
+def test_eviction_order_is_a_second_chance_ring(impl: Impl) -> None:
+    # The exact order docs/usage.md promises: the hand walks the ring in
+    # creation order; a breaker used since the hand last passed (or since its
+    # creation) gets a second chance at the back, the first idle one goes.
+    group = make_group(impl, max_breakers=3)
+    for name in "abc":
+        group.get(name)
+    assert group.allow("a")
+    group.record_success("a")
+    assert group.allow("c")
+    group["b"]  # a bare lookup is not a use
+    group.get("d")  # a: used, to the back; b: idle, evicted
+    assert sorted(group) == ["a", "c", "d"]
+    group.get("e")  # ring c, a, d: c used, to the back; a idle since, evicted
+    assert sorted(group) == ["c", "d", "e"]
+    group.get("f")  # ring d, c, e: d never used, evicted
+    assert sorted(group) == ["c", "e", "f"]
+
+
+def test_hits_on_a_breaker_subclass_call_its_methods(impl: Impl) -> None:
+    # The compiled hit path drives a compiled breaker inline; any other
+    # class, a subclass included, gets its own methods called.
+    calls: list[str] = []
+
+    class Traced(impl.Breaker):  # type: ignore[misc, name-defined]
+        def allow(self) -> bool:
+            calls.append("allow")
+            return bool(super().allow())
+
+        def record_success(self) -> None:
+            calls.append("success")
+            super().record_success()
+
+        def record_failure(self) -> None:
+            calls.append("failure")
+            super().record_failure()
+
+    group = BreakerGroup(_breaker_class=Traced)
+    a = group["a"]
+    assert group.allow("a")
+    group.record_success("a")
+    group.record_failure("a")
+    assert calls == ["allow", "success", "failure"]
+    totals = a.totals()
+    assert (totals.allowed, totals.successes, totals.failures) == (1, 1, 1)
+
+
+def test_a_hit_runs_no_python_frame(core_c: Any) -> None:
+    group = BreakerGroup(_breaker_class=core_c.CircuitBreaker, max_failures=2)
+    assert isinstance(group, core_c.GroupHits)  # the compiled core's hit path
+    a = group["a"]
+    # A breaker's own first-need work (its event dispatcher, made on a first
+    # failure; events of a transition, delivered at its next call) runs
+    # Python code: done here, before the hits watched below.
+    group.record_failure("a")
+    group.record_success("a")
+    group["b"].force_open()
+    assert not group["b"].allow()
+    frames: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            frames.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        found = group["a"]
+        allowed = group.allow("a")
+        group.record_success("a")
+        group.record_failure("a")
+        rejected = not group.allow("b")  # the open path, out of line
+    finally:
+        sys.setprofile(None)
+    assert frames == []
+    assert found is a and allowed and rejected
+    totals = a.totals()
+    assert (totals.allowed, totals.successes, totals.failures) == (1, 2, 2)
+    assert group["b"].totals().rejected == 2

@@ -6,13 +6,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .._errors import SharedSpaceError
 from .._forksafe import LockRenewal
 from .._metrics import BreakerSnapshot
 from .._state import State
-from .select import CircuitBreaker
+from .select import IMPLEMENTATION, CircuitBreaker
 
 __all__ = ("BreakerGroup",)
 
@@ -32,7 +32,51 @@ class _Entry:
         self.seen = 0
 
 
-class BreakerGroup:
+class _PyGroupHits:
+    """The hit path of ``BreakerGroup``: the spec of the compiled core's.
+
+    A lookup of an existing name is one dict lookup; a miss, or a name that
+    is not exactly a str, goes through ``get()``. Each method inlines that
+    hit path rather than calling a shared helper, saving a frame per call.
+    """
+
+    __slots__ = ("_breakers",)
+
+    _breakers: dict[str, CircuitBreaker]
+
+    def get(self, name: str) -> CircuitBreaker:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> CircuitBreaker:
+        breaker = self._breakers.get(name) if type(name) is str else None
+        return self.get(name) if breaker is None else breaker
+
+    def allow(self, name: str) -> bool:
+        breaker = self._breakers.get(name) if type(name) is str else None
+        return (self.get(name) if breaker is None else breaker).allow()
+
+    def record_success(self, name: str) -> None:
+        breaker = self._breakers.get(name) if type(name) is str else None
+        (self.get(name) if breaker is None else breaker).record_success()
+
+    def record_failure(self, name: str) -> None:
+        breaker = self._breakers.get(name) if type(name) is str else None
+        (self.get(name) if breaker is None else breaker).record_failure()
+
+
+# The compiled core has the same hit path in C (qbreaker/_native/group.pxi):
+# no Python frame per hit, and a compiled breaker's fast paths called inline.
+# isort: off
+if TYPE_CHECKING:
+    _GroupHits = _PyGroupHits
+elif IMPLEMENTATION == "cython":
+    from .._core_c import GroupHits as _GroupHits
+else:
+    _GroupHits = _PyGroupHits
+# isort: on
+
+
+class BreakerGroup(_GroupHits):
     """Breakers by name, each created on first use from the group's defaults.
 
     ``BreakerGroup(**defaults)`` takes any ``CircuitBreaker`` keyword except
@@ -71,7 +115,6 @@ class BreakerGroup:
         "_max",
         "_shared",
         "_factory",
-        "_breakers",
         "_overrides",
         "_ring",
         "_lock",
@@ -138,24 +181,8 @@ class BreakerGroup:
             self._check_same(name, overrides)
         return breaker
 
-    # These inline get()'s hit path, saving a frame (~70 ns) per call; a miss,
-    # or a name that is not exactly a str, goes through get().
-
-    def __getitem__(self, name: str) -> CircuitBreaker:
-        breaker = self._breakers.get(name) if type(name) is str else None
-        return self.get(name) if breaker is None else breaker
-
-    def allow(self, name: str) -> bool:
-        breaker = self._breakers.get(name) if type(name) is str else None
-        return (self.get(name) if breaker is None else breaker).allow()
-
-    def record_success(self, name: str) -> None:
-        breaker = self._breakers.get(name) if type(name) is str else None
-        (self.get(name) if breaker is None else breaker).record_success()
-
-    def record_failure(self, name: str) -> None:
-        breaker = self._breakers.get(name) if type(name) is str else None
-        (self.get(name) if breaker is None else breaker).record_failure()
+    # group[name], allow(), record_success() and record_failure() are the
+    # hit path, inherited from _GroupHits.
 
     def metrics(self) -> dict[str, BreakerSnapshot]:
         """A snapshot per breaker, each read at its own moment."""

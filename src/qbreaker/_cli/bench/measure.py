@@ -254,7 +254,9 @@ def group_lookup_loops(
 
     Returns the names looked up and, by subject, a round that looks each up
     once: ``group[name]``, a plain dict's ``d[name]`` on the same names (the
-    floor of any name lookup), and the loop alone (the reference).
+    floor of any name lookup), and the loop alone (the reference); and, for
+    what a hit costs with its call, ``group.allow(name)`` and
+    ``group.record_success(name)``.
     """
     step = max(1, len(names) // sample)
     picked = list(names[::step][:sample])
@@ -272,10 +274,20 @@ def group_lookup_loops(
         for name in picked:
             group[name]
 
+    def allow() -> None:
+        for name in picked:
+            group.allow(name)
+
+    def record_success() -> None:
+        for name in picked:
+            group.record_success(name)
+
     return picked, {
         "empty loop": fresh(empty),
         "dict d[name]": fresh(dict_lookup),
         "group[name]": fresh(lookup),
+        "group.allow(name)": fresh(allow),
+        "group.record_success(name)": fresh(record_success),
     }
 
 

@@ -151,15 +151,16 @@ def print_memory_and_group(results: Results, out: TextIO) -> None:
             for k in ("empty loop", "dict d[name]")
         ]
         for family, g in results.group_lookup.items():
-            s = g["subjects"]["group[name]"]
-            rows.append(
-                [
-                    f"{family} group[name]",
-                    _ns(s["ns"]),
-                    _ns(s["overhead"]),
-                    _ratio(s["x_dict"]),
-                ]
-            )
+            for k, s in g["subjects"].items():
+                if k.startswith("group"):
+                    rows.append(
+                        [
+                            f"{family} {k}",
+                            _ns(s["ns"]),
+                            _ns(s["overhead"]),
+                            _ratio(s["x_dict"]),
+                        ]
+                    )
         names = next(iter(results.group_lookup.values()))["names"]
         print(
             f"{names:,} names created beforehand; each round looks up "

@@ -44,6 +44,10 @@ def _get(*keys: str) -> Callable[[Results], float | None]:
     return value
 
 
+def _group_overhead(subject: str) -> Callable[[Results], float | None]:
+    return _get("group_lookup", "qbreaker-c", "subjects", subject, "overhead")
+
+
 TARGETS: tuple[Target, ...] = (
     Target(
         "count-window pair / consecutive pair (compiled)",
@@ -140,6 +144,14 @@ TARGETS: tuple[Target, ...] = (
         "<=",
         256.0,
         _get("memory", "qbreaker-c", "bytes_per_breaker_in_group"),
+    ),
+    Target(
+        "group[name] hit overhead / dict lookup overhead (compiled)",
+        "<=",
+        1.5,
+        lambda r: overhead_ratio(
+            _group_overhead("group[name]")(r), _group_overhead("dict d[name]")(r)
+        ),
     ),
 )
 
