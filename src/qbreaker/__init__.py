@@ -32,10 +32,6 @@ def __getattr__(name: str) -> object:
     import importlib
 
     module_name, attribute = _LAZY[name]
-    if name == "BreakerGroup":
-        # The group warns through logging.getLogger("qbreaker") directly: the
-        # logger needs its NullHandler before that first record.
-        importlib.import_module("._log", __name__)
     module = importlib.import_module(module_name, __name__)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value

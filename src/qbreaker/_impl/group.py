@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from .select import IMPLEMENTATION, CircuitBreaker
 
 __all__ = ("BreakerGroup",)
 
-logger = logging.getLogger("qbreaker")
 
 
 class _Entry:
@@ -233,6 +231,8 @@ class BreakerGroup(_GroupHits):
         except SharedSpaceError as exc:
             if not self._out_of_space:
                 self._out_of_space = True
+                from .._log import logger  # rare: logging loads only now
+
                 logger.warning(
                     "BreakerGroup: no room for shared breaker %r, so it and "
                     "any other new name without room are process-local until "
