@@ -720,7 +720,9 @@ def test_form_outcomes_and_arguments(impl: Impl, clock: FakeClock, form: str) ->
 
 
 @pytest.mark.parametrize("form", CALL_FORMS)
-def test_form_never_awaited_takes_nothing(impl: Impl, clock: FakeClock, form: str) -> None:
+def test_form_never_awaited_takes_nothing(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
     b = half_open(impl, clock, half_open_max=1)
     calls: list[int] = []
 
@@ -762,7 +764,9 @@ def test_form_send_before_start(impl: Impl, clock: FakeClock, form: str) -> None
 
 
 @pytest.mark.parametrize("form", CALL_FORMS)
-def test_form_close_mid_await_is_neutral(impl: Impl, clock: FakeClock, form: str) -> None:
+def test_form_close_mid_await_is_neutral(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
     b = half_open(impl, clock, half_open_max=1)
     cleaned: list[str] = []
 
@@ -801,7 +805,9 @@ def test_form_collected_mid_await_is_neutral(
 
 
 @pytest.mark.parametrize("form", CALL_FORMS)
-def test_form_close_failing_is_classified(impl: Impl, clock: FakeClock, form: str) -> None:
+def test_form_close_failing_is_classified(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
     b = make(impl, clock)
 
     async def f() -> int:
@@ -933,7 +939,9 @@ def test_form_slow_calls(impl: Impl, clock: FakeClock, form: str) -> None:
 
 
 @pytest.mark.parametrize("form", CALL_FORMS)
-def test_form_is_a_coroutine_to_asyncio(impl: Impl, clock: FakeClock, form: str) -> None:
+def test_form_is_a_coroutine_to_asyncio(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
     b = make(impl, clock)
 
     async def f() -> int:

@@ -1094,11 +1094,6 @@ class CoreBreaker:
         """``fn`` wrapped so that each call goes through ``call``."""
         return _Guarded(self, fn)
 
-    def _guard_async(self, fn: Any) -> Any:
-        """``fn``, a coroutine function, wrapped so that each call returns an
-        awaitable that runs it under the breaker."""
-        return wrappers.guard_async(self, fn)
-
     def _started(self) -> int | None:
         """The tick a call starts at, under a slow-call policy; else None."""
         if not self._policy.slow_ticks:

@@ -116,7 +116,9 @@ TARGETS: tuple[Target, ...] = (
         "aiobreaker async @breaker overhead / compiled async @breaker's",
         ">=",
         15.0,
-        _ratio_of("closed-async", "aiobreaker async @breaker", "qbreaker-c async @breaker"),
+        _ratio_of(
+            "closed-async", "aiobreaker async @breaker", "qbreaker-c async @breaker"
+        ),
     ),
     Target(
         "compiled non-raising rejection / one floor call",
