@@ -968,3 +968,41 @@ def test_compiled_forms_run_no_coroutine_of_their_own(clock: FakeClock) -> None:
     # async with awaits nothing made per block.
     assert b.__aenter__() is b.__aexit__(None, None, None)
     assert counts(b) == (3, 0, 3, 0, 0)
+
+
+def test_call_async_fn_raising_before_any_awaitable(
+    impl: Impl, clock: FakeClock
+) -> None:
+    b = make(impl, clock, exclude=(KeyError,))
+
+    def fails(exc: BaseException) -> Any:
+        raise exc  # before any awaitable exists
+
+    with pytest.raises(ValueError):
+        run_sync(b.call_async(fails, ValueError("no")))
+    with pytest.raises(KeyError):
+        run_sync(b.call_async(fails, KeyError("excluded")))
+    assert counts(b) == (2, 0, 0, 1, 1)
+
+
+def test_call_async_awaits_any_awaitable(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, is_failure_result=lambda r: r == "bad")
+
+    class Answer:
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def __await__(self) -> Any:
+            yield "paused"
+            return self.value
+
+    made = b.call_async(Answer, "good")
+    assert made.send(None) == "paused"
+    with pytest.raises(StopIteration) as stop:
+        made.send(None)
+    assert stop.value.value == "good"
+    made = b.call_async(Answer, "bad")
+    made.send(None)
+    with pytest.raises(StopIteration):
+        made.send(None)
+    assert counts(b) == (2, 0, 1, 1, 0)

@@ -105,11 +105,34 @@ cdef extern from *:
     }
 
     static inline PyObject *qb_steal(PyObject *o) { return o; }
+
+    /* The exception being raised, taken out of the thread state (never NULL:
+       called only with one set). */
+    static PyObject *qb_take_exception(void) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        return PyErr_GetRaisedException();
+    #else
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        return value;
+    #endif
+    }
     """
     ctypedef object (*qb_step_fn)(object self, object arg, int *done)
     void qb_install_await_slots(QbTypeObject *awaiting, QbTypeObject *done,
                                 qb_step_fn step)
-    int qb_send(object it, object arg, PyObject **result) except -1
+    # No Cython error checks on these two: a failure goes to _await_failed,
+    # out of line, so the hot path enters no try block (each saves and
+    # restores the handled exception).
+    int qb_send(object it, object arg, PyObject **result) noexcept
+    PyObject *qb_vectorcall "PyObject_Vectorcall"(
+        object fn, PyObject **args, size_t nargsf, PyObject *kwnames) noexcept
+    object qb_take_exception()
     object qb_await_slot(object o)
     object qb_steal(PyObject *o)
     bint PyCoro_CheckExact(object o)
@@ -259,11 +282,9 @@ cdef object _await_step(_Awaiting a, object arg, int *done):
             return value
     elif a.stage == AWAIT_DONE:
         raise RuntimeError("cannot reuse already awaited coroutine")
-    try:
-        returned = qb_send(a.inner, arg, &result)
-    except BaseException as exc:
-        _await_raised(a, exc)
-        raise
+    returned = qb_send(a.inner, arg, &result)
+    if returned < 0:
+        _await_failed(a)
     value = qb_steal(result)
     if returned:
         done[0] = 1
@@ -276,6 +297,7 @@ cdef object _await_start(_Awaiting a):
     # keep what to delegate to. Returns the result when it is done already.
     cdef CircuitBreaker b = a.breaker
     cdef uint64_t ticket
+    cdef PyObject *result
     cdef PyObject *kwnames = NULL if a.kwnames is None else <PyObject *>a.kwnames
     if a.from_call_async and not callable(a.fn):
         a.stage = AWAIT_DONE
@@ -284,29 +306,52 @@ cdef object _await_start(_Awaiting a):
     ticket = _py_admit(b, True)
     if not ticket:
         a.stage = AWAIT_DONE
-        result = b._rejected(_positional(a.argv, a.nargs),
-                             _keywords(a.argv, a.nargs, kwnames))
+        fallback = b._rejected(_positional(a.argv, a.nargs),
+                               _keywords(a.argv, a.nargs, kwnames))
         _drop_arguments(a)
-        if _is_awaitable(result):
-            a.inner = _awaited_iterator(result)
+        if _is_awaitable(fallback):
+            a.inner = _awaited_iterator(fallback)
             a.stage = AWAIT_FALLBACK
-        return result
+        return fallback
     a.ticket = ticket
     a.stage = AWAIT_RUNNING
     a.started = _resolve(_now_of(b)) if _timed(b) else None
+    result = qb_vectorcall(a.fn, a.argv, a.nargs, kwnames)
+    if result == NULL:
+        _await_failed(a)  # drops the arguments too
+    _drop_arguments(a)
+    awaitable = qb_steal(result)
+    if PyCoro_CheckExact(awaitable):
+        a.inner = awaitable
+    else:
+        _await_other(a, awaitable)
+    return None
+
+
+cdef int _await_other(_Awaiting a, object awaitable) except -1:
+    # fn returned something other than a coroutine: an awaitable to delegate
+    # to, or for call_async a neutral TypeError; for the decorator, what
+    # awaiting it raises counts as the call's outcome.
+    cdef uint64_t ticket = a.ticket
+    if a.from_call_async and not _is_awaitable(awaitable):
+        a.stage = AWAIT_DONE
+        a.ticket = 0
+        _py_settle_full(a.breaker, ticket, OUTCOME_NEUTRAL)
+        raise _forms.not_awaitable(a.fn, awaitable)
     try:
-        awaitable = PyObject_Vectorcall(a.fn, a.argv, a.nargs, kwnames)
-        _drop_arguments(a)
-        if a.from_call_async and not _is_awaitable(awaitable):
-            a.stage = AWAIT_DONE
-            a.ticket = 0
-            _py_settle_full(b, ticket, OUTCOME_NEUTRAL)
-            raise _forms.not_awaitable(a.fn, awaitable)
         a.inner = _awaited_iterator(awaitable)
     except BaseException as exc:
         _await_raised(a, exc)
         raise
-    return None
+    return 0
+
+
+cdef int _await_failed(_Awaiting a) except -1:
+    # Called with an exception set (fn, or the awaitable it delegates to,
+    # raised): settle by it, then raise it on.
+    exc = qb_take_exception()
+    _await_raised(a, exc)
+    raise exc
 
 
 cdef bint _is_awaitable(object o) except -1:
