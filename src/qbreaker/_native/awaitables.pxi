@@ -106,6 +106,40 @@ cdef extern from *:
 
     static inline PyObject *qb_steal(PyObject *o) { return o; }
 
+    /* _Awaiting's tp_dealloc: Cython's, after _awaiting_release when the
+       object still holds a ticket or arguments (rare: collected before it
+       finished). Cython's own __dealloc__ would save and restore the
+       exception state on every deallocation. */
+    typedef void (*qb_release_fn)(PyObject *self);
+    static qb_release_fn qb_awaiting_release;
+    static destructor qb_awaiting_base_dealloc;
+    static Py_ssize_t qb_awaiting_ticket_at, qb_awaiting_held_at;
+
+    static void qb_awaiting_dealloc(PyObject *o) {
+        if (*(uint64_t *)((char *)o + qb_awaiting_ticket_at) != 0
+                || *(Py_ssize_t *)((char *)o + qb_awaiting_held_at) != 0) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            Py_SET_REFCNT(o, 1);  /* alive while Python code may run */
+            qb_awaiting_release(o);
+            Py_SET_REFCNT(o, 0);
+            PyErr_Restore(type, value, tb);
+        }
+        qb_awaiting_base_dealloc(o);
+    }
+
+    static void qb_install_awaiting_dealloc(PyTypeObject *awaiting,
+                                            qb_release_fn release,
+                                            Py_ssize_t ticket_at,
+                                            Py_ssize_t held_at) {
+        qb_awaiting_release = release;
+        qb_awaiting_ticket_at = ticket_at;
+        qb_awaiting_held_at = held_at;
+        qb_awaiting_base_dealloc = awaiting->tp_dealloc;
+        awaiting->tp_dealloc = qb_awaiting_dealloc;
+        PyType_Modified(awaiting);
+    }
+
     /* The exception being raised, taken out of the thread state (never NULL:
        called only with one set). */
     static PyObject *qb_take_exception(void) {
@@ -133,6 +167,9 @@ cdef extern from *:
     PyObject *qb_vectorcall "PyObject_Vectorcall"(
         object fn, PyObject **args, size_t nargsf, PyObject *kwnames) noexcept
     object qb_take_exception()
+    ctypedef void (*qb_release_fn)(object self) noexcept
+    void qb_install_awaiting_dealloc(QbTypeObject *awaiting, qb_release_fn release,
+                                     Py_ssize_t ticket_at, Py_ssize_t held_at)
     object qb_await_slot(object o)
     object qb_steal(PyObject *o)
     bint PyCoro_CheckExact(object o)
@@ -166,13 +203,6 @@ cdef class _Awaiting:
     cdef PyObject *inline_argv[ARGV_INLINE]
     cdef int stage
     cdef bint from_call_async  # fn may return a non-awaitable: neutral, TypeError
-
-    def __dealloc__(self):
-        # Collected mid-await (a task dropped unfinished): neutral, like the
-        # GeneratorExit that closes an abandoned coroutine.
-        if self.stage == AWAIT_RUNNING and self.ticket:
-            _py_settle_full(self.breaker, self.ticket, OUTCOME_NEUTRAL)
-        _drop_arguments(self)
 
     def __await__(self):
         return self
@@ -230,7 +260,18 @@ cdef class _Awaiting:
         return f"<protected call of {self.fn!r} by {self.breaker!r}>"
 
 
-cdef int _drop_arguments(_Awaiting a) except -1:
+cdef void _awaiting_release(_Awaiting a) noexcept:
+    # Deallocated holding a ticket (collected mid-await: a task dropped
+    # unfinished): neutral, like the GeneratorExit that closes an abandoned
+    # coroutine. Or holding arguments: never started.
+    cdef uint64_t ticket = a.ticket
+    a.ticket = 0
+    if ticket:
+        _py_settle_full(a.breaker, ticket, OUTCOME_NEUTRAL)
+    _drop_arguments(a)
+
+
+cdef inline int _drop_arguments(_Awaiting a) except -1:
     cdef Py_ssize_t i
     cdef Py_ssize_t n = a.nheld
     cdef PyObject **argv = a.argv
@@ -375,7 +416,7 @@ cdef object _awaited_iterator(object o):
     return it
 
 
-cdef int _await_returned(_Awaiting a, object value) except -1:
+cdef inline int _await_returned(_Awaiting a, object value) except -1:
     # fn's awaitable returned value: settle by the result rules.
     cdef CircuitBreaker b = a.breaker
     cdef uint64_t ticket = a.ticket
@@ -505,4 +546,9 @@ cdef int _install_async_forms() except -1:
     PyType_Modified(guarded_type)
     qb_install_await_slots(<QbTypeObject *>_Awaiting, <QbTypeObject *>_Done,
                            <qb_step_fn>_await_step)
+    cdef _Awaiting sample = _Awaiting.__new__(_Awaiting)
+    qb_install_awaiting_dealloc(
+        <QbTypeObject *>_Awaiting, <qb_release_fn>_awaiting_release,
+        <char *>&sample.ticket - <char *><PyObject *>sample,
+        <char *>&sample.nheld - <char *><PyObject *>sample)
     return 0
