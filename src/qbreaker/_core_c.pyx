@@ -75,6 +75,7 @@ include "_native/probes.pxi"
 include "_native/fastpath.pxi"
 include "_native/with_tickets.pxi"
 include "_native/calls.pxi"
+include "_native/awaitables.pxi"
 include "_native/group.pxi"
 
 
@@ -98,6 +99,48 @@ cdef int _set_options(CircuitBreaker b, object options) except -1:
         b.cpolicy.host_flags |= FLAG_PLAIN_SUCCESS
     if options.fallback_is_async:
         b.cpolicy.host_flags |= FLAG_ASYNC_FALLBACK
+    return 0
+
+
+cdef inline int _enter_block(CircuitBreaker self) except -1:
+    # __enter__ and __aenter__: admit, and record the block's ticket.
+    cdef uint64_t ticket = _py_admit(self, True)
+    cdef uint64_t start = 0
+    cdef PyThreadState *ts
+    cdef _WithTickets own
+    if not ticket:
+        self._raise_open()
+    if _timed(self):
+        start = _resolve(_now_of(self))
+        ticket |= TIMED_BIT
+    ts = PyThreadState_Get()
+    own = _with_tickets(ts)
+    if own.push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
+        # The block never runs: give its ticket back.
+        _py_settle(self, ticket & ~TIMED_BIT, OUTCOME_NEUTRAL)
+        raise MemoryError()
+    return 0
+
+
+cdef inline int _exit_block(CircuitBreaker self, object exc_type, object exc) except -1:
+    # __exit__ and __aexit__: settle the block's own ticket.
+    cdef uint64_t start = 0
+    cdef PyThreadState *ts = PyThreadState_Get()
+    cdef void *frame = qb_frame_of(ts)
+    cdef _WithTickets own = _with_tickets(ts)
+    cdef uint64_t ticket = own.pop(<PyObject *>self, frame, False, &start)
+    if not ticket:
+        ticket = _ticket_elsewhere(own, <PyObject *>self, frame, &start)
+    started = None
+    if ticket & TIMED_BIT:
+        ticket &= ~TIMED_BIT
+        started = start
+    if exc_type is not None:
+        self._exit_exc(ticket, exc, started)
+    elif started is None and self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
+        _py_settle(self, ticket, OUTCOME_SUCCESS)
+    else:
+        self._exit_ok(ticket, started)
     return 0
 
 
@@ -277,40 +320,20 @@ cdef class CircuitBreaker:
     # -- forms of protection ------------------------------------------------
 
     def __enter__(self):
-        cdef uint64_t ticket = _py_admit(self, True)
-        cdef uint64_t start = 0
-        cdef PyThreadState *ts
-        cdef _WithTickets own
-        if not ticket:
-            self._raise_open()
-        if _timed(self):
-            start = _resolve(_now_of(self))
-            ticket |= TIMED_BIT
-        ts = PyThreadState_Get()
-        own = _with_tickets(ts)
-        if own.push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
-            # The block never runs: give its ticket back.
-            _py_settle(self, ticket & ~TIMED_BIT, OUTCOME_NEUTRAL)
-            raise MemoryError()
+        _enter_block(self)
 
     def __exit__(self, exc_type, exc, tb):
-        cdef uint64_t start = 0
-        cdef PyThreadState *ts = PyThreadState_Get()
-        cdef void *frame = qb_frame_of(ts)
-        cdef _WithTickets own = _with_tickets(ts)
-        cdef uint64_t ticket = own.pop(<PyObject *>self, frame, False, &start)
-        if not ticket:
-            ticket = _ticket_elsewhere(own, <PyObject *>self, frame, &start)
-        started = None
-        if ticket & TIMED_BIT:
-            ticket &= ~TIMED_BIT
-            started = start
-        if exc_type is not None:
-            self._exit_exc(ticket, exc, started)
-        elif started is None and self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
-            _py_settle(self, ticket, OUTCOME_SUCCESS)
-        else:
-            self._exit_ok(ticket, started)
+        _exit_block(self, exc_type, exc)
+
+    def __aenter__(self):
+        # Entered now, in the frame of the async with: the awaitable it
+        # returns is already done.
+        _enter_block(self)
+        return _DONE
+
+    def __aexit__(self, exc_type, exc, tb):
+        _exit_block(self, exc_type, exc)
+        return _DONE
 
     def _guard(self, fn):
         """``fn`` wrapped so that each call goes through ``call``."""
@@ -318,6 +341,19 @@ cdef class CircuitBreaker:
         guarded.breaker = self
         guarded.fn = fn
         functools.update_wrapper(guarded, fn)
+        return guarded
+
+    def _guard_async(self, fn):
+        """``fn``, a coroutine function, wrapped so that each call returns an
+        awaitable that runs it under the breaker."""
+        cdef _GuardedAsync guarded
+        if not _forms.function_like(fn):
+            return _forms.guard_async(self, fn)
+        guarded = _GuardedAsync.__new__(_GuardedAsync)
+        guarded.breaker = self
+        guarded.fn = fn
+        functools.update_wrapper(guarded, fn)
+        _forms.mark_coroutine_function(guarded, fn)
         return guarded
 
     def _started(self):
@@ -531,16 +567,6 @@ cdef class CircuitBreaker:
         """Use the breaker as a decorator, on any kind of function."""
         return _forms.decorate(self, fn)
 
-    def call_async(self, fn, /, *args, **kwargs):
-        """Await ``fn(*args, **kwargs)`` under the breaker."""
-        return _forms.call_async(self, fn, *args, **kwargs)
-
-    async def __aenter__(self):
-        self.__enter__()
-
-    async def __aexit__(self, exc_type, exc, tb):
-        self.__exit__(exc_type, exc, tb)
-
     def observe(self, metrics):
         """Record an observation; trip a closed breaker if it crosses a threshold.
 
@@ -579,3 +605,4 @@ if QB_ORDERED and hasattr(os, "register_at_fork"):
 
 
 _install_vectorcall()
+_install_async_forms()

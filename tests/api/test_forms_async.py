@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
+import warnings
 from typing import Any
 
 import pytest
@@ -643,3 +645,364 @@ def test_hundred_tasks_while_half_open(
         assert {r.retry_after for r in others} == {0.0}
     assert counts(b) == (3, 97, 3, 1, 0)
     assert b.state is State.CLOSED  # success_threshold defaults to half_open_max
+
+
+# -- every async form: start, close, throw, collection, slow calls ------------------
+#
+# The compiled core runs these forms without a coroutine of its own (an
+# awaitable that delegates to fn's); the twin with coroutines. Both must count
+# the same.
+
+
+def protect(b: Any, form: str, fn: Any) -> Any:
+    """``fn`` (a coroutine function) as the given form protects it: a
+    function of the same arguments returning what to await."""
+    if form == "decorator":
+        return b(fn)
+    if form == "call_async":
+        return functools.partial(b.call_async, fn)
+
+    async def in_block(*args: Any, **kwargs: Any) -> Any:
+        async with b:
+            return await fn(*args, **kwargs)
+
+    return in_block
+
+
+ASYNC_FORMS = ("decorator", "call_async", "async with")
+CALL_FORMS = ("decorator", "call_async")  # the awaitable is the breaker's own
+
+
+def finish(coro: Any) -> Any:
+    """Drive ``coro`` to its end without an event loop, sending None to each
+    suspension (a Suspend's await returns None)."""
+    for _ in range(10):
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+    coro.close()
+    raise AssertionError("the coroutine did not finish")
+
+
+class Suspend:
+    """An awaitable that suspends once, yielding ``"paused"``, and returns what
+    it is sent."""
+
+    def __await__(self) -> Any:
+        return (yield "paused")
+
+
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+def test_form_outcomes_and_arguments(impl: Impl, clock: FakeClock, form: str) -> None:
+    b = make(impl, clock, exclude=(KeyError,), is_failure_result=lambda r: r == "bad")
+
+    async def f(x: Any, *, exc: BaseException | None = None) -> Any:
+        await Suspend()
+        if exc is not None:
+            raise exc
+        return x
+
+    g = protect(b, form, f)
+    assert finish(g(1)) == 1
+    assert finish(g((1, 2))) == (1, 2)  # a tuple returned whole
+    assert finish(g("bad")) == "bad"  # is_failure_result: a failure
+    with pytest.raises(ValueError):
+        finish(g(0, exc=ValueError()))
+    with pytest.raises(KeyError):
+        finish(g(0, exc=KeyError()))  # excluded: neutral
+    with pytest.raises(Abort):
+        finish(g(0, exc=Abort()))  # a BaseException: neutral
+    if form == "async with":  # is_failure_result judges returned values only
+        assert counts(b) == (6, 0, 3, 1, 2)
+    else:
+        assert counts(b) == (6, 0, 2, 2, 2)
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_never_awaited_takes_nothing(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+    calls: list[int] = []
+
+    async def f() -> int:
+        calls.append(1)
+        return 1
+
+    g = protect(b, form, f)
+    made = g()
+    made.close()
+    with pytest.raises(RuntimeError):
+        made.send(None)  # closed before it ran: it never runs
+    del made
+    with warnings.catch_warnings():  # a coroutine's "never awaited" (the twin)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        g()  # made and dropped, never awaited
+        gc.collect()
+    assert calls == [] and counts(b) == (0, 0, 0, 1, 0)
+    assert run_sync(g()) == 1  # the probe slot was never taken
+    assert counts(b) == (1, 0, 1, 1, 0) and b.state is State.CLOSED
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_send_before_start(impl: Impl, clock: FakeClock, form: str) -> None:
+    b = make(impl, clock)
+
+    async def f() -> int:
+        return 1
+
+    made = protect(b, form, f)()
+    with pytest.raises(TypeError, match="non-None"):
+        made.send(1)
+    made.close()
+    # A throw before it runs ends it without running: nothing taken.
+    made = protect(b, form, f)()
+    with pytest.raises(ValueError):
+        made.throw(ValueError("early"))
+    assert counts(b) == (0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_close_mid_await_is_neutral(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+    cleaned: list[str] = []
+
+    async def f() -> int:
+        try:
+            return await Suspend()  # type: ignore[no-any-return]
+        finally:
+            cleaned.append("inner")
+
+    made = protect(b, form, f)()
+    assert made.send(None) == "paused"
+    assert b.acquire() == 0  # the one probe slot is taken
+    made.close()
+    assert cleaned == ["inner"]
+    assert counts(b) == (1, 1, 0, 1, 1)
+    made.close()  # closing again releases nothing twice
+    assert counts(b) == (1, 1, 0, 1, 1)
+    assert b.acquire()  # the slot came back
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_collected_mid_await_is_neutral(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+
+    async def f() -> int:
+        return await Suspend()  # type: ignore[no-any-return]
+
+    made = protect(b, form, f)()
+    assert made.send(None) == "paused"
+    del made
+    gc.collect()
+    assert counts(b) == (1, 0, 0, 1, 1)
+    assert b.acquire()  # the slot came back
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_close_failing_is_classified(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
+    b = make(impl, clock)
+
+    async def f() -> int:
+        try:
+            return await Suspend()  # type: ignore[no-any-return]
+        except GeneratorExit:
+            raise ValueError("cleanup failed") from None
+
+    made = protect(b, form, f)()
+    made.send(None)
+    with pytest.raises(ValueError, match="cleanup failed"):
+        made.close()
+    assert counts(b) == (1, 0, 0, 1, 0)
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_throw_mid_await(impl: Impl, clock: FakeClock, form: str) -> None:
+    b = make(impl, clock, 5, exclude=(KeyError,))
+
+    async def f() -> str:
+        try:
+            return await Suspend()  # type: ignore[no-any-return]
+        except LookupError as exc:
+            if isinstance(exc, IndexError):
+                return "handled"
+            raise
+
+    # Thrown and not handled: the exception rules decide.
+    made = protect(b, form, f)()
+    made.send(None)
+    with pytest.raises(KeyError):
+        made.throw(KeyError("excluded"))
+    made = protect(b, form, f)()
+    made.send(None)
+    with pytest.raises(ValueError):
+        made.throw(ValueError("failed"))
+    # Handled by fn, which then returns: a success, its value the return.
+    made = protect(b, form, f)()
+    made.send(None)
+    with pytest.raises(StopIteration) as stop:
+        made.throw(IndexError("handled"))
+    assert stop.value.value == "handled"
+    # Sent a value: fn's await returns it.
+    made = protect(b, form, f)()
+    made.send(None)
+    with pytest.raises(StopIteration) as stop:
+        made.send("sent")
+    assert stop.value.value == "sent"
+    with pytest.raises(RuntimeError):
+        made.send(None)  # finished: never settled twice
+    assert counts(b) == (4, 0, 2, 1, 1)
+
+
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+def test_form_cancelled_is_neutral(impl: Impl, clock: FakeClock, form: str) -> None:
+    b = half_open(impl, clock, half_open_max=1)
+
+    async def hang(started: asyncio.Event) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    g = protect(b, form, hang)
+
+    async def main() -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(g(started))
+        await started.wait()
+        assert b.acquire() == 0
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert counts(b) == (1, 1, 0, 1, 1)
+    assert b.acquire()
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+@pytest.mark.parametrize("kind", ["value", "awaitable", "coroutine function"])
+def test_form_fallback(impl: Impl, clock: FakeClock, form: str, kind: str) -> None:
+    async def later(x: int) -> tuple[str, int]:
+        await Suspend()
+        return ("later", x)
+
+    def fallback(x: int) -> Any:
+        if kind == "value":
+            return ("now", x)
+        return later(x)
+
+    async def async_fallback(x: int) -> tuple[str, int]:
+        return await later(x)
+
+    chosen = async_fallback if kind == "coroutine function" else fallback
+    b = opened(impl, clock, fallback=chosen)
+    ran: list[int] = []
+
+    async def f(x: int) -> None:
+        ran.append(x)
+
+    made = protect(b, form, f)(7)
+    if kind == "value":
+        with pytest.raises(StopIteration) as stop:
+            made.send(None)
+    else:
+        assert made.send(None) == "paused"  # the fallback's own await
+        with pytest.raises(StopIteration) as stop:
+            made.send(None)
+    assert stop.value.value == (("now", 7) if kind == "value" else ("later", 7))
+    assert ran == [] and counts(b) == (0, 1, 0, 1, 0)
+
+
+@pytest.mark.parametrize("form", ASYNC_FORMS)
+def test_form_slow_calls(impl: Impl, clock: FakeClock, form: str) -> None:
+    b = make(
+        impl, clock, slow_call_duration=1.0, slow_call_rate_threshold=0.5, window_size=2
+    )
+
+    async def f(seconds: float) -> int:
+        await Suspend()
+        clock.advance(seconds)
+        return 1
+
+    g = protect(b, form, f)
+    for _ in range(4):
+        assert finish(g(0.5)) == 1  # fast: never slow
+    assert b.state is State.CLOSED
+    assert finish(g(2.0)) == 1  # slow: half the last two calls
+    assert b.state is State.OPEN
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_form_is_a_coroutine_to_asyncio(
+    impl: Impl, clock: FakeClock, form: str
+) -> None:
+    b = make(impl, clock)
+
+    async def f() -> int:
+        return 1
+
+    made = protect(b, form, f)()
+    assert inspect.isawaitable(made)
+    assert asyncio.iscoroutine(made)
+    assert asyncio.run(made) == 1
+
+
+def test_compiled_forms_run_no_coroutine_of_their_own(clock: FakeClock) -> None:
+    compiled = pytest.importorskip("qbreaker._core_c")
+    b = compiled.CircuitBreaker(clock=clock)
+
+    async def f() -> int:
+        return 1
+
+    g = b(f)
+    assert inspect.iscoroutinefunction(g)
+    for made in (g(), b.call_async(f)):
+        assert not inspect.iscoroutine(made)  # not a Python coroutine
+        assert run_sync(made) == 1
+    # async with awaits nothing made per block.
+    assert b.__aenter__() is b.__aexit__(None, None, None)
+    assert counts(b) == (3, 0, 3, 0, 0)
+
+
+def test_call_async_fn_raising_before_any_awaitable(
+    impl: Impl, clock: FakeClock
+) -> None:
+    b = make(impl, clock, exclude=(KeyError,))
+
+    def fails(exc: BaseException) -> Any:
+        raise exc  # before any awaitable exists
+
+    with pytest.raises(ValueError):
+        run_sync(b.call_async(fails, ValueError("no")))
+    with pytest.raises(KeyError):
+        run_sync(b.call_async(fails, KeyError("excluded")))
+    assert counts(b) == (2, 0, 0, 1, 1)
+
+
+def test_call_async_awaits_any_awaitable(impl: Impl, clock: FakeClock) -> None:
+    b = make(impl, clock, is_failure_result=lambda r: r == "bad")
+
+    class Answer:
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def __await__(self) -> Any:
+            yield "paused"
+            return self.value
+
+    made = b.call_async(Answer, "good")
+    assert made.send(None) == "paused"
+    with pytest.raises(StopIteration) as stop:
+        made.send(None)
+    assert stop.value.value == "good"
+    made = b.call_async(Answer, "bad")
+    made.send(None)
+    with pytest.raises(StopIteration):
+        made.send(None)
+    assert counts(b) == (2, 0, 1, 1, 0)

@@ -337,6 +337,11 @@ class BreakerAPI(_Base):
         """Await ``fn(*args, **kwargs)`` under the breaker."""
         return wrappers.call_async(self, fn, *args, **kwargs)
 
+    def _guard_async(self, fn: Any) -> Any:
+        """``fn``, a coroutine function, wrapped so that each call returns an
+        awaitable that runs it under the breaker."""
+        return wrappers.guard_async(self, fn)
+
     def observe(self, metrics: Metrics) -> bool:
         """Record an observation; trip a closed breaker if it crosses a threshold.
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from .._outcomes import callable_kind as _kind
@@ -109,6 +110,8 @@ if TYPE_CHECKING:
 
         def _guard(self, fn: Any) -> Any: ...
 
+        def _guard_async(self, fn: Any) -> Any: ...
+
         def _adopt_name(self, name: str) -> None: ...
 
 
@@ -163,7 +166,7 @@ def decorate(breaker: Protected, fn: F) -> F:
     if isinstance(name, str):
         breaker._adopt_name(name)
     if kind == "coroutine function":
-        return cast("F", guard_async(breaker, fn))
+        return cast("F", breaker._guard_async(fn))
     if kind == "async generator function":
         return cast("F", guard_async_generator(breaker, fn))
     if kind == "generator function":
@@ -221,6 +224,36 @@ def pickled_name(guarded: object) -> str:
 
 
 # -- coroutines ----------------------------------------------------------------
+
+
+def function_like(fn: object) -> bool:
+    """True if ``fn`` has a function's code attributes, which a compiled
+    wrapper can copy to stay a coroutine function to ``inspect``."""
+    return isinstance(getattr(fn, "__code__", None), types.CodeType)
+
+
+def mark_coroutine_function(guarded: object, fn: object) -> None:
+    """Make ``guarded`` (a compiled wrapper of ``fn``) a coroutine function to
+    ``inspect.iscoroutinefunction``.
+
+    Before Python 3.12 ``inspect`` recognises a function-like object by its
+    ``__code__``, ``__defaults__`` and ``__kwdefaults__``; 3.12 adds a marker.
+    ``fn`` must be :func:`function_like`.
+    """
+    for attribute in ("__code__", "__defaults__", "__kwdefaults__"):
+        setattr(guarded, attribute, getattr(fn, attribute, None))
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        mark(guarded)
+
+
+def not_awaitable(fn: object, result: object) -> TypeError:
+    """The error of ``call_async(fn)`` when ``fn`` returned no awaitable."""
+    return TypeError(
+        f"call_async() needs a function that returns an awaitable; "
+        f"{_describe(fn)} returned {result!r}; use call() for "
+        f"synchronous functions"
+    )
 
 
 def guard_async(
@@ -281,11 +314,7 @@ async def call_async(
         if not inspect.isawaitable(awaitable):
             breaker.release(ticket, None)
             ticket = 0
-            raise TypeError(
-                f"call_async() needs a function that returns an awaitable; "
-                f"{_describe(fn)} returned {awaitable!r}; use call() for "
-                f"synchronous functions"
-            )
+            raise not_awaitable(fn, awaitable)
         value = await awaitable
     except BaseException as exc:
         if ticket:

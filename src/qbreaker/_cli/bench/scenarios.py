@@ -277,6 +277,12 @@ def _closed_async() -> Scenario:
     subjects = [
         Subject(g, "bare await f()", BARE, lambda n: Timed(bare_await(n))),
         Subject(g, fp, FLOOR, lambda n: Timed(pair_await(floor_module().Floor(), n))),
+        Subject(
+            g,
+            "floor async with",
+            FLOOR,
+            lambda n: Timed(async_with_loop(floor_module().NullAsyncContext(), n)),
+        ),
         *qb(C),
         *qb(PY),
         Subject(g, "aiobreaker call_async(f)", "aiobreaker", aiobreaker_call, fp),

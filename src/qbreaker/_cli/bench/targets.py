@@ -97,6 +97,33 @@ TARGETS: tuple[Target, ...] = (
         1.5,
         _ratio_of("closed", "qbreaker-c with", "floor with"),
     ),
+    # -- async forms: overheads over a bare ``await f()`` --------------------
+    Target(
+        "compiled async @breaker overhead / floor pair's",
+        "<=",
+        4.0,
+        _ratio_of("closed-async", "qbreaker-c async @breaker", "floor allow+record"),
+    ),
+    Target(
+        "compiled call_async(f) overhead / floor pair's",
+        "<=",
+        4.0,
+        _ratio_of("closed-async", "qbreaker-c call_async(f)", "floor allow+record"),
+    ),
+    Target(
+        "compiled `async with` overhead / floor pair's",
+        "<=",
+        5.0,
+        _ratio_of("closed-async", "qbreaker-c async with", "floor allow+record"),
+    ),
+    Target(
+        "aiobreaker async @breaker overhead / compiled async @breaker's",
+        ">=",
+        15.0,
+        _ratio_of(
+            "closed-async", "aiobreaker async @breaker", "qbreaker-c async @breaker"
+        ),
+    ),
     Target(
         "compiled non-raising rejection / one floor call",
         "<=",

@@ -1,0 +1,554 @@
+# Included by _core_c.pyx after calls.pxi.
+# -- async forms -----------------------------------------------------------------
+#
+# ``@breaker`` on a coroutine function, ``call_async`` and ``async with``,
+# with no coroutine frame of qbreaker's own per call.
+#
+# A decorated coroutine function (_GuardedAsync, by vectorcall) and
+# call_async (METH_FASTCALL) return an _Awaiting: a small awaitable that
+# keeps the arguments in a C array and, when first sent to, admits, calls fn
+# and then delegates every send/throw/close to fn's awaitable, settling its
+# ticket exactly once, on return, exception or close(), as the twin's
+# coroutines do (see _impl/wrappers.py). The interpreter drives it through the
+# am_send slot (PyIter_Send; no StopIteration on return); tp_iternext and the
+# send/throw/close methods serve older interpreters and foreign drivers. With
+# __await__, send, throw and close it is a collections.abc.Coroutine, which
+# asyncio accepts as a task's coroutine. Unlike a coroutine it warns of
+# nothing when it is never awaited (it took nothing then either).
+#
+# ``async with`` does its work in __aenter__/__aexit__ themselves and returns
+# _DONE, an awaitable that is already done: no coroutine object per block.
+# Both run in the frame of the ``async with``, so the with-ticket store sees
+# the same frame that ``with`` would.
+
+cimport cython
+
+cdef extern from *:
+    """
+    /* The C side of _Awaiting and _Done: slot functions Cython cannot
+       declare. qb_await_step is _await_step below, set at module init. */
+    typedef PyObject *(*qb_step_fn)(PyObject *self, PyObject *arg, int *done);
+    static qb_step_fn qb_await_step;
+
+    /* NULL with StopIteration(value) set; with no exception for None, which
+       every driver reads as a return of None. Steals value. */
+    static PyObject *qb_stop(PyObject *value) {
+        if (value != Py_None) {
+            PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+            if (stop != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, stop);
+                Py_DECREF(stop);
+            }
+        }
+        Py_DECREF(value);
+        return NULL;
+    }
+
+    static PySendResult qb_await_send(PyObject *self, PyObject *arg,
+                                      PyObject **result) {
+        int done = 0;
+        *result = qb_await_step(self, arg, &done);
+        if (*result == NULL)
+            return PYGEN_ERROR;
+        return done ? PYGEN_RETURN : PYGEN_NEXT;
+    }
+
+    static PyObject *qb_await_next(PyObject *self) {
+        int done = 0;
+        PyObject *value = qb_await_step(self, Py_None, &done);
+        return value == NULL || !done ? value : qb_stop(value);
+    }
+
+    static PySendResult qb_done_send(PyObject *self, PyObject *arg,
+                                     PyObject **result) {
+        (void)self; (void)arg;
+        Py_INCREF(Py_None);
+        *result = Py_None;
+        return PYGEN_RETURN;
+    }
+
+    static PyObject *qb_done_next(PyObject *self) {
+        (void)self;
+        return NULL;  /* done, returning None */
+    }
+
+    static void qb_install_await_slots(PyTypeObject *awaiting, PyTypeObject *done,
+                                       qb_step_fn step) {
+        qb_await_step = step;
+        awaiting->tp_as_async->am_send = qb_await_send;
+        awaiting->tp_iternext = qb_await_next;
+        done->tp_as_async->am_send = qb_done_send;
+        done->tp_iternext = qb_done_next;
+    #ifdef Py_TPFLAGS_HAVE_AM_SEND
+        awaiting->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
+        done->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
+    #endif
+        PyType_Modified(awaiting);
+        PyType_Modified(done);
+    }
+
+    /* -1 with an exception, 1 when iter returned (*result its value), 0 when
+       it yielded *result. */
+    static int qb_send(PyObject *iter, PyObject *arg, PyObject **result) {
+        PySendResult r = PyIter_Send(iter, arg, result);
+        return r == PYGEN_ERROR ? -1 : r == PYGEN_RETURN;
+    }
+
+    /* What `await o` delegates to, or NULL if o has no __await__ slot. */
+    static PyObject *qb_await_slot(PyObject *o) {
+        PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
+        if (am == NULL || am->am_await == NULL) {
+            Py_INCREF(Py_None);
+            return Py_None;
+        }
+        return am->am_await(o);
+    }
+
+    static inline PyObject *qb_steal(PyObject *o) { return o; }
+
+    /* _Awaiting's tp_dealloc: Cython's, after _awaiting_release when the
+       object still holds a ticket or arguments (rare: collected before it
+       finished). Cython's own __dealloc__ would save and restore the
+       exception state on every deallocation. */
+    typedef void (*qb_release_fn)(PyObject *self);
+    static qb_release_fn qb_awaiting_release;
+    static destructor qb_awaiting_base_dealloc;
+    static Py_ssize_t qb_awaiting_ticket_at, qb_awaiting_held_at;
+
+    static void qb_awaiting_dealloc(PyObject *o) {
+        if (*(uint64_t *)((char *)o + qb_awaiting_ticket_at) != 0
+                || *(Py_ssize_t *)((char *)o + qb_awaiting_held_at) != 0) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            Py_SET_REFCNT(o, 1);  /* alive while Python code may run */
+            qb_awaiting_release(o);
+            Py_SET_REFCNT(o, 0);
+            PyErr_Restore(type, value, tb);
+        }
+        qb_awaiting_base_dealloc(o);
+    }
+
+    static void qb_install_awaiting_dealloc(PyTypeObject *awaiting,
+                                            qb_release_fn release,
+                                            Py_ssize_t ticket_at,
+                                            Py_ssize_t held_at) {
+        qb_awaiting_release = release;
+        qb_awaiting_ticket_at = ticket_at;
+        qb_awaiting_held_at = held_at;
+        qb_awaiting_base_dealloc = awaiting->tp_dealloc;
+        awaiting->tp_dealloc = qb_awaiting_dealloc;
+        PyType_Modified(awaiting);
+    }
+
+    /* The exception being raised, taken out of the thread state (never NULL:
+       called only with one set). */
+    static PyObject *qb_take_exception(void) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        return PyErr_GetRaisedException();
+    #else
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        return value;
+    #endif
+    }
+    """
+    ctypedef object (*qb_step_fn)(object self, object arg, int *done)
+    void qb_install_await_slots(QbTypeObject *awaiting, QbTypeObject *done,
+                                qb_step_fn step)
+    # No Cython error checks on these two: a failure goes to _await_failed,
+    # out of line, so the hot path enters no try block (each saves and
+    # restores the handled exception).
+    int qb_send(object it, object arg, PyObject **result) noexcept
+    PyObject *qb_vectorcall "PyObject_Vectorcall"(
+        object fn, PyObject **args, size_t nargsf, PyObject *kwnames) noexcept
+    object qb_take_exception()
+    ctypedef void (*qb_release_fn)(object self) noexcept
+    void qb_install_awaiting_dealloc(QbTypeObject *awaiting, qb_release_fn release,
+                                     Py_ssize_t ticket_at, Py_ssize_t held_at)
+    object qb_await_slot(object o)
+    object qb_steal(PyObject *o)
+    bint PyCoro_CheckExact(object o)
+    bint PyIter_Check(object o)
+
+
+cdef enum:
+    AWAIT_NEW = 0       # created, not yet sent to: nothing taken
+    AWAIT_RUNNING = 1   # delegating to fn's awaitable under a ticket
+    AWAIT_FALLBACK = 2  # delegating to the fallback's awaitable, no ticket
+    AWAIT_DONE = 3
+    ARGV_INLINE = 4     # arguments kept in the object itself; more: the heap
+
+# CO_ITERABLE_COROUTINE: a generator that types.coroutine made awaitable.
+cdef int CO_ITERABLE_COROUTINE = 0x100
+
+
+@cython.freelist(16)
+cdef class _Awaiting:
+    """The awaitable of one protected async call (see the section comment)."""
+
+    cdef CircuitBreaker breaker
+    cdef object fn
+    cdef object inner       # what it delegates to once started
+    cdef object kwnames     # a tuple of names, or None
+    cdef object started     # None unless a slow-call policy times the call
+    cdef uint64_t ticket
+    cdef Py_ssize_t nargs   # positionals in argv; one value per name follows
+    cdef Py_ssize_t nheld   # references held in argv
+    cdef PyObject **argv
+    cdef PyObject *inline_argv[ARGV_INLINE]
+    cdef int stage
+    cdef bint from_call_async  # fn may return a non-awaitable: neutral, TypeError
+
+    def __await__(self):
+        return self
+
+    def __next__(self):
+        cdef int done = 0
+        value = _await_step(self, None, &done)
+        if done:
+            raise StopIteration(value)
+        return value
+
+    def send(self, value):
+        cdef int done = 0
+        result = _await_step(self, value, &done)
+        if done:
+            raise StopIteration(result)
+        return result
+
+    def throw(self, typ, val=None, tb=None):
+        if self.stage == AWAIT_NEW or self.stage == AWAIT_DONE:
+            # As a coroutine: thrown before it ran, it ends without running.
+            self.stage = AWAIT_DONE
+            _drop_arguments(self)
+            raise _thrown(typ, val, tb)
+        throw = getattr(self.inner, "throw", None)
+        try:
+            if throw is None:
+                raise _thrown(typ, val, tb)
+            if val is None and tb is None:
+                return throw(typ)
+            return throw(typ, val, tb)
+        except StopIteration as stop:
+            _await_returned(self, stop.value)
+            raise StopIteration(stop.value)
+        except BaseException as exc:
+            _await_raised(self, exc)
+            raise
+
+    def close(self):
+        if self.stage != AWAIT_RUNNING and self.stage != AWAIT_FALLBACK:
+            self.stage = AWAIT_DONE
+            _drop_arguments(self)
+            return
+        close = getattr(self.inner, "close", None)
+        try:
+            if close is not None:
+                close()
+        except BaseException as exc:
+            _await_raised(self, exc)
+            raise
+        # Closed mid-await: the GeneratorExit a coroutine would see, neutral.
+        _await_ended(self)
+
+    def __repr__(self):
+        return f"<protected call of {self.fn!r} by {self.breaker!r}>"
+
+
+cdef void _awaiting_release(_Awaiting a) noexcept:
+    # Deallocated holding a ticket (collected mid-await: a task dropped
+    # unfinished): neutral, like the GeneratorExit that closes an abandoned
+    # coroutine. Or holding arguments: never started.
+    cdef uint64_t ticket = a.ticket
+    a.ticket = 0
+    if ticket:
+        _py_settle_full(a.breaker, ticket, OUTCOME_NEUTRAL)
+    _drop_arguments(a)
+
+
+cdef inline int _drop_arguments(_Awaiting a) except -1:
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n = a.nheld
+    cdef PyObject **argv = a.argv
+    a.nheld = 0
+    a.argv = NULL
+    for i in range(n):
+        Py_XDECREF(argv[i])
+    if argv != NULL and argv != &a.inline_argv[0]:
+        PyMem_Free(argv)
+    return 0
+
+
+cdef _Awaiting _new_awaiting(CircuitBreaker b, object fn, PyObject **args,
+                             Py_ssize_t nargs, PyObject *kwnames,
+                             bint from_call_async):
+    cdef _Awaiting a = _Awaiting.__new__(_Awaiting)
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n = nargs
+    if kwnames != NULL:
+        n += PyTuple_GET_SIZE(kwnames)
+        a.kwnames = <object>kwnames
+    a.breaker = b
+    a.fn = fn
+    a.nargs = nargs
+    a.from_call_async = from_call_async
+    if n <= ARGV_INLINE:
+        a.argv = &a.inline_argv[0]
+    else:
+        a.argv = <PyObject **>PyMem_Malloc(n * sizeof(PyObject *))
+        if a.argv == NULL:
+            raise MemoryError()
+    for i in range(n):
+        Py_INCREF(<object>args[i])
+        a.argv[i] = args[i]
+    a.nheld = n
+    return a
+
+
+cdef object _await_step(_Awaiting a, object arg, int *done):
+    # One send: the value yielded (done stays 0) or returned (done set to 1).
+    cdef PyObject *result = NULL
+    cdef int returned
+    if a.stage == AWAIT_NEW:
+        if arg is not None:
+            raise TypeError("can't send non-None value to a just-started coroutine")
+        value = _await_start(a)
+        if a.stage == AWAIT_DONE:
+            done[0] = 1
+            return value
+    elif a.stage == AWAIT_DONE:
+        raise RuntimeError("cannot reuse already awaited coroutine")
+    returned = qb_send(a.inner, arg, &result)
+    if returned < 0:
+        _await_failed(a)
+    value = qb_steal(result)
+    if returned:
+        done[0] = 1
+        _await_returned(a, value)
+    return value
+
+
+cdef object _await_start(_Awaiting a):
+    # The first send: admit, then call fn (or the rejection's fallback) and
+    # keep what to delegate to. Returns the result when it is done already.
+    cdef CircuitBreaker b = a.breaker
+    cdef uint64_t ticket
+    cdef PyObject *result
+    cdef PyObject *kwnames = NULL if a.kwnames is None else <PyObject *>a.kwnames
+    if a.from_call_async and not callable(a.fn):
+        a.stage = AWAIT_DONE
+        _drop_arguments(a)
+        raise TypeError(f"fn must be callable, got {a.fn!r}")
+    ticket = _py_admit(b, True)
+    if not ticket:
+        a.stage = AWAIT_DONE
+        fallback = b._rejected(_positional(a.argv, a.nargs),
+                               _keywords(a.argv, a.nargs, kwnames))
+        _drop_arguments(a)
+        if _is_awaitable(fallback):
+            a.inner = _awaited_iterator(fallback)
+            a.stage = AWAIT_FALLBACK
+        return fallback
+    a.ticket = ticket
+    a.stage = AWAIT_RUNNING
+    a.started = _resolve(_now_of(b)) if _timed(b) else None
+    result = qb_vectorcall(a.fn, a.argv, a.nargs, kwnames)
+    if result == NULL:
+        _await_failed(a)  # drops the arguments too
+    _drop_arguments(a)
+    awaitable = qb_steal(result)
+    if PyCoro_CheckExact(awaitable):
+        a.inner = awaitable
+    else:
+        _await_other(a, awaitable)
+    return None
+
+
+cdef int _await_other(_Awaiting a, object awaitable) except -1:
+    # fn returned something other than a coroutine: an awaitable to delegate
+    # to, or for call_async a neutral TypeError; for the decorator, what
+    # awaiting it raises counts as the call's outcome.
+    cdef uint64_t ticket = a.ticket
+    if a.from_call_async and not _is_awaitable(awaitable):
+        a.stage = AWAIT_DONE
+        a.ticket = 0
+        _py_settle_full(a.breaker, ticket, OUTCOME_NEUTRAL)
+        raise _forms.not_awaitable(a.fn, awaitable)
+    try:
+        a.inner = _awaited_iterator(awaitable)
+    except BaseException as exc:
+        _await_raised(a, exc)
+        raise
+    return 0
+
+
+cdef int _await_failed(_Awaiting a) except -1:
+    # Called with an exception set (fn, or the awaitable it delegates to,
+    # raised): settle by it, then raise it on.
+    exc = qb_take_exception()
+    _await_raised(a, exc)
+    raise exc
+
+
+cdef bint _is_awaitable(object o) except -1:
+    # inspect.isawaitable, by type slots first.
+    if PyCoro_CheckExact(o) or qb_is_awaitable(o):
+        return True
+    return PyGen_CheckExact(o) and o.gi_code.co_flags & CO_ITERABLE_COROUTINE
+
+
+cdef object _awaited_iterator(object o):
+    # What ``await o`` delegates to, with the interpreter's checks.
+    if PyCoro_CheckExact(o):
+        return o
+    if PyGen_CheckExact(o) and o.gi_code.co_flags & CO_ITERABLE_COROUTINE:
+        return o
+    it = qb_await_slot(o)
+    if it is None:
+        raise TypeError(f"object {type(o).__name__} can't be used in 'await' expression")
+    if PyCoro_CheckExact(it) or not PyIter_Check(it):
+        raise TypeError(f"__await__() returned non-iterator of type '{type(it).__name__}'")
+    return it
+
+
+cdef inline int _await_returned(_Awaiting a, object value) except -1:
+    # fn's awaitable returned value: settle by the result rules.
+    cdef CircuitBreaker b = a.breaker
+    cdef uint64_t ticket = a.ticket
+    cdef bint running = a.stage == AWAIT_RUNNING
+    a.stage = AWAIT_DONE
+    a.ticket = 0
+    a.inner = None
+    if not running:
+        return 0
+    if a.started is None and b.cpolicy.host_flags & FLAG_PLAIN_SUCCESS:
+        _py_settle(b, ticket, OUTCOME_SUCCESS)
+    else:
+        b._exit_result(ticket, value, a.started)
+    return 0
+
+
+cdef int _await_raised(_Awaiting a, object exc) except -1:
+    # fn (or its awaitable) raised exc: settle by the exception rules.
+    cdef uint64_t ticket = a.ticket
+    cdef bint running = a.stage == AWAIT_RUNNING
+    a.stage = AWAIT_DONE
+    a.ticket = 0
+    a.inner = None
+    _drop_arguments(a)
+    if running and ticket:
+        a.breaker._exit_exc(ticket, exc, a.started)
+    return 0
+
+
+cdef int _await_ended(_Awaiting a) except -1:
+    # Closed mid-await: neutral (a BaseException that is not an Exception).
+    cdef uint64_t ticket = a.ticket
+    cdef bint running = a.stage == AWAIT_RUNNING
+    a.stage = AWAIT_DONE
+    a.ticket = 0
+    a.inner = None
+    if running and ticket:
+        _py_settle_full(a.breaker, ticket, OUTCOME_NEUTRAL)
+    return 0
+
+
+cdef BaseException _thrown(object typ, object val, object tb):
+    # The exception that throw(typ, val, tb) raises, as generators build it.
+    if isinstance(typ, BaseException):
+        exc = typ
+    elif val is None:
+        exc = typ()
+    elif isinstance(val, BaseException):
+        exc = val
+    else:
+        exc = typ(val)
+    if tb is not None:
+        exc = exc.with_traceback(tb)
+    return exc
+
+
+cdef class _Done:
+    """An awaitable already done, returning None: what ``async with`` awaits."""
+
+    def __await__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        raise _thrown(typ, val, tb)
+
+    def close(self):
+        return None
+
+
+cdef _Done _DONE = _Done.__new__(_Done)
+
+
+# -- the decorator and call_async --------------------------------------------------
+
+cdef object _guarded_async_vectorcall(object callable, PyObject **args,
+                                      size_t nargsf, PyObject *kwnames):
+    cdef _Guarded guarded = <_Guarded>callable
+    if guarded.breaker is None:
+        raise TypeError("a protected function is made by decorating it with a breaker")
+    return _new_awaiting(guarded.breaker, guarded.fn, args,
+                         PyVectorcall_NARGS(nargsf), kwnames, False)
+
+
+cdef class _GuardedAsync(_Guarded):
+    """A coroutine function protected by a breaker: each call returns an
+    awaitable that runs it under the breaker."""
+
+    def __cinit__(self):
+        self.vectorcall = <void *>_guarded_async_vectorcall
+
+
+cdef object _call_async_method(object self, PyObject **args, Py_ssize_t nargs,
+                               PyObject *kwnames):
+    # CircuitBreaker.call_async, METH_FASTCALL | METH_KEYWORDS.
+    if nargs < 1:
+        raise TypeError("call_async() takes the function to call as its first "
+                        "positional argument")
+    return _new_awaiting(<CircuitBreaker>self, <object>args[0], args + 1,
+                         nargs - 1, kwnames, True)
+
+
+cdef QbMethodDef _CALL_ASYNC_METHOD
+_CALL_ASYNC_METHOD.ml_name = "call_async"
+_CALL_ASYNC_METHOD.ml_meth = <void *>_call_async_method
+_CALL_ASYNC_METHOD.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_CALL_ASYNC_METHOD.ml_doc = (b"call_async($self, fn, /, *args, **kwargs)\n--\n\n"
+                             b"Await ``fn(*args, **kwargs)`` under the breaker.")
+
+
+cdef int _install_async_forms() except -1:
+    # After _install_vectorcall: call_async as a METH_FASTCALL method,
+    # _GuardedAsync called by vectorcall like _Guarded, and the slots.
+    cdef QbTypeObject *breaker_type = <QbTypeObject *>CircuitBreaker
+    cdef QbTypeObject *guarded_type = <QbTypeObject *>_GuardedAsync
+    cdef _GuardedAsync probe = _GuardedAsync.__new__(_GuardedAsync)
+    PyDict_SetItemString(breaker_type.tp_dict, "call_async",
+                         PyDescr_NewMethod(breaker_type, &_CALL_ASYNC_METHOD))
+    PyType_Modified(breaker_type)
+    guarded_type.tp_vectorcall_offset = <char *>&probe.vectorcall - <char *><PyObject *>probe
+    guarded_type.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL
+    PyType_Modified(guarded_type)
+    qb_install_await_slots(<QbTypeObject *>_Awaiting, <QbTypeObject *>_Done,
+                           <qb_step_fn>_await_step)
+    cdef _Awaiting sample = _Awaiting.__new__(_Awaiting)
+    qb_install_awaiting_dealloc(
+        <QbTypeObject *>_Awaiting, <qb_release_fn>_awaiting_release,
+        <char *>&sample.ticket - <char *><PyObject *>sample,
+        <char *>&sample.nheld - <char *><PyObject *>sample)
+    return 0
