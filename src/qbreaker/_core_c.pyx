@@ -74,6 +74,7 @@ include "_native/shared_cell.pxi"
 include "_native/probes.pxi"
 include "_native/fastpath.pxi"
 include "_native/with_tickets.pxi"
+include "_native/rejections.pxi"
 include "_native/calls.pxi"
 
 
@@ -281,7 +282,7 @@ cdef class CircuitBreaker:
         cdef PyThreadState *ts
         cdef _WithTickets own
         if not ticket:
-            self._raise_open()
+            _raise_open(self)
         if _timed(self):
             start = _resolve(_now_of(self))
             ticket |= TIMED_BIT

@@ -1,4 +1,4 @@
-# Included by _core_c.pyx after with_tickets.pxi.
+# Included by _core_c.pyx after rejections.pxi.
 # -- protected calls -------------------------------------------------------------
 #
 # call() and decorated functions take the vectorcall convention: the
@@ -57,6 +57,19 @@ cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
     return kwargs
 
 
+cdef object _rejected(CircuitBreaker b, PyObject **args, Py_ssize_t nargs,
+                      PyObject *kwnames):
+    # call() and the decorator on an open breaker: the fallback's result, or
+    # CircuitOpenError. Out of line; the fallback gets the call's own
+    # argument array, with no tuple or dict built for it.
+    if not _plain_rejection(b, "_rejected"):
+        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
+    fallback = b._options.fallback
+    if fallback is None:
+        raise _open_error(b)
+    return PyObject_Vectorcall(fallback, args, nargs, kwnames)
+
+
 cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs,
                   PyObject *kwnames):
     # nargs positionals, then one value per name in kwnames (or NULL).
@@ -65,7 +78,7 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
         raise_async_fallback(b._options)
     ticket = _py_admit(b, True)
     if not ticket:
-        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
+        return _rejected(b, args, nargs, kwnames)
     # Only under a slow-call policy: a clock read before, one after.
     started = _resolve(_now_of(b)) if _timed(b) else None
     try:

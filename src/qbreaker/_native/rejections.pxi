@@ -1,0 +1,63 @@
+# Included by _core_c.pyx after with_tickets.pxi.
+# -- rejections that raise or call the fallback ----------------------------------
+#
+# Out of line from __enter__ and call() (see _rejected in calls.pxi): an
+# open breaker's answer. A plain breaker builds its CircuitOpenError here
+# the way CircuitOpenError.rejection() does, without a Python frame: no
+# __init__, the attributes stored from C, the message formatted only when
+# read (that formatting cost several times the raise itself). A class that
+# overrides _raise_open or _rejected (the pybreaker compat layer), and a
+# breaker with an on_reject hook, take the Python-level methods instead.
+
+from qbreaker._errors import CircuitOpenError
+from qbreaker._errors import _PENDING
+
+
+cdef extern from *:
+    """
+    /* The exception's tp_new alone (BaseException.__new__): no __init__. */
+    static PyObject *qb_new_bare(PyObject *type, PyObject *args) {
+        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, args, NULL);
+    }
+    """
+    object qb_new_bare(object type, object args)
+
+
+# The args of a fresh rejection, until its message is read (see _errors).
+cdef tuple _PENDING_ARGS = (_PENDING,)
+
+
+cdef inline bint _plain_rejection(CircuitBreaker b, str method):
+    # True when the class keeps the core's own method and no hook runs.
+    if b._options.on_reject is not None:
+        return False
+    return type(b) is CircuitBreaker or (
+        getattr(type(b), method) is getattr(CircuitBreaker, method))
+
+
+cdef object _open_error(CircuitBreaker b):
+    # CircuitOpenError.rejection(name, state, retry_after, b), from one load
+    # of the word.
+    cdef uint64_t w = qb_load(&b._cell.word)
+    cdef uint64_t state = w & STATE_FIELD
+    name = b._name
+    if name is None:
+        name = _api.name(b)
+    error = qb_new_bare(CircuitOpenError, _PENDING_ARGS)
+    error.name = name
+    if state == S_FORCED:
+        error.state = _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
+    else:
+        error.state = _STATES[state]
+    error.retry_after = _retry_after_ticks(w, &b.cpolicy, _now_of(b)) / 1000
+    error._breaker = b
+    return error
+
+
+cdef int _raise_open(CircuitBreaker b) except -1:
+    # ``with`` on an open breaker. Returns only if an overriding _raise_open
+    # returns (then __enter__ goes on, as it always has).
+    if _plain_rejection(b, "_raise_open"):
+        raise _open_error(b)
+    b._raise_open()
+    return 0
