@@ -93,11 +93,14 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
 
 cdef int _set_options(CircuitBreaker b, object options) except -1:
     b._options = options
-    b.cpolicy.host_flags &= ~(FLAG_PLAIN_SUCCESS | FLAG_ASYNC_FALLBACK)
+    b.cpolicy.host_flags &= ~(FLAG_PLAIN_SUCCESS | FLAG_ASYNC_FALLBACK
+                              | FLAG_REJECT_HOOK)
     if options.is_failure_result is None and options.on_success is None:
         b.cpolicy.host_flags |= FLAG_PLAIN_SUCCESS
     if options.fallback_is_async:
         b.cpolicy.host_flags |= FLAG_ASYNC_FALLBACK
+    if options.on_reject is not None or _overrides_rejection(type(b)):
+        b.cpolicy.host_flags |= FLAG_REJECT_HOOK
     return 0
 
 

@@ -28,6 +28,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
     object PyVectorcall_Call(object callable, object args, object kwargs)
     Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
+    PyObject *PyTuple_GET_ITEM(object p, Py_ssize_t i)
     bint PyGen_CheckExact(object o)
 
 
@@ -62,9 +63,12 @@ cdef object _rejected(CircuitBreaker b, PyObject **args, Py_ssize_t nargs,
     # call() and the decorator on an open breaker: the fallback's result, or
     # CircuitOpenError. Out of line; the fallback gets the call's own
     # argument array, with no tuple or dict built for it.
-    if not _plain_rejection(b, "_rejected"):
+    if b.cpolicy.host_flags & FLAG_REJECT_HOOK:
         return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
-    fallback = b._options.fallback
+    options = b._options
+    if type(options) is not Options:  # _options replaced by hand
+        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
+    fallback = <object>PyTuple_GET_ITEM(options, _FALLBACK_AT)
     if fallback is None:
         raise _open_error(b)
     return PyObject_Vectorcall(fallback, args, nargs, kwnames)

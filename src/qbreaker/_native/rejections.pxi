@@ -11,6 +11,7 @@
 
 from qbreaker._errors import CircuitOpenError
 from qbreaker._errors import _PENDING
+from qbreaker._outcomes import Options
 
 
 cdef extern from *:
@@ -23,16 +24,18 @@ cdef extern from *:
     object qb_new_bare(object type, object args)
 
 
+# Where an Options tuple keeps the fallback, read by index on the rejection path.
+cdef Py_ssize_t _FALLBACK_AT = Options._fields.index("fallback")
+
 # The args of a fresh rejection, until its message is read (see _errors).
 cdef tuple _PENDING_ARGS = (_PENDING,)
 
 
-cdef inline bint _plain_rejection(CircuitBreaker b, str method):
-    # True when the class keeps the core's own method and no hook runs.
-    if b._options.on_reject is not None:
-        return False
-    return type(b) is CircuitBreaker or (
-        getattr(type(b), method) is getattr(CircuitBreaker, method))
+cdef bint _overrides_rejection(type cls) except -1:
+    # Read once per breaker, into FLAG_REJECT_HOOK.
+    return cls is not CircuitBreaker and (
+        getattr(cls, "_raise_open") is not getattr(CircuitBreaker, "_raise_open")
+        or getattr(cls, "_rejected") is not getattr(CircuitBreaker, "_rejected"))
 
 
 cdef object _open_error(CircuitBreaker b):
@@ -57,7 +60,7 @@ cdef object _open_error(CircuitBreaker b):
 cdef int _raise_open(CircuitBreaker b) except -1:
     # ``with`` on an open breaker. Returns only if an overriding _raise_open
     # returns (then __enter__ goes on, as it always has).
-    if _plain_rejection(b, "_raise_open"):
+    if not b.cpolicy.host_flags & FLAG_REJECT_HOOK:
         raise _open_error(b)
     b._raise_open()
     return 0
