@@ -21,7 +21,7 @@ class BreakerError(Exception):
 
 
 # BaseException's own args slot, read and written past the lazy property.
-_base_args = BaseException.args
+_base_args = BaseException.__dict__["args"]
 
 # The one argument of an error made by ``rejection()``, until something
 # reads its args: compared by identity, so no value a caller passes is taken
@@ -73,7 +73,7 @@ class CircuitOpenError(BreakerError):
         error._breaker = breaker
         return error
 
-    @property  # type: ignore[override]
+    @property
     def args(self) -> tuple[object, ...]:
         args: tuple[object, ...] = _base_args.__get__(self)
         if len(args) == 1 and args[0] is _PENDING:
