@@ -373,11 +373,7 @@ cdef class CircuitBreaker:
 
     @property
     def state(self):
-        cdef uint64_t w = qb_load(&self._cell.word)
-        cdef uint64_t state = w & STATE_FIELD
-        if state == S_FORCED:
-            return _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
-        return _STATES[state]
+        return _public_state(qb_load(&self._cell.word))
 
     @property
     def forced(self):

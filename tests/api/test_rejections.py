@@ -305,3 +305,21 @@ def test_a_compiled_fallback_rejection_runs_only_the_fallback(core_c: Any) -> No
         b.call(work, 1)
 
     assert _python_frames(action) == ["fallback", "fallback"]
+
+
+def test_a_circuit_open_error_made_by_a_subclass_init_is_a_failure(
+    impl: Impl,
+) -> None:
+    # Raised by the backend, not by this breaker: an ordinary exception, even
+    # when its __init__ leaves CircuitOpenError's attributes unset.
+    class Downstream(CircuitOpenError):
+        def __init__(self) -> None:
+            Exception.__init__(self, "a downstream breaker is open")
+
+    def call_downstream() -> None:
+        raise Downstream()
+
+    b = impl.Breaker(1, 10, 1)
+    with pytest.raises(Downstream):
+        b.call(call_downstream)
+    assert b.state is State.OPEN and b.totals().failures == 1

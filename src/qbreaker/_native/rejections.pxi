@@ -42,16 +42,12 @@ cdef object _open_error(CircuitBreaker b):
     # CircuitOpenError.rejection(name, state, retry_after, b), from one load
     # of the word.
     cdef uint64_t w = qb_load(&b._cell.word)
-    cdef uint64_t state = w & STATE_FIELD
     name = b._name
     if name is None:
         name = _api.name(b)
     error = qb_new_bare(CircuitOpenError, _PENDING_ARGS)
     error.name = name
-    if state == S_FORCED:
-        error.state = _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
-    else:
-        error.state = _STATES[state]
+    error.state = _public_state(w)
     error.retry_after = _retry_after_ticks(w, &b.cpolicy, _now_of(b)) / 1000
     error._breaker = b
     return error
