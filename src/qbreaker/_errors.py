@@ -23,7 +23,7 @@ class BreakerError(Exception):
 # BaseException's own args slot, read and written past the lazy property.
 _base_args = BaseException.__dict__["args"]
 
-# The one argument of an error made by ``rejection()``, until something
+# The one argument of an error made by ``_rejection()``, until something
 # reads its args: compared by identity, so no value a caller passes is taken
 # for it.
 _PENDING = object()
@@ -59,7 +59,7 @@ class CircuitOpenError(BreakerError):
         super().__init__(_message(name, state, retry_after))
 
     @classmethod
-    def rejection(
+    def _rejection(
         cls, name: str, state: State, retry_after: float, breaker: object
     ) -> CircuitOpenError:
         """The error a rejection raises: what ``__init__`` makes, with

@@ -200,7 +200,7 @@ def remove_listener(b: Any, listener: Listener) -> None:
 
 
 def open_error(b: Any) -> CircuitOpenError:
-    return CircuitOpenError.rejection(name(b), b.state, b.retry_after, b)
+    return CircuitOpenError._rejection(name(b), b.state, b.retry_after, b)
 
 
 def raise_open(b: Any) -> None:

@@ -3,7 +3,7 @@
 #
 # Out of line from __enter__ and call() (see _rejected in calls.pxi): an
 # open breaker's answer. A plain breaker builds its CircuitOpenError here
-# the way CircuitOpenError.rejection() does, without a Python frame: no
+# the way CircuitOpenError._rejection() does, without a Python frame: no
 # __init__, the attributes stored from C, the message formatted only when
 # read (that formatting cost several times the raise itself). A class that
 # overrides _raise_open or _rejected (the pybreaker compat layer), and a
@@ -39,7 +39,7 @@ cdef bint _overrides_rejection(type cls) except -1:
 
 
 cdef object _open_error(CircuitBreaker b):
-    # CircuitOpenError.rejection(name, state, retry_after, b), from one load
+    # CircuitOpenError._rejection(name, state, retry_after, b), from one load
     # of the word.
     cdef uint64_t w = qb_load(&b._cell.word)
     name = b._name
