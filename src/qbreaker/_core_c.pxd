@@ -153,6 +153,9 @@ cdef enum:
     FLAG_GENERATOR_HOOK = 1 << 18
     # Bits 20-27: a shared cell's slots, in 64-byte units after the cell.
     FLAG_SLOTS_SHIFT = 20
+    # A rejection runs Python-level code: an on_reject hook, or the class's
+    # own _raise_open or _rejected (the pybreaker compat layer's).
+    FLAG_REJECT_HOOK = 1 << 28
 
 
 # Every operation takes `now` (ms ticks, or QB_NOW_AUTO to read the monotonic

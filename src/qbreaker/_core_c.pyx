@@ -74,6 +74,7 @@ include "_native/shared_cell.pxi"
 include "_native/probes.pxi"
 include "_native/fastpath.pxi"
 include "_native/with_tickets.pxi"
+include "_native/rejections.pxi"
 include "_native/calls.pxi"
 include "_native/awaitables.pxi"
 include "_native/group.pxi"
@@ -94,11 +95,14 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
 
 cdef int _set_options(CircuitBreaker b, object options) except -1:
     b._options = options
-    b.cpolicy.host_flags &= ~(FLAG_PLAIN_SUCCESS | FLAG_ASYNC_FALLBACK)
+    b.cpolicy.host_flags &= ~(FLAG_PLAIN_SUCCESS | FLAG_ASYNC_FALLBACK
+                              | FLAG_REJECT_HOOK)
     if options.is_failure_result is None and options.on_success is None:
         b.cpolicy.host_flags |= FLAG_PLAIN_SUCCESS
     if options.fallback_is_async:
         b.cpolicy.host_flags |= FLAG_ASYNC_FALLBACK
+    if options.on_reject is not None or _overrides_rejection(type(b)):
+        b.cpolicy.host_flags |= FLAG_REJECT_HOOK
     return 0
 
 
@@ -109,7 +113,7 @@ cdef inline int _enter_block(CircuitBreaker self) except -1:
     cdef PyThreadState *ts
     cdef _WithTickets own
     if not ticket:
-        self._raise_open()
+        _raise_open(self)
     if _timed(self):
         start = _resolve(_now_of(self))
         ticket |= TIMED_BIT
@@ -406,11 +410,7 @@ cdef class CircuitBreaker:
 
     @property
     def state(self):
-        cdef uint64_t w = qb_load(&self._cell.word)
-        cdef uint64_t state = w & STATE_FIELD
-        if state == S_FORCED:
-            return _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
-        return _STATES[state]
+        return _public_state(qb_load(&self._cell.word))
 
     @property
     def forced(self):

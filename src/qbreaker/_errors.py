@@ -20,6 +20,15 @@ class BreakerError(Exception):
     """Base class of every exception qbreaker raises on its own account."""
 
 
+# BaseException's own args slot, read and written past the lazy property.
+_base_args = BaseException.__dict__["args"]
+
+# The one argument of an error made by ``_rejection()``, until something
+# reads its args: compared by identity, so no value a caller passes is taken
+# for it.
+_PENDING = object()
+
+
 class CircuitOpenError(BreakerError):
     """A call was rejected without running.
 
@@ -31,16 +40,58 @@ class CircuitOpenError(BreakerError):
     grow its ``__traceback__`` on every rejection.
     """
 
-    #: The breaker that raised it, so that a call protected by that same
-    #: breaker can tell its own rejection (a nested call) from a backend's
-    #: error. Not pickled: in another process no breaker is the same one.
-    _breaker: object = None
+    # _breaker: the breaker that raised it, so that a call protected by that
+    # same breaker can tell its own rejection (a nested call) from a
+    # backend's error. Not pickled: in another process no breaker is the
+    # same one.
+    __slots__ = ("name", "state", "retry_after", "_breaker")
+
+    name: str
+    state: State
+    retry_after: float
+    _breaker: object
 
     def __init__(self, name: str, state: State, retry_after: float) -> None:
         self.name = name
         self.state = state
         self.retry_after = retry_after
+        self._breaker = None
         super().__init__(_message(name, state, retry_after))
+
+    @classmethod
+    def _rejection(
+        cls, name: str, state: State, retry_after: float, breaker: object
+    ) -> CircuitOpenError:
+        """The error a rejection raises: what ``__init__`` makes, with
+        ``_breaker`` set, built without running ``__init__`` and with its
+        message formatted only when read (``str()``, ``repr()``, ``args``).
+        The compiled core builds the same object in C."""
+        error = cls.__new__(cls, _PENDING)
+        error.name = name
+        error.state = state
+        error.retry_after = retry_after
+        error._breaker = breaker
+        return error
+
+    @property
+    def args(self) -> tuple[object, ...]:
+        args: tuple[object, ...] = _base_args.__get__(self)
+        if len(args) == 1 and args[0] is _PENDING:
+            args = (_message(self.name, self.state, self.retry_after),)
+            _base_args.__set__(self, args)
+        return args
+
+    @args.setter
+    def args(self, value: tuple[object, ...]) -> None:
+        _base_args.__set__(self, value)
+
+    def __str__(self) -> str:
+        self.args  # noqa: B018 - formats a pending message
+        return BaseException.__str__(self)
+
+    def __repr__(self) -> str:
+        self.args  # noqa: B018 - formats a pending message
+        return BaseException.__repr__(self)
 
     def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, State, float]]:
         return type(self), (self.name, self.state, self.retry_after)

@@ -149,7 +149,9 @@ def exception_outcome(
     CancelledError... are neutral), then ``is_failure`` or the default
     (every Exception is a failure).
     """
-    if isinstance(exc, CircuitOpenError) and exc._breaker is breaker:
+    # getattr: a subclass whose __init__ skips CircuitOpenError's leaves
+    # the slot unset.
+    if isinstance(exc, CircuitOpenError) and getattr(exc, "_breaker", None) is breaker:
         return None
     if options.exclude and isinstance(exc, options.exclude):
         return None

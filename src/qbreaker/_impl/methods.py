@@ -201,9 +201,7 @@ def remove_listener(b: Any, listener: Listener) -> None:
 
 
 def open_error(b: Any) -> CircuitOpenError:
-    error = CircuitOpenError(name(b), b.state, b.retry_after)
-    error._breaker = b
-    return error
+    return CircuitOpenError._rejection(name(b), b.state, b.retry_after, b)
 
 
 def raise_open(b: Any) -> None:

@@ -1,4 +1,4 @@
-# Included by _core_c.pyx after with_tickets.pxi.
+# Included by _core_c.pyx after rejections.pxi.
 # -- protected calls -------------------------------------------------------------
 #
 # call() and decorated functions take the vectorcall convention: the
@@ -28,6 +28,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
     object PyVectorcall_Call(object callable, object args, object kwargs)
     Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
+    PyObject *PyTuple_GET_ITEM(object p, Py_ssize_t i)
     bint PyGen_CheckExact(object o)
 
 
@@ -57,6 +58,22 @@ cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
     return kwargs
 
 
+cdef object _rejected(CircuitBreaker b, PyObject **args, Py_ssize_t nargs,
+                      PyObject *kwnames):
+    # call() and the decorator on an open breaker: the fallback's result, or
+    # CircuitOpenError. Out of line; the fallback gets the call's own
+    # argument array, with no tuple or dict built for it.
+    if b.cpolicy.host_flags & FLAG_REJECT_HOOK:
+        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
+    options = b._options
+    if type(options) is not Options:  # _options replaced by hand
+        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
+    fallback = <object>PyTuple_GET_ITEM(options, _FALLBACK_AT)
+    if fallback is None:
+        raise _open_error(b)
+    return PyObject_Vectorcall(fallback, args, nargs, kwnames)
+
+
 cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs,
                   PyObject *kwnames):
     # nargs positionals, then one value per name in kwnames (or NULL).
@@ -65,7 +82,7 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
         raise_async_fallback(b._options)
     ticket = _py_admit(b, True)
     if not ticket:
-        return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
+        return _rejected(b, args, nargs, kwnames)
     # Only under a slow-call policy: a clock read before, one after.
     started = _resolve(_now_of(b)) if _timed(b) else None
     try:

@@ -57,6 +57,14 @@ cdef object _STATE_CLOSED = State.CLOSED
 cdef object _STATE_OPEN = State.OPEN
 
 
+cdef inline object _public_state(uint64_t w):
+    # The State a word shows: a forced word shows the state it was forced to.
+    cdef uint64_t state = w & STATE_FIELD
+    if state == S_FORCED:
+        return _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
+    return _STATES[state]
+
+
 cdef inline uint64_t _next_gen(uint64_t w) noexcept nogil:
     return ((w >> GEN_SHIFT) + 1) & GEN_FIELD
 
@@ -139,9 +147,4 @@ cdef inline uint64_t _resolve(uint64_t now) noexcept nogil:
 
 def describe_word(uint64_t w):
     """The public state and the generation of a raw word."""
-    cdef uint64_t state = w & STATE_FIELD
-    if state == S_FORCED:
-        public = _STATE_CLOSED if w >> FORCED_KIND_SHIFT else _STATE_OPEN
-    else:
-        public = _STATES[state]
-    return public, (w >> GEN_SHIFT) & GEN_FIELD
+    return _public_state(w), (w >> GEN_SHIFT) & GEN_FIELD

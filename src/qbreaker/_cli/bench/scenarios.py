@@ -320,6 +320,19 @@ def _open_reject() -> Scenario:
 
         return Subject(g, f"{family} allow()->False", family, reject, fr)
 
+    # A rejection that returns the fallback's result: its floor is calling
+    # the fallback directly ("bare f()"); "floor call(f)" is a compiled
+    # wrapper that only calls it, so the share of a call made from C shows.
+    def fallback(family: str) -> Subject:
+        def run(loops: int) -> Timed:
+            b = opened_breaker(family, fallback=work)
+            return Timed(wrapped_loop(b(work), loops), check=still_open(b, loops))
+
+        return Subject(g, f"{family} @breaker->fallback", family, run, "bare f()")
+
+    def floor_call(loops: int) -> Timed:
+        return Timed(call_loop(floor_module().Floor(True), loops))
+
     subjects = [
         Subject(g, "empty loop", BARE, lambda n: Timed(empty_loop(n))),
         Subject(g, "bare f()", BARE, lambda n: Timed(bare_loop(n))),
@@ -328,6 +341,9 @@ def _open_reject() -> Scenario:
         ),
         qb(C),
         qb(PY),
+        Subject(g, "floor call(f)", FLOOR, floor_call),
+        fallback(C),
+        fallback(PY),
     ]
     return Scenario(
         g, "open, non-raising rejection", "empty loop", False, tuple(subjects)

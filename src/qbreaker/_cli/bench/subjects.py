@@ -159,9 +159,9 @@ def new_breaker(family: str, **settings: Any) -> Any:
     return breaker_class(family)(**settings)
 
 
-def opened_breaker(family: str) -> Any:
+def opened_breaker(family: str, **settings: Any) -> Any:
     """A breaker of ``family`` that stays open for the whole run."""
-    b = new_breaker(family, max_failures=1, reset_timeout=3600)  # an hour
+    b = new_breaker(family, max_failures=1, reset_timeout=3600, **settings)  # an hour
     b.record_failure()
     return b
 

@@ -131,6 +131,51 @@ TARGETS: tuple[Target, ...] = (
         _ratio_of("open-reject", "qbreaker-c allow()->False", "floor allow()->False"),
     ),
     Target(
+        "compiled raising rejection / compiled `with` raising a plain exception",
+        "<=",
+        2.0,
+        _ratio_of(
+            "open-raise", "qbreaker-c with->CircuitOpenError", "floor with->raise"
+        ),
+    ),
+    Target(
+        "circuitbreaker raising rejection / compiled raising rejection",
+        ">=",
+        1.0,
+        _ratio_of(
+            "open-raise",
+            "circuitbreaker @circuit->error",
+            "qbreaker-c call(f)->CircuitOpenError",
+        ),
+    ),
+    Target(
+        "purgatory raising rejection / compiled raising rejection",
+        ">=",
+        1.0,
+        _ratio_of(
+            "open-raise", "purgatory with->error", "qbreaker-c with->CircuitOpenError"
+        ),
+    ),
+    Target(
+        "pybreaker raising rejection / compiled raising rejection",
+        ">=",
+        1.0,
+        _ratio_of(
+            "open-raise",
+            "pybreaker call(f)->error",
+            "qbreaker-c call(f)->CircuitOpenError",
+        ),
+    ),
+    # A fallback called from C costs about twice a call that the interpreter
+    # makes itself (it inlines Python-to-Python calls): "floor call(f)" in
+    # the same table. 3.0 leaves the breaker one direct call's worth on top.
+    Target(
+        "compiled fallback rejection / the fallback called directly",
+        "<=",
+        3.0,
+        _ratio_of("open-reject", "qbreaker-c @breaker->fallback", "bare f()"),
+    ),
+    Target(
         "pybreaker call(f) overhead / compiled call(f)'s",
         ">=",
         30.0,
