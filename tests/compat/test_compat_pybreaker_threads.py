@@ -184,22 +184,17 @@ def test_calls_run_concurrently(breaker_of: Callable[..., Any]) -> None:
 
 
 def test_two_threads_inside_at_once(breaker_of: Callable[..., Any]) -> None:
+    # Both calls must be inside at once to pass the barrier: a breaker that
+    # held a lock across the call (pybreaker does) would break it after the
+    # timeout. No timing window to lose under load.
     breaker = breaker_of()
-    lock = threading.Lock()
-    inside = 0
-    most = 0
+    both_inside = threading.Barrier(2, timeout=10)
 
     def slow() -> None:
-        nonlocal inside, most
-        with lock:
-            inside += 1
-            most = max(most, inside)
-        time.sleep(0.02)
-        with lock:
-            inside -= 1
+        both_inside.wait()
 
     run_threads(lambda index: breaker.call(slow), n=2)
-    assert most == 2
+    assert both_inside.broken is False
 
 
 def test_exactly_one_trial_call_under_threads(breaker_of: Callable[..., Any]) -> None:

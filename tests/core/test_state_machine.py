@@ -435,7 +435,9 @@ def test_generation_wraps(impl: Impl, clock: FakeClock) -> None:
 
 def test_real_monotonic_clock(impl: Impl) -> None:
     """The default clock path: no clock= at all."""
-    b = impl.Breaker(1, 0.001, 1)
+    # A long half-open timeout: a descheduled test must not see the probe
+    # phase expire between allow() and the state check.
+    b = impl.Breaker(1, 0.001, 1, half_open_timeout=60)
     b.record_failure()
     assert b.state is State.OPEN
     import time
