@@ -42,7 +42,7 @@ log "installing qbreaker[test] (compiled) into $WORK/venv"
 export QBREAKER_REQUIRE_EXTENSIONS=1
 log "the GIL must stay off after importing qbreaker and each compiled module"
 (cd / && "$VPY" -I -W "error::RuntimeWarning" - <<'PY'
-import importlib, pathlib, sys, sysconfig
+import importlib, importlib.machinery, pathlib, sys, sysconfig
 assert sysconfig.get_config_var("Py_GIL_DISABLED") == 1, "not a free-threaded build"
 import qbreaker
 assert qbreaker.IMPLEMENTATION == "cython", qbreaker.IMPLEMENTATION
