@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 
 class LockRenewal:
-    def __init__(self, attribute: str) -> None:
+    def __init__(
+        self, attribute: str, factory: Callable[[], Any] = threading.Lock
+    ) -> None:
         self._attribute = attribute
+        self._factory = factory
         self._objects: weakref.WeakSet[Any] = weakref.WeakSet()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._renew)
@@ -27,4 +30,4 @@ class LockRenewal:
 
     def _renew(self) -> None:
         for obj in list(self._objects):
-            setattr(obj, self._attribute, threading.Lock())
+            setattr(obj, self._attribute, self._factory())

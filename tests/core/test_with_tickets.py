@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -289,3 +291,38 @@ def test_exit_stack_still_reports_its_own_ticket(impl: Impl, clock: FakeClock) -
         raise ConnectionError("fresh")
     assert b.state is State.OPEN
     assert open_blocks(impl) == before
+
+
+def test_a_generator_finalized_inside_a_locked_section_exits_its_block() -> None:
+    """The twin: the collector may finalize an abandoned generator while
+    this thread holds the blocks' lock (any allocation can run it, and
+    free-threaded builds do); its GeneratorExit exits its block and claims
+    the lock again. Run in a child, so a deadlock is a failed test."""
+    script = textwrap.dedent(
+        """
+        import gc
+        from qbreaker._impl import twin
+
+        b = twin.CircuitBreaker(1, 60, 1)
+
+        def rows(holder):
+            with b:
+                yield 1
+                yield 2
+
+        holder = []
+        g = rows(holder)
+        holder.append(g)  # a cycle through its frame: only the collector frees it
+        next(g)
+        del g, holder
+        gc.disable()
+        with twin._BLOCKS.lock:
+            gc.collect()
+        print(b.state.name, b.totals().neutral)  # GeneratorExit: neutral
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["CLOSED", "1"]

@@ -682,14 +682,19 @@ _SUSPENDED: weakref.WeakSet[_OpenBlock] = weakref.WeakSet()
 # Open blocks whose contexts died, oldest first (step 2, searched last).
 _ORPHANS: list[_OpenBlock] = []
 # Guards _SUSPENDED and every block's ``open``: a block is claimed once.
-_blocks = LockRenewal("lock")
+# Re-entrant: the collector can finalize an abandoned generator inside one of
+# these sections (any allocation may run it, and free-threaded builds do),
+# and the generator's GeneratorExit exits its block, claiming the lock again
+# in this thread. A plain lock deadlocked there; the sections below iterate
+# over snapshots, so such a nested claim cannot upset them.
+_blocks = LockRenewal("lock", threading.RLock)
 
 
 class _BlocksLock:
     __slots__ = ("lock", "__weakref__")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         _blocks.add(self)
 
 
@@ -792,13 +797,13 @@ def _claim_elsewhere(breaker: object, frame: int) -> _OpenBlock | None:
     """Close the open block of ``breaker`` in ``frame`` entered in another
     context, if any."""
     with _BLOCKS.lock:
-        for block in _SUSPENDED:
+        for block in list(_SUSPENDED):
             if block.open and block.breaker is breaker and block.frame == frame:
                 block.open = False
                 _SUSPENDED.discard(block)
                 return block
         # Backwards by index: an orphan may be appended meanwhile.
-        for block in reversed(_ORPHANS):
+        for block in reversed(list(_ORPHANS)):
             if block.open and block.breaker is breaker and block.frame == frame:
                 block.open = False
                 _ORPHANS.remove(block)
