@@ -31,8 +31,9 @@ LAZY = (
     "ast",
     "dis",
 )
-#: What classifying a decorated callable needs: inspect and what it imports.
-INSPECT = {"inspect", "ast", "dis"}
+#: What classifying a decorated callable needs: inspect and what it imports
+#: (re too, where typing has not loaded it already: 3.12 and later).
+INSPECT = {"inspect", "ast", "dis", "re"}
 
 CORES = [
     pytest.param(
