@@ -142,7 +142,7 @@ def test_a_rejection_with_a_traceback_prints_its_message(
     import traceback
 
     err = _rejection(_open(impl, clock, "forced"), "with")
-    text = "".join(traceback.format_exception(err))
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     assert text.rstrip().endswith(
         "CircuitOpenError: circuit breaker 'db' is forced open until reset()"
     )

@@ -228,8 +228,13 @@ def pickled_name(guarded: object) -> str:
 
 def function_like(fn: object) -> bool:
     """True if ``fn`` has a function's code attributes, which a compiled
-    wrapper can copy to stay a coroutine function to ``inspect``."""
-    return isinstance(getattr(fn, "__code__", None), types.CodeType)
+    wrapper can copy to stay a coroutine function to ``inspect``. Never on
+    3.9, whose ``inspect.iscoroutinefunction`` accepts real functions only:
+    there the twin's Python wrapper keeps decorated coroutine functions
+    coroutine functions."""
+    return sys.version_info >= (3, 10) and isinstance(
+        getattr(fn, "__code__", None), types.CodeType
+    )
 
 
 def mark_coroutine_function(guarded: object, fn: object) -> None:

@@ -44,6 +44,9 @@ cdef extern from *:
         return NULL;
     }
 
+    #if PY_VERSION_HEX >= 0x030A0000
+    /* am_send and PySendResult: 3.10 and later; 3.9 drives the awaitable
+       through tp_iternext and send(). */
     static PySendResult qb_await_send(PyObject *self, PyObject *arg,
                                       PyObject **result) {
         int done = 0;
@@ -52,6 +55,7 @@ cdef extern from *:
             return PYGEN_ERROR;
         return done ? PYGEN_RETURN : PYGEN_NEXT;
     }
+    #endif
 
     static PyObject *qb_await_next(PyObject *self) {
         int done = 0;
@@ -59,6 +63,7 @@ cdef extern from *:
         return value == NULL || !done ? value : qb_stop(value);
     }
 
+    #if PY_VERSION_HEX >= 0x030A0000
     static PySendResult qb_done_send(PyObject *self, PyObject *arg,
                                      PyObject **result) {
         (void)self; (void)arg;
@@ -66,6 +71,7 @@ cdef extern from *:
         *result = Py_None;
         return PYGEN_RETURN;
     }
+    #endif
 
     static PyObject *qb_done_next(PyObject *self) {
         (void)self;
@@ -75,9 +81,11 @@ cdef extern from *:
     static void qb_install_await_slots(PyTypeObject *awaiting, PyTypeObject *done,
                                        qb_step_fn step) {
         qb_await_step = step;
+    #if PY_VERSION_HEX >= 0x030A0000
         awaiting->tp_as_async->am_send = qb_await_send;
-        awaiting->tp_iternext = qb_await_next;
         done->tp_as_async->am_send = qb_done_send;
+    #endif
+        awaiting->tp_iternext = qb_await_next;
         done->tp_iternext = qb_done_next;
     #ifdef Py_TPFLAGS_HAVE_AM_SEND
         awaiting->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
@@ -90,8 +98,27 @@ cdef extern from *:
     /* -1 with an exception, 1 when iter returned (*result its value), 0 when
        it yielded *result. */
     static int qb_send(PyObject *iter, PyObject *arg, PyObject **result) {
+    #if PY_VERSION_HEX >= 0x030A0000
         PySendResult r = PyIter_Send(iter, arg, result);
         return r == PYGEN_ERROR ? -1 : r == PYGEN_RETURN;
+    #else
+        PyObject *r;
+        if (arg == Py_None && Py_TYPE(iter)->tp_iternext != NULL)
+            r = Py_TYPE(iter)->tp_iternext(iter);
+        else
+            r = PyObject_CallMethod(iter, "send", "O", arg);
+        if (r != NULL) {
+            *result = r;
+            return 0;
+        }
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_StopIteration))
+            return -1;
+        /* A return: its value from StopIteration, or None. */
+        *result = NULL;
+        if (_PyGen_FetchStopIterationValue(result) < 0)
+            return -1;
+        return 1;
+    #endif
     }
 
     /* What `await o` delegates to, or NULL if o has no __await__ slot. */

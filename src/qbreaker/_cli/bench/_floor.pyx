@@ -125,6 +125,7 @@ cdef extern from *:
     """
     /* An awaitable already done, returning None, driven the cheapest way:
        am_send answers at once, tp_iternext ends with no StopIteration. */
+    #if PY_VERSION_HEX >= 0x030A0000
     static PySendResult qb_floor_done_send(PyObject *self, PyObject *arg,
                                            PyObject **result) {
         (void)self; (void)arg;
@@ -132,6 +133,7 @@ cdef extern from *:
         *result = Py_None;
         return PYGEN_RETURN;
     }
+    #endif
 
     static PyObject *qb_floor_done_next(PyObject *self) {
         (void)self;
@@ -139,7 +141,9 @@ cdef extern from *:
     }
 
     static void qb_floor_install_done(PyTypeObject *done) {
+    #if PY_VERSION_HEX >= 0x030A0000
         done->tp_as_async->am_send = qb_floor_done_send;
+    #endif
         done->tp_iternext = qb_floor_done_next;
     #ifdef Py_TPFLAGS_HAVE_AM_SEND
         done->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
