@@ -356,3 +356,22 @@ def test_concurrent_fleet_operations_and_local_traffic(impl: Impl, caplog: Any) 
         assert match, message
         closed = int(match.group(2)) - (1 if match.group(1) == "open" else 2)
         assert closed in mine, message
+
+
+def test_rejections_and_renormalize_read_the_open_for(
+    impl: Impl, clock: FakeClock
+) -> None:
+    from qbreaker import CircuitOpenError
+
+    b = make(impl, clock, reset_timeout=1)
+    b.open_for(45)
+    with pytest.raises(CircuitOpenError) as info:
+        with b:
+            pass
+    assert info.value.retry_after == 45.0
+    clock.advance(44.999)
+    b.renormalize()
+    assert b.state is State.OPEN
+    clock.advance(0.001)
+    b.renormalize()
+    assert b.state is State.HALF_OPEN
