@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from qbreaker import State, Totals
 
-from ..helpers import FakeClock, Impl
+from ..helpers import TWIN, FakeClock, Impl, compiled
 
 
 def make(impl: Impl, clock: FakeClock, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -454,3 +459,99 @@ def test_real_monotonic_clock(impl: Impl) -> None:
     assert b.state is State.HALF_OPEN
     b.record_success()
     assert b.state is State.CLOSED
+
+
+# -- open_for and the fleet operations: a hypothesis state machine ----------------
+
+
+class ExplicitOpens(RuleBasedStateMachine):
+    """Both cores side by side under calls, time, open_for and the fleet
+    agent's operations: after every rule their words, totals and views are
+    equal, and each explicit operation did what it promises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clocks = (FakeClock(), FakeClock())
+        settings = {"max_failures": 2, "reset_timeout": 0.005, "half_open_max": 2}
+        self.cores = (
+            compiled().Breaker(clock=self.clocks[0], **settings),
+            TWIN.Breaker(clock=self.clocks[1], **settings),
+        )
+        self.mine: list[int] = []  # the generations open_for returned
+
+    def both(self, method: str, *args: object) -> object:
+        c, py = (getattr(b, method)(*args) for b in self.cores)
+        assert c == py, (method, args, c, py)
+        return c
+
+    def generation(self, index: int) -> int:
+        return self.mine[-1 - index % len(self.mine)]
+
+    @rule(ok=st.sampled_from([True, False, None]))
+    def call(self, ok: bool | None) -> None:
+        ticket = self.both("acquire")
+        if ticket:
+            for b in self.cores:
+                b.release(ticket, ok)
+
+    @rule(ms=st.integers(0, 15))
+    def advance(self, ms: int) -> None:
+        for clock in self.clocks:
+            clock.advance(ms / 1000)
+
+    @rule(ms=st.integers(1, 20))
+    def open_for(self, ms: int) -> None:
+        forced = self.cores[0].forced
+        generation = self.both("open_for", ms / 1000)
+        if generation:
+            self.mine.append(generation)
+            assert self.cores[0].retry_after == ms / 1000
+            assert self.cores[0]._word_view()[:2] == ("open", generation)
+        elif forced is None:
+            assert self.cores[0].retry_after >= ms / 1000, "open as long already"
+        else:
+            assert self.cores[0].forced == forced
+
+    @precondition(lambda self: self.mine)
+    @rule(index=st.integers(0, 3), ms=st.integers(1, 20))
+    def extend_open(self, index: int, ms: int) -> None:
+        if self.both("_extend_open", self.generation(index), ms / 1000):
+            assert self.cores[0].retry_after >= ms / 1000
+
+    @precondition(lambda self: self.mine)
+    @rule(index=st.integers(0, 3))
+    def expire_open(self, index: int) -> None:
+        if self.both("_expire_open", self.generation(index)):
+            assert self.cores[0]._word_view()[0] == "open"
+            assert self.cores[0].retry_after == 0.0
+
+    @precondition(lambda self: self.mine)
+    @rule(index=st.integers(0, 3))
+    def close_if(self, index: int) -> None:
+        generation = self.generation(index)
+        state, current, _ = self.cores[0]._word_view()
+        closed = self.both("_close_if", generation)
+        mine = (state, current) in (("open", generation), ("half-open", generation + 1))
+        assert closed == mine, (state, current, generation)
+        if closed:
+            assert self.cores[0].state is State.CLOSED
+
+    @rule(method=st.sampled_from(["reset", "force_open", "force_closed"]))
+    def by_hand(self, method: str) -> None:
+        self.both(method)
+
+    @invariant()
+    def the_cores_agree(self) -> None:
+        c, py = self.cores
+        assert c._word == py._word
+        assert c.totals() == py.totals()
+        assert c._word_view() == py._word_view()
+        assert c.totals().opens <= c.totals().transitions
+
+
+TestExplicitOpens = pytest.mark.c_extension(
+    pytest.mark.hypothesis(ExplicitOpens.TestCase)
+)
+TestExplicitOpens.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
