@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .._outcomes import run_hook
 from .._state import State
+from .._word import (
+    FORCED_KIND_SHIFT,
+    HSUCC_MAX,
+    HSUCC_SHIFT,
+    S_FORCED,
+    S_HALF_OPEN,
+    S_OPEN,
+    STATE_FIELD,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -75,7 +84,7 @@ class Dispatcher:
                         old, new = self.pending.popleft()
                     except IndexError:
                         break
-                    _deliver(breaker, self._describe(old)[0], *self._describe(new))
+                    _deliver(breaker, self._describe, old, new)
             finally:
                 self._lock.release()
             # Re-check: an event queued between our last pop and the release
@@ -110,7 +119,32 @@ def _log_wanted(logger: logging.Logger, level: int) -> bool:
     return False
 
 
-def _log_transition(name: str, old: State, new: State, generation: int) -> None:
+def transition_reason(old: int, new: int, success_threshold: int) -> str:
+    """Why the breaker went from word ``old`` to word ``new``, in one word.
+
+    ``tripped``: closed to open. ``reopened``: half-open to open (a probe
+    failed, or the probes did not report within half_open_timeout).
+    ``reset_timeout``: open to half-open. ``recovered``: half-open to
+    closed on the last successful probe. ``forced_open``, ``forced_closed``:
+    forced. ``reset``: any other change to closed (``reset()``, or leaving a
+    forced state).
+    """
+    was, now = old & STATE_FIELD, new & STATE_FIELD
+    if now == S_FORCED:
+        return "forced_closed" if new >> FORCED_KIND_SHIFT else "forced_open"
+    if now == S_OPEN:
+        return "reopened" if was == S_HALF_OPEN else "tripped"
+    if now == S_HALF_OPEN:
+        return "reset_timeout"
+    # A probe's success closes the breaker from the word holding one
+    # success fewer than the threshold; reset() can close it from any word.
+    probes_done = (old >> HSUCC_SHIFT) & HSUCC_MAX
+    if was == S_HALF_OPEN and probes_done + 1 >= success_threshold:
+        return "recovered"
+    return "reset"
+
+
+def _log_transition(breaker: Any, describe: Describe, old: int, new: int) -> None:
     if "logging" not in sys.modules:
         # Nothing imported logging, so no handler is configured: a process
         # that never logs pays neither the import nor a record.
@@ -119,19 +153,38 @@ def _log_transition(name: str, old: State, new: State, generation: int) -> None:
 
     from .._log import logger
 
-    level = logging.WARNING if new is State.OPEN else logging.INFO
-    if _log_wanted(logger, level):
-        logger.log(
-            level,
-            "circuit breaker %r: %s -> %s (generation %d)",
-            name,
-            old,
-            new,
-            generation,
-        )
+    was = describe(old)[0]
+    state, generation = describe(new)
+    level = logging.WARNING if state is State.OPEN else logging.INFO
+    if not _log_wanted(logger, level):
+        return
+    reason = transition_reason(old, new, breaker.policy.success_threshold)
+    logger.log(
+        level,
+        "circuit breaker %r: %s -> %s (generation %d)",
+        breaker.name,
+        was,
+        state,
+        generation,
+        extra={
+            "qbreaker_breaker": breaker.name,
+            "qbreaker_from": _label(was, old),
+            "qbreaker_to": _label(state, new),
+            "qbreaker_generation": generation,
+            "qbreaker_reason": reason,
+        },
+    )
 
 
-def _deliver(breaker: Any, old: State, new: State, generation: int) -> None:
-    _log_transition(breaker.name, old, new, generation)
+def _label(state: State, word: int) -> str:
+    """The exporters' state names: ``half_open``, ``forced_open``..."""
+    if word & STATE_FIELD == S_FORCED:
+        return f"forced_{state}"
+    return str(state).replace("-", "_")
+
+
+def _deliver(breaker: Any, describe: Describe, old: int, new: int) -> None:
+    _log_transition(breaker, describe, old, new)
+    was, state = describe(old)[0], describe(new)[0]
     for listener in breaker._listeners:
-        run_hook(listener, breaker, old, new)
+        run_hook(listener, breaker, was, state)

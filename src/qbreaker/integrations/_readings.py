@@ -150,12 +150,9 @@ class Sources:
         rows: dict[str, Row] = {}
         segments: set[str] = set()
         if self.include_shared:
-            from .._impl import shared_scan
-
-            for found in shared_scan.readings():
-                name = found.snapshot.name
-                segments.add(name)
-                rows.setdefault(name, _row(found.snapshot, found.policy, shared=name))
+            for r in shared_rows():
+                segments.add(r.name)
+                rows.setdefault(r.name, r)
 
 
         def keep(r: Row) -> None:
@@ -185,6 +182,15 @@ def row_of(breaker: Any) -> Row:
     """The row of one breaker object (private or shared)."""
     m = breaker.metrics()
     return _row(m, breaker.policy, shared=m.shared)
+
+
+def shared_rows() -> list[Row]:
+    """A row per shared breaker of this user on this host, read from the
+    segments without mapping or changing them."""
+    from .._impl import shared_scan
+
+    found = shared_scan.readings()
+    return [_row(f.snapshot, f.policy, shared=f.snapshot.name) for f in found]
 
 
 def _row(m: BreakerSnapshot, policy: Policy, *, shared: str | None) -> Row:
