@@ -125,7 +125,8 @@ class _OneLineErrors:
             metrics = list(self._inner.collect())
         except Exception as exc:  # one line for any failure, then carry on
             self._errors += 1
-            log.error("scrape failed: %s: %s", type(exc).__name__, exc)
+            why = " / ".join(str(exc).splitlines())
+            log.error("scrape failed: %s: %s", type(exc).__name__, why)
             metrics = []
         errors = CounterMetricFamily(
             "qbreaker_export_scrape_errors", "Scrapes that failed to read the breakers"

@@ -32,6 +32,8 @@ from .._word import (
     FORCED_KIND_SHIFT,
     HSUCC_MAX,
     HSUCC_SHIFT,
+    INFLIGHT_MAX,
+    INFLIGHT_SHIFT,
     S_FORCED,
     S_HALF_OPEN,
     S_OPEN,
@@ -136,10 +138,12 @@ def transition_reason(old: int, new: int, success_threshold: int) -> str:
         return "reopened" if was == S_HALF_OPEN else "tripped"
     if now == S_HALF_OPEN:
         return "reset_timeout"
-    # A probe's success closes the breaker from the word holding one
-    # success fewer than the threshold; reset() can close it from any word.
+    # A probe's success closes the breaker from a word holding that probe in
+    # flight and one success fewer than the threshold; reset() can close it
+    # from any word (so a reset at that very moment reads as a recovery).
     probes_done = (old >> HSUCC_SHIFT) & HSUCC_MAX
-    if was == S_HALF_OPEN and probes_done + 1 >= success_threshold:
+    in_flight = (old >> INFLIGHT_SHIFT) & INFLIGHT_MAX
+    if was == S_HALF_OPEN and in_flight and probes_done + 1 >= success_threshold:
         return "recovered"
     return "reset"
 
