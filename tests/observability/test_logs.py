@@ -97,3 +97,14 @@ def test_half_open_timeout_reopens(
     assert not b.allow()
     assert [f[-1] for f in records.fields()] == ["tripped", "reset_timeout",
                                                   "reopened"]  # fmt: skip
+
+
+def test_a_reason_given_by_the_operation_wins(
+    impl: Impl, clock: FakeClock, records: Records
+) -> None:
+    b = impl.Breaker(5, 10, 1, clock=clock, name="api")
+    b.open_for(30)
+    assert records.fields() == [("WARNING", "api", "closed", "open", 1, "open_for")]
+    assert records.records[0].getMessage() == (
+        "circuit breaker 'api': closed -> open (generation 1, open_for)"
+    )

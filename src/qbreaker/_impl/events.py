@@ -12,6 +12,9 @@ pending, one event at a time and in order; the others return at once. So:
 - delivery is serialized per breaker and exactly once per transition;
 - a listener's exception is logged and never reaches the protected call.
 
+A transition that an explicit operation made (``open_for``, the fleet's
+close) is queued with its reason after the two words; the log line says it.
+
 After a fork, the child's dispatchers work: a delivery another thread was
 making at that instant dies with that thread (its event is not delivered
 again in the child), and events still queued are delivered at the child's
@@ -69,7 +72,8 @@ class Dispatcher:
     __slots__ = ("pending", "_lock", "_describe", "_forks")
 
     def __init__(self, describe: Describe) -> None:
-        self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        # (old word, new word), or (old word, new word, reason).
+        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._describe = describe
         self._forks = _forks
@@ -83,10 +87,12 @@ class Dispatcher:
             try:
                 while True:
                     try:
-                        old, new = self.pending.popleft()
+                        item = self.pending.popleft()
                     except IndexError:
                         break
-                    _deliver(breaker, self._describe, old, new)
+                    # (old word, new word), or with a reason after them.
+                    reason = item[2] if len(item) > 2 else None
+                    _deliver(breaker, self._describe, item[0], item[1], reason)
             finally:
                 self._lock.release()
             # Re-check: an event queued between our last pop and the release
@@ -129,7 +135,8 @@ def transition_reason(old: int, new: int, success_threshold: int) -> str:
     ``reset_timeout``: open to half-open. ``recovered``: half-open to
     closed on the last successful probe. ``forced_open``, ``forced_closed``:
     forced. ``reset``: any other change to closed (``reset()``, or leaving a
-    forced state).
+    forced state). A reason queued with the event (``open_for``, ``fleet``)
+    is used instead.
     """
     was, now = old & STATE_FIELD, new & STATE_FIELD
     if now == S_FORCED:
@@ -148,7 +155,9 @@ def transition_reason(old: int, new: int, success_threshold: int) -> str:
     return "reset"
 
 
-def _log_transition(breaker: Any, describe: Describe, old: int, new: int) -> None:
+def _log_transition(
+    breaker: Any, describe: Describe, old: int, new: int, reason: str | None
+) -> None:
     if "logging" not in sys.modules:
         # Nothing imported logging, so no handler is configured: a process
         # that never logs pays neither the import nor a record.
@@ -162,20 +171,21 @@ def _log_transition(breaker: Any, describe: Describe, old: int, new: int) -> Non
     level = logging.WARNING if state is State.OPEN else logging.INFO
     if not _log_wanted(logger, level):
         return
-    reason = transition_reason(old, new, breaker.policy.success_threshold)
     logger.log(
         level,
-        "circuit breaker %r: %s -> %s (generation %d)",
+        "circuit breaker %r: %s -> %s (generation %d%s)",
         breaker.name,
         was,
         state,
         generation,
+        "" if reason is None else f", {reason}",
         extra={
             "qbreaker_breaker": breaker.name,
             "qbreaker_from": _label(was, old),
             "qbreaker_to": _label(state, new),
             "qbreaker_generation": generation,
-            "qbreaker_reason": reason,
+            "qbreaker_reason": reason
+            or transition_reason(old, new, breaker.policy.success_threshold),
         },
     )
 
@@ -187,8 +197,10 @@ def _label(state: State, word: int) -> str:
     return str(state).replace("-", "_")
 
 
-def _deliver(breaker: Any, describe: Describe, old: int, new: int) -> None:
-    _log_transition(breaker, describe, old, new)
+def _deliver(
+    breaker: Any, describe: Describe, old: int, new: int, reason: str | None
+) -> None:
+    _log_transition(breaker, describe, old, new, reason)
     was, state = describe(old)[0], describe(new)[0]
     for listener in breaker._listeners:
         run_hook(listener, breaker, was, state)

@@ -202,7 +202,7 @@ def _row(m: BreakerSnapshot, policy: Policy, *, shared: str | None) -> Row:
         neutral=m.neutral,
         rejected=m.rejected,
         transitions=m.transitions,
-        opens=getattr(m, "opens", 0),
+        opens=m.opens,
         failure_rate=m.failure_rate,
         slow_call_rate=m.slow_call_rate,
         window_calls=m.calls_in_window,

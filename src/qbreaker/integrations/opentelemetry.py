@@ -16,6 +16,7 @@ Needs the ``opentelemetry`` extra (``pip install "qbreaker[opentelemetry]"``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,8 @@ def instrument(
       forced_open, forced_closed);
     - ``qbreaker.transitions``, ``qbreaker.opens`` (counters);
     - ``qbreaker.failure_rate``, ``qbreaker.slow_call_rate`` (gauges, 0-1),
-      ``qbreaker.retry_after`` (gauge, seconds, +inf when forced open);
+      ``qbreaker.retry_after`` (gauge, seconds; no point while forced open,
+      since OpenTelemetry drops infinities);
     - ``qbreaker.group.breakers`` (up-down counter per ``qbreaker.group``
       and ``qbreaker.state``) when there are groups.
 
@@ -88,10 +90,13 @@ def instrument(
             "qbreaker.slow_call_rate", [observe.each(lambda r: r.slow_call_rate)],
             unit="1", description="Slow calls per call in the window (0-1)",
         ),
+        # The SDK drops non-finite values (with a warning each time): a forced
+        # open breaker, which admits no probe until reset, reports none.
         "qbreaker.retry_after": meter.create_observable_gauge(
-            "qbreaker.retry_after", [observe.each(lambda r: r.retry_after)],
-            unit="s",
-            description="Seconds until a probe can be admitted; +inf when forced open",
+            "qbreaker.retry_after",
+            [observe.each(lambda r: r.retry_after, finite=True)], unit="s",
+            description="Seconds until a probe can be admitted; none when "
+            "forced open",
         ),
     }  # fmt: skip
     if sources.groups:
@@ -136,13 +141,15 @@ class _Observer:
                 yield Observation(1 if s == r.state else 0, attributes)
 
     def each(
-        self, value: Callable[[Row], float]
+        self, value: Callable[[Row], float], *, finite: bool = False
     ) -> Callable[[CallbackOptions], Iterator[Observation]]:
         def callback(options: CallbackOptions) -> Iterator[Observation]:
             from opentelemetry.metrics import Observation
 
             for r in self._sources.read().rows:
-                yield Observation(value(r), _attributes(r))
+                v = value(r)
+                if not finite or math.isfinite(v):
+                    yield Observation(v, _attributes(r))
 
         return callback
 
