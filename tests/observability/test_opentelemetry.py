@@ -12,7 +12,8 @@ from ..helpers import FakeClock, Impl
 from .scenario import scene
 
 pytest.importorskip(
-    "opentelemetry.sdk.metrics", reason='opentelemetry-sdk is not installed ("[opentelemetry]")'
+    "opentelemetry.sdk.metrics",
+    reason='opentelemetry-sdk is not installed ("[opentelemetry]")',
 )
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402

@@ -97,8 +97,7 @@ def test_scripted_sequence_resilience4j_profile(impl: Impl, clock: FakeClock) ->
 
     def r4j_states(name: str) -> dict[str, float | None]:
         return {
-            st: value(registry, r4j + "state", name=name, state=st)
-            for st in all_states
+            st: value(registry, r4j + "state", name=name, state=st) for st in all_states
         }
 
     def calls(kind: str) -> float | None:
@@ -121,8 +120,12 @@ def test_scripted_sequence_resilience4j_profile(impl: Impl, clock: FakeClock) ->
     assert value(registry, r4j + "buffered_calls", name="rate",
                  kind="successful") == 3.0  # fmt: skip
     # qbreaker's own names are not emitted in this profile.
-    assert registry.get_sample_value("qbreaker_calls_total",
-                                     {"breaker": "pay", "outcome": "success"}) is None
+    assert (
+        registry.get_sample_value(
+            "qbreaker_calls_total", {"breaker": "pay", "outcome": "success"}
+        )
+        is None
+    )
     s.pay.force_closed()
     assert r4j_states("pay") == {st: float(st == "disabled") for st in all_states}
 

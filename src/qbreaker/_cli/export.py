@@ -85,13 +85,14 @@ def _serve(address: str, port: int, profile: str) -> Any:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:
         raise ImportError(
-            '--prometheus-port needs prometheus_client: pip install "qbreaker[prometheus]"'
+            "--prometheus-port needs prometheus_client: "
+            'pip install "qbreaker[prometheus]"'
         ) from None
     from qbreaker.integrations.prometheus import BreakerCollector
 
     registry = CollectorRegistry()
     inner = BreakerCollector(include_shared=True, registry=None, profile=profile)
-    registry.register(_OneLineErrors(inner))  # type: ignore[arg-type]
+    registry.register(_OneLineErrors(inner))
     server, thread = start_http_server(port, addr=address, registry=registry)
     print(
         f"serving this host's shared breakers on "
@@ -176,7 +177,9 @@ def _port(text: str) -> int:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is an int in [0, 65535], got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"a port is an int in [0, 65535], got {text!r}"
+        )
     return port
 
 

@@ -154,7 +154,6 @@ class Sources:
                 segments.add(r.name)
                 rows.setdefault(r.name, r)
 
-
         def keep(r: Row) -> None:
             # A shared breaker is read once, from its segment, under the
             # segment's name; otherwise the first source naming it wins.

@@ -61,7 +61,7 @@ def instrument(
     """
     metrics = _library()
     sources = Sources(breakers=breakers, groups=groups, include_shared=include_shared)
-    provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
+    provider = meter_provider or metrics.get_meter_provider()
     meter = provider.get_meter("qbreaker", __version__)
     observe = _Observer(sources)
     made: dict[str, Any] = {

@@ -93,7 +93,7 @@ class BreakerCollector:
         if registry is _DEFAULT_REGISTRY:
             registry = registry_module.REGISTRY
         if registry is not None:
-            registry.register(self)  # type: ignore[arg-type]
+            registry.register(self)
 
     def describe(self) -> list[Metric]:
         # Nothing to describe ahead: registering must not run a scrape.
@@ -136,9 +136,7 @@ def _qbreaker(reading: Reading) -> Iterator[Metric]:
         "qbreaker_state", "1 for the breaker's current state, 0 for the others",
         labels=["breaker", "state"],
     )  # fmt: skip
-    transitions = CounterMetricFamily(
-        "qbreaker_transitions", "State changes", labels=b
-    )
+    transitions = CounterMetricFamily("qbreaker_transitions", "State changes", labels=b)
     opens = CounterMetricFamily(
         "qbreaker_opens", "Transitions into open (forcing open is not one)", labels=b
     )
@@ -159,9 +157,7 @@ def _qbreaker(reading: Reading) -> Iterator[Metric]:
         "Seconds until a probe can be admitted; +Inf when forced open",
         labels=b,
     )
-    info = InfoMetricFamily(
-        "qbreaker", "The breaker's policy", labels=b
-    )
+    info = InfoMetricFamily("qbreaker", "The breaker's policy", labels=b)
     for r in rows:
         for outcome in OUTCOMES:
             calls.add_metric([r.name, outcome], r.calls[outcome])
