@@ -112,18 +112,28 @@ def test_scripted_sequence(impl: Impl, clock: FakeClock) -> None:
 
 def test_authority_names_carry_server_attributes(impl: Impl) -> None:
     reader = Reader()
-    b = impl.Breaker(1, 10, 1, name="https://api.example.com")
+    b = impl.Breaker(1, 10, 1, name="https://api.example.com:443")
     grpc_target = impl.Breaker(1, 10, 1, name="127.0.0.1:50051")
+    ipv6 = impl.Breaker(1, 10, 1, name="http://[::1]:8080")
     plain = impl.Breaker(1, 10, 1, name="payments")
-    instrument(breakers=[b, grpc_target, plain], meter_provider=reader.provider)
+    no_port = impl.Breaker(1, 10, 1, name="https://api.example.com")
+    instrument(
+        breakers=[b, grpc_target, ipv6, plain, no_port],
+        meter_provider=reader.provider,
+    )
     points = reader.collect()
     keys = {dict(k)["qbreaker.breaker"]: dict(k) for k in points["qbreaker.opens"]}
-    assert keys["https://api.example.com"] == {
-        "qbreaker.breaker": "https://api.example.com",
+    assert keys["https://api.example.com:443"] == {
+        "qbreaker.breaker": "https://api.example.com:443",
         "server.address": "api.example.com", "server.port": 443,
     }  # fmt: skip
     assert keys["127.0.0.1:50051"]["server.port"] == 50051
+    assert (keys["http://[::1]:8080"]["server.address"],
+            keys["http://[::1]:8080"]["server.port"]) == ("::1", 8080)  # fmt: skip
     assert keys["payments"] == {"qbreaker.breaker": "payments"}
+    assert keys["https://api.example.com"] == {
+        "qbreaker.breaker": "https://api.example.com"
+    }
 
 
 def test_groups(impl: Impl) -> None:

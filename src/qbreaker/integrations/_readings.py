@@ -26,8 +26,6 @@ OUTCOMES = ("success", "failure", "neutral", "rejected")
 #: Per-breaker series of a group stop above this many breakers.
 DEFAULT_SERIES_LIMIT = 200
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
 Groups = Union[Mapping[str, BreakerGroup], Iterable[BreakerGroup]]
 
 
@@ -222,19 +220,18 @@ def state_label(state: State, forced: str | None) -> str:
 
 
 def server_of(name: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a breaker named by an authority (``scheme://host[:port]``
-    as the HTTP integrations key theirs, or a gRPC target ``host:port``)."""
+    """``(host, port)`` of a breaker named by an authority with its port:
+    ``scheme://host:port``, as the HTTP integrations key theirs (with the
+    scheme's default port filled in), or a gRPC target ``host:port``."""
     if "://" in name:
         try:
             parts = urlsplit(name)
             port = parts.port
         except ValueError:
             return None
-        if not parts.hostname:
+        if not parts.hostname or port is None:
             return None
-        if port is None:
-            port = _DEFAULT_PORTS.get(parts.scheme)
-        return None if port is None else (parts.hostname, port)
+        return parts.hostname, port
     host, sep, port_text = name.rpartition(":")
     if sep and host and port_text.isdigit() and 0 < int(port_text) < 65536:
         return host.strip("[]"), int(port_text)
