@@ -151,3 +151,108 @@ def test_bad_arguments(args: list[str], words: str) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert words in result.stderr
+
+
+class OtlpSink:
+    """An OTLP/HTTP metrics receiver on 127.0.0.1 that keeps every request."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.bodies: list[bytes] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                sink.bodies.append(self.rfile.read(length))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/metrics"
+
+    def calls(self, name: str) -> dict[str, int]:
+        """The latest push's qbreaker.calls points of breaker ``name``."""
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+
+        found: dict[str, int] = {}
+        for body in self.bodies[-1:]:
+            request = ExportMetricsServiceRequest.FromString(body)
+            for resource in request.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        if metric.name != "qbreaker.calls":
+                            continue
+                        for point in metric.sum.data_points:
+                            attributes = {
+                                a.key: a.value.string_value for a in point.attributes
+                            }
+                            if attributes["qbreaker.breaker"] == name:
+                                found[attributes["qbreaker.outcome"]] = point.as_int
+        return found
+
+
+@contextlib.contextmanager
+def pusher(url: str, interval: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qbreaker", "export", "--otlp", url,
+         "--interval", interval],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("pushing this host's")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(TIMEOUT)
+
+
+def test_otlp_push_of_a_shared_breaker() -> None:
+    pytest.importorskip(
+        "opentelemetry.exporter.otlp.proto.http",
+        reason='the OTLP exporter is not installed ("[opentelemetry]")',
+    )
+    name = f"otlp-{uuid.uuid4().hex[:12]}"
+    sink = OtlpSink()
+    driver = subprocess.Popen(
+        [sys.executable, str(HERE / "drive_shared.py"), name, "1000"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert driver.stdout is not None
+        assert driver.stdout.readline() == "ready\n"
+        assert driver.stdout.readline() == "done\n"
+        want = {"success": 1000, "failure": 3, "neutral": 0, "rejected": 5}
+        # Every 0.2 s: pushes arrive while it runs.
+        with pusher(sink.url, "0.2") as process:
+            deadline = time.monotonic() + TIMEOUT
+            while sink.calls(name) != want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sink.calls(name) == want
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(TIMEOUT) == 0
+        # Every hour: the only push is the last one, made on SIGTERM.
+        sink.bodies.clear()
+        with pusher(sink.url, "3600") as process:
+            time.sleep(0.5)
+            assert sink.bodies == []
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(TIMEOUT) == 0
+        assert len(sink.bodies) == 1 and sink.calls(name) == want
+    finally:
+        sink.server.shutdown()
+        if driver.stdin:
+            driver.stdin.close()
+        driver.wait(TIMEOUT)
