@@ -106,5 +106,5 @@ def test_a_reason_given_by_the_operation_wins(
     b.open_for(30)
     assert records.fields() == [("WARNING", "api", "closed", "open", 1, "open_for")]
     assert records.records[0].getMessage() == (
-        "circuit breaker 'api': closed -> open (generation 1, open_for)"
+        "circuit breaker 'api': closed -> open (open_for, generation 1)"
     )

@@ -173,12 +173,13 @@ def _log_transition(
         return
     logger.log(
         level,
-        "circuit breaker %r: %s -> %s (generation %d%s)",
+        # The generation stays the last argument (handlers read it).
+        "circuit breaker %r: %s -> %s (%sgeneration %d)",
         breaker.name,
         was,
         state,
+        "" if reason is None else f"{reason}, ",
         generation,
-        "" if reason is None else f", {reason}",
         extra={
             "qbreaker_breaker": breaker.name,
             "qbreaker_from": _label(was, old),
