@@ -220,6 +220,8 @@ def test_scrape_text_parses(impl: Impl, clock: FakeClock) -> None:
         ({"groups": 3}, TypeError, "groups"),
         ({"include_shared": 1}, TypeError, "include_shared"),
         ({"series_limit": -1}, ValueError, "series_limit"),
+        ({"series_limit": 2.5}, TypeError, "series_limit"),
+        ({"series_limit": True}, TypeError, "series_limit"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type, words: str) -> None:

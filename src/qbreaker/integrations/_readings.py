@@ -87,12 +87,10 @@ class Row:
 
 @dataclass(frozen=True)
 class GroupRow:
-    """A group's breakers counted by state, and their rows while the group
-    holds at most ``series_limit`` breakers (None above it)."""
+    """A group's breakers counted by state."""
 
     label: str
     states: dict[str, int]
-    rows: list[Row] | None
 
 
 @dataclass(frozen=True)
@@ -131,11 +129,12 @@ class Sources:
                 f"include_shared must be True or False, got {include_shared!r}"
             )
         self.include_shared = include_shared
-        if (
-            isinstance(series_limit, bool)
-            or not isinstance(series_limit, int)
-            or series_limit < 0
-        ):
+        if isinstance(series_limit, bool) or not isinstance(series_limit, int):
+            raise TypeError(
+                f"series_limit must be an int >= 0 (breakers per group with "
+                f"series of their own), got {series_limit!r}"
+            )
+        if series_limit < 0:
             raise ValueError(
                 f"series_limit must be an int >= 0 (breakers per group with "
                 f"series of their own), got {series_limit!r}"
@@ -162,16 +161,19 @@ class Sources:
             keep(row_of(b))
         group_rows = []
         for label, group in self.groups:
-            members = list(group._breakers.items())
+            # A copy of the group's own dict: never get(), which would create
+            # breakers, and never a view that its creations could change.
+            members = list(group._breakers.values())
             states = dict.fromkeys(STATES, 0)
-            listed: list[Row] | None = [] if len(members) <= self.series_limit else None
-            for _, b in members:
-                r = row_of(b)
-                states[r.state] += 1
-                if listed is not None:
-                    listed.append(r)
+            if len(members) <= self.series_limit:
+                for b in members:
+                    r = row_of(b)
+                    states[r.state] += 1
                     keep(r)
-            group_rows.append(GroupRow(label, states, listed))
+            else:  # counted only: a state read per breaker, no snapshot
+                for b in members:
+                    states[state_label(b.state, b.forced)] += 1
+            group_rows.append(GroupRow(label, states))
         return Reading(list(rows.values()), group_rows)
 
 
