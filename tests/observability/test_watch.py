@@ -172,6 +172,15 @@ def test_not_a_terminal_prints_each_refresh_below_the_last() -> None:
     assert out.count("qbreaker: ") >= 2 and name in out
 
 
+def test_watch_takes_no_json() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "qbreaker", "status", "--json", "--watch"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--watch draws a table; it takes no --json" in result.stderr
+
+
 @pytest.mark.parametrize("seconds", ["0", "nan", "soon", "7200"])
 def test_bad_interval(seconds: str) -> None:
     result = subprocess.run(

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from qbreaker._impl import shared_scan as _shm_scan
 
     if args.command == "status" and args.watch is not None:
+        if args.json:
+            print("error: --watch draws a table; it takes no --json", file=sys.stderr)
+            return 2
         from qbreaker._cli import watch
 
         return watch.run(args.watch)
