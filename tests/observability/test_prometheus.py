@@ -227,3 +227,18 @@ def test_scrape_text_parses(impl: Impl, clock: FakeClock) -> None:
 def test_bad_arguments(kwargs: dict[str, Any], error: type, words: str) -> None:
     with pytest.raises(error, match=words):
         BreakerCollector(registry=None, **kwargs)
+
+
+@pytest.mark.parametrize("profile", ["qbreaker", "resilience4j"])
+def test_openmetrics_exposition_parses(impl: Impl, profile: str) -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    b = impl.Breaker(1, 10, 1, name="om")
+    b.record_success()
+    b.force_open()
+    registry = prometheus_client.CollectorRegistry()
+    BreakerCollector(breakers=[b], registry=registry, profile=profile)
+    text = generate_latest(registry).decode()
+    families = list(text_string_to_metric_families(text))
+    assert len(families) == (10 if profile == "qbreaker" else 6)
