@@ -26,6 +26,7 @@ COMMANDS = {
     "close": ("admin", "force a shared breaker closed, host-wide"),
     "reset": ("admin", "return a shared breaker to normal, host-wide"),
     "prune": ("admin", "remove this user's shared breakers no process uses"),
+    "export": ("export", "serve this host's shared breakers to Prometheus or OTLP"),
 }
 
 

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     command = parser.prog.rpartition(" ")[2]
     if command == "status":
         parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument(
+            "--watch", nargs="?", const=1.0, type=_interval, metavar="SECONDS",
+            help="redraw a live view every SECONDS (default 1) until Ctrl-C",
+        )  # fmt: skip
     elif command == "prune":
         parser.add_argument(
             "--dry-run", action="store_true", help="list what would go; remove nothing"
@@ -36,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from qbreaker import shared
     from qbreaker._impl import shared_scan as _shm_scan
 
+    if args.command == "status" and args.watch is not None:
+        if args.json:
+            print("error: --watch draws a table; it takes no --json", file=sys.stderr)
+            return 2
+        from qbreaker._cli import watch
+
+        return watch.run(args.watch)
     if args.command == "status":
         return _status(_shm_scan.listing(), as_json=args.json)
     if args.command == "prune":
@@ -126,6 +137,18 @@ def _print_table(infos: list[Any]) -> None:
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"SECONDS is a number in [0.1, 3600], got {text!r}"
+        )
+    return value
 
 
 def _prune(result: PruneResult) -> int:

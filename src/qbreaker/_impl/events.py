@@ -31,6 +31,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .._outcomes import run_hook
 from .._state import State
+from .._word import (
+    FORCED_KIND_SHIFT,
+    HSUCC_MAX,
+    HSUCC_SHIFT,
+    INFLIGHT_MAX,
+    INFLIGHT_SHIFT,
+    S_FORCED,
+    S_HALF_OPEN,
+    S_OPEN,
+    STATE_FIELD,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -81,9 +92,7 @@ class Dispatcher:
                         break
                     # (old word, new word), or with a reason after them.
                     reason = item[2] if len(item) > 2 else None
-                    old = self._describe(item[0])[0]
-                    new, generation = self._describe(item[1])
-                    _deliver(breaker, old, new, generation, reason)
+                    _deliver(breaker, self._describe, item[0], item[1], reason)
             finally:
                 self._lock.release()
             # Re-check: an event queued between our last pop and the release
@@ -118,8 +127,36 @@ def _log_wanted(logger: logging.Logger, level: int) -> bool:
     return False
 
 
+def transition_reason(old: int, new: int, success_threshold: int) -> str:
+    """Why the breaker went from word ``old`` to word ``new``, in one word.
+
+    ``tripped``: closed to open. ``reopened``: half-open to open (a probe
+    failed, or the probes did not report within half_open_timeout).
+    ``reset_timeout``: open to half-open. ``recovered``: half-open to
+    closed on the last successful probe. ``forced_open``, ``forced_closed``:
+    forced. ``reset``: any other change to closed (``reset()``, or leaving a
+    forced state). A reason queued with the event (``open_for``, ``fleet``)
+    is used instead.
+    """
+    was, now = old & STATE_FIELD, new & STATE_FIELD
+    if now == S_FORCED:
+        return "forced_closed" if new >> FORCED_KIND_SHIFT else "forced_open"
+    if now == S_OPEN:
+        return "reopened" if was == S_HALF_OPEN else "tripped"
+    if now == S_HALF_OPEN:
+        return "reset_timeout"
+    # A probe's success closes the breaker from a word holding that probe in
+    # flight and one success fewer than the threshold; reset() can close it
+    # from any word (so a reset at that very moment reads as a recovery).
+    probes_done = (old >> HSUCC_SHIFT) & HSUCC_MAX
+    in_flight = (old >> INFLIGHT_SHIFT) & INFLIGHT_MAX
+    if was == S_HALF_OPEN and in_flight and probes_done + 1 >= success_threshold:
+        return "recovered"
+    return "reset"
+
+
 def _log_transition(
-    name: str, old: State, new: State, generation: int, reason: str | None
+    breaker: Any, describe: Describe, old: int, new: int, reason: str | None
 ) -> None:
     if "logging" not in sys.modules:
         # Nothing imported logging, so no handler is configured: a process
@@ -129,23 +166,42 @@ def _log_transition(
 
     from .._log import logger
 
-    level = logging.WARNING if new is State.OPEN else logging.INFO
-    if _log_wanted(logger, level):
-        logger.log(
-            level,
-            # The generation stays the last argument (handlers read it).
-            "circuit breaker %r: %s -> %s (%sgeneration %d)",
-            name,
-            old,
-            new,
-            "" if reason is None else f"{reason}, ",
-            generation,
-        )
+    was = describe(old)[0]
+    state, generation = describe(new)
+    level = logging.WARNING if state is State.OPEN else logging.INFO
+    if not _log_wanted(logger, level):
+        return
+    logger.log(
+        level,
+        # The generation stays the last argument (handlers read it).
+        "circuit breaker %r: %s -> %s (%sgeneration %d)",
+        breaker.name,
+        was,
+        state,
+        "" if reason is None else f"{reason}, ",
+        generation,
+        extra={
+            "qbreaker_breaker": breaker.name,
+            "qbreaker_from": _label(was, old),
+            "qbreaker_to": _label(state, new),
+            "qbreaker_generation": generation,
+            "qbreaker_reason": reason
+            or transition_reason(old, new, breaker.policy.success_threshold),
+        },
+    )
+
+
+def _label(state: State, word: int) -> str:
+    """The exporters' state names: ``half_open``, ``forced_open``..."""
+    if word & STATE_FIELD == S_FORCED:
+        return f"forced_{state}"
+    return str(state).replace("-", "_")
 
 
 def _deliver(
-    breaker: Any, old: State, new: State, generation: int, reason: str | None
+    breaker: Any, describe: Describe, old: int, new: int, reason: str | None
 ) -> None:
-    _log_transition(breaker.name, old, new, generation, reason)
+    _log_transition(breaker, describe, old, new, reason)
+    was, state = describe(old)[0], describe(new)[0]
     for listener in breaker._listeners:
-        run_hook(listener, breaker, old, new)
+        run_hook(listener, breaker, was, state)

@@ -31,10 +31,12 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .._errors import SharedStateError
+from .._metrics import BreakerSnapshot
 from .._policy import DEFAULT_POLICY, Policy
 from .._state import State
 from . import methods, segment_format, twin
@@ -51,6 +53,8 @@ _BUCKET = struct.Struct("<4Q")
 # qb_slot: owner, allowed, successes, rejected, PID namespace, 3 reserved.
 _SLOT = struct.Struct("<5Q24x")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# What _inspect's reader makes of a usable segment.
+_Read = TypeVar("_Read")
 # Segments locked at once while prune scans /proc (each holds a descriptor).
 _PRUNE_BATCH = 256
 
@@ -74,6 +78,15 @@ class SharedBreakerInfo:
     failure_rate: float
     retry_after: float
     opens: int = 0
+
+
+@dataclass(frozen=True)
+class SharedReading:
+    """A usable segment's breaker in full, read at one moment (not
+    atomically): its snapshot as ``metrics()`` gives it, and its policy."""
+
+    snapshot: BreakerSnapshot
+    policy: Policy
 
 
 @dataclass(frozen=True)
@@ -188,11 +201,28 @@ def listing() -> Listing:
     )  # fmt: skip
 
 
+def readings() -> list[SharedReading]:
+    """Every usable segment's full snapshot and policy; never raises for a
+    bad segment (it is left out: listing() says why it is unusable)."""
+    found: list[SharedReading] = []
+    for path in segment_format.segment_paths():
+        entry = _inspect(path, _read_full)
+        if entry is not None and isinstance(entry[0], SharedReading):
+            found.append(entry[0])
+    return found
+
+
 def inspect(
     path: str,
 ) -> tuple[SharedBreakerInfo | UnusableSegment, os.stat_result] | None:
     """The breaker in the segment at ``path``, or why it is unusable; None if
     there is no file there (any more)."""
+    return _inspect(path, _read_breaker)
+
+
+def _inspect(
+    path: str, read: Callable[[int, str, _Header], _Read]
+) -> tuple[_Read | UnusableSegment, os.stat_result] | None:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
@@ -211,7 +241,7 @@ def inspect(
         info = os.fstat(fd)
         try:
             header = _check(fd, path, info)
-            return _read_breaker(fd, path, header), info
+            return read(fd, path, header), info
         except _Unusable as problem:
             return _unusable(path, info, problem), info
         except OSError as exc:
@@ -280,6 +310,19 @@ def _stored_name(raw: bytes, path: str) -> str:
 
 
 def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
+    m = methods.metrics(_decode(fd, header))
+    return SharedBreakerInfo(
+        header.name, path, m.state, m.forced, m.generation,
+        m.consecutive_failures, m.allowed, m.rejected, m.successes, m.failures,
+        m.neutral, m.transitions, m.failure_rate, m.retry_after, m.opens,
+    )  # fmt: skip
+
+
+def _read_full(fd: int, path: str, header: _Header) -> SharedReading:
+    return SharedReading(methods.metrics(_decode(fd, header)), header.policy)
+
+
+def _decode(fd: int, header: _Header) -> twin.CoreBreaker:
     """Decode the cell with the twin: one read of the file, nothing mapped."""
     policy = header.policy
     data = os.pread(fd, header.size, 0)
@@ -301,12 +344,7 @@ def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
     decoder._cell.changed_at = cell[7]
     if decoder._cell.window is not None:
         _read_window(data, decoder._cell.window)
-    m = methods.metrics(decoder)
-    return SharedBreakerInfo(
-        header.name, path, m.state, m.forced, m.generation,
-        m.consecutive_failures, m.allowed, m.rejected, m.successes, m.failures,
-        m.neutral, m.transitions, m.failure_rate, m.retry_after, m.opens,
-    )  # fmt: skip
+    return decoder
 
 
 def _stable_word(fd: int, word: int) -> int:
