@@ -221,8 +221,6 @@ def test_a_rejection_can_also_be_an_oserror() -> None:
 
 
 def test_retry_after_opens_only_when_enabled(impl: Impl, clock: FakeClock) -> None:
-    if not hasattr(impl.Breaker, "open_for"):
-        pytest.skip("breaker.open_for is not in this core yet")
     off = _rules(impl, clock)
     off.admit("a").settle_status(503, "30")
     assert off.group["a"].state is State.CLOSED
