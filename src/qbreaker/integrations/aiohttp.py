@@ -180,5 +180,5 @@ class BreakerMiddleware:
         except BaseException as exc:
             admission.settle_exception(exc, failures)
             raise
-        admission.settle_status(response.status, response.headers.get("Retry-After"))
+        admission.settle_status(response.status, response.headers)
         return response

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import CircuitOpenError, State
 from ._common import (
     DEFAULT_FAILURE_STATUSES,
-    Admission,
     RetryAfterSetting,
     Rules,
     authority,
@@ -178,7 +177,7 @@ class BreakerTransport(_Base):
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
-        _settle(admission, response)
+        admission.settle_status(response.status_code, response.headers)
         return response
 
     def close(self) -> None:
@@ -221,12 +220,8 @@ class AsyncBreakerTransport(_AsyncBase):
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
-        _settle(admission, response)
+        admission.settle_status(response.status_code, response.headers)
         return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-def _settle(admission: Admission, response: httpx.Response) -> None:
-    admission.settle_status(response.status_code, response.headers.get("Retry-After"))

@@ -200,7 +200,5 @@ class BreakerAdapter(_Base):
             except BaseException as exc:
                 admission.settle_exception(exc, _body_failures())
                 raise
-        admission.settle_status(
-            response.status_code, response.headers.get("Retry-After")
-        )
+        admission.settle_status(response.status_code, response.headers)
         return response
