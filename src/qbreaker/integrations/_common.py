@@ -47,7 +47,7 @@ import importlib
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any, Callable, Generic, Protocol, TypeVar, Union
 
 from .. import CircuitOpenError, State
@@ -67,6 +67,7 @@ __all__ = (
     "library_class",
     "parse_retry_after",
     "rejection_class",
+    "require",
 )
 
 RequestT = TypeVar("RequestT")
@@ -380,7 +381,23 @@ def rejection_class(
         return made
 
 
-# -- the library's own classes ----------------------------------------------
+# -- the integrated library ---------------------------------------------------
+
+
+def _needs(module: str, extra: str) -> str:
+    return (
+        f"this needs {module.partition('.')[0]}, which is not installed: "
+        f'pip install "qbreaker[{extra}]"'
+    )
+
+
+def require(module: str, *, extra: str) -> ModuleType:
+    """The integrated library's ``module``, imported now; if it is missing,
+    an ImportError that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(_needs(module, extra)) from exc
 
 
 def library_class(module: str, name: str, *, extra: str) -> type[Any]:
@@ -388,8 +405,8 @@ def library_class(module: str, name: str, *, extra: str) -> type[Any]:
 
     An integration module imports alone even without its library (the
     package's import checks import every module), so a missing library gives
-    a stand-in whose construction raises an ImportError naming the extra to
-    install, instead of failing the import.
+    a stand-in whose construction raises the ImportError of ``require()``,
+    instead of failing the import.
     """
     try:
         found: type[Any] = getattr(importlib.import_module(module), name)
@@ -399,10 +416,7 @@ def library_class(module: str, name: str, *, extra: str) -> type[Any]:
 
     class Missing:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise ImportError(
-                f"{type(self).__module__}.{type(self).__qualname__} needs "
-                f'{module.partition(".")[0]}: pip install "qbreaker[{extra}]"'
-            ) from missing
+            raise ImportError(_needs(module, extra)) from missing
 
     Missing.__qualname__ = Missing.__name__ = f"Missing{name}"
     return Missing

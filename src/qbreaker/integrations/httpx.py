@@ -36,6 +36,7 @@ from ._common import (
     authority,
     library_class,
     rejection_class,
+    require,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _rejection_type() -> type[CircuitOpen]:
-    import httpx
+    httpx = require("httpx", extra="httpx")
 
     made: Any = rejection_class(
         httpx.RequestError, module=__name__, name="CircuitOpen", doc=_DOC
@@ -88,7 +89,7 @@ def _rejection_type() -> type[CircuitOpen]:
 
 @functools.cache
 def _failures() -> tuple[type[BaseException], ...]:
-    import httpx
+    httpx = require("httpx", extra="httpx")
 
     return (
         httpx.TimeoutException,
@@ -156,12 +157,12 @@ class BreakerTransport(_Base):
         open_on_retry_after: RetryAfterSetting = False,
         count_body_errors: bool = False,
     ) -> None:
+        self._failures = _failures()  # first: without httpx, says what to install
         _check_inner(inner, "httpx.BaseTransport", "handle_request")
         self._inner = inner
         self._rules = _rules(
             group, key, failure_statuses, open_on_retry_after, count_body_errors
         )
-        self._failures = _failures()
 
     @property
     def group(self) -> BreakerGroup:
@@ -199,12 +200,12 @@ class AsyncBreakerTransport(_AsyncBase):
         open_on_retry_after: RetryAfterSetting = False,
         count_body_errors: bool = False,
     ) -> None:
+        self._failures = _failures()  # first: without httpx, says what to install
         _check_inner(inner, "httpx.AsyncBaseTransport", "handle_async_request")
         self._inner = inner
         self._rules = _rules(
             group, key, failure_statuses, open_on_retry_after, count_body_errors
         )
-        self._failures = _failures()
 
     @property
     def group(self) -> BreakerGroup:
