@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     class CircuitOpen(CircuitOpenError, aiohttp.ClientError):
         """A request rejected by its open breaker, without being sent."""
 
-        request: ClientRequest
+        request: ClientRequest | None
 
         def __init__(
             self,
