@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,15 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # What each script's comments promise it prints (a spot-check of its output).
 EXPECTED = {
+    "aiohttp_middleware.py": "open",
     "async_service.py": "3",
     "breaker_group.py": "rejected",
     "database.py": "0",
     "http_fallback.py": "open 2",
+    "httpx_client.py": "open",
     "pybreaker_migration.py": "open 2",
     "rates.py": "open closed",
+    "requests_adapter.py": "open",
     "shared.py": "open",
     "tickets.py": "open",
 }
@@ -31,11 +35,26 @@ HOST_WIDE = [
         not sys.platform.startswith("linux"), reason="shared= needs Linux's /dev/shm"
     ),
 ]
+# The examples of an integration need its client library, an optional extra:
+# without it they skip, as the integration's own tests do.
+LIBRARY = {
+    "aiohttp_middleware.py": "aiohttp",
+    "httpx_client.py": "httpx",
+    "requests_adapter.py": "requests",
+}
+
+
+def _marks(script: Path) -> tuple[pytest.MarkDecorator, ...]:
+    if script.name == "shared.py":
+        return tuple(HOST_WIDE)
+    library = LIBRARY.get(script.name)
+    if library is not None and importlib.util.find_spec(library) is None:
+        return (pytest.mark.skip(reason=f"{library} (an optional extra) is missing"),)
+    return ()
+
+
 RUNS = [
-    pytest.param(
-        script, id=script.name, marks=HOST_WIDE if script.name == "shared.py" else ()
-    )
-    for script in EXAMPLES
+    pytest.param(script, id=script.name, marks=_marks(script)) for script in EXAMPLES
 ]
 
 
