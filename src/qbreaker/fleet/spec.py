@@ -112,7 +112,7 @@ class MemoryBackend:
         with self._lock:
             after = self._cursor(cursor)
             deadline = time.monotonic() + block_ms / 1000
-            while after >= self._next_event and block_ms:
+            while after >= self._next_event - 1 and block_ms:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
