@@ -127,14 +127,27 @@ def test_failures_out_of_the_window_do_not_count(backend: Any) -> None:
     ].state == ("open")
 
 
+def test_buckets_are_whole_milliseconds(backend: Any) -> None:
+    # window_ms // 10 = 100 ms a bucket (not 100.5): 999 ms later is 9
+    # buckets on, still in the ring.
+    pol = policy(max_failures=5, quorum=10, window_ms=1_005)
+    (h1,) = hosts(backend, 1)
+    h1.sync(T0, delta("db", pol, calls=4, failures=4))
+    state = h1.sync(T0 + 999, delta("db", pol, calls=1, failures=1)).states[0]
+    assert state.state == "open"
+
+
 def test_time_going_back_counts_into_the_newest_bucket(backend: Any) -> None:
-    pol = policy(max_failures=4, quorum=10, window_ms=1_000)
+    pol = policy(max_failures=5, quorum=10, window_ms=1_000)
     (h1,) = hosts(backend, 1)
     h1.sync(T0 + 5_000, delta("db", pol, calls=2, failures=2))
-    # A failover to a clock 4 s behind: counted with the others, not lost.
+    # A failover to a clock 4 s behind: counted with the newest bucket...
     assert h1.sync(T0 + 1_000, delta("db", pol, calls=2, failures=2)).states[
         0
-    ].state == ("open")
+    ].state == ("closed")
+    # ... so they leave the ring with it, not 4 s before it: 2 + 2 + 1.
+    state = h1.sync(T0 + 5_950, delta("db", pol, calls=1, failures=1)).states[0]
+    assert (state.state, state.reason) == ("open", "burst")
 
 
 # -- rates ---------------------------------------------------------------------------
