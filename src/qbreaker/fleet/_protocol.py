@@ -147,10 +147,22 @@ class FleetPolicy:
         )
         object.__setattr__(self, "slow_rate", _rate("slow_rate", self.slow_rate))
         _int("minimum_calls", self.minimum_calls, 1, 1 << 31)
+        # Computed once: an agent sends the same policy object every sync.
+        encoded = self._encode()
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(
+            self, "_digest", hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        )
 
     def encode(self) -> str:
         """The canonical text both backends store and parse (floats by repr)."""
+        return self._encoded  # type: ignore[no-any-return, attr-defined]
 
+    def digest(self) -> str:
+        """A stable short hash of the policy, to detect hosts that disagree."""
+        return self._digest  # type: ignore[no-any-return, attr-defined]
+
+    def _encode(self) -> str:
         def opt(value: object) -> str:
             return "" if value is None else repr(value)
 
@@ -165,10 +177,6 @@ class FleetPolicy:
                 str(self.minimum_calls),
             )
         )
-
-    def digest(self) -> str:
-        """A stable short hash of the policy, to detect hosts that disagree."""
-        return hashlib.sha256(self.encode().encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

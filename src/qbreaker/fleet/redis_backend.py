@@ -134,6 +134,11 @@ def _state(raw: Any) -> FleetState:
     )
 
 
+def _json_states(raw: Any) -> tuple[FleetState, ...]:
+    # Lua's cjson writes an empty array as {}.
+    return tuple(_state(item) for item in json.loads(raw) or ())
+
+
 class RedisBackend:
     """The fleet rules of one namespace in Redis.
 
@@ -203,10 +208,7 @@ class RedisBackend:
             "sync", request.time_ms, json.dumps(payload, separators=(",", ":"))
         )
         return SyncReply(
-            _text(epoch),
-            int(version),
-            bool(duplicate),
-            tuple(_state(raw) for raw in states),
+            _text(epoch), int(version), bool(duplicate), _json_states(states)
         )
 
     def force(
@@ -240,7 +242,7 @@ class RedisBackend:
         return cursor, tuple(states)
 
     def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
-        states = (_state(raw) for raw in self._run("view", check_time(time_ms)))
+        states = _json_states(self._run("view", check_time(time_ms)))
         return tuple(sorted(states, key=lambda state: state.name))
 
     # -- beyond the protocol ----------------------------------------------------
