@@ -421,3 +421,24 @@ def test_no_password_in_reprs_or_messages(namespace: str) -> None:
     with pytest.raises(redis.exceptions.ConnectionError) as refused:
         backend.view()
     assert "hunter2" not in str(refused.value)
+
+
+def test_from_url_blocks_for_events_within_its_timeout(
+    redis_backend: Any, namespace: str
+) -> None:
+    if redis_backend.port is None:
+        pytest.skip(f"needs a real redis-server: {redis_backend.fallback_reason}")
+    backend = RedisBackend.from_url(
+        f"redis://127.0.0.1:{redis_backend.port}/0", namespace, max_block_ms=300
+    )
+    try:
+        cursor, _ = backend.events("$", 0)
+        started = time.monotonic()
+        # The block outlasts the 0.25 s script timeout, not the events client's.
+        assert backend.events(cursor, 300) == (cursor, ())
+        assert time.monotonic() - started >= 0.25
+        with pytest.raises(ValueError, match="block_ms must be at most max_block_ms"):
+            backend.events(cursor, 301)
+    finally:
+        backend._client.delete(*backend.keys)
+        backend.close()

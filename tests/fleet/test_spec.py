@@ -471,6 +471,21 @@ def test_requests_refuse_bad_values() -> None:
         delta("db", pol, reseed_ms=0)
 
 
+class Index:
+    """An integer type of another library (as NumPy's): it has __index__."""
+
+    def __index__(self) -> int:
+        return 3
+
+
+def test_integers_with_index_are_stored_as_ints(backend: Any) -> None:
+    d = delta("db", policy(quorum=Index()), calls=Index(), failures=Index())  # type: ignore[arg-type]
+    assert type(d.calls) is int and type(d.policy.quorum) is int
+    assert d.policy == policy(quorum=3)
+    reply = backend.sync(SyncRequest("h1", Index(), (d,), time_ms=T0))  # type: ignore[arg-type]
+    assert reply.states[0].state == "closed"
+
+
 def test_backends_refuse_what_is_not_a_request(backend: Any) -> None:
     with pytest.raises(TypeError, match="request must be a SyncRequest"):
         backend.sync(("h1", 1, ()))
