@@ -386,7 +386,7 @@ def test_a_frozen_server_costs_one_timeout_and_one_connection(namespace: str) ->
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         port = listener.getsockname()[1]
-        client = connect_redis(f"redis://127.0.0.1:{port}/0", protocol=2)
+        client = connect_redis(f"redis://127.0.0.1:{port}/0")
         backend = RedisBackend(client, namespace)
         started = time.monotonic()
         with pytest.raises(redis.exceptions.TimeoutError):

@@ -8,6 +8,8 @@ Time is injected (``time_ms``): nothing here sleeps.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -471,6 +473,21 @@ def test_requests_refuse_bad_values() -> None:
         delta("db", pol, reseed_ms=0)
 
 
+def test_names_are_any_printable_text(backend: Any) -> None:
+    pol = policy(quorum=2)
+    names = ("caf\u00e9/\u2615|\U0001f600", 'a "quoted" \\ name', "x" * 200)
+    hosts_ = ("h\u00f4te-\U0001f600", "h|2")
+    for host in hosts_:
+        reply = backend.sync(
+            SyncRequest(host, 1, tuple(delta(n, pol, tripped=True) for n in names), T0)
+        )
+    assert [s.name for s in reply.states] == list(names)
+    assert {s.tripped_by for s in reply.states} == {hosts_}
+    assert [s.name for s in backend.view(time_ms=T0)] == sorted(names)
+    backend.sync(SyncRequest(hosts_[1], 2, (delta(names[0], policy(quorum=1)),), T0))
+    assert [(c.name, c.host_id) for c in backend.conflicts()] == [(names[0], hosts_[1])]
+
+
 class Index:
     """An integer type of another library (as NumPy's): it has __index__."""
 
@@ -491,3 +508,14 @@ def test_backends_refuse_what_is_not_a_request(backend: Any) -> None:
         backend.sync(("h1", 1, ()))
     with pytest.raises(ValueError, match="block_ms must be an int >= 0"):
         backend.events("$", -1)
+
+
+def test_the_spec_and_protocol_import_no_redis() -> None:
+    code = (
+        "import sys, qbreaker; qbreaker.fleet; import qbreaker.fleet.spec; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
