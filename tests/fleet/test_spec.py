@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from qbreaker.fleet._protocol import (
+    EVENTS_PER_READ,
     BreakerDelta,
     FleetState,
     PolicyConflict,
@@ -385,6 +386,16 @@ def test_events_from_the_start_and_from_now(backend: Any) -> None:
         ("b", "forced_closed"),
     ]
     assert everything[0].remaining_ms == pol.reset_timeout_ms
+
+
+def test_events_come_in_pages(backend: Any) -> None:
+    for i in range(EVENTS_PER_READ + 5):
+        backend.force("db", ("open", "close")[i % 2], by="ops", time_ms=T0 + i)
+    cursor, first = backend.events("0-0", 0)
+    cursor, rest = backend.events(cursor, 0)
+    assert (len(first), len(rest)) == (EVENTS_PER_READ, 5)
+    assert [s.generation for s in first + rest] == list(range(1, EVENTS_PER_READ + 6))
+    assert backend.events(cursor, 0) == (cursor, ())
 
 
 def test_events_block_until_a_transition(backend: Any) -> None:

@@ -32,6 +32,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._protocol import (
+    EVENTS_KEPT,
+    EVENTS_PER_READ,
     FleetState,
     PolicyConflict,
     SyncReply,
@@ -46,9 +48,6 @@ __all__ = ("KEY_NAMES", "RedisBackend", "connect_redis", "redacted_url")
 #: The keys of a namespace, after its prefix, in the order the scripts take them.
 KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "ev")
 DEFAULT_TIMEOUT = 0.25
-STREAM_MAXLEN = 10_000
-#: The most events one ``events()`` call returns.
-EVENTS_PER_READ = 1000
 
 
 class _Script:
@@ -154,7 +153,7 @@ class RedisBackend:
         namespace: str,
         *,
         events_client: Any = None,
-        stream_maxlen: int = STREAM_MAXLEN,
+        stream_maxlen: int = EVENTS_KEPT,
         test_clock: bool = False,
     ) -> None:
         self.namespace = namespace

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._protocol import (
+    EVENTS_KEPT,
+    EVENTS_PER_READ,
     RING_BUCKETS,
     BreakerDelta,
     FleetPolicy,
@@ -30,11 +32,6 @@ from ._protocol import (
 )
 
 __all__ = ("MemoryBackend",)
-
-#: The most events one ``events()`` call returns (the Redis backend's COUNT).
-EVENTS_PER_READ = 1000
-#: The events kept, as the Redis stream's MAXLEN (there approximate).
-EVENTS_KEPT = 10_000
 
 _FORCED = {"open": "forced_open", "close": "forced_closed", "reset": "closed"}
 
