@@ -90,10 +90,11 @@ class Pair:
                 request.host_id, request.seq, request.deltas, time_ms=self.now
             )
         expected, got = self.spec.sync(request), self.redis.sync(request)
-        assert (got.version, got.duplicate, got.states) == (
+        assert (got.version, got.duplicate, got.states, got.last_seq) == (
             expected.version,
             expected.duplicate,
             expected.states,
+            expected.last_seq,
         ), request
         self.epochs[0].add(expected.epoch)
         self.epochs[1].add(got.epoch)

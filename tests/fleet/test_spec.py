@@ -306,6 +306,7 @@ def test_resent_sync_is_counted_once(backend: Any) -> None:
     h1.sync(T0, delta("db", pol, calls=3, failures=3))
     again = h1.resend(T0 + 1)
     assert again.duplicate and again.states[0].state == "closed"
+    assert again.last_seq == 1
     # Other hosts' seqs are their own.
     assert not h2.sync(T0 + 2, delta("db", pol, calls=1, failures=1)).duplicate
     state = h1.sync(T0 + 3, delta("db", pol, calls=1, failures=1)).states[0]
@@ -316,9 +317,9 @@ def test_an_older_seq_is_a_duplicate(backend: Any) -> None:
     pol = policy(quorum=1)
     older = SyncRequest("h1", 4, (delta("db", pol, tripped=True),), time_ms=T0)
     newer = SyncRequest("h1", 5, (delta("db", pol),), time_ms=T0)
-    assert not backend.sync(newer).duplicate
+    assert backend.sync(newer).last_seq == 5
     reply = backend.sync(older)
-    assert reply.duplicate
+    assert reply.duplicate and reply.last_seq == 5
     # Nothing of it was applied, and a duplicate still reports the state.
     assert reply.states == (FleetState("db", "closed", 0, 0, (), ""),)
 

@@ -276,12 +276,18 @@ class FleetState:
 
 @dataclass(frozen=True)
 class SyncReply:
-    """The backend's answer to a sync."""
+    """The backend's answer to a sync.
+
+    ``last_seq``: the host's last applied seq after this request (-1: none).
+    An agent that starts afresh (a takeover, a restart) and finds its first
+    request a duplicate continues from ``last_seq + 1``.
+    """
 
     epoch: str
     version: int
     duplicate: bool
     states: tuple[FleetState, ...]
+    last_seq: int = -1
 
 
 @dataclass(frozen=True)

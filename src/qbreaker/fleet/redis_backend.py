@@ -239,11 +239,15 @@ class RedisBackend:
                 for d in request.deltas
             ],
         }
-        epoch, version, duplicate, states = self._run(
+        epoch, version, duplicate, states, last_seq = self._run(
             "sync", request.time_ms, json.dumps(payload, separators=(",", ":"))
         )
         return SyncReply(
-            _text(epoch), int(version), bool(duplicate), _json_states(states)
+            _text(epoch),
+            int(version),
+            bool(duplicate),
+            _json_states(states),
+            int(last_seq),
         )
 
     def force(

@@ -80,7 +80,7 @@ class MemoryBackend:
         with self._lock:
             now = self._now(request.time_ms)
             host = request.host_id
-            duplicate = request.seq <= self._seqs.get(host, -1)
+            duplicate = request.seq <= self._seqs.setdefault(host, -1)
             if not duplicate:
                 self._seqs[host] = request.seq
                 for delta in request.deltas:
@@ -89,7 +89,9 @@ class MemoryBackend:
                 self._state(delta.name, self._breakers.get(delta.name), now)
                 for delta in request.deltas
             )
-            return SyncReply(self._epoch, self._version, duplicate, states)
+            return SyncReply(
+                self._epoch, self._version, duplicate, states, self._seqs[host]
+            )
 
     def force(
         self, name: str, action: str, *, by: str, time_ms: int | None = None
