@@ -450,3 +450,41 @@ def test_from_url_blocks_for_events_within_its_timeout(
     finally:
         backend._client.delete(*backend.keys)
         backend.close()
+
+
+@pytest.mark.fleet
+def test_the_documented_acl_suffices_and_fences_other_namespaces(
+    redis_backend: Any, redis_client: Any, namespace: str
+) -> None:
+    user = f"fleet-{namespace}"
+    rules = redis_backend_module.acl_rules(namespace)
+    assert rules[1] == "~" + key_prefix(namespace) + "*"
+    redis_client.execute_command("ACL", "SETUSER", user, "on", ">s3cret", *rules)
+    url = f"redis://{user}:s3cret@127.0.0.1:{redis_backend.port}/0"
+    backend = RedisBackend.from_url(url, namespace, timeout=5.0)
+    try:
+        pol = policy(quorum=1)
+        host = Host(backend, "h1")
+        cursor, _ = backend.events("$", 0)
+        backend.enable_test_clock()
+        assert host.sync(T0, delta("db", pol, tripped=True)).states[0].state == "open"
+        assert host.sync(T0 + 1, delta("db", policy(quorum=3))).version == 1
+        backend.force("db", "reset", by="ops")
+        assert [s.reason for s in backend.events(cursor, 100)[1]] == [
+            "quorum",
+            "manual",
+        ]
+        assert backend.view()[0].state == "closed"
+        assert len(backend.conflicts()) == 1
+        redis_client.script_flush()
+        assert not host.sync(T0 + 2, delta("db", pol)).duplicate
+        # Another namespace's keys are out of reach, for scripts and reads.
+        other = RedisBackend(backend._client, namespace + "x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            other.sync(SyncRequest("h1", 1, (delta("db", pol),)))
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            other.events("0-0", 0)
+    finally:
+        backend.close()
+        redis_client.execute_command("ACL", "DELUSER", user)
+        redis_client.delete(*backend.keys)

@@ -43,7 +43,14 @@ from ._protocol import (
     key_prefix,
 )
 
-__all__ = ("KEY_NAMES", "RedisBackend", "connect_redis", "redacted_url")
+__all__ = (
+    "ACL_COMMANDS",
+    "KEY_NAMES",
+    "RedisBackend",
+    "acl_rules",
+    "connect_redis",
+    "redacted_url",
+)
 
 #: The keys of a namespace, after its prefix, in the order the scripts take them.
 KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "ev")
@@ -70,6 +77,27 @@ def _script(name: str) -> _Script:
     if script is None:
         script = _SCRIPTS[name] = _Script(name)
     return script
+
+
+#: Every command the backend sends, and those its scripts call (Redis checks
+#: those against the ACL as well).
+ACL_COMMANDS = (
+    "evalsha", "script|load", "xread", "xrevrange", "hgetall", "hget",
+    "time", "hset", "hsetnx", "hdel", "hincrby", "hkeys", "xadd",
+)  # fmt: skip
+
+
+def acl_rules(namespace: str) -> tuple[str, ...]:
+    """The least an ACL user of one namespace needs, for ``ACL SETUSER``:
+    its keys only, no channels, only the commands of ``ACL_COMMANDS``."""
+    prefix = key_prefix(namespace)
+    return (
+        "resetkeys",
+        f"~{prefix}*",
+        "resetchannels",
+        "-@all",
+        *(f"+{command}" for command in ACL_COMMANDS),
+    )
 
 
 def redacted_url(url: str) -> str:
