@@ -227,14 +227,11 @@ class MemoryBackend:
         quorum = tuple(_recent(breaker.trips, now, policy.reset_timeout_ms))
         if len(quorum) >= policy.quorum:
             return "quorum", quorum
-        calls = failures = slow = successes = 0
-        for c, f, s, k in breaker.ring.values():
-            calls, failures, slow, successes = (
-                calls + c,
-                failures + f,
-                slow + s,
-                successes + k,
-            )
+        sums = [0, 0, 0, 0]
+        for bucket in breaker.ring.values():
+            for i, count in enumerate(bucket):
+                sums[i] += count
+        calls, failures, slow, successes = sums
         if (
             policy.max_failures is not None
             and failures >= policy.max_failures
