@@ -25,7 +25,7 @@ import json
 import os
 import urllib.parse
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -34,6 +34,7 @@ from redis.retry import Retry
 from ._protocol import (
     EVENTS_KEPT,
     EVENTS_PER_READ,
+    FleetBackend,
     FleetState,
     PolicyConflict,
     SyncReply,
@@ -355,3 +356,9 @@ class RedisBackend:
             # Redis restarted or the scripts were flushed: load once, send once.
             self._client.script_load(script.text)
             return self._client.evalsha(script.sha, len(self.keys), *self.keys, *argv)
+
+
+if TYPE_CHECKING:  # mypy checks that the backend implements the protocol
+
+    def _implements(backend: RedisBackend) -> FleetBackend:
+        return backend

@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._protocol import (
     EVENTS_KEPT,
     EVENTS_PER_READ,
     RING_BUCKETS,
     BreakerDelta,
+    FleetBackend,
     FleetPolicy,
     FleetState,
     PolicyConflict,
@@ -302,3 +304,9 @@ class MemoryBackend:
 def _recent(trips: dict[str, int], now: int, reset_timeout_ms: int) -> dict[str, int]:
     """The trip reports within ``reset_timeout_ms`` of ``now``, oldest first."""
     return {h: t for h, t in trips.items() if now - t < reset_timeout_ms}
+
+
+if TYPE_CHECKING:  # mypy checks that the backend implements the protocol
+
+    def _implements(backend: MemoryBackend) -> FleetBackend:
+        return backend
