@@ -153,6 +153,32 @@ def test_time_going_back_counts_into_the_newest_bucket(backend: Any) -> None:
     assert (state.state, state.reason) == ("open", "burst")
 
 
+def test_states_carry_the_fleet_counts_of_the_window(backend: Any) -> None:
+    pol = policy(quorum=2, window_ms=1_000)
+    h1, h2, h3 = hosts(backend)
+    h1.sync(T0, delta("db", pol, calls=5, failures=1, slow=2, successes=4))
+    h2.sync(T0 + 500, delta("db", pol, calls=7, failures=3, successes=4))
+    state = h3.state(T0 + 999, "db", pol)
+    # The fleet's counts are the sums of every host's deltas in the window.
+    assert (state.calls, state.failures, state.slow, state.successes) == (12, 4, 2, 8)
+    (viewed,) = backend.view(time_ms=T0 + 1_000)
+    # A second later, h1's bucket has left the window; h2's has not.
+    assert (viewed.calls, viewed.failures, viewed.slow, viewed.successes) == (
+        7,
+        3,
+        0,
+        4,
+    )
+    assert backend.view(time_ms=T0 + 1_500)[0].calls == 0
+    # A resend reports them too, and a transition empties them.
+    assert h2.resend(T0 + 600).states[0].calls == 12
+    h1.sync(T0 + 700, delta("db", pol, tripped=True))
+    opened = h2.sync(T0 + 700, delta("db", pol, calls=1, failures=1, tripped=True))
+    assert (opened.states[0].state, opened.states[0].calls) == ("open", 0)
+    _, events = backend.events("0-0", 0)
+    assert events[-1].state == "open" and events[-1].calls == 0
+
+
 # -- rates ---------------------------------------------------------------------------
 
 

@@ -264,7 +264,12 @@ class SyncRequest:
 
 @dataclass(frozen=True)
 class FleetState:
-    """A breaker's fleet state, as a backend reports it."""
+    """A breaker's fleet state, as a backend reports it.
+
+    ``calls``, ``failures``, ``slow``, ``successes``: the fleet's counts over
+    its window (the ring) when the state was read; 0 in events, since every
+    transition empties the ring.
+    """
 
     name: str
     state: str
@@ -272,6 +277,10 @@ class FleetState:
     remaining_ms: int
     tripped_by: tuple[str, ...]
     reason: str
+    calls: int = 0
+    failures: int = 0
+    slow: int = 0
+    successes: int = 0
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ def _text(value: Any) -> str:
 
 
 def _state(raw: Any) -> FleetState:
-    name, state, generation, remaining, reason, by = raw
+    """A state from a script's reply, or from an event (without the counts)."""
+    name, state, generation, remaining, reason, by, *counts = raw
     by_text = _text(by)
     return FleetState(
         _text(name),
@@ -159,6 +160,7 @@ def _state(raw: Any) -> FleetState:
         int(remaining),
         tuple(by_text.split("\n")) if by_text else (),
         _text(reason),
+        *(int(count) for count in counts),
     )
 
 

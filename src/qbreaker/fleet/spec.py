@@ -229,11 +229,7 @@ class MemoryBackend:
         quorum = tuple(_recent(breaker.trips, now, policy.reset_timeout_ms))
         if len(quorum) >= policy.quorum:
             return "quorum", quorum
-        sums = [0, 0, 0, 0]
-        for bucket in breaker.ring.values():
-            for i, count in enumerate(bucket):
-                sums[i] += count
-        calls, failures, slow, successes = sums
+        calls, failures, slow, successes = _window_sums(breaker, now)
         if (
             policy.max_failures is not None
             and failures >= policy.max_failures
@@ -285,6 +281,7 @@ class MemoryBackend:
             remaining,
             breaker.tripped_by,
             breaker.reason,
+            *_window_sums(breaker, now),
         )
 
     def _cursor(self, cursor: str) -> int:
@@ -299,6 +296,20 @@ class MemoryBackend:
                 f"cursor must be '$' or an event id like '12-0', got {cursor!r}"
             )
         return int(head)
+
+
+def _window_sums(breaker: _Breaker, now: int) -> tuple[int, int, int, int]:
+    """Calls, failures, slow calls and successes of the ring's buckets in the
+    window at ``now`` (its current bucket: as ``_count`` decides it)."""
+    sums = [0, 0, 0, 0]
+    if breaker.policy is None or not breaker.ring:
+        return (0, 0, 0, 0)
+    current = max(now // (breaker.policy.window_ms // RING_BUCKETS), max(breaker.ring))
+    for bucket, counts in breaker.ring.items():
+        if bucket > current - RING_BUCKETS:
+            for i, count in enumerate(counts):
+                sums[i] += count
+    return (sums[0], sums[1], sums[2], sums[3])
 
 
 def _recent(trips: dict[str, int], now: int, reset_timeout_ms: int) -> dict[str, int]:

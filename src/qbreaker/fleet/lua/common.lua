@@ -67,14 +67,65 @@ local function load_state(name)
   return {s = 'closed', g = 0, u = 0, w = '', b = {}}
 end
 
+-- Calls, failures, slow calls and successes of a ring's buckets in the
+-- window at now. The current bucket is the newest of now's and the newest
+-- stored (time that went backwards counts with the newest bucket).
+local function window_sums(ring, pol, now)
+  local sums = {0, 0, 0, 0}
+  if #ring == 0 then
+    return sums
+  end
+  local current = math.floor(now / math.floor(pol.window / BUCKETS))
+  if ring[#ring][1] > current then
+    current = ring[#ring][1]
+  end
+  for _, e in ipairs(ring) do
+    if e[1] > current - BUCKETS then
+      for i = 1, 4 do
+        sums[i] = sums[i] + e[i + 1]
+      end
+    end
+  end
+  return sums
+end
+
+local parsed_policies = {}
+
+-- A breaker's stored policy, parsed (once per script call), or nil.
+local function load_policy(name)
+  local stored = redis.call('HGET', K_POL, name)
+  if not stored then
+    return nil
+  end
+  local pol = parsed_policies[stored]
+  if pol == nil then
+    pol = parse_policy(stored)
+    parsed_policies[stored] = pol
+  end
+  return pol
+end
+
+local function load_sums(name, now)
+  local pol = load_policy(name)
+  if pol == nil then
+    return {0, 0, 0, 0}
+  end
+  return window_sums(unpacked(K_RING, name), pol, now)
+end
+
 -- A breaker's state as replies carry it: name, state, generation, remaining
--- ms (open only), reason, tripped-by host ids joined by newlines.
-local function reply_state(name, st, now)
+-- ms (open only), reason, tripped-by host ids joined by newlines, and the
+-- window's calls, failures, slow calls and successes (events leave them out:
+-- a transition empties the window).
+local function reply_state(name, st, now, sums)
   local remaining = 0
   if st.s == 'open' then
     remaining = st.u - now
   end
-  return {name, st.s, st.g, remaining, st.w, table.concat(st.b, '\n')}
+  return {
+    name, st.s, st.g, remaining, st.w, table.concat(st.b, '\n'),
+    sums[1], sums[2], sums[3], sums[4],
+  }
 end
 
 -- A fleet transition: new generation, the window and the trip reports
@@ -85,7 +136,7 @@ local function transition(name, st, state, until_ms, reason, by, now)
   redis.call('HDEL', K_RING, name)
   redis.call('HDEL', K_TRIP, name)
   redis.call('HINCRBY', K_META, 'version', 1)
-  local r = reply_state(name, st, now)
+  local r = reply_state(name, st, now, {0, 0, 0, 0})
   redis.call('XADD', K_EV, 'MAXLEN', '~', ARGV[3], '*',
     'n', name, 's', r[2], 'g', int(r[3]), 'r', int(r[4]), 'w', r[5], 'b', r[6])
 end

@@ -12,4 +12,4 @@ if target == nil then
 end
 local st = load_state(ARGV[4])
 transition(ARGV[4], st, target, 0, 'manual', {ARGV[6]}, now)
-return reply_state(ARGV[4], st, now)
+return reply_state(ARGV[4], st, now, {0, 0, 0, 0})

@@ -74,11 +74,8 @@ local function trip_rule(pol, ring, trips)
   if #quorum >= pol.quorum then
     return 'quorum', quorum
   end
-  local calls, failures, slow, successes = 0, 0, 0, 0
-  for _, e in ipairs(ring) do
-    calls, failures = calls + e[2], failures + e[3]
-    slow, successes = slow + e[4], successes + e[5]
-  end
+  local sums = window_sums(ring, pol, now)
+  local calls, failures, slow, successes = sums[1], sums[2], sums[3], sums[4]
   if pol.max_failures and failures >= pol.max_failures and successes == 0 then
     return 'burst', {host}
   end
@@ -93,9 +90,8 @@ local function trip_rule(pol, ring, trips)
   return nil
 end
 
--- Within one call: the parsed policies by their text, and each breaker's
--- state once applied (the reply reads it again).
-local policies, applied = {}, {}
+-- Each breaker's state and window once applied: the reply reads them.
+local applied = {}
 
 local function apply(d)
   local name = d[1]
@@ -110,10 +106,10 @@ local function apply(d)
       redis.call('HSET', K_CONF, name .. '\n' .. host, digest)
     end
   end
-  local pol = policies[stored]
+  local pol = parsed_policies[stored]
   if pol == nil then
     pol = parse_policy(stored)
-    policies[stored] = pol
+    parsed_policies[stored] = pol
   end
   local ring = count(name, pol, d)
   local st = load_state(name)
@@ -148,7 +144,10 @@ local function apply(d)
       transition(name, st, 'open', now + pol.reset, reason, by, now)
     end
   end
-  applied[name] = st
+  if st.g ~= generation then
+    ring = {}
+  end
+  applied[name] = {st, window_sums(ring, pol, now)}
 end
 
 local last = tonumber(redis.call('HGET', K_SEQ, host) or '-1')
@@ -161,7 +160,12 @@ if not duplicate then
 end
 local states = {}
 for _, d in ipairs(request.d) do
-  states[#states + 1] = reply_state(d[1], applied[d[1]] or load_state(d[1]), now)
+  local done = applied[d[1]]
+  if done then
+    states[#states + 1] = reply_state(d[1], done[1], now, done[2])
+  else
+    states[#states + 1] = reply_state(d[1], load_state(d[1]), now, load_sums(d[1], now))
+  end
 end
 -- The states as one JSON text: a client parses it much faster than nested
 -- arrays of bulk strings.

@@ -9,7 +9,7 @@ for _, key in ipairs({K_ST, K_POL}) do
   for _, name in ipairs(redis.call('HKEYS', key)) do
     if not seen[name] then
       seen[name] = true
-      states[#states + 1] = reply_state(name, load_state(name), now)
+      states[#states + 1] = reply_state(name, load_state(name), now, load_sums(name, now))
     end
   end
 end
