@@ -89,20 +89,25 @@ local function window_sums(ring, pol, now)
   return sums
 end
 
+-- Policies parsed, by their stored text: breakers share a few policies.
 local parsed_policies = {}
 
--- A breaker's stored policy, parsed (once per script call), or nil.
-local function load_policy(name)
-  local stored = redis.call('HGET', K_POL, name)
-  if not stored then
-    return nil
-  end
+local function parsed(stored)
   local pol = parsed_policies[stored]
   if pol == nil then
     pol = parse_policy(stored)
     parsed_policies[stored] = pol
   end
   return pol
+end
+
+-- A breaker's stored policy, parsed, or nil.
+local function load_policy(name)
+  local stored = redis.call('HGET', K_POL, name)
+  if not stored then
+    return nil
+  end
+  return parsed(stored)
 end
 
 local function load_sums(name, now)

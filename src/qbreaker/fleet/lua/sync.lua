@@ -64,7 +64,7 @@ local function record_trip(name, pol)
 end
 
 -- The first rule that trips a closed breaker: reason and who, or nil.
-local function trip_rule(pol, ring, trips)
+local function trip_rule(pol, sums, trips)
   local quorum = {}
   for _, e in ipairs(trips) do
     if now - e[2] < pol.reset then
@@ -74,7 +74,6 @@ local function trip_rule(pol, ring, trips)
   if #quorum >= pol.quorum then
     return 'quorum', quorum
   end
-  local sums = window_sums(ring, pol, now)
   local calls, failures, slow, successes = sums[1], sums[2], sums[3], sums[4]
   if pol.max_failures and failures >= pol.max_failures and successes == 0 then
     return 'burst', {host}
@@ -106,12 +105,8 @@ local function apply(d)
       redis.call('HSET', K_CONF, name .. '\n' .. host, digest)
     end
   end
-  local pol = parsed_policies[stored]
-  if pol == nil then
-    pol = parse_policy(stored)
-    parsed_policies[stored] = pol
-  end
-  local ring = count(name, pol, d)
+  local pol = parsed(stored)
+  local sums = window_sums(count(name, pol, d), pol, now)
   local st = load_state(name)
   local generation = st.g
   local trips = nil
@@ -137,17 +132,17 @@ local function apply(d)
   if st.s == 'closed' then
     -- A transition above emptied the window and the reports.
     if st.g ~= generation then
-      ring, trips = {}, {}
+      sums, trips = {0, 0, 0, 0}, {}
     end
-    local reason, by = trip_rule(pol, ring, trips or unpacked(K_TRIP, name))
+    local reason, by = trip_rule(pol, sums, trips or unpacked(K_TRIP, name))
     if reason then
       transition(name, st, 'open', now + pol.reset, reason, by, now)
     end
   end
   if st.g ~= generation then
-    ring = {}
+    sums = {0, 0, 0, 0}
   end
-  applied[name] = {st, window_sums(ring, pol, now)}
+  applied[name] = {st, sums}
 end
 
 local last = tonumber(redis.call('HGET', K_SEQ, host) or '-1')
