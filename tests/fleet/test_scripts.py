@@ -422,6 +422,13 @@ def test_no_password_in_reprs_or_messages(namespace: str) -> None:
     )
     assert redis_backend_module.redacted_url(url) == "redis://fleet:***@127.0.0.1:1/0"
     assert redis_backend_module.redacted_url("redis://h:2/0") == "redis://h:2/0"
+    assert (
+        redis_backend_module.redacted_url("unix:///run/r.sock?db=1&password=hunter2")
+        == "unix:///run/r.sock?db=1&password=***"
+    )
+    assert redis_backend_module.redacted_url("redis://:hunter2@[::1]:6379") == (
+        "redis://:***@[::1]:6379"
+    )
     with pytest.raises(ValueError) as failed:
         connect_redis("redis://fleet:hunter2@127.0.0.1:notaport/0")
     assert "hunter2" not in str(failed.value)

@@ -102,18 +102,24 @@ def acl_rules(namespace: str) -> tuple[str, ...]:
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
+    """``url`` with its password, in the address or in a ``password=``
+    query parameter (redis-py reads both), replaced by ``***``."""
     try:
         parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if parts.password is None and all(key != "password" for key, _ in pairs):
             return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        netloc = f"{user}:***@{host}{port}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            port = f":{parts.port}" if parts.port is not None else ""
+            netloc = f"{parts.username or ''}:***@{host}{port}"
+        hidden = [(k, "***" if k == "password" else v) for k, v in pairs]
+        query = f"?{urllib.parse.urlencode(hidden, safe='*')}" if hidden else ""
+        # Not urlunsplit: it drops the "//" of unix:///path.
+        return f"{parts.scheme}://{netloc}{parts.path}{query}"
     except ValueError:
         return "<unparsable url>"
 
