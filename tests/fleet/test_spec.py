@@ -544,8 +544,10 @@ def test_integers_with_index_are_stored_as_ints(backend: Any) -> None:
 def test_backends_refuse_what_is_not_a_request(backend: Any) -> None:
     with pytest.raises(TypeError, match="request must be a SyncRequest"):
         backend.sync(("h1", 1, ()))
-    with pytest.raises(ValueError, match="block_ms must be an int >= 0"):
+    with pytest.raises(ValueError, match=r"block_ms must be in \[0, 3600000\], got -1"):
         backend.events("$", -1)
+    with pytest.raises(TypeError, match="block_ms must be an int"):
+        backend.events("$", 0.5)
 
 
 def test_the_spec_and_protocol_import_no_redis() -> None:

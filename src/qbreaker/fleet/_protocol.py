@@ -39,6 +39,9 @@ __all__ = (
     "SyncReply",
     "SyncRequest",
     "Verdict",
+    "check_block",
+    "check_force",
+    "check_time",
     "key_prefix",
 )
 
@@ -331,6 +334,11 @@ def check_force(name: object, action: object, by: object) -> None:
     _name("by", by)
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS!r}, got {action!r}")
+
+
+def check_block(block_ms: object) -> int:
+    """The ``block_ms`` of ``FleetBackend.events``: ms to wait, 0 not at all."""
+    return _int("block_ms", block_ms, 0, 3_600_000)
 
 
 def check_time(time_ms: object) -> int | None:

@@ -39,6 +39,7 @@ from ._protocol import (
     PolicyConflict,
     SyncReply,
     SyncRequest,
+    check_block,
     check_force,
     check_time,
     key_prefix,
@@ -297,8 +298,7 @@ class RedisBackend:
         """Transitions after ``cursor`` (a stream id; ``"$"``: from now on;
         ``"0-0"``: all kept), waiting up to ``block_ms`` for one (0: not at
         all). Returns the cursor to pass next time and the states."""
-        if isinstance(block_ms, bool) or not isinstance(block_ms, int) or block_ms < 0:
-            raise ValueError(f"block_ms must be an int >= 0, got {block_ms!r}")
+        block_ms = check_block(block_ms)
         if self._max_block_ms is not None and block_ms > self._max_block_ms:
             raise ValueError(
                 f"block_ms must be at most max_block_ms={self._max_block_ms} "

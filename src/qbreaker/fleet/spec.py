@@ -29,6 +29,7 @@ from ._protocol import (
     PolicyConflict,
     SyncReply,
     SyncRequest,
+    check_block,
     check_force,
     check_time,
 )
@@ -108,8 +109,7 @@ class MemoryBackend:
     def events(self, cursor: str, block_ms: int) -> tuple[str, tuple[FleetState, ...]]:
         """Events after ``cursor`` (``"$"``: after the last one now; ``"0-0"``:
         all kept), waiting up to ``block_ms`` for one (0: not at all)."""
-        if isinstance(block_ms, bool) or not isinstance(block_ms, int) or block_ms < 0:
-            raise ValueError(f"block_ms must be an int >= 0, got {block_ms!r}")
+        block_ms = check_block(block_ms)
         with self._lock:
             after = self._cursor(cursor)
             deadline = time.monotonic() + block_ms / 1000
