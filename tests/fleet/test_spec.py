@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -177,6 +178,33 @@ def test_states_carry_the_fleet_counts_of_the_window(backend: Any) -> None:
     assert (opened.states[0].state, opened.states[0].calls) == ("open", 0)
     _, events = backend.events("0-0", 0)
     assert events[-1].state == "open" and events[-1].calls == 0
+
+
+def test_concurrent_hosts_are_counted_exactly(backend: Any) -> None:
+    # Ring sums equal the sum of the host totals after the last sync, with
+    # hosts syncing at once (and each resending every sync once).
+    pol = policy(quorum=10, window_ms=600_000)
+    workers, syncs = 4, 40
+
+    def host(index: int) -> None:
+        one = Host(backend, f"h{index}")
+        for i in range(syncs):
+            one.sync(
+                T0 + i, delta("db", pol, calls=3, failures=1, slow=index, successes=2)
+            )
+            assert one.resend(T0 + i).duplicate
+
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(host, i) for i in range(workers)]:
+            done.result(timeout=60)
+    (state,) = backend.view(time_ms=T0 + syncs)
+    assert (state.calls, state.failures, state.successes) == (
+        3 * workers * syncs,
+        workers * syncs,
+        2 * workers * syncs,
+    )
+    assert state.slow == syncs * sum(range(workers))
+    assert state.generation == 0
 
 
 # -- rates ---------------------------------------------------------------------------
