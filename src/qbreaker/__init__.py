@@ -8,6 +8,7 @@ from ._state import State, Totals
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from . import fleet as fleet
     from . import shared as shared
     from ._impl.group import BreakerGroup
     from ._impl.twin import CircuitBreaker as PyCircuitBreaker
@@ -21,6 +22,7 @@ _LAZY = {
     "BreakerSnapshot": ("._metrics", "BreakerSnapshot"),
     "Metrics": ("._metrics", "Metrics"),
     "shared": (".shared", None),
+    "fleet": (".fleet", None),
     "BreakerGroup": ("._impl.group", "BreakerGroup"),
     "PyCircuitBreaker": ("._impl.twin", "CircuitBreaker"),
 }

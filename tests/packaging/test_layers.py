@@ -43,8 +43,9 @@ FLOORS: dict[str, float] = {
     "qbreaker.integrations.*": 7,
     # The public facade.
     "qbreaker": 6.5,
-    # 6: shared, the group.
+    # 6: shared, the group, the fleet.
     "qbreaker.shared": 6,
+    "qbreaker.fleet.*": 6,
     "qbreaker._impl.group": 6,
     "qbreaker._impl.shared_scan": 6,
     # 5: the core selector.

@@ -1,0 +1,345 @@
+"""The fleet's internal protocol: what a host's agent and a fleet backend exchange.
+
+A leaf of the fleet package: plain frozen dataclasses, the key prefix and
+the ``FleetBackend`` protocol, importing nothing heavy. Two backends
+implement it: ``qbreaker.fleet.spec.MemoryBackend`` (the executable
+specification of the fleet rules) and ``qbreaker.fleet.redis_backend``
+(the same rules in Lua, one script per sync). docs/fleet.md states the rules.
+
+Every value is checked where it is built, so a malformed request fails in
+the agent with a message naming the field, never halfway through a script.
+
+Room is left for a probe lease (one probe host per fleet half-open
+generation): a ``FleetState.state`` of ``"half_open"`` and lease fields
+would be added beside the present ones; ``Verdict`` is already fenced by the
+fleet generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from .._validate import integer
+
+__all__ = (
+    "ACTIONS",
+    "EVENTS_KEPT",
+    "EVENTS_PER_READ",
+    "REASONS",
+    "SCHEMA",
+    "STATES",
+    "BreakerDelta",
+    "FleetBackend",
+    "FleetPolicy",
+    "FleetState",
+    "PolicyConflict",
+    "SyncReply",
+    "SyncRequest",
+    "Verdict",
+    "check_block",
+    "check_force",
+    "check_time",
+    "key_prefix",
+)
+
+SCHEMA = "qb1"
+#: A namespace, a host id or a breaker name: at most this many UTF-8 bytes.
+MAX_NAME_BYTES = 200
+MAX_NAMESPACE_BYTES = 64
+STATES = ("closed", "open", "forced_open", "forced_closed")
+REASONS = (
+    "quorum",
+    "burst",
+    "failure_rate",
+    "slow_rate",
+    "manual",
+    "probe",
+    "reseed",
+    "",
+)
+ACTIONS = ("open", "close", "reset")
+#: The ring has this many buckets, each window_ms // RING_BUCKETS long.
+RING_BUCKETS = 10
+#: The events a backend keeps (Redis: the stream's approximate MAXLEN).
+EVENTS_KEPT = 10_000
+#: The most events one ``events()`` call returns.
+EVENTS_PER_READ = 1000
+# Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
+_MAX_INT = 2**53 - 1
+
+
+def _name(field: str, value: object, limit: int = MAX_NAME_BYTES) -> str:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{field} must be a str, got {value!r} ({type(value).__name__})"
+        )
+    if not value or len(value.encode()) > limit or not value.isprintable():
+        raise ValueError(
+            f"{field} must be 1 to {limit} bytes of printable text, got {value!r}"
+        )
+    return value
+
+
+def _int(field: str, value: object, low: int, high: int = _MAX_INT) -> int:
+    number = integer(value)
+    if number is None:
+        raise TypeError(
+            f"{field} must be an int in [{low}, {high}], got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if not low <= number <= high:
+        raise ValueError(f"{field} must be in [{low}, {high}], got {value!r}")
+    return number
+
+
+def _set_int(obj: object, field: str, low: int, high: int = _MAX_INT) -> None:
+    """Check ``obj.field`` and store it as a plain int (a NumPy integer is
+    accepted, but JSON and Lua take only ints)."""
+    object.__setattr__(obj, field, _int(field, getattr(obj, field), low, high))
+
+
+def _rate(field: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{field} must be a float in (0, 1] or None, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    rate = float(value)
+    if not (math.isfinite(rate) and 0.0 < rate <= 1.0):
+        raise ValueError(f"{field} must be in (0, 1] or None, got {value!r}")
+    return rate
+
+
+def _bool(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{field} must be a bool, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def key_prefix(namespace: str) -> str:
+    """``{qb1:<namespace>}:``: every key of a namespace in one hash slot.
+
+    The namespace is 1 to 64 bytes of printable text without braces (a brace
+    would move the hash tag) or whitespace (ACL key patterns are split on it).
+    """
+    _name("namespace", namespace, MAX_NAMESPACE_BYTES)
+    if any(c in namespace for c in "{} \t") or not namespace.isascii():
+        raise ValueError(
+            f"namespace must be printable ASCII without braces or spaces, "
+            f"got {namespace!r}"
+        )
+    return "{" + SCHEMA + ":" + namespace + "}:"
+
+
+@dataclass(frozen=True)
+class FleetPolicy:
+    """What the fleet decides with; every host sends it with each breaker."""
+
+    quorum: int
+    max_failures: int | None
+    window_ms: int
+    reset_timeout_ms: int
+    failure_rate: float | None
+    slow_rate: float | None
+    minimum_calls: int
+
+    def __post_init__(self) -> None:
+        _set_int(self, "quorum", 1, 10_000)
+        if self.max_failures is not None:
+            _set_int(self, "max_failures", 1, 1 << 31)
+        # At least one millisecond per bucket.
+        _set_int(self, "window_ms", RING_BUCKETS, 86_400_000)
+        _set_int(self, "reset_timeout_ms", 1, 86_400_000)
+        object.__setattr__(
+            self, "failure_rate", _rate("failure_rate", self.failure_rate)
+        )
+        object.__setattr__(self, "slow_rate", _rate("slow_rate", self.slow_rate))
+        _set_int(self, "minimum_calls", 1, 1 << 31)
+        # Computed once: an agent sends the same policy object every sync.
+        encoded = self._encode()
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(
+            self, "_digest", hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        )
+
+    def encode(self) -> str:
+        """The canonical text both backends store and parse (floats by repr)."""
+        return self._encoded  # type: ignore[no-any-return, attr-defined]
+
+    def digest(self) -> str:
+        """A stable short hash of the policy, to detect hosts that disagree."""
+        return self._digest  # type: ignore[no-any-return, attr-defined]
+
+    def _encode(self) -> str:
+        def opt(value: object) -> str:
+            return "" if value is None else repr(value)
+
+        return "|".join(
+            (
+                str(self.quorum),
+                opt(self.max_failures),
+                str(self.window_ms),
+                str(self.reset_timeout_ms),
+                opt(self.failure_rate),
+                opt(self.slow_rate),
+                str(self.minimum_calls),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A half-open probe result from a host, fenced by the fleet generation."""
+
+    generation: int
+    ok: bool
+
+    def __post_init__(self) -> None:
+        _set_int(self, "generation", 0)
+        _bool("ok", self.ok)
+
+
+@dataclass(frozen=True)
+class BreakerDelta:
+    """One breaker's news from one host since its last acknowledged sync.
+
+    ``reseed_ms``: sent only after the backend's epoch changed (its data was
+    lost), by a host whose cell is open because of the fleet, with the time
+    that cell has left; the fleet re-opens for the longest such time.
+    """
+
+    name: str
+    policy: FleetPolicy
+    calls: int
+    failures: int
+    slow: int
+    successes: int
+    tripped: bool
+    verdict: Verdict | None
+    reseed_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        _name("name", self.name)
+        if not isinstance(self.policy, FleetPolicy):
+            raise TypeError(
+                f"policy must be a FleetPolicy, got {type(self.policy).__name__}"
+            )
+        for field in ("calls", "failures", "slow", "successes"):
+            _set_int(self, field, 0, 1 << 40)
+        _bool("tripped", self.tripped)
+        if self.verdict is not None and not isinstance(self.verdict, Verdict):
+            raise TypeError(
+                f"verdict must be a Verdict or None, got {type(self.verdict).__name__}"
+            )
+        if self.reseed_ms is not None:
+            _set_int(self, "reseed_ms", 1, 86_400_000)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One host's sync: idempotent by ``(host_id, seq)``; names are unique."""
+
+    host_id: str
+    seq: int
+    deltas: tuple[BreakerDelta, ...]
+    time_ms: int | None = None  # test mode only: injected backend time
+
+    def __post_init__(self) -> None:
+        _name("host_id", self.host_id)
+        _set_int(self, "seq", 0)
+        if not isinstance(self.deltas, tuple) or not all(
+            isinstance(delta, BreakerDelta) for delta in self.deltas
+        ):
+            raise TypeError("deltas must be a tuple of BreakerDelta")
+        names = [delta.name for delta in self.deltas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deltas must name each breaker once, got {names!r}")
+        if self.time_ms is not None:
+            _set_int(self, "time_ms", 0)
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """A breaker's fleet state, as a backend reports it.
+
+    ``calls``, ``failures``, ``slow``, ``successes``: the fleet's counts over
+    its window (the ring) when the state was read; 0 in events, since every
+    transition empties the ring.
+    """
+
+    name: str
+    state: str
+    generation: int
+    remaining_ms: int
+    tripped_by: tuple[str, ...]
+    reason: str
+    calls: int = 0
+    failures: int = 0
+    slow: int = 0
+    successes: int = 0
+
+
+@dataclass(frozen=True)
+class SyncReply:
+    """The backend's answer to a sync.
+
+    ``last_seq``: the host's last applied seq after this request (-1: none).
+    An agent that starts afresh (a takeover, a restart) and finds its first
+    request a duplicate continues from ``last_seq + 1``.
+    """
+
+    epoch: str
+    version: int
+    duplicate: bool
+    states: tuple[FleetState, ...]
+    last_seq: int = -1
+
+
+@dataclass(frozen=True)
+class PolicyConflict:
+    """A host sent a breaker's policy that differs from the stored (first) one."""
+
+    name: str
+    host_id: str
+    digest: str
+    stored_digest: str
+
+
+class FleetBackend(Protocol):
+    """Where the fleet rules run; both backends implement exactly the same rules."""
+
+    def sync(self, request: SyncRequest) -> SyncReply: ...
+
+    def force(
+        self, name: str, action: str, *, by: str, time_ms: int | None = None
+    ) -> FleetState: ...
+
+    def events(
+        self, cursor: str, block_ms: int
+    ) -> tuple[str, tuple[FleetState, ...]]: ...
+
+    def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]: ...
+
+
+def check_force(name: object, action: object, by: object) -> None:
+    """The arguments of ``FleetBackend.force``, checked the same for every backend."""
+    _name("name", name)
+    _name("by", by)
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS!r}, got {action!r}")
+
+
+def check_block(block_ms: object) -> int:
+    """The ``block_ms`` of ``FleetBackend.events``: ms to wait, 0 not at all."""
+    return _int("block_ms", block_ms, 0, 3_600_000)
+
+
+def check_time(time_ms: object) -> int | None:
+    return None if time_ms is None else _int("time_ms", time_ms, 0)
