@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import Any
 
 from ._state import State
 from ._validate import check_fraction, check_seconds
@@ -53,3 +54,7 @@ class BreakerSnapshot:
     # The segment's name for a host-wide breaker (see qbreaker.shared),
     # None for a process-local one.
     shared: str | None = None
+    # A fleet breaker's fleet view (qbreaker.fleet.FleetView: fleet state,
+    # generation, origin, fleet counts), read from the host's control
+    # segment; None for every other breaker.
+    fleet: Any = None
