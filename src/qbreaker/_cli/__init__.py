@@ -26,6 +26,8 @@ COMMANDS = {
     "close": ("admin", "force a shared breaker closed, host-wide"),
     "reset": ("admin", "return a shared breaker to normal, host-wide"),
     "prune": ("admin", "remove this user's shared breakers no process uses"),
+    "agent": ("fleet", "run this host's fleet agent (a sidecar)"),
+    "fleet": ("fleet", "open, close or reset a fleet breaker fleet-wide"),
 }
 
 

@@ -190,10 +190,15 @@ def status() -> FleetStatus:
             control.close()
 
 
-def run_agent(*, stop: threading.Event | None = None) -> None:
+def run_agent(
+    *, stop: threading.Event | None = None, password_file: str | None = None
+) -> None:
     """Run this host's agent in the calling thread (``python -m qbreaker agent``):
-    it waits for the lease, then runs while it holds it, until ``stop``."""
-    settings = _make_settings(None, None, 1.0, 0.25, "sidecar", None, None, None)
+    it waits for the lease, then runs while it holds it, until ``stop``.
+    Settings from the environment (see ``connect``)."""
+    settings = _make_settings(
+        None, None, 1.0, 0.25, "sidecar", None, password_file, None
+    )
     runner = _make_runner(settings, ControlSegment(), mode="sidecar")
     if stop is not None:
         threading.Thread(
@@ -203,6 +208,17 @@ def run_agent(*, stop: threading.Event | None = None) -> None:
         runner.run()
     finally:
         runner.stop()
+
+
+def redis_backend_for(
+    url: str | None, namespace: str | None, *, password_file: str | None = None
+) -> FleetBackend:
+    """A Redis backend for ``url`` and ``namespace`` (else the environment's),
+    with the fleet's short timeouts; no connection is made here."""
+    settings = _make_settings(
+        url, namespace, 1.0, 0.25, "off", None, password_file, None
+    )
+    return _backend_factory(settings)()
 
 
 # -- internals -------------------------------------------------------------------
