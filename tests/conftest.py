@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from .helpers import TWIN, FakeClock, Impl, compiled, compiled_core
+from .redis_server import Backend, redis_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,3 +80,10 @@ def core_c() -> ModuleType:
     """The compiled core module. The one parameter carries the compiled-only
     mark, so every test that uses it is deselected by --no-c-extensions."""
     return compiled_core()
+
+
+@pytest.fixture(scope="session")
+def redis_backend() -> Iterator[Backend]:
+    """One real redis-server on 127.0.0.1 for the session (fakeredis, with the
+    reason, only if it cannot start): see tests/redis_server.py."""
+    yield from redis_server()

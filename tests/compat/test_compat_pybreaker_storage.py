@@ -1,26 +1,19 @@
 """The compat breaker on other storages: Redis, and one written by a user.
 
 The Redis tests run against a real ``redis-server`` (the Debian package;
-``scripts/ci_redis.sh`` installs it) that a session fixture starts on
-127.0.0.1, on a free port, without persistence, and stops at the end. Only if
-it cannot start do they run on fakeredis, and each of them then says so with
-a warning naming the test.
+``scripts/ci_redis.sh`` installs it) that a session fixture (tests/conftest.py,
+tests/redis_server.py) starts on 127.0.0.1, on a free port, without
+persistence, and stops at the end. Only if it cannot start do they run on
+fakeredis, and each of them then says so with a warning naming the test.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +23,8 @@ from qbreaker.compat.pybreaker import base as pyb_base
 from qbreaker.compat.pybreaker import core as pyb_core
 from qbreaker.compat.pybreaker import engine as pyb_engine
 from qbreaker.compat.pybreaker import memory as pyb_memory
+
+from ..redis_server import Backend, free_port
 
 UTC = datetime.timezone.utc
 
@@ -48,77 +43,6 @@ def succeed() -> bool:
 
 class RedisFallbackWarning(UserWarning):
     """A Redis test ran on fakeredis: redis-server could not start."""
-
-
-@dataclasses.dataclass
-class Backend:
-    kind: str
-    connect: Callable[..., Any]
-    fallback_reason: str | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_redis(exe: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    redis = pytest.importorskip("redis")
-    last = "no attempt"
-    for attempt in range(3):
-        port = _free_port()
-        log = workdir / f"redis-{attempt}.log"
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir),
-             "--logfile", str(log)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping()
-                return proc, port
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        proc.kill()
-        proc.wait(10)
-        last = log.read_text(errors="replace")[-500:] if log.exists() else "no log"
-    raise RuntimeError(f"redis-server did not answer PING: {last}")
-
-
-@pytest.fixture(scope="session")
-def redis_backend() -> Iterator[Backend]:
-    redis = pytest.importorskip("redis")
-    exe = shutil.which("redis-server")
-    reason = None
-    if exe is None:
-        reason = "redis-server is not installed (scripts/ci_redis.sh installs it)"
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="qbreaker-redis-"))
-        try:
-            proc, port = _start_redis(exe, workdir)
-        except Exception as exc:  # noqa: BLE001 - reported by every test
-            reason = f"redis-server could not start: {exc}"
-    if reason is None:
-        try:
-            yield Backend(
-                "redis-server",
-                lambda **kw: redis.Redis(host="127.0.0.1", port=port, **kw),
-            )
-        finally:
-            proc.terminate()
-            proc.wait(10)
-            shutil.rmtree(workdir, ignore_errors=True)
-        return
-    fakeredis = pytest.importorskip("fakeredis")
-    server = fakeredis.FakeServer()
-    yield Backend(
-        "fakeredis", lambda **kw: fakeredis.FakeRedis(server=server, **kw), reason
-    )
 
 
 @pytest.fixture
@@ -370,7 +294,7 @@ def test_redis_fallback_state_when_redis_fails(
     # Refused at once, and not retried (redis-py retries with back-off).
     dead = redis.Redis(
         host="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         socket_connect_timeout=0.2,
         retry=retry.Retry(backoff.NoBackoff(), 0),
     )

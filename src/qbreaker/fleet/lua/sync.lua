@@ -1,0 +1,148 @@
+-- sync: one host's deltas, idempotent by (host, seq). ARGV[4]: JSON
+-- {"h": host, "q": "seq", "d": [[name, "digest|policy", calls, failures,
+-- slow, successes, tripped 0/1, verdict generation or -1, verdict ok 0/1,
+-- reseed ms or -1], ...]}. Reply: {epoch, version, duplicate 0/1, {state...}}.
+local now = clock()
+if now == nil then
+  return redis.error_reply(TEST_CLOCK_ERROR)
+end
+local current_epoch = epoch()
+local request = cjson.decode(ARGV[4])
+local host = request.h
+
+-- Add a delta to the ring's current bucket (the newest of now's and the
+-- newest stored, so time going backwards adds to the newest), dropping the
+-- buckets that fell out. Entries {bucket, calls, failures, slow, successes},
+-- oldest first.
+local function count(name, pol, d)
+  local ring = unpacked(K_RING, name)
+  local current = math.floor(now / math.floor(pol.window / BUCKETS))
+  if #ring > 0 and ring[#ring][1] > current then
+    current = ring[#ring][1]
+  end
+  local kept = {}
+  for _, e in ipairs(ring) do
+    if e[1] > current - BUCKETS then
+      kept[#kept + 1] = e
+    end
+  end
+  local changed = #kept ~= #ring
+  if d[3] + d[4] + d[5] + d[6] > 0 then
+    local last = kept[#kept]
+    if last == nil or last[1] ~= current then
+      last = {current, 0, 0, 0, 0}
+      kept[#kept + 1] = last
+    end
+    for i = 2, 5 do
+      last[i] = last[i] + d[i + 1]
+    end
+    changed = true
+  end
+  if changed then
+    if #kept == 0 then
+      redis.call('HDEL', K_RING, name)
+    else
+      redis.call('HSET', K_RING, name, cmsgpack.pack(kept))
+    end
+  end
+end
+
+-- A host's local trip: its older report goes, reports out of reset_timeout
+-- go, and it is appended (oldest first).
+local function record_trip(name, pol)
+  local kept = {}
+  for _, e in ipairs(unpacked(K_TRIP, name)) do
+    if e[1] ~= host and now - e[2] < pol.reset then
+      kept[#kept + 1] = e
+    end
+  end
+  kept[#kept + 1] = {host, now}
+  redis.call('HSET', K_TRIP, name, cmsgpack.pack(kept))
+end
+
+-- The first rule that trips a closed breaker: reason and who, or nil.
+local function trip_rule(name, pol)
+  local quorum = {}
+  for _, e in ipairs(unpacked(K_TRIP, name)) do
+    if now - e[2] < pol.reset then
+      quorum[#quorum + 1] = e[1]
+    end
+  end
+  if #quorum >= pol.quorum then
+    return 'quorum', quorum
+  end
+  local calls, failures, slow, successes = 0, 0, 0, 0
+  for _, e in ipairs(unpacked(K_RING, name)) do
+    calls, failures = calls + e[2], failures + e[3]
+    slow, successes = slow + e[4], successes + e[5]
+  end
+  if pol.max_failures and failures >= pol.max_failures and successes == 0 then
+    return 'burst', {host}
+  end
+  if calls > 0 and calls >= pol.minimum then
+    if pol.failure_rate and failures >= pol.failure_rate * calls then
+      return 'failure_rate', {host}
+    end
+    if pol.slow_rate and slow >= pol.slow_rate * calls then
+      return 'slow_rate', {host}
+    end
+  end
+  return nil
+end
+
+local function apply(d)
+  local name = d[1]
+  -- The first policy stored wins; another one is recorded, nothing more.
+  local stored = redis.call('HGET', K_POL, name)
+  if not stored then
+    stored = d[2]
+    redis.call('HSET', K_POL, name, stored)
+  else
+    local digest = string.match(d[2], '^[^|]*')
+    if digest ~= string.match(stored, '^[^|]*') then
+      redis.call('HSET', K_CONF, name .. '\n' .. host, digest)
+    end
+  end
+  local pol = parse_policy(stored)
+  count(name, pol, d)
+  local st = load_state(name)
+  if d[7] == 1 and st.s == 'closed' then
+    record_trip(name, pol)
+  end
+  if d[8] >= 0 and st.s == 'open' and d[8] == st.g and st.u - now <= 0 then
+    if d[9] == 1 then
+      transition(name, st, 'closed', 0, 'probe', {host}, now)
+    else
+      transition(name, st, 'open', now + pol.reset, 'probe', {host}, now)
+    end
+  end
+  if d[10] > 0 then
+    local until_ms = now + d[10]
+    if st.s == 'closed' then
+      transition(name, st, 'open', until_ms, 'reseed', {host}, now)
+    elseif st.s == 'open' and until_ms > st.u then
+      st.u = until_ms
+      redis.call('HSET', K_ST, name, cmsgpack.pack(st))
+    end
+  end
+  if st.s == 'closed' then
+    local reason, by = trip_rule(name, pol)
+    if reason then
+      transition(name, st, 'open', now + pol.reset, reason, by, now)
+    end
+  end
+end
+
+local last = tonumber(redis.call('HGET', K_SEQ, host) or '-1')
+local duplicate = tonumber(request.q) <= last
+if not duplicate then
+  redis.call('HSET', K_SEQ, host, request.q)
+  for _, d in ipairs(request.d) do
+    apply(d)
+  end
+end
+local states = {}
+for _, d in ipairs(request.d) do
+  states[#states + 1] = reply_state(d[1], load_state(d[1]), now)
+end
+return {current_epoch, version(), duplicate and 1 or 0, states}

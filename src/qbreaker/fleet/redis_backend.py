@@ -1,0 +1,283 @@
+"""The fleet rules in Redis: one Lua script per sync, a stream of transitions.
+
+``RedisBackend(client, namespace)`` implements ``FleetBackend`` over a
+redis-py client. Every sync is one ``EVALSHA`` (on ``NOSCRIPT``, after a
+restart or a ``SCRIPT FLUSH``, the script is loaded once and the call sent
+once more); every time is Redis ``TIME``, read inside the script; every fleet
+transition is ``XADD``-ed to the namespace's stream (``MAXLEN ~``), which
+``events()`` reads with ``XREAD BLOCK``. The scripts (``lua/*.lua``) hold the
+same rules as ``qbreaker.fleet.spec``, and tests/fleet/test_scripts.py checks
+that they agree.
+
+``connect_redis()`` builds clients the way the fleet needs them: short
+explicit socket timeouts and no client-library retries (the agent has its own
+backoff). A password never appears in a repr or a message of this module.
+
+Test mode: ``RedisBackend(..., test_clock=True)`` marks the namespace
+(``meta.test_clock = 1``), and only then do the scripts accept a request's
+``time_ms`` in place of Redis ``TIME``; elsewhere an injected time is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.parse
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._protocol import (
+    FleetState,
+    PolicyConflict,
+    SyncReply,
+    SyncRequest,
+    check_force,
+    check_time,
+    key_prefix,
+)
+
+__all__ = ("KEY_NAMES", "RedisBackend", "connect_redis", "redacted_url")
+
+#: The keys of a namespace, after its prefix, in the order the scripts take them.
+KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "ev")
+DEFAULT_TIMEOUT = 0.25
+STREAM_MAXLEN = 10_000
+#: The most events one ``events()`` call returns.
+EVENTS_PER_READ = 1000
+
+
+class _Script:
+    """One script: common.lua followed by the script's own file."""
+
+    def __init__(self, name: str) -> None:
+        lua = resources.files(__package__).joinpath("lua")
+        common = lua.joinpath("common.lua").read_text(encoding="utf-8")
+        own = lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        self.name = name
+        self.text = common + "\n" + own
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+
+_SCRIPTS: dict[str, _Script] = {}
+
+
+def _script(name: str) -> _Script:
+    script = _SCRIPTS.get(name)
+    if script is None:
+        script = _SCRIPTS[name] = _Script(name)
+    return script
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        netloc = f"{user}:***@{host}{port}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable url>"
+
+
+def connect_redis(
+    url: str, *, timeout: float = DEFAULT_TIMEOUT, **options: Any
+) -> redis.Redis:
+    """A client for ``url`` with ``timeout`` (s) on connect and on every reply,
+    and no retries; ``options`` go to ``redis.Redis.from_url`` (a password,
+    TLS files...). No connection is made here."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not 0 < timeout <= 60:
+        raise ValueError(f"timeout must be in (0, 60] seconds, got {timeout!r}")
+    settings: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry_on_timeout": False,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    settings.update(options)
+    try:
+        return redis.Redis.from_url(url, **settings)
+    except ValueError as exc:
+        # redis-py's message may quote the URL, password and all.
+        raise ValueError(
+            f"url must be a redis://, rediss:// or unix:// URL, "
+            f"got {redacted_url(url)!r} ({type(exc).__name__})"
+        ) from None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _state(raw: Any) -> FleetState:
+    name, state, generation, remaining, reason, by = raw
+    by_text = _text(by)
+    return FleetState(
+        _text(name),
+        _text(state),
+        int(generation),
+        int(remaining),
+        tuple(by_text.split("\n")) if by_text else (),
+        _text(reason),
+    )
+
+
+class RedisBackend:
+    """The fleet rules of one namespace in Redis.
+
+    ``client`` runs the scripts; ``events_client`` (default: ``client``)
+    serves ``events()``, whose ``XREAD BLOCK`` needs a socket timeout longer
+    than the block. Both are used as given: build them with
+    ``connect_redis()`` for the fleet's timeouts and no retries.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str,
+        *,
+        events_client: Any = None,
+        stream_maxlen: int = STREAM_MAXLEN,
+        test_clock: bool = False,
+    ) -> None:
+        self.namespace = namespace
+        self.prefix = key_prefix(namespace)
+        self.keys = tuple(self.prefix + name for name in KEY_NAMES)
+        self._client = client
+        self._events_client = client if events_client is None else events_client
+        if isinstance(stream_maxlen, bool) or not isinstance(stream_maxlen, int):
+            raise TypeError(f"stream_maxlen must be an int, got {stream_maxlen!r}")
+        if stream_maxlen < 1:
+            raise ValueError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
+        self._maxlen = str(stream_maxlen)
+        self._test_clock = bool(test_clock)
+        if self._test_clock:
+            self.enable_test_clock()
+
+    def __repr__(self) -> str:
+        kwargs = getattr(
+            getattr(self._client, "connection_pool", None), "connection_kwargs", {}
+        )
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"RedisBackend(namespace={self.namespace!r}, server={where!r})"
+
+    # -- the protocol ---------------------------------------------------------
+
+    def sync(self, request: SyncRequest) -> SyncReply:
+        if not isinstance(request, SyncRequest):
+            raise TypeError(
+                f"request must be a SyncRequest, got {type(request).__name__}"
+            )
+        payload = {
+            "h": request.host_id,
+            "q": str(request.seq),
+            "d": [
+                [
+                    d.name,
+                    d.policy.digest() + "|" + d.policy.encode(),
+                    d.calls,
+                    d.failures,
+                    d.slow,
+                    d.successes,
+                    int(d.tripped),
+                    -1 if d.verdict is None else d.verdict.generation,
+                    int(d.verdict is not None and d.verdict.ok),
+                    -1 if d.reseed_ms is None else d.reseed_ms,
+                ]
+                for d in request.deltas
+            ],
+        }
+        epoch, version, duplicate, states = self._run(
+            "sync", request.time_ms, json.dumps(payload, separators=(",", ":"))
+        )
+        return SyncReply(
+            _text(epoch),
+            int(version),
+            bool(duplicate),
+            tuple(_state(raw) for raw in states),
+        )
+
+    def force(
+        self, name: str, action: str, *, by: str, time_ms: int | None = None
+    ) -> FleetState:
+        check_force(name, action, by)
+        return _state(self._run("force", check_time(time_ms), name, action, by))
+
+    def events(self, cursor: str, block_ms: int) -> tuple[str, tuple[FleetState, ...]]:
+        """Transitions after ``cursor`` (a stream id; ``"$"``: from now on;
+        ``"0-0"``: all kept), waiting up to ``block_ms`` for one (0: not at
+        all). Returns the cursor to pass next time and the states."""
+        if isinstance(block_ms, bool) or not isinstance(block_ms, int) or block_ms < 0:
+            raise ValueError(f"block_ms must be an int >= 0, got {block_ms!r}")
+        if not isinstance(cursor, str):
+            raise TypeError(f"cursor must be a str, got {cursor!r}")
+        stream = self.keys[-1]
+        if cursor == "$":
+            # XREAD's own "$" names no id to resume from: start at the last one.
+            last = self._events_client.xrevrange(stream, count=1)
+            cursor = _text(last[0][0]) if last else "0-0"
+        reply = self._events_client.xread(
+            {stream: cursor}, count=EVENTS_PER_READ, block=block_ms or None
+        )
+        states: list[FleetState] = []
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = _text(entry_id)
+                f = {_text(k): v for k, v in fields.items()}
+                states.append(_state([f[k] for k in ("n", "s", "g", "r", "w", "b")]))
+        return cursor, tuple(states)
+
+    def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
+        states = (_state(raw) for raw in self._run("view", check_time(time_ms)))
+        return tuple(sorted(states, key=lambda state: state.name))
+
+    # -- beyond the protocol ----------------------------------------------------
+
+    def conflicts(self) -> tuple[PolicyConflict, ...]:
+        """Hosts whose policy for a breaker differs from the stored one."""
+        pol, conf = self.keys[1], self.keys[6]
+        found = []
+        for field, digest in self._client.hgetall(conf).items():
+            name, host = _text(field).split("\n", 1)
+            stored = self._client.hget(pol, name)
+            stored_digest = _text(stored).split("|", 1)[0] if stored else ""
+            found.append(PolicyConflict(name, host, _text(digest), stored_digest))
+        return tuple(sorted(found, key=lambda c: (c.name, c.host_id)))
+
+    def enable_test_clock(self) -> None:
+        """Let the scripts take injected times in this namespace (tests only)."""
+        self._client.hset(self.keys[0], "test_clock", "1")
+        self._test_clock = True
+
+    # -- the scripts ------------------------------------------------------------
+
+    def _run(self, name: str, time_ms: int | None, *args: str) -> Any:
+        if time_ms is not None and not self._test_clock:
+            raise ValueError(
+                "time_ms is accepted only by a RedisBackend made with test_clock=True"
+            )
+        script = _script(name)
+        argv = (
+            os.urandom(8).hex(),
+            "" if time_ms is None else str(time_ms),
+            self._maxlen,
+            *args,
+        )
+        try:
+            return self._client.evalsha(script.sha, len(self.keys), *self.keys, *argv)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted or the scripts were flushed: load once, send once.
+            self._client.script_load(script.text)
+            return self._client.evalsha(script.sha, len(self.keys), *self.keys, *argv)

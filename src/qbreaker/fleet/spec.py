@@ -1,0 +1,308 @@
+"""The fleet rules in plain Python: an in-memory backend, the executable specification.
+
+``MemoryBackend`` implements ``FleetBackend`` with the same rules as the Lua
+scripts of ``qbreaker.fleet.redis_backend``; tests/fleet/test_scripts.py runs
+random sequences against both and compares every reply. It also serves tests
+of the host side that need a backend without Redis. docs/fleet.md states the
+rules in prose; this module is their reference.
+
+One lock guards the whole namespace, as a script runs alone in Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._protocol import (
+    RING_BUCKETS,
+    BreakerDelta,
+    FleetPolicy,
+    FleetState,
+    PolicyConflict,
+    SyncReply,
+    SyncRequest,
+    check_force,
+    check_time,
+)
+
+__all__ = ("MemoryBackend",)
+
+#: The most events one ``events()`` call returns (the Redis backend's COUNT).
+EVENTS_PER_READ = 1000
+#: The events kept, as the Redis stream's MAXLEN (there approximate).
+EVENTS_KEPT = 10_000
+
+_FORCED = {"open": "forced_open", "close": "forced_closed", "reset": "closed"}
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Breaker:
+    policy: FleetPolicy | None = None
+    digest: str = ""
+    state: str = "closed"
+    generation: int = 0
+    until_ms: int = 0
+    tripped_by: tuple[str, ...] = ()
+    reason: str = ""
+    # bucket index -> [calls, failures, slow, successes]
+    ring: dict[int, list[int]] = field(default_factory=dict)
+    # host id -> time of its last local trip, oldest first
+    trips: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryBackend:
+    """The fleet rules over one namespace held in memory.
+
+    ``clock`` gives the backend's time in ms (Redis ``TIME`` for the Redis
+    backend); a request's ``time_ms`` overrides it for that call.
+    """
+
+    def __init__(self, clock: Callable[[], int] = _wall_ms) -> None:
+        self._clock = clock
+        self._lock = threading.Condition()
+        # The number the next event gets, from 1. Like stream ids, numbers go
+        # on growing when the data is lost, so an old cursor misses nothing.
+        self._next_event = 1
+        self.lose_data()
+
+    # -- the protocol ---------------------------------------------------------
+
+    def sync(self, request: SyncRequest) -> SyncReply:
+        if not isinstance(request, SyncRequest):
+            raise TypeError(
+                f"request must be a SyncRequest, got {type(request).__name__}"
+            )
+        with self._lock:
+            now = self._now(request.time_ms)
+            host = request.host_id
+            duplicate = request.seq <= self._seqs.get(host, -1)
+            if not duplicate:
+                self._seqs[host] = request.seq
+                for delta in request.deltas:
+                    self._apply(delta, host, now)
+            states = tuple(
+                self._state(delta.name, self._breakers.get(delta.name), now)
+                for delta in request.deltas
+            )
+            return SyncReply(self._epoch, self._version, duplicate, states)
+
+    def force(
+        self, name: str, action: str, *, by: str, time_ms: int | None = None
+    ) -> FleetState:
+        check_force(name, action, by)
+        with self._lock:
+            now = self._now(check_time(time_ms))
+            breaker = self._breakers.setdefault(name, _Breaker())
+            self._transition(name, breaker, _FORCED[action], 0, "manual", (by,), now)
+            return self._state(name, breaker, now)
+
+    def events(self, cursor: str, block_ms: int) -> tuple[str, tuple[FleetState, ...]]:
+        """Events after ``cursor`` (``"$"``: after the last one now; ``"0-0"``:
+        all kept), waiting up to ``block_ms`` for one (0: not at all)."""
+        if isinstance(block_ms, bool) or not isinstance(block_ms, int) or block_ms < 0:
+            raise ValueError(f"block_ms must be an int >= 0, got {block_ms!r}")
+        with self._lock:
+            after = self._cursor(cursor)
+            deadline = time.monotonic() + block_ms / 1000
+            while after >= self._next_event - 1 and block_ms:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
+            first = max(after + 1, self._next_event - len(self._events))
+            last = min(self._next_event - 1, first + EVENTS_PER_READ - 1)
+            offset = self._next_event - len(self._events)
+            found = tuple(self._events[i - offset] for i in range(first, last + 1))
+            return f"{max(after, last)}-0", found
+
+    def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
+        with self._lock:
+            now = self._now(check_time(time_ms))
+            return tuple(
+                self._state(name, self._breakers[name], now)
+                for name in sorted(self._breakers)
+            )
+
+    # -- beyond the protocol ----------------------------------------------------
+
+    def conflicts(self) -> tuple[PolicyConflict, ...]:
+        """Hosts whose policy for a breaker differs from the stored one."""
+        with self._lock:
+            return tuple(
+                PolicyConflict(name, host, digest, self._breakers[name].digest)
+                for (name, host), digest in sorted(self._conflicts.items())
+            )
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def lose_data(self) -> None:
+        """Forget everything, as a Redis restarted empty: a new epoch."""
+        with self._lock:
+            self._epoch = os.urandom(8).hex()
+            self._version = 0
+            self._seqs: dict[str, int] = {}
+            self._breakers: dict[str, _Breaker] = {}
+            self._conflicts: dict[tuple[str, str], str] = {}
+            self._events: list[FleetState] = []
+
+    # -- the rules ------------------------------------------------------------
+
+    def _now(self, time_ms: int | None) -> int:
+        return self._clock() if time_ms is None else time_ms
+
+    def _apply(self, delta: BreakerDelta, host: str, now: int) -> None:
+        name = delta.name
+        breaker = self._breakers.setdefault(name, _Breaker())
+        # The first policy stored wins; another one is recorded, nothing more.
+        digest = delta.policy.digest()
+        if breaker.policy is None:
+            breaker.policy, breaker.digest = delta.policy, digest
+        elif digest != breaker.digest:
+            self._conflicts[(name, host)] = digest
+        policy = breaker.policy
+        self._count(breaker, policy, delta, now)
+        if delta.tripped and breaker.state == "closed":
+            trips = {h: t for h, t in breaker.trips.items() if h != host}
+            breaker.trips = _recent(trips, now, policy.reset_timeout_ms)
+            breaker.trips[host] = now
+        verdict = delta.verdict
+        if (
+            verdict is not None
+            and breaker.state == "open"
+            and verdict.generation == breaker.generation
+            and breaker.until_ms - now <= 0
+        ):
+            if verdict.ok:
+                self._transition(name, breaker, "closed", 0, "probe", (host,), now)
+            else:
+                until = now + policy.reset_timeout_ms
+                self._transition(name, breaker, "open", until, "probe", (host,), now)
+        if delta.reseed_ms is not None:
+            until = now + delta.reseed_ms
+            if breaker.state == "closed":
+                self._transition(name, breaker, "open", until, "reseed", (host,), now)
+            elif breaker.state == "open":
+                breaker.until_ms = max(breaker.until_ms, until)
+        if breaker.state == "closed":
+            tripped = self._trip_rule(breaker, policy, host, now)
+            if tripped is not None:
+                reason, by = tripped
+                until = now + policy.reset_timeout_ms
+                self._transition(name, breaker, "open", until, reason, by, now)
+
+    def _count(
+        self, breaker: _Breaker, policy: FleetPolicy, delta: BreakerDelta, now: int
+    ) -> None:
+        """Add a delta to the ring's current bucket, dropping the buckets out of it.
+
+        The current bucket is the newest of now's and the newest stored: time
+        that goes backwards (a failover) adds to the newest bucket.
+        """
+        ring = breaker.ring
+        current = now // (policy.window_ms // RING_BUCKETS)
+        if ring:
+            current = max(current, max(ring))
+        for bucket in [b for b in ring if b <= current - RING_BUCKETS]:
+            del ring[bucket]
+        counts = (delta.calls, delta.failures, delta.slow, delta.successes)
+        if any(counts):
+            sums = ring.setdefault(current, [0, 0, 0, 0])
+            for i, count in enumerate(counts):
+                sums[i] += count
+
+    @staticmethod
+    def _trip_rule(
+        breaker: _Breaker, policy: FleetPolicy, host: str, now: int
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """The first rule that trips a closed breaker, and who tripped it."""
+        quorum = tuple(_recent(breaker.trips, now, policy.reset_timeout_ms))
+        if len(quorum) >= policy.quorum:
+            return "quorum", quorum
+        calls = failures = slow = successes = 0
+        for c, f, s, k in breaker.ring.values():
+            calls, failures, slow, successes = (
+                calls + c,
+                failures + f,
+                slow + s,
+                successes + k,
+            )
+        if (
+            policy.max_failures is not None
+            and failures >= policy.max_failures
+            and successes == 0
+        ):
+            return "burst", (host,)
+        if calls > 0 and calls >= policy.minimum_calls:
+            if (
+                policy.failure_rate is not None
+                and failures >= policy.failure_rate * calls
+            ):
+                return "failure_rate", (host,)
+            if policy.slow_rate is not None and slow >= policy.slow_rate * calls:
+                return "slow_rate", (host,)
+        return None
+
+    def _transition(
+        self,
+        name: str,
+        breaker: _Breaker,
+        state: str,
+        until_ms: int,
+        reason: str,
+        by: tuple[str, ...],
+        now: int,
+    ) -> None:
+        """A fleet transition: new generation, window and trip reports emptied,
+        namespace version + 1, one event."""
+        breaker.state, breaker.until_ms = state, until_ms
+        breaker.generation += 1
+        breaker.reason, breaker.tripped_by = reason, by
+        breaker.ring = {}
+        breaker.trips = {}
+        self._version += 1
+        self._events.append(self._state(name, breaker, now))
+        self._next_event += 1
+        del self._events[:-EVENTS_KEPT]
+        self._lock.notify_all()
+
+    @staticmethod
+    def _state(name: str, breaker: _Breaker | None, now: int) -> FleetState:
+        if breaker is None:
+            return FleetState(name, "closed", 0, 0, (), "")
+        remaining = breaker.until_ms - now if breaker.state == "open" else 0
+        return FleetState(
+            name,
+            breaker.state,
+            breaker.generation,
+            remaining,
+            breaker.tripped_by,
+            breaker.reason,
+        )
+
+    def _cursor(self, cursor: str) -> int:
+        """The number of the last event a cursor has seen."""
+        if cursor == "$":
+            return self._next_event - 1
+        head, sep, tail = (
+            cursor.partition("-") if isinstance(cursor, str) else ("", "", "")
+        )
+        if not (head.isdigit() and (not sep or tail.isdigit())):
+            raise ValueError(
+                f"cursor must be '$' or an event id like '12-0', got {cursor!r}"
+            )
+        return int(head)
+
+
+def _recent(trips: dict[str, int], now: int, reset_timeout_ms: int) -> dict[str, int]:
+    """The trip reports within ``reset_timeout_ms`` of ``now``, oldest first."""
+    return {h: t for h, t in trips.items() if now - t < reset_timeout_ms}
