@@ -54,6 +54,8 @@ class BreakerSnapshot:
     # The segment's name for a host-wide breaker (see qbreaker.shared),
     # None for a process-local one.
     shared: str | None = None
+    # Transitions into open (see Totals.opens): host-wide when shared.
+    opens: int = 0
     # A fleet breaker's fleet view (qbreaker.fleet.FleetView: fleet state,
     # generation, origin, fleet counts), read from the host's control
     # segment; None for every other breaker.

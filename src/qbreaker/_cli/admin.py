@@ -123,7 +123,8 @@ def _print_table(infos: list[Any], fleet: Any = None) -> None:
     from . import fleet_status
 
     header = ("name", "state", "gen", "consec", "allowed", "rejected",
-              "successes", "failures", "fail rate", "retry after")  # fmt: skip
+              "successes", "failures", "fail rate", "opens",
+              "retry after")  # fmt: skip
     if fleet is not None:
         header += ("fleet", "fleet gen", "origin")
     rows: list[tuple[str, ...]] = [header]
@@ -132,7 +133,8 @@ def _print_table(infos: list[Any], fleet: Any = None) -> None:
         retry = "until reset" if math.isinf(i.retry_after) else f"{i.retry_after:.1f}s"
         row = (i.name, state, str(i.generation), str(i.consecutive_failures),
                str(i.allowed), str(i.rejected), str(i.successes),
-               str(i.failures), f"{i.failure_rate:.0%}", retry)  # fmt: skip
+               str(i.failures), f"{i.failure_rate:.0%}", str(i.opens),
+               retry)  # fmt: skip
         if fleet is not None:
             row += fleet_status.columns(fleet, i.name)
         rows.append(row)

@@ -367,6 +367,7 @@ def metrics(b: Any) -> BreakerSnapshot:
         slow_call_rate=slow / calls if calls else 0.0,
         calls_in_window=calls,
         shared=shared_name,
+        opens=totals.opens,
         fleet=None if hooks is None or shared_name is None else hooks.view(shared_name),
     )
 
