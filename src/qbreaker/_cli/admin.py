@@ -122,6 +122,7 @@ def _as_json(found: Listing) -> dict[str, Any]:
 def _print_table(infos: list[Any], fleet: Any = None) -> None:
     from . import fleet_status
 
+    header: tuple[str, ...]
     header = ("name", "state", "gen", "consec", "allowed", "rejected",
               "successes", "failures", "fail rate", "opens",
               "retry after")  # fmt: skip
@@ -131,6 +132,7 @@ def _print_table(infos: list[Any], fleet: Any = None) -> None:
     for i in infos:
         state = f"{i.state}" + (f" (forced {i.forced})" if i.forced else "")
         retry = "until reset" if math.isinf(i.retry_after) else f"{i.retry_after:.1f}s"
+        row: tuple[str, ...]
         row = (i.name, state, str(i.generation), str(i.consecutive_failures),
                str(i.allowed), str(i.rejected), str(i.successes),
                str(i.failures), f"{i.failure_rate:.0%}", str(i.opens),

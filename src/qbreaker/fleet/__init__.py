@@ -328,7 +328,7 @@ def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
     given = settings.backend
     if given is not None:
         if not hasattr(given, "sync"):
-            return cast("Callable[[], FleetBackend]", given)
+            return given
         backend = cast("FleetBackend", given)
         return lambda: backend
 

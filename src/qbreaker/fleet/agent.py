@@ -210,22 +210,34 @@ class Agent:
             for track in self.tracks.values():
                 state, generation, _ = track.view()
                 previous, track.seen = track.seen, (state, generation)
-                if previous is None or previous == (state, generation):
+                if previous == (state, generation):
+                    continue
+                if previous is None:
+                    # First sight (a new agent): an open the fleet did not
+                    # make is reported as this host's trip.
+                    if state == "open" and generation != track.owned:
+                        track.trip = urgent = True
                     continue
                 fleet = track.fleet
-                fleet_expired = (
+                probed = (
                     fleet is not None
                     and fleet.state == "open"
                     and now_ms >= track.fleet_until_ms
+                    and previous[0] in ("open", "half-open")
+                    and state in ("closed", "open")
+                    and generation != previous[1]
                 )
-                if previous[0] == "half-open" and fleet_expired and fleet is not None:
-                    if state in ("closed", "open"):
-                        track.verdict = Verdict(fleet.generation, state == "closed")
-                        urgent = True
-                    if state == "open" and previous[1] + 1 == generation:
-                        # The probe failed under a fleet-made half-open: the
-                        # fleet re-opens; this open is the fleet's to close.
-                        if track.owned is not None:
+                if probed and fleet is not None:
+                    # Out of half-open (seen or not: a probe can be quicker
+                    # than a scan) while the fleet's open has expired: the
+                    # verdict, fenced by the fleet generation.
+                    track.verdict = Verdict(fleet.generation, state == "closed")
+                    urgent = True
+                    owned = track.owned
+                    if state == "open" and owned is not None:
+                        if previous[1] in (owned, owned + 1):
+                            # A failed probe of the fleet's open: the fleet
+                            # re-opens, and this open is the fleet's to close.
                             track.owned = generation
                     continue
                 if state == "open" and generation != track.owned:
@@ -243,7 +255,7 @@ class Agent:
                 self.pending = self._request()
         try:
             if not self.guard.allow():
-                raise ConnectionError("the agent's own breaker is open")
+                raise _GuardOpen
             try:
                 reply = self.backend.sync(self.pending)
             except BaseException:
@@ -256,7 +268,8 @@ class Agent:
                 0, min(BACKOFF_MAX, self.hot_interval * 2**self.errors)
             )
             self.next_sync = now + max(delay, self.hot_interval / 4)
-            self.set_connected(False, exc)
+            # The guard's rejection says nothing new: keep the last cause.
+            self.set_connected(False, None if isinstance(exc, _GuardOpen) else exc)
             return False
         with self.lock:
             self.errors = 0
@@ -632,6 +645,10 @@ class Runner:
                 agent.set_connected(False, exc)
                 delay = random.uniform(0, min(BACKOFF_MAX, HOT_INTERVAL * 2**errors))
                 self._stop.wait(max(delay, 0.05))
+
+
+class _GuardOpen(Exception):
+    """The agent's own breaker rejected a backend call."""
 
 
 class _LazyBackend:
