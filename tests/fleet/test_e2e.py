@@ -107,10 +107,22 @@ class RedisProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                self.exe or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
         wait_for(lambda: _pings(client), 10, "redis-server to answer PING")
 
@@ -134,8 +146,14 @@ def _pings(client: Any) -> bool:
 class Host:
     """A simulated host: a segment directory, a host id, its workers."""
 
-    def __init__(self, host_id: str, base: Path, redis_url: str, namespace: str,
-                 backend_port: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host_id: str,
+        base: Path,
+        redis_url: str,
+        namespace: str,
+        backend_port: int,
+    ) -> None:
         self.host_id = host_id
         self.directory = base / host_id
         self.directory.mkdir(mode=0o700)
@@ -160,7 +178,7 @@ class Host:
                     env=self.env,
                     stdout=subprocess.PIPE,
                     text=True,
-                )  # fmt: skip
+                )
             )
 
     @property
@@ -261,8 +279,11 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
 
     hosts = [new_host(i) for i in range(1, HOSTS + 1)]
     for host in hosts:
-        wait_for(lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-                 60, f"{host.host_id}'s agent to sync")  # fmt: skip
+        wait_for(
+            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
+            60,
+            f"{host.host_id}'s agent to sync",
+        )
     client = redis.Redis(host="127.0.0.1", port=redis_proc.port, socket_timeout=2)
     from qbreaker.fleet.redis_backend import RedisBackend
 
@@ -282,11 +303,17 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
 
     # -- trip by quorum: a second host trips, every host opens ------------------
     backend.failing = {"host1", "host2"}
-    wait_for(lambda: h2.cell.generation > 0 and h2.cell.state == State.OPEN, 20,
-             "host2 to trip locally")  # fmt: skip
+    wait_for(
+        lambda: h2.cell.generation > 0 and h2.cell.state == State.OPEN,
+        20,
+        "host2 to trip locally",
+    )
     quorum_seen = time.monotonic()
-    wait_for(lambda: all(h.cell.state == State.OPEN for h in hosts), 10,
-             "every host to open by quorum")  # fmt: skip
+    wait_for(
+        lambda: all(h.cell.state == State.OPEN for h in hosts),
+        10,
+        "every host to open by quorum",
+    )
     figures["local trip completing a quorum -> every other host open"] = (
         f"{(time.monotonic() - quorum_seen) * 1000:.1f} ms (one sample)"
     )
@@ -315,8 +342,11 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     redis_proc.kill()
     killed = time.monotonic()
     every = [*hosts, h5]
-    wait_for(lambda: not any(h.status().connected for h in every), 5,
-             "every host to show degraded")  # fmt: skip
+    wait_for(
+        lambda: not any(h.status().connected for h in every),
+        5,
+        "every host to show degraded",
+    )
     degraded_after = time.monotonic() - killed
     figures["Redis killed -> every host shows degraded"] = (
         f"{degraded_after * 1000:.0f} ms"
@@ -327,8 +357,9 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     # -- restarted empty: re-seeded, and no cell was closed by it ----------------
     redis_proc.start()
     restarted = time.monotonic()
-    wait_for(lambda: all(h.status().connected for h in every), 10,
-             "every host to reconnect")  # fmt: skip
+    wait_for(
+        lambda: all(h.status().connected for h in every), 10, "every host to reconnect"
+    )
     figures["Redis restarted empty -> every host reconnected"] = (
         f"{(time.monotonic() - restarted) * 1000:.0f} ms"
     )
@@ -343,10 +374,14 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     backend.failing = set()
     recovery = time.monotonic()
     wait_for(lambda: fleet_now().state == "closed", 30, "a probe to close the fleet")
-    wait_for(lambda: all(h.cell.state == State.CLOSED for h in every), 30,
-             "every host to close")  # fmt: skip
+    wait_for(
+        lambda: all(h.cell.state == State.CLOSED for h in every),
+        30,
+        "every host to close",
+    )
     figures["backend back -> fleet and every host closed"] = (
-        f"{time.monotonic() - recovery:.1f} s (reset_timeout {e2e_worker.RESET_TIMEOUT} s)"
+        f"{time.monotonic() - recovery:.1f} s "
+        f"(reset_timeout {e2e_worker.RESET_TIMEOUT} s)"
     )
     assert fleet_now().reason == "probe"
 
@@ -355,28 +390,44 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: h1.status().agent_pid not in (None, victim) and h1.status().connected,
-             10, "another host1 worker to take over")  # fmt: skip
+
+    def taken_over() -> bool:
+        current = h1.status()
+        return current.agent_pid not in (None, victim) and current.connected
+
+    wait_for(taken_over, 10, "another host1 worker to take over")
     figures["elected agent killed -> new agent syncing"] = (
         f"{(time.monotonic() - killed) * 1000:.0f} ms"
     )
 
     # -- manual fleet control, Redis up then down ------------------------------------
     def cli(*args: str, host: Host = h2) -> subprocess.CompletedProcess[str]:
-        env = {**host.env, "QBREAKER_FLEET_URL": redis_proc.url,
-               "QBREAKER_FLEET_NAMESPACE": namespace}  # fmt: skip
+        env = {
+            **host.env,
+            "QBREAKER_FLEET_URL": redis_proc.url,
+            "QBREAKER_FLEET_NAMESPACE": namespace,
+        }
         return subprocess.run(
-            [sys.executable, "-m", "qbreaker", *args], env=env, text=True,
-            capture_output=True, timeout=60,
-        )  # fmt: skip
+            [sys.executable, "-m", "qbreaker", *args],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     done = cli("fleet", "open", NAME)
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: all(h.cell.state == State.OPEN for h in every), 5,
-             "every host to open by hand")  # fmt: skip
+    wait_for(
+        lambda: all(h.cell.state == State.OPEN for h in every),
+        5,
+        "every host to open by hand",
+    )
     assert cli("fleet", "reset", NAME).returncode == 0
-    wait_for(lambda: all(h.cell.state == State.CLOSED for h in every), 5,
-             "every host to close by hand")  # fmt: skip
+    wait_for(
+        lambda: all(h.cell.state == State.CLOSED for h in every),
+        5,
+        "every host to close by hand",
+    )
     status_text = cli("status").stdout
     assert "connected" in status_text and "fleet gen" in status_text
 
@@ -395,11 +446,15 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
             assert now - started < 10, "a forced open was not applied within 10 s"
             time.sleep(0.0002)
         fleet_backend.force(NAME, "reset", by="e2e")
-        wait_for(lambda: all(h.cell.state == State.CLOSED for h in every), 10,
-                 "every host to close")  # fmt: skip
+        wait_for(
+            lambda: all(h.cell.state == State.CLOSED for h in every),
+            10,
+            "every host to close",
+        )
     p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
     figures[f"fleet decision applied on every host ({len(delays)} applications)"] = (
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {statistics.mean(delays) * 1000:.1f} ms"
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"mean {statistics.mean(delays) * 1000:.1f} ms"
     )
 
     redis_proc.kill()
@@ -417,8 +472,10 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     figures["slowest breaker operation in any worker, Redis up, down and back"] = (
         f"{slowest:.2f} ms"
     )
-    print(f"\nfleet e2e figures ({len(every)} hosts x {WORKERS} workers, "
-          f"{time.strftime('%Y-%m-%d')}):")  # fmt: skip
+    print(
+        f"\nfleet e2e figures ({len(every)} hosts x {WORKERS} workers, "
+        f"{time.strftime('%Y-%m-%d')}):"
+    )
     for what, value in figures.items():
         print(f"  {what}: {value}")
     # No protected call ever waited for Redis (its timeout is 250 ms).
