@@ -25,7 +25,7 @@ from .host_helpers import NoBackend, host_dir
 
 __all__ = ("host_dir",)  # a fixture
 
-pytestmark = pytest.mark.c_extension
+needs_c = pytest.mark.c_extension
 
 
 def connect_off(**settings: object) -> None:
@@ -163,6 +163,7 @@ def test_status_round_trip_and_no_status(host_dir: str) -> None:
 # -- connect() ---------------------------------------------------------------------
 
 
+@needs_c
 @pytest.mark.parametrize(
     ("settings", "error", "match"),
     [
@@ -240,6 +241,7 @@ def test_connect_reads_the_environment(
         fleet.connect(namespace="other")
 
 
+@needs_c
 def test_connect_with_redis_unreachable_does_not_raise_and_says_degraded(
     host_dir: str,
 ) -> None:
@@ -270,6 +272,7 @@ def test_connect_with_redis_unreachable_does_not_raise_and_says_degraded(
 # -- construction -------------------------------------------------------------------
 
 
+@needs_c
 def test_fleet_needs_shared_the_compiled_core_and_connect(host_dir: str) -> None:
     with pytest.raises(ValueError, match=r"fleet=True needs shared=NAME"):
         qbreaker.CircuitBreaker(fleet=True)
@@ -277,13 +280,9 @@ def test_fleet_needs_shared_the_compiled_core_and_connect(host_dir: str) -> None
         qbreaker.CircuitBreaker(shared="early", fleet=True)
     assert not os.path.exists(Path(host_dir) / "early")
     assert not [e for e in os.listdir(host_dir) if e.startswith("qbreaker-v")]
-    connect_off()
-    with pytest.raises(SharedStateError, match="pure-Python core cannot be a fleet"):
-        qbreaker.PyCircuitBreaker(shared="twin", fleet=True)
-    with pytest.raises(ValueError, match=r"fleet=True needs shared=NAME"):
-        qbreaker.PyCircuitBreaker(fleet=True)
 
 
+@needs_c
 @pytest.mark.parametrize(
     ("settings", "error", "match"),
     [
@@ -304,6 +303,7 @@ def test_fleet_options_are_validated(
         qbreaker.CircuitBreaker(shared="bad", **{"fleet": True, **settings})
 
 
+@needs_c
 def test_fleet_breaker_is_registered_and_is_a_shared_breaker(host_dir: str) -> None:
     connect_off()
     breaker = qbreaker.CircuitBreaker(
@@ -321,6 +321,7 @@ def test_fleet_breaker_is_registered_and_is_a_shared_breaker(host_dir: str) -> N
     assert plain.metrics().fleet is None
 
 
+@needs_c
 def test_group_fleet_breakers(host_dir: str) -> None:
     with pytest.raises(ValueError, match="needs shared=True"):
         qbreaker.BreakerGroup(fleet=True)
@@ -347,3 +348,18 @@ def test_status_without_an_agent(host_dir: str) -> None:
     current = fleet.status()
     assert not current.connected and not current.agent_alive
     assert current.agent_pid is None and current.breakers == {}
+    assert os.listdir(host_dir) == []  # reading made nothing
+    ControlSegment().close()
+    assert fleet.status() == current
+
+
+def test_the_pure_python_core_refuses_fleet(host_dir: str) -> None:
+    # Before and after connect(): the twin cannot share a cell at all.
+    with pytest.raises(SharedStateError, match="pure-Python core cannot be a fleet"):
+        qbreaker.PyCircuitBreaker(shared="twin", fleet=True)
+    connect_off()
+    with pytest.raises(SharedStateError, match="pure-Python core cannot be a fleet"):
+        qbreaker.PyCircuitBreaker(shared="twin", fleet=True)
+    with pytest.raises(ValueError, match=r"fleet=True needs shared=NAME"):
+        qbreaker.PyCircuitBreaker(fleet=True)
+    assert ControlSegment().registered() == []

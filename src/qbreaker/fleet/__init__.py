@@ -27,6 +27,7 @@ from .._impl import methods
 from .._impl.methods import FleetOptions
 from ._protocol import FleetBackend, key_prefix
 from .control import ControlSegment, monotonic_ms
+from .control import exists as control_exists
 
 __all__ = ("FleetStatus", "FleetView", "connect", "disconnect", "status")
 
@@ -180,8 +181,11 @@ def disconnect() -> None:
 def status() -> FleetStatus:
     """This host's fleet status, read from the control segment (no network).
 
-    Works in any process of the host, connected or not.
+    Works in any process of the host, connected or not; makes nothing
+    (a host without a control segment has no agent).
     """
+    if _control is None and not control_exists():
+        return _status_of(None)
     control = _control if _control is not None else ControlSegment()
     try:
         return _status_of(control)
@@ -365,9 +369,9 @@ def _view(name: str) -> FleetView | None:
     return _status_of(control).breakers.get(name)
 
 
-def _status_of(control: ControlSegment) -> FleetStatus:
-    raw = control.read_status()
-    alive = control.agent_alive()
+def _status_of(control: ControlSegment | None) -> FleetStatus:
+    raw = {} if control is None else control.read_status()
+    alive = control is not None and control.agent_alive()
     # A status older than a few ticks is a dead or frozen agent's.
     fresh = monotonic_ms() - int(raw.get("updated_ms", 0)) < 3 * 10_000
     connected = bool(raw.get("connected")) and alive and fresh
