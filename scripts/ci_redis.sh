@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure redis-server (the Debian package) is installed, for the Redis
-# storage tests of qbreaker.compat.pybreaker (tests/compat/test_compat_pybreaker_storage.py).
+# storage tests of qbreaker.compat.pybreaker (tests/compat/test_compat_pybreaker_storage.py)
+# and the fleet tests (tests/fleet/, which skip without it: their Lua needs a real server).
 # The tests start and stop their own server on a free port of 127.0.0.1; this
 # script only installs the binary, and never starts a service. Without it the
 # tests fall back to fakeredis and say so, which CI must not do: a failed

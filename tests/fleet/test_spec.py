@@ -8,6 +8,8 @@ Time is injected (``time_ms``): nothing here sleeps.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -127,14 +129,27 @@ def test_failures_out_of_the_window_do_not_count(backend: Any) -> None:
     ].state == ("open")
 
 
+def test_buckets_are_whole_milliseconds(backend: Any) -> None:
+    # window_ms // 10 = 100 ms a bucket (not 100.5): 999 ms later is 9
+    # buckets on, still in the ring.
+    pol = policy(max_failures=5, quorum=10, window_ms=1_005)
+    (h1,) = hosts(backend, 1)
+    h1.sync(T0, delta("db", pol, calls=4, failures=4))
+    state = h1.sync(T0 + 999, delta("db", pol, calls=1, failures=1)).states[0]
+    assert state.state == "open"
+
+
 def test_time_going_back_counts_into_the_newest_bucket(backend: Any) -> None:
-    pol = policy(max_failures=4, quorum=10, window_ms=1_000)
+    pol = policy(max_failures=5, quorum=10, window_ms=1_000)
     (h1,) = hosts(backend, 1)
     h1.sync(T0 + 5_000, delta("db", pol, calls=2, failures=2))
-    # A failover to a clock 4 s behind: counted with the others, not lost.
+    # A failover to a clock 4 s behind: counted with the newest bucket...
     assert h1.sync(T0 + 1_000, delta("db", pol, calls=2, failures=2)).states[
         0
-    ].state == ("open")
+    ].state == ("closed")
+    # ... so they leave the ring with it, not 4 s before it: 2 + 2 + 1.
+    state = h1.sync(T0 + 5_950, delta("db", pol, calls=1, failures=1)).states[0]
+    assert (state.state, state.reason) == ("open", "burst")
 
 
 # -- rates ---------------------------------------------------------------------------
@@ -458,8 +473,49 @@ def test_requests_refuse_bad_values() -> None:
         delta("db", pol, reseed_ms=0)
 
 
+def test_names_are_any_printable_text(backend: Any) -> None:
+    pol = policy(quorum=2)
+    names = ("caf\u00e9/\u2615|\U0001f600", 'a "quoted" \\ name', "x" * 200)
+    hosts_ = ("h\u00f4te-\U0001f600", "h|2")
+    for host in hosts_:
+        reply = backend.sync(
+            SyncRequest(host, 1, tuple(delta(n, pol, tripped=True) for n in names), T0)
+        )
+    assert [s.name for s in reply.states] == list(names)
+    assert {s.tripped_by for s in reply.states} == {hosts_}
+    assert [s.name for s in backend.view(time_ms=T0)] == sorted(names)
+    backend.sync(SyncRequest(hosts_[1], 2, (delta(names[0], policy(quorum=1)),), T0))
+    assert [(c.name, c.host_id) for c in backend.conflicts()] == [(names[0], hosts_[1])]
+
+
+class Index:
+    """An integer type of another library (as NumPy's): it has __index__."""
+
+    def __index__(self) -> int:
+        return 3
+
+
+def test_integers_with_index_are_stored_as_ints(backend: Any) -> None:
+    d = delta("db", policy(quorum=Index()), calls=Index(), failures=Index())  # type: ignore[arg-type]
+    assert type(d.calls) is int and type(d.policy.quorum) is int
+    assert d.policy == policy(quorum=3)
+    reply = backend.sync(SyncRequest("h1", Index(), (d,), time_ms=T0))  # type: ignore[arg-type]
+    assert reply.states[0].state == "closed"
+
+
 def test_backends_refuse_what_is_not_a_request(backend: Any) -> None:
     with pytest.raises(TypeError, match="request must be a SyncRequest"):
         backend.sync(("h1", 1, ()))
     with pytest.raises(ValueError, match="block_ms must be an int >= 0"):
         backend.events("$", -1)
+
+
+def test_the_spec_and_protocol_import_no_redis() -> None:
+    code = (
+        "import sys, qbreaker; qbreaker.fleet; import qbreaker.fleet.spec; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr

@@ -85,6 +85,9 @@ def test_opting_out_builds_a_pure_wheel(source_copy: Path, tmp_path: Path) -> No
     # The core's .pxi files are build input only (cimport reads the .pxd).
     assert not [n for n in names if n.endswith(".pxi")]
     assert "qbreaker/_core_c.pxd" in names
+    # The fleet's Lua scripts are package data.
+    lua = {n.rsplit("/", 1)[1] for n in names if n.startswith("qbreaker/fleet/lua/")}
+    assert lua == _fleet_scripts()
     # Installed, it imports the twin with no variable set (a CPython without
     # a compiled wheel installs it); asked to require the compiled core, it
     # says that it is missing.
@@ -115,6 +118,12 @@ def _included_pxi() -> set[str]:
     return set(re.findall(r'^include "([^"]+\.pxi)"$', source, flags=re.M))
 
 
+def _fleet_scripts() -> set[str]:
+    scripts = {p.name for p in (ROOT / "src/qbreaker/fleet/lua").glob("*.lua")}
+    assert "sync.lua" in scripts, scripts
+    return scripts
+
+
 def test_the_sdist_carries_every_file_the_core_includes(
     source_copy: Path, tmp_path: Path
 ) -> None:
@@ -138,3 +147,5 @@ def test_the_sdist_carries_every_file_the_core_includes(
     included = _included_pxi()
     assert len(included) >= 8, included
     assert shipped == included
+    lua = {n.rsplit("/", 1)[1] for n in names if "/src/qbreaker/fleet/lua/" in n}
+    assert lua == _fleet_scripts()

@@ -86,6 +86,12 @@ def _int(field: str, value: object, low: int, high: int = _MAX_INT) -> int:
     return number
 
 
+def _set_int(obj: object, field: str, low: int, high: int = _MAX_INT) -> None:
+    """Check ``obj.field`` and store it as a plain int (a NumPy integer is
+    accepted, but JSON and Lua take only ints)."""
+    object.__setattr__(obj, field, _int(field, getattr(obj, field), low, high))
+
+
 def _rate(field: str, value: object) -> float | None:
     if value is None:
         return None
@@ -136,21 +142,33 @@ class FleetPolicy:
     minimum_calls: int
 
     def __post_init__(self) -> None:
-        _int("quorum", self.quorum, 1, 10_000)
+        _set_int(self, "quorum", 1, 10_000)
         if self.max_failures is not None:
-            _int("max_failures", self.max_failures, 1, 1 << 31)
+            _set_int(self, "max_failures", 1, 1 << 31)
         # At least one millisecond per bucket.
-        _int("window_ms", self.window_ms, RING_BUCKETS, 86_400_000)
-        _int("reset_timeout_ms", self.reset_timeout_ms, 1, 86_400_000)
+        _set_int(self, "window_ms", RING_BUCKETS, 86_400_000)
+        _set_int(self, "reset_timeout_ms", 1, 86_400_000)
         object.__setattr__(
             self, "failure_rate", _rate("failure_rate", self.failure_rate)
         )
         object.__setattr__(self, "slow_rate", _rate("slow_rate", self.slow_rate))
-        _int("minimum_calls", self.minimum_calls, 1, 1 << 31)
+        _set_int(self, "minimum_calls", 1, 1 << 31)
+        # Computed once: an agent sends the same policy object every sync.
+        encoded = self._encode()
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(
+            self, "_digest", hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        )
 
     def encode(self) -> str:
         """The canonical text both backends store and parse (floats by repr)."""
+        return self._encoded  # type: ignore[no-any-return, attr-defined]
 
+    def digest(self) -> str:
+        """A stable short hash of the policy, to detect hosts that disagree."""
+        return self._digest  # type: ignore[no-any-return, attr-defined]
+
+    def _encode(self) -> str:
         def opt(value: object) -> str:
             return "" if value is None else repr(value)
 
@@ -166,10 +184,6 @@ class FleetPolicy:
             )
         )
 
-    def digest(self) -> str:
-        """A stable short hash of the policy, to detect hosts that disagree."""
-        return hashlib.sha256(self.encode().encode()).hexdigest()[:16]
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -179,7 +193,7 @@ class Verdict:
     ok: bool
 
     def __post_init__(self) -> None:
-        _int("generation", self.generation, 0)
+        _set_int(self, "generation", 0)
         _bool("ok", self.ok)
 
 
@@ -209,14 +223,14 @@ class BreakerDelta:
                 f"policy must be a FleetPolicy, got {type(self.policy).__name__}"
             )
         for field in ("calls", "failures", "slow", "successes"):
-            _int(field, getattr(self, field), 0, 1 << 40)
+            _set_int(self, field, 0, 1 << 40)
         _bool("tripped", self.tripped)
         if self.verdict is not None and not isinstance(self.verdict, Verdict):
             raise TypeError(
                 f"verdict must be a Verdict or None, got {type(self.verdict).__name__}"
             )
         if self.reseed_ms is not None:
-            _int("reseed_ms", self.reseed_ms, 1, 86_400_000)
+            _set_int(self, "reseed_ms", 1, 86_400_000)
 
 
 @dataclass(frozen=True)
@@ -230,7 +244,7 @@ class SyncRequest:
 
     def __post_init__(self) -> None:
         _name("host_id", self.host_id)
-        _int("seq", self.seq, 0)
+        _set_int(self, "seq", 0)
         if not isinstance(self.deltas, tuple) or not all(
             isinstance(delta, BreakerDelta) for delta in self.deltas
         ):
@@ -239,7 +253,7 @@ class SyncRequest:
         if len(set(names)) != len(names):
             raise ValueError(f"deltas must name each breaker once, got {names!r}")
         if self.time_ms is not None:
-            _int("time_ms", self.time_ms, 0)
+            _set_int(self, "time_ms", 0)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,11 @@ def _state(raw: Any) -> FleetState:
     )
 
 
+def _json_states(raw: Any) -> tuple[FleetState, ...]:
+    # Lua's cjson writes an empty array as {}.
+    return tuple(_state(item) for item in json.loads(raw) or ())
+
+
 class RedisBackend:
     """The fleet rules of one namespace in Redis.
 
@@ -162,9 +167,45 @@ class RedisBackend:
         if stream_maxlen < 1:
             raise ValueError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
         self._maxlen = str(stream_maxlen)
+        # Set by from_url: the events client's timeout allows this long a block.
+        self._max_block_ms: int | None = None
         self._test_clock = bool(test_clock)
         if self._test_clock:
             self.enable_test_clock()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        namespace: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_block_ms: int = 1000,
+        **options: Any,
+    ) -> RedisBackend:
+        """A backend with its two clients made by ``connect_redis``: scripts
+        with ``timeout``, events with ``timeout`` plus ``max_block_ms`` (the
+        longest ``events()`` block then accepted). Connects lazily."""
+        if isinstance(max_block_ms, bool) or not isinstance(max_block_ms, int):
+            raise TypeError(f"max_block_ms must be an int, got {max_block_ms!r}")
+        if not 1 <= max_block_ms <= 60_000:
+            raise ValueError(
+                f"max_block_ms must be in [1, 60000], got {max_block_ms!r}"
+            )
+        key_prefix(namespace)
+        client = connect_redis(url, timeout=timeout, **options)
+        events_client = connect_redis(
+            url, timeout=timeout + max_block_ms / 1000, **options
+        )
+        backend = cls(client, namespace, events_client=events_client)
+        backend._max_block_ms = max_block_ms
+        return backend
+
+    def close(self) -> None:
+        """Close both clients' connections."""
+        self._client.close()
+        if self._events_client is not self._client:
+            self._events_client.close()
 
     def __repr__(self) -> str:
         kwargs = getattr(
@@ -203,10 +244,7 @@ class RedisBackend:
             "sync", request.time_ms, json.dumps(payload, separators=(",", ":"))
         )
         return SyncReply(
-            _text(epoch),
-            int(version),
-            bool(duplicate),
-            tuple(_state(raw) for raw in states),
+            _text(epoch), int(version), bool(duplicate), _json_states(states)
         )
 
     def force(
@@ -221,6 +259,11 @@ class RedisBackend:
         all). Returns the cursor to pass next time and the states."""
         if isinstance(block_ms, bool) or not isinstance(block_ms, int) or block_ms < 0:
             raise ValueError(f"block_ms must be an int >= 0, got {block_ms!r}")
+        if self._max_block_ms is not None and block_ms > self._max_block_ms:
+            raise ValueError(
+                f"block_ms must be at most max_block_ms={self._max_block_ms} "
+                f"(the events client's socket timeout), got {block_ms!r}"
+            )
         if not isinstance(cursor, str):
             raise TypeError(f"cursor must be a str, got {cursor!r}")
         stream = self.keys[-1]
@@ -240,7 +283,7 @@ class RedisBackend:
         return cursor, tuple(states)
 
     def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
-        states = (_state(raw) for raw in self._run("view", check_time(time_ms)))
+        states = _json_states(self._run("view", check_time(time_ms)))
         return tuple(sorted(states, key=lambda state: state.name))
 
     # -- beyond the protocol ----------------------------------------------------

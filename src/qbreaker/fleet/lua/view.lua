@@ -1,5 +1,5 @@
 -- view: every breaker the namespace knows (a stored state or policy), in no
--- particular order. Reply: {state...}.
+-- particular order. Reply: JSON of [state, ...].
 local now = clock()
 if now == nil then
   return redis.error_reply(TEST_CLOCK_ERROR)
@@ -13,4 +13,4 @@ for _, key in ipairs({K_ST, K_POL}) do
     end
   end
 end
-return states
+return cjson.encode(states)
