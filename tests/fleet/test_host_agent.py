@@ -7,6 +7,7 @@ step by step, except where the election thread itself is under test.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -308,3 +309,23 @@ def test_the_elected_thread_applies_an_event_within_milliseconds(host_dir: str) 
         time.sleep(0.001)
     assert breaker.state == qbreaker.State.OPEN
     assert time.monotonic() - started < 0.2
+
+
+def test_a_forked_child_runs_an_election_but_is_not_the_agent(host_dir: str) -> None:
+    fleet.connect(namespace="tests", backend=MemoryBackend())
+    control = ControlSegment()
+    deadline = time.monotonic() + 5
+    while not control.agent_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    parent = fleet._runner
+    assert control.lease().pid == os.getpid()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        ok = fleet._runner is not None and fleet._runner is not parent
+        ok = ok and fleet._runner.nonce != parent.nonce
+        time.sleep(0.8)  # longer than an election round
+        ok = ok and ControlSegment().lease().pid != os.getpid()
+        os._exit(0 if ok else 1)
+    _, code = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    assert control.lease().pid == os.getpid()

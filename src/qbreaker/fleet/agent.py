@@ -184,7 +184,8 @@ class Agent:
             except (OSError, ValueError, TypeError) as exc:
                 self._note_error(f"cannot open fleet breaker {name!r}: {exc}")
                 continue
-            self._add(name, options, breaker)
+            with self.lock:
+                self._add(name, options, breaker)
 
     def _add(self, name: str, options: FleetOptions, breaker: Any) -> None:
         totals = breaker.totals()
@@ -416,12 +417,18 @@ class Agent:
         for state in states:
             self.apply_event(state)
         if states:
-            self.publish()
+            with self.lock:
+                self.publish()
         return cursor
 
     # -- connectivity and status -----------------------------------------------
 
     def set_connected(self, connected: bool, error: BaseException | None) -> None:
+        # The sync loop and the events thread both report: one change, one line.
+        with self.lock:
+            self._set_connected(connected, error)
+
+    def _set_connected(self, connected: bool, error: BaseException | None) -> None:
         if error is not None:
             self.last_error = _describe_error(error, self.info.get("password"))
         if connected == self.connected:
