@@ -61,7 +61,9 @@ HOT_INTERVAL = 0.25  # seconds between syncs while anything is failing or open
 REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
 LEASE_RENEW_MS = LEASE_MS // 6
 BACKOFF_MAX = 10.0  # seconds: the longest wait after failing syncs
-EVENTS_BLOCK_MS = 1000
+# A blocked read that outlives its socket timeout (this + timeout) is a frozen
+# Redis: short enough to say so within a second.
+EVENTS_BLOCK_MS = 500
 #: A forced fleet open is applied as an open of the longest duration a word
 #: holds, renewed on every sync.
 FORCED_OPEN_MS = (1 << 27) - 1
