@@ -28,8 +28,8 @@ from qbreaker.compat.pybreaker import memory as pyb_memory
 from . import test_compat_pybreaker_storage as storage_tests
 from .test_compat_pybreaker_storage import DictStorage
 
-# The Redis fixtures: a session's redis-server on a free loopback port.
-redis_backend = storage_tests.redis_backend
+# The Redis fixtures; the session's redis-server (redis_backend) is the one of
+# tests/conftest.py.
 redis_connect = storage_tests.redis_connect
 namespace = storage_tests.namespace
 

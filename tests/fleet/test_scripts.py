@@ -37,8 +37,6 @@ from .helpers import T0, Host, delta, policy
 redis = pytest.importorskip("redis")
 redis_backend_module = pytest.importorskip("qbreaker.fleet.redis_backend")
 
-pytestmark = pytest.mark.fleet
-
 NAMES = ("a", "b", "c")
 HOSTS = ("h1", "h2", "h3")
 POLICIES = (
@@ -90,10 +88,11 @@ class Pair:
                 request.host_id, request.seq, request.deltas, time_ms=self.now
             )
         expected, got = self.spec.sync(request), self.redis.sync(request)
-        assert (got.version, got.duplicate, got.states) == (
+        assert (got.version, got.duplicate, got.states, got.last_seq) == (
             expected.version,
             expected.duplicate,
             expected.states,
+            expected.last_seq,
         ), request
         self.epochs[0].add(expected.epoch)
         self.epochs[1].add(got.epoch)
@@ -201,6 +200,7 @@ def run(pair: Pair, ops: list[Any]) -> None:
     pair.check_end()
 
 
+@pytest.mark.fleet
 @pytest.mark.hypothesis
 @settings(
     max_examples=300,
@@ -212,6 +212,7 @@ def test_scripts_agree_with_the_spec(pair: Any, ops: list[Any]) -> None:
     run(pair(), ops)
 
 
+@pytest.mark.fleet
 def test_scripts_agree_with_the_spec_on_long_walks(pair: Any) -> None:
     """Seeded walks of 1,500 steps: depth next to hypothesis' breadth."""
     reasons: set[str] = set()
@@ -269,6 +270,7 @@ def walk(one: Pair, rng: random.Random) -> set[str]:
 # -- Redis alone ---------------------------------------------------------------------
 
 
+@pytest.mark.fleet
 def test_every_key_of_a_namespace_is_in_one_hash_slot(
     redis_client: Any, namespace: str
 ) -> None:
@@ -297,6 +299,7 @@ def script_loads(client: Any) -> int:
     return int(stats.get("cmdstat_script|load", {}).get("calls", 0))
 
 
+@pytest.mark.fleet
 def test_noscript_loads_the_script_once_and_retries_once(
     redis_client: Any, namespace: str
 ) -> None:
@@ -312,6 +315,7 @@ def test_noscript_loads_the_script_once_and_retries_once(
     assert script_loads(redis_client) == before + 1
 
 
+@pytest.mark.fleet
 def test_redis_time_is_the_clock(redis_client: Any, namespace: str) -> None:
     backend = RedisBackend(redis_client, namespace)
     pol = policy(quorum=1, reset_timeout_ms=60_000)
@@ -325,6 +329,7 @@ def test_redis_time_is_the_clock(redis_client: Any, namespace: str) -> None:
     assert abs((now + view.remaining_ms) - (now + 60_000)) < 2_000
 
 
+@pytest.mark.fleet
 def test_injected_time_needs_test_mode(redis_client: Any, namespace: str) -> None:
     backend = RedisBackend(redis_client, namespace)
     request = SyncRequest("h1", 1, (delta("db", policy()),), time_ms=T0)
@@ -344,6 +349,7 @@ def test_injected_time_needs_test_mode(redis_client: Any, namespace: str) -> Non
     assert backend.view()[0].state == "closed"
 
 
+@pytest.mark.fleet
 def test_the_stream_is_bounded(redis_client: Any, namespace: str) -> None:
     backend = RedisBackend(redis_client, namespace, stream_maxlen=10)
     for i in range(400):
@@ -354,6 +360,7 @@ def test_the_stream_is_bounded(redis_client: Any, namespace: str) -> None:
     assert states[-1].generation == 400
 
 
+@pytest.mark.fleet
 def test_events_resume_across_a_new_epoch(redis_client: Any, namespace: str) -> None:
     backend = RedisBackend(redis_client, namespace)
     backend.force("db", "open", by="ops")
@@ -423,6 +430,7 @@ def test_no_password_in_reprs_or_messages(namespace: str) -> None:
     assert "hunter2" not in str(refused.value)
 
 
+@pytest.mark.fleet
 def test_from_url_blocks_for_events_within_its_timeout(
     redis_backend: Any, namespace: str
 ) -> None:
@@ -442,3 +450,41 @@ def test_from_url_blocks_for_events_within_its_timeout(
     finally:
         backend._client.delete(*backend.keys)
         backend.close()
+
+
+@pytest.mark.fleet
+def test_the_documented_acl_suffices_and_fences_other_namespaces(
+    redis_backend: Any, redis_client: Any, namespace: str
+) -> None:
+    user = f"fleet-{namespace}"
+    rules = redis_backend_module.acl_rules(namespace)
+    assert rules[1] == "~" + key_prefix(namespace) + "*"
+    redis_client.execute_command("ACL", "SETUSER", user, "on", ">s3cret", *rules)
+    url = f"redis://{user}:s3cret@127.0.0.1:{redis_backend.port}/0"
+    backend = RedisBackend.from_url(url, namespace, timeout=5.0)
+    try:
+        pol = policy(quorum=1)
+        host = Host(backend, "h1")
+        cursor, _ = backend.events("$", 0)
+        backend.enable_test_clock()
+        assert host.sync(T0, delta("db", pol, tripped=True)).states[0].state == "open"
+        assert host.sync(T0 + 1, delta("db", policy(quorum=3))).version == 1
+        backend.force("db", "reset", by="ops")
+        assert [s.reason for s in backend.events(cursor, 100)[1]] == [
+            "quorum",
+            "manual",
+        ]
+        assert backend.view()[0].state == "closed"
+        assert len(backend.conflicts()) == 1
+        redis_client.script_flush()
+        assert not host.sync(T0 + 2, delta("db", pol)).duplicate
+        # Another namespace's keys are out of reach, for scripts and reads.
+        other = RedisBackend(backend._client, namespace + "x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            other.sync(SyncRequest("h1", 1, (delta("db", pol),)))
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            other.events("0-0", 0)
+    finally:
+        backend.close()
+        redis_client.execute_command("ACL", "DELUSER", user)
+        redis_client.delete(*backend.keys)

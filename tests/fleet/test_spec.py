@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from qbreaker.fleet._protocol import (
+    EVENTS_PER_READ,
     BreakerDelta,
     FleetState,
     PolicyConflict,
@@ -305,6 +306,7 @@ def test_resent_sync_is_counted_once(backend: Any) -> None:
     h1.sync(T0, delta("db", pol, calls=3, failures=3))
     again = h1.resend(T0 + 1)
     assert again.duplicate and again.states[0].state == "closed"
+    assert again.last_seq == 1
     # Other hosts' seqs are their own.
     assert not h2.sync(T0 + 2, delta("db", pol, calls=1, failures=1)).duplicate
     state = h1.sync(T0 + 3, delta("db", pol, calls=1, failures=1)).states[0]
@@ -315,9 +317,9 @@ def test_an_older_seq_is_a_duplicate(backend: Any) -> None:
     pol = policy(quorum=1)
     older = SyncRequest("h1", 4, (delta("db", pol, tripped=True),), time_ms=T0)
     newer = SyncRequest("h1", 5, (delta("db", pol),), time_ms=T0)
-    assert not backend.sync(newer).duplicate
+    assert backend.sync(newer).last_seq == 5
     reply = backend.sync(older)
-    assert reply.duplicate
+    assert reply.duplicate and reply.last_seq == 5
     # Nothing of it was applied, and a duplicate still reports the state.
     assert reply.states == (FleetState("db", "closed", 0, 0, (), ""),)
 
@@ -385,6 +387,16 @@ def test_events_from_the_start_and_from_now(backend: Any) -> None:
         ("b", "forced_closed"),
     ]
     assert everything[0].remaining_ms == pol.reset_timeout_ms
+
+
+def test_events_come_in_pages(backend: Any) -> None:
+    for i in range(EVENTS_PER_READ + 5):
+        backend.force("db", ("open", "close")[i % 2], by="ops", time_ms=T0 + i)
+    cursor, first = backend.events("0-0", 0)
+    cursor, rest = backend.events(cursor, 0)
+    assert (len(first), len(rest)) == (EVENTS_PER_READ, 5)
+    assert [s.generation for s in first + rest] == list(range(1, EVENTS_PER_READ + 6))
+    assert backend.events(cursor, 0) == (cursor, ())
 
 
 def test_events_block_until_a_transition(backend: Any) -> None:

@@ -26,6 +26,8 @@ from .._validate import integer
 
 __all__ = (
     "ACTIONS",
+    "EVENTS_KEPT",
+    "EVENTS_PER_READ",
     "REASONS",
     "SCHEMA",
     "STATES",
@@ -58,6 +60,10 @@ REASONS = (
 ACTIONS = ("open", "close", "reset")
 #: The ring has this many buckets, each window_ms // RING_BUCKETS long.
 RING_BUCKETS = 10
+#: The events a backend keeps (Redis: the stream's approximate MAXLEN).
+EVENTS_KEPT = 10_000
+#: The most events one ``events()`` call returns.
+EVENTS_PER_READ = 1000
 # Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
 _MAX_INT = 2**53 - 1
 
@@ -270,12 +276,18 @@ class FleetState:
 
 @dataclass(frozen=True)
 class SyncReply:
-    """The backend's answer to a sync."""
+    """The backend's answer to a sync.
+
+    ``last_seq``: the host's last applied seq after this request (-1: none).
+    An agent that starts afresh (a takeover, a restart) and finds its first
+    request a duplicate continues from ``last_seq + 1``.
+    """
 
     epoch: str
     version: int
     duplicate: bool
     states: tuple[FleetState, ...]
+    last_seq: int = -1
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,16 @@ import json
 import os
 import urllib.parse
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._protocol import (
+    EVENTS_KEPT,
+    EVENTS_PER_READ,
+    FleetBackend,
     FleetState,
     PolicyConflict,
     SyncReply,
@@ -41,14 +44,18 @@ from ._protocol import (
     key_prefix,
 )
 
-__all__ = ("KEY_NAMES", "RedisBackend", "connect_redis", "redacted_url")
+__all__ = (
+    "ACL_COMMANDS",
+    "KEY_NAMES",
+    "RedisBackend",
+    "acl_rules",
+    "connect_redis",
+    "redacted_url",
+)
 
 #: The keys of a namespace, after its prefix, in the order the scripts take them.
 KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "ev")
 DEFAULT_TIMEOUT = 0.25
-STREAM_MAXLEN = 10_000
-#: The most events one ``events()`` call returns.
-EVENTS_PER_READ = 1000
 
 
 class _Script:
@@ -71,6 +78,27 @@ def _script(name: str) -> _Script:
     if script is None:
         script = _SCRIPTS[name] = _Script(name)
     return script
+
+
+#: Every command the backend sends, and those its scripts call (Redis checks
+#: those against the ACL as well).
+ACL_COMMANDS = (
+    "evalsha", "script|load", "xread", "xrevrange", "hgetall", "hget",
+    "time", "hset", "hsetnx", "hdel", "hincrby", "hkeys", "xadd",
+)  # fmt: skip
+
+
+def acl_rules(namespace: str) -> tuple[str, ...]:
+    """The least an ACL user of one namespace needs, for ``ACL SETUSER``:
+    its keys only, no channels, only the commands of ``ACL_COMMANDS``."""
+    prefix = key_prefix(namespace)
+    return (
+        "resetkeys",
+        f"~{prefix}*",
+        "resetchannels",
+        "-@all",
+        *(f"+{command}" for command in ACL_COMMANDS),
+    )
 
 
 def redacted_url(url: str) -> str:
@@ -154,7 +182,7 @@ class RedisBackend:
         namespace: str,
         *,
         events_client: Any = None,
-        stream_maxlen: int = STREAM_MAXLEN,
+        stream_maxlen: int = EVENTS_KEPT,
         test_clock: bool = False,
     ) -> None:
         self.namespace = namespace
@@ -240,11 +268,15 @@ class RedisBackend:
                 for d in request.deltas
             ],
         }
-        epoch, version, duplicate, states = self._run(
+        epoch, version, duplicate, states, last_seq = self._run(
             "sync", request.time_ms, json.dumps(payload, separators=(",", ":"))
         )
         return SyncReply(
-            _text(epoch), int(version), bool(duplicate), _json_states(states)
+            _text(epoch),
+            int(version),
+            bool(duplicate),
+            _json_states(states),
+            int(last_seq),
         )
 
     def force(
@@ -324,3 +356,9 @@ class RedisBackend:
             # Redis restarted or the scripts were flushed: load once, send once.
             self._client.script_load(script.text)
             return self._client.evalsha(script.sha, len(self.keys), *self.keys, *argv)
+
+
+if TYPE_CHECKING:  # mypy checks that the backend implements the protocol
+
+    def _implements(backend: RedisBackend) -> FleetBackend:
+        return backend

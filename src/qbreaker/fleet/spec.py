@@ -16,10 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._protocol import (
+    EVENTS_KEPT,
+    EVENTS_PER_READ,
     RING_BUCKETS,
     BreakerDelta,
+    FleetBackend,
     FleetPolicy,
     FleetState,
     PolicyConflict,
@@ -30,11 +34,6 @@ from ._protocol import (
 )
 
 __all__ = ("MemoryBackend",)
-
-#: The most events one ``events()`` call returns (the Redis backend's COUNT).
-EVENTS_PER_READ = 1000
-#: The events kept, as the Redis stream's MAXLEN (there approximate).
-EVENTS_KEPT = 10_000
 
 _FORCED = {"open": "forced_open", "close": "forced_closed", "reset": "closed"}
 
@@ -83,7 +82,7 @@ class MemoryBackend:
         with self._lock:
             now = self._now(request.time_ms)
             host = request.host_id
-            duplicate = request.seq <= self._seqs.get(host, -1)
+            duplicate = request.seq <= self._seqs.setdefault(host, -1)
             if not duplicate:
                 self._seqs[host] = request.seq
                 for delta in request.deltas:
@@ -92,7 +91,9 @@ class MemoryBackend:
                 self._state(delta.name, self._breakers.get(delta.name), now)
                 for delta in request.deltas
             )
-            return SyncReply(self._epoch, self._version, duplicate, states)
+            return SyncReply(
+                self._epoch, self._version, duplicate, states, self._seqs[host]
+            )
 
     def force(
         self, name: str, action: str, *, by: str, time_ms: int | None = None
@@ -228,14 +229,11 @@ class MemoryBackend:
         quorum = tuple(_recent(breaker.trips, now, policy.reset_timeout_ms))
         if len(quorum) >= policy.quorum:
             return "quorum", quorum
-        calls = failures = slow = successes = 0
-        for c, f, s, k in breaker.ring.values():
-            calls, failures, slow, successes = (
-                calls + c,
-                failures + f,
-                slow + s,
-                successes + k,
-            )
+        sums = [0, 0, 0, 0]
+        for bucket in breaker.ring.values():
+            for i, count in enumerate(bucket):
+                sums[i] += count
+        calls, failures, slow, successes = sums
         if (
             policy.max_failures is not None
             and failures >= policy.max_failures
@@ -306,3 +304,9 @@ class MemoryBackend:
 def _recent(trips: dict[str, int], now: int, reset_timeout_ms: int) -> dict[str, int]:
     """The trip reports within ``reset_timeout_ms`` of ``now``, oldest first."""
     return {h: t for h, t in trips.items() if now - t < reset_timeout_ms}
+
+
+if TYPE_CHECKING:  # mypy checks that the backend implements the protocol
+
+    def _implements(backend: MemoryBackend) -> FleetBackend:
+        return backend

@@ -2,7 +2,7 @@
 -- {"h": host, "q": "seq", "d": [[name, "digest|policy", calls, failures,
 -- slow, successes, tripped 0/1, verdict generation or -1, verdict ok 0/1,
 -- reseed ms or -1], ...]}. Reply: {epoch, version, duplicate 0/1, JSON of
--- [state, ...]}.
+-- [state, ...], the host's last applied seq}.
 local now = clock()
 if now == nil then
   return redis.error_reply(TEST_CLOCK_ERROR)
@@ -165,4 +165,7 @@ for _, d in ipairs(request.d) do
 end
 -- The states as one JSON text: a client parses it much faster than nested
 -- arrays of bulk strings.
-return {current_epoch, version(), duplicate and 1 or 0, cjson.encode(states)}
+return {
+  current_epoch, version(), duplicate and 1 or 0, cjson.encode(states),
+  redis.call('HGET', K_SEQ, host) or '-1',
+}
