@@ -177,6 +177,11 @@ def test_status_round_trip_and_no_status(host_dir: str) -> None:
             "agent must be 'auto'",
         ),
         (
+            {"url": "redis://127.0.0.1:1", "namespace": "n", "host_id": "h" * 201},
+            ValueError,
+            "host_id must be 1 to 200 bytes",
+        ),
+        (
             {"url": "redis://127.0.0.1:1", "namespace": "n", "timeout": 0},
             ValueError,
             "timeout",

@@ -329,3 +329,16 @@ def test_a_forked_child_runs_an_election_but_is_not_the_agent(host_dir: str) -> 
     _, code = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(code) == 0
     assert control.lease().pid == os.getpid()
+
+
+def test_a_forced_fleet_open_never_holds_a_local_open(here: Fleet) -> None:
+    here.trip_here()
+    here.agent.step()
+    here.backend.force("pay", "open", by="ops")
+    here.agent.sync()
+    assert here.breaker.state == qbreaker.State.OPEN
+    # Still the local open, with its own reset_timeout: not held for hours.
+    assert here.breaker.retry_after <= here.breaker.policy.reset_ticks / 1000
+    here.backend.force("pay", "reset", by="ops")
+    here.agent.sync()
+    assert here.breaker.retry_after <= here.breaker.policy.reset_ticks / 1000

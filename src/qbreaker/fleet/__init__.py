@@ -25,7 +25,7 @@ from typing import Any, Callable, Union, cast
 
 from .._impl import methods
 from .._impl.methods import FleetOptions
-from ._protocol import FleetBackend, key_prefix
+from ._protocol import MAX_NAME_BYTES, FleetBackend, key_prefix
 from .control import ControlSegment, monotonic_ms
 from .control import exists as control_exists
 
@@ -264,8 +264,15 @@ def _make_settings(
         accepted = " or ".join(f"{k!r} ({v})" for k, v in AGENT_MODES.items())
         raise ValueError(f"agent must be {accepted}, got {agent!r}")
     host_id = host_id or socket.gethostname()
-    if not isinstance(host_id, str) or not host_id.isprintable() or not host_id:
-        raise ValueError(f"host_id must be printable text, got {host_id!r}")
+    if (
+        not isinstance(host_id, str)
+        or not host_id.isprintable()
+        or not 0 < len(host_id.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+    ):
+        raise ValueError(
+            f"host_id must be 1 to {MAX_NAME_BYTES} bytes of printable text, "
+            f"got {host_id!r}"
+        )
     sync_interval = _seconds("sync_interval", sync_interval, 0.05, 60.0)
     timeout = _seconds("timeout", timeout, 0.001, 10.0)
     password = None

@@ -384,14 +384,20 @@ class Agent:
             track.fleet_until_ms = monotonic_ms() + remaining
             if remaining > 0:
                 seconds = min(remaining, FORCED_OPEN_MS) / 1000
+                forced = fleet.state == "forced_open"
                 if state in ("closed", "half-open"):
-                    if track.open_fgen != fleet.generation:
+                    # An open is applied once per fleet generation (a cell
+                    # that probed and closed a little before the fleet's open
+                    # ended stays closed); a forced one, always.
+                    if forced or track.open_fgen != fleet.generation:
                         made = b.open_for(seconds)
                         if made:
                             track.owned = int(made)
                             track.seen = ("open", track.owned)
                             changed = True
-                elif state == "open":
+                elif state == "open" and (not forced or generation == track.owned):
+                    # A local open is held to the fleet's expiry, never to a
+                    # forced open's: the fleet's reset would not end it.
                     changed = bool(b._extend_open(generation, seconds))
                 track.open_fgen = fleet.generation
             elif state == "open" and generation == track.owned:
