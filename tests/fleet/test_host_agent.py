@@ -59,7 +59,7 @@ class Fleet:
             self.control,
             self.backend if backend is None else backend,
             "here",
-            info={"url": "memory://"},
+            info={"url": "memory://", "namespace": "tests", "mode": "thread"},
             log=lambda message, *args: self.warnings.append(message % args),
         )
 
@@ -342,3 +342,44 @@ def test_a_forced_fleet_open_never_holds_a_local_open(here: Fleet) -> None:
     here.backend.force("pay", "reset", by="ops")
     here.agent.sync()
     assert here.breaker.retry_after <= here.breaker.policy.reset_ticks / 1000
+
+
+def test_status_command_shows_the_fleet_line_and_columns(
+    here: Fleet, host_dir: str
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    here.trip_elsewhere("h2", "h3")
+    here.agent.step()
+
+    def status(*args: str) -> str:
+        env = {**os.environ, "QBREAKER_SHM_DIR": host_dir}
+        done = subprocess.run(
+            [sys.executable, "-m", "qbreaker", "status", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    text = status()
+    assert text.startswith("fleet  tests  memory://  connected  agent pid")
+    header, row = text.splitlines()[1:3]
+    assert header.split()[-4:] == ["fleet", "fleet", "gen", "origin"]
+    assert row.split()[0] == "pay" and row.split()[-3:] == ["open", "1", "fleet"]
+    raw = json.loads(status("--json"))["fleet"]
+    assert raw["connected"] and raw["breakers"]["pay"]["origin"] == "fleet"
+
+    class Down:
+        def sync(self, request: SyncRequest) -> SyncReply:
+            raise ConnectionError("refused")
+
+    here.agent.backend = Down()  # type: ignore[assignment]
+    here.agent.sync()
+    lines = status().splitlines()
+    assert "DEGRADED: host-local since" in lines[0]
+    assert "last error ConnectionError: refused" in lines[1]
