@@ -383,3 +383,18 @@ def test_status_command_shows_the_fleet_line_and_columns(
     lines = status().splitlines()
     assert "DEGRADED: host-local since" in lines[0]
     assert "last error ConnectionError: refused" in lines[1]
+
+
+def test_a_burst_of_failures_opens_the_fleet_before_any_host_trips(
+    host_dir: str,
+) -> None:
+    here = Fleet(MemoryBackend(), max_failures=50, fleet_max_failures=5)
+    here.agent.step()
+    for _ in range(5):
+        here.breaker.record_failure()
+    assert here.breaker.state == qbreaker.State.CLOSED  # no local trip
+    here.agent.sync()
+    state = here.fleet_state()
+    assert (state.state, state.reason) == ("open", "burst")
+    assert here.breaker.state == qbreaker.State.OPEN
+    assert here.breaker.metrics().fleet.origin == "fleet"
