@@ -148,7 +148,6 @@ class Agent:
         self.last_error: str | None = None
         self.last_good_sync: float | None = None
         self.applied = 0  # fleet states that changed a cell
-        self.apply_times: list[tuple[str, int, float]] = []  # (name, fgen, time)
         self._registry_read = 0.0
         # The agent's own breaker around its backend calls: a dead Redis costs
         # one quick rejection per tick, not a connect timeout.
@@ -416,8 +415,6 @@ class Agent:
             changed = True
         if changed:
             self.applied += 1
-            self.apply_times.append((fleet.name, fleet.generation, time.monotonic()))
-            del self.apply_times[:-1000]
 
     def pump_events(self, events_backend: FleetBackend, cursor: str) -> str:
         """One blocking read of fleet events, applied; the next cursor."""
