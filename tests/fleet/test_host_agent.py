@@ -398,3 +398,22 @@ def test_a_burst_of_failures_opens_the_fleet_before_any_host_trips(
     assert (state.state, state.reason) == ("open", "burst")
     assert here.breaker.state == qbreaker.State.OPEN
     assert here.breaker.metrics().fleet.origin == "fleet"
+
+
+def test_a_fresh_agent_behind_the_fleets_record_of_its_host_catches_up(
+    here: Fleet,
+) -> None:
+    # An earlier life of this host (before a reboot wiped its control
+    # segment) got as far as seq 50.
+    earlier = here.other("here")
+    earlier.seq = 49
+    earlier.sync(wall_ms(), delta("pay", here.fleet_policy()))
+    for _ in range(4):
+        here.breaker.record_success()
+    here.breaker.record_failure()
+    here.agent.step()  # seq 1 or so: a duplicate, nothing counted
+    assert here.agent.seq == 51
+    here.agent.step()  # the same news again, as seq 51
+    ring = here.backend._breakers["pay"].ring
+    assert sum(bucket[0] for bucket in ring.values()) == 5
+    assert sum(bucket[1] for bucket in ring.values()) == 1

@@ -36,6 +36,7 @@ from the cells and never closes one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -275,11 +276,14 @@ class Agent:
             return False
         with self.lock:
             self.errors = 0
-            self._acknowledge(reply)
+            done = self._acknowledge(reply)
             busy = self._apply_reply(reply)
         self.last_good_sync = time.time()
         self.set_connected(True, None)
-        self.next_sync = now + (self.hot_interval if busy else self.sync_interval)
+        if not done:
+            self.next_sync = now
+        else:
+            self.next_sync = now + (self.hot_interval if busy else self.sync_interval)
         return True
 
     def _request(self) -> SyncRequest:
@@ -309,21 +313,36 @@ class Agent:
         self.seq += 1
         return SyncRequest(self.host_id, self.seq, tuple(deltas))
 
-    def _acknowledge(self, reply: SyncReply) -> None:
-        assert self.pending is not None
-        for delta in self.pending.deltas:
-            track = self.tracks.get(delta.name)
-            if track is not None:
-                track.base = self._pending_totals[delta.name]
-                c, f, s = track.sent
-                track.sent = (c + delta.calls, f + delta.failures, s + delta.successes)
-        self.pending = None
+    def _acknowledge(self, reply: SyncReply) -> bool:
+        """Take the reply's news; False if the request must go again."""
+        pending = self.pending
+        assert pending is not None
+        behind = reply.duplicate and pending.seq < reply.last_seq
+        if behind:
+            # This host's record in the backend is ahead of this agent (its
+            # control segment is new: a reboot wiped /dev/shm): nothing of the
+            # request was counted. It goes again, past the last applied seq.
+            self.seq = reply.last_seq + 1
+            self.pending = dataclasses.replace(pending, seq=self.seq)
+        else:
+            for delta in pending.deltas:
+                track = self.tracks.get(delta.name)
+                if track is not None:
+                    track.base = self._pending_totals[delta.name]
+                    c, f, s = track.sent
+                    track.sent = (
+                        c + delta.calls,
+                        f + delta.failures,
+                        s + delta.successes,
+                    )
+            self.pending = None
         lost = (self.epoch is not None and reply.epoch != self.epoch) or (
             reply.version < self.version
         )
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
+        return not behind
 
     def _reseed(self) -> None:
         """The backend lost its data: forget the fleet's past, never close a
