@@ -104,3 +104,7 @@ ci-before-suite: ci-deps integrations-deps lint redis ## ci's steps before the s
 # The pure-Python install is tested too: PyPy and platforms without a compiled
 # wheel get it.
 ci-after-suite: check-core test-pure soak tsan freethreaded other-pythons ## ci's steps after the suite
+
+.PHONY: fleet-e2e
+fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), with its figures
+	$(PYTHON) -m pytest -m fleet -s -q -p no:cacheprovider tests/fleet/test_e2e.py

@@ -190,14 +190,17 @@ cdef class CircuitBreaker:
                  latency_threshold=None, clock=None,
                  failure_rate_threshold=None, slow_call_rate_threshold=None,
                  slow_call_duration=None, window_size=None, window_seconds=None,
-                 minimum_calls=None, shared=None, shared_policy="match"):
+                 minimum_calls=None, shared=None, shared_policy="match",
+                 fleet=False, fleet_quorum=2, fleet_max_failures=None,
+                 fleet_window=10.0):
         _api.init(self, max_failures, reset_timeout, half_open_max,
                   success_threshold, half_open_timeout, name, exclude,
                   is_failure, is_failure_result, fallback, on_state_change,
                   on_success, on_failure, on_reject, error_rate_threshold,
                   latency_threshold, clock, failure_rate_threshold,
                   slow_call_rate_threshold, slow_call_duration, window_size,
-                  window_seconds, minimum_calls, shared, shared_policy)
+                  window_seconds, minimum_calls, shared, shared_policy,
+                  fleet, fleet_quorum, fleet_max_failures, fleet_window)
 
     def _configure(self, policy, clock, options=DEFAULT_OPTIONS, name=None,
                    shared=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import Any
 
 from ._state import State
 from ._validate import check_fraction, check_seconds
@@ -55,3 +56,7 @@ class BreakerSnapshot:
     shared: str | None = None
     # Transitions into open (see Totals.opens): host-wide when shared.
     opens: int = 0
+    # A fleet breaker's fleet view (qbreaker.fleet.FleetView: fleet state,
+    # generation, origin, fleet counts), read from the host's control
+    # segment; None for every other breaker.
+    fleet: Any = None

@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
         return watch.run(args.watch)
     if args.command == "status":
-        return _status(_shm_scan.listing(), as_json=args.json)
+        from . import fleet_status
+
+        fleet = fleet_status.load()
+        return _status(_shm_scan.listing(), as_json=args.json, fleet=fleet)
     if args.command == "prune":
         return _prune(_shm_scan.prune(args.dry_run))
     name: str = args.name
@@ -73,12 +76,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(found: Listing, *, as_json: bool) -> int:
+def _status(found: Listing, *, as_json: bool, fleet: Any = None) -> int:
+    from . import fleet_status
+
     if as_json:
-        print(json.dumps(_as_json(found), indent=2))
+        print(json.dumps({**_as_json(found), "fleet": fleet_status.as_json(fleet)},
+                         indent=2))  # fmt: skip
         return 0
+    for line in fleet_status.lines(fleet):
+        print(line)
     if found.breakers:
-        _print_table(found.breakers)
+        _print_table(found.breakers, fleet)
     else:
         print("no shared breakers for this user on this host")
     if found.unusable:
@@ -122,18 +130,27 @@ def _as_json(found: Listing) -> dict[str, Any]:
     }
 
 
-def _print_table(infos: list[Any]) -> None:
+def _print_table(infos: list[Any], fleet: Any = None) -> None:
+    from . import fleet_status
+
+    header: tuple[str, ...]
     header = ("name", "state", "gen", "consec", "allowed", "rejected",
               "successes", "failures", "fail rate", "opens",
               "retry after")  # fmt: skip
+    if fleet is not None:
+        header += ("fleet", "fleet gen", "origin")
     rows: list[tuple[str, ...]] = [header]
     for i in infos:
         state = f"{i.state}" + (f" (forced {i.forced})" if i.forced else "")
         retry = "until reset" if math.isinf(i.retry_after) else f"{i.retry_after:.1f}s"
-        rows.append((i.name, state, str(i.generation), str(i.consecutive_failures),
-                     str(i.allowed), str(i.rejected), str(i.successes),
-                     str(i.failures), f"{i.failure_rate:.0%}", str(i.opens),
-                     retry))  # fmt: skip
+        row: tuple[str, ...]
+        row = (i.name, state, str(i.generation), str(i.consecutive_failures),
+               str(i.allowed), str(i.rejected), str(i.successes),
+               str(i.failures), f"{i.failure_rate:.0%}", str(i.opens),
+               retry)  # fmt: skip
+        if fleet is not None:
+            row += fleet_status.columns(fleet, i.name)
+        rows.append(row)
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

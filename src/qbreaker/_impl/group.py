@@ -16,7 +16,6 @@ from .select import IMPLEMENTATION, CircuitBreaker
 __all__ = ("BreakerGroup",)
 
 
-
 class _Entry:
     """A breaker's place in the eviction ring (bounded groups only)."""
 
@@ -106,12 +105,18 @@ class BreakerGroup(_GroupHits):
     settings instead, so no call fails for lack of shared memory; the group
     logs one warning per such episode, and names created once there is room
     again are shared again.
+
+    ``fleet=True`` (with ``shared=True``, after ``qbreaker.fleet.connect()``)
+    makes each shared breaker a fleet breaker; ``fleet_quorum``,
+    ``fleet_max_failures`` and ``fleet_window`` are breaker defaults. A
+    process-local stand-in (no room) is not one.
     """
 
     __slots__ = (
         "_defaults",
         "_max",
         "_shared",
+        "_fleet",
         "_factory",
         "_overrides",
         "_ring",
@@ -125,6 +130,7 @@ class BreakerGroup(_GroupHits):
         *,
         max_breakers: int | None = None,
         shared: bool = False,
+        fleet: bool = False,
         _breaker_class: Callable[..., CircuitBreaker] | None = None,
         **defaults: Any,
     ) -> None:
@@ -135,6 +141,17 @@ class BreakerGroup(_GroupHits):
                 "a BreakerGroup shares its breakers with shared=True (each by "
                 "its name); shared=/shared_policy= are not breaker defaults here"
             )
+        if not isinstance(fleet, bool):
+            raise TypeError(f"fleet must be True or False, got {fleet!r}")
+        if fleet and not shared:
+            raise ValueError(
+                "BreakerGroup(fleet=True) needs shared=True: fleet breakers are "
+                "host-wide ones"
+            )
+        if fleet:
+            from .methods import fleet_hooks
+
+            fleet_hooks()  # before connect(): a clear error now, not at get()
         if max_breakers is not None:
             if isinstance(max_breakers, bool) or not isinstance(max_breakers, int):
                 raise TypeError(
@@ -149,6 +166,7 @@ class BreakerGroup(_GroupHits):
         self._defaults = _settings("defaults", defaults)
         self._max = max_breakers
         self._shared = shared
+        self._fleet = fleet
         self._factory = CircuitBreaker if _breaker_class is None else _breaker_class
         # Bad defaults fail here, with the breaker's own message, rather than
         # at some first lookup far from this line.
@@ -227,7 +245,10 @@ class BreakerGroup(_GroupHits):
     def _shared_or_local(self, name: str, settings: dict[str, Any]) -> CircuitBreaker:
         # Under the creation lock.
         try:
-            breaker = self._factory(name=name, shared=name, **settings)
+            if self._fleet:
+                breaker = self._factory(name=name, shared=name, fleet=True, **settings)
+            else:
+                breaker = self._factory(name=name, shared=name, **settings)
         except SharedSpaceError as exc:
             if not self._out_of_space:
                 self._out_of_space = True

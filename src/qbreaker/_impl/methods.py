@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, NoReturn
 from .._errors import CircuitOpenError
 from .._outcomes import Hook, Options, make_options, run_hook
 from .._policy import Policy, Seconds, make_policy
-from .._validate import check_callable, check_choice
+from .._validate import check_callable, check_choice, check_count, check_seconds
 from . import segment, wrappers
 
 if TYPE_CHECKING:
@@ -65,6 +65,47 @@ class Config(NamedTuple):
     on_state_change: Listener | None
     shared: str | None
     adopt: bool  # shared_policy="adopt"
+    fleet: FleetOptions | None  # fleet=True
+
+
+class FleetOptions(NamedTuple):
+    """A fleet breaker's fleet rules (see qbreaker.fleet), validated."""
+
+    quorum: int
+    max_failures: int | None
+    window_ms: int
+
+
+class FleetHooks(NamedTuple):
+    """What ``qbreaker.fleet.connect()`` provides to the layers below it:
+    this module sits under the fleet package and cannot import it."""
+
+    register: Callable[[str, FleetOptions], None]  # a new fleet breaker's cell
+    view: Callable[[str], Any]  # its fleet view for metrics(), or None
+
+
+_fleet_hooks: FleetHooks | None = None
+
+
+def provide_fleet_hooks(hooks: FleetHooks | None) -> None:
+    """Called by qbreaker.fleet.connect() (and with None by disconnect())."""
+    global _fleet_hooks
+    _fleet_hooks = hooks
+
+
+def fleet_hooks() -> FleetHooks:
+    """The fleet's hooks; a clear error before qbreaker.fleet.connect()."""
+    if _fleet_hooks is None:
+        raise ValueError(
+            "fleet=True needs qbreaker.fleet.connect(url, namespace=...) "
+            "first, in this process, before the breaker is constructed"
+        )
+    return _fleet_hooks
+
+
+# Longest fleet window: a window is a ring of 10 buckets in Redis.
+FLEET_WINDOW_LIMIT = 3600.0
+FLEET_COUNT_LIMIT = 1_000_000
 
 
 def make_config(
@@ -94,6 +135,10 @@ def make_config(
     minimum_calls: int | None = None,
     shared: str | None = None,
     shared_policy: str = "match",
+    fleet: bool = False,
+    fleet_quorum: int = 2,
+    fleet_max_failures: int | None = None,
+    fleet_window: Seconds = 10.0,
 ) -> Config:
     """The constructor's keywords (its parameters, in order), validated once."""
     if clock is not None and not callable(clock):
@@ -129,9 +174,52 @@ def make_config(
         error_rate_threshold,
         latency_threshold,
     )
-    return Config(
-        policy, options, clock, name, on_state_change, shared, shared_policy == "adopt"
+    fleet_options = make_fleet_options(
+        fleet, shared, fleet_quorum, fleet_max_failures, fleet_window
     )
+    return Config(
+        policy,
+        options,
+        clock,
+        name,
+        on_state_change,
+        shared,
+        shared_policy == "adopt",
+        fleet_options,
+    )
+
+
+def make_fleet_options(
+    fleet: object,
+    shared: str | None,
+    quorum: object,
+    max_failures: object,
+    window: object,
+) -> FleetOptions | None:
+    """The fleet keywords, validated; None without ``fleet=True``."""
+    if not isinstance(fleet, bool):
+        raise TypeError(f"fleet must be True or False, got {fleet!r}")
+    checked_quorum = check_count("fleet_quorum", quorum, FLEET_COUNT_LIMIT)
+    checked_burst = None
+    if max_failures is not None:
+        checked_burst = check_count(
+            "fleet_max_failures", max_failures, FLEET_COUNT_LIMIT
+        )
+    seconds = check_seconds("fleet_window", window, zero_ok=False)
+    if not 0.01 <= seconds <= FLEET_WINDOW_LIMIT:
+        raise ValueError(
+            f"fleet_window must be in [0.01, {FLEET_WINDOW_LIMIT:g}] seconds, "
+            f"got {window!r}"
+        )
+    if not fleet:
+        return None
+    if shared is None:
+        raise ValueError(
+            "fleet=True needs shared=NAME: a fleet breaker is a host-wide "
+            "breaker whose host agent talks to the fleet (fleet=True, "
+            "shared=None given)"
+        )
+    return FleetOptions(checked_quorum, checked_burst, round(seconds * 1000))
 
 
 _SHARED_POLICIES = {
@@ -155,6 +243,8 @@ def configure(b: Any, config: Config) -> None:
 
     A core that cannot share memory refuses ``shared`` before calling this.
     """
+    # Before the segment is made: fleet=True before connect() changes nothing.
+    hooks = None if config.fleet is None else fleet_hooks()
     if config.shared is None:
         b._configure(config.policy, config.clock, config.options, config.name)
     else:
@@ -166,6 +256,8 @@ def configure(b: Any, config: Config) -> None:
             config.name or config.shared,
             shared=opened.buffer,
         )
+        if hooks is not None and config.fleet is not None:
+            hooks.register(config.shared, config.fleet)
     if config.on_state_change is not None:
         b._listeners = (config.on_state_change,)
 
@@ -254,6 +346,8 @@ def metrics(b: Any) -> BreakerSnapshot:
 
     totals = b.totals()
     calls, failures, slow = b._window_sums()
+    shared_name = segment.name_of(b)
+    hooks = _fleet_hooks
     return BreakerSnapshot(
         name=name(b),
         state=b.state,
@@ -272,8 +366,9 @@ def metrics(b: Any) -> BreakerSnapshot:
         failure_rate=failures / calls if calls else 0.0,
         slow_call_rate=slow / calls if calls else 0.0,
         calls_in_window=calls,
-        shared=segment.name_of(b),
+        shared=shared_name,
         opens=totals.opens,
+        fleet=None if hooks is None or shared_name is None else hooks.view(shared_name),
     )
 
 

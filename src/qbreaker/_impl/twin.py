@@ -1432,10 +1432,21 @@ class CircuitBreaker(BreakerAPI, CoreBreaker):
         minimum_calls: int | None = None,
         shared: str | None = None,
         shared_policy: str = "match",
+        fleet: bool = False,
+        fleet_quorum: int = 2,
+        fleet_max_failures: int | None = None,
+        fleet_window: Seconds = 10.0,
     ) -> None:
         # Every parameter, by name: locals() holds nothing else yet.
         arguments = {k: v for k, v in locals().items() if k != "self"}
         config = methods.make_config(**arguments)
+        if config.fleet is not None:
+            raise SharedStateError(
+                "the pure-Python core cannot be a fleet breaker (fleet=True): a "
+                "fleet breaker is a shared one, and this core cannot share a "
+                "breaker between processes; use the compiled core (unset "
+                "QBREAKER_NO_EXTENSIONS)"
+            )
         if config.shared is not None:
             raise SharedStateError(
                 "the pure-Python core cannot share a breaker between processes: "

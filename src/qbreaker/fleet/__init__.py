@@ -1,5 +1,437 @@
-"""Fleet-wide breakers: hosts coordinate through a backend (Redis), beside the calls.
+"""Fleet-wide breakers: hosts share their trips through Redis, beside the calls.
+
+``connect(url, namespace=...)`` once per process; then
+``CircuitBreaker(..., shared="payments", fleet=True)`` is a host-wide
+breaker whose host agent (one process per host, elected; see
+``qbreaker.fleet.agent``) reports its trips and counts to the fleet and
+applies the fleet's decisions to its cell. Calls touch only the host's cell,
+so nothing here is on a protected call, and Redis trouble leaves every
+breaker working as a host-wide one. ``status()`` reads this host's view from
+the control segment, without a network call.
 
 This package imports nothing heavy at import time: the protocol is plain
-dataclasses, and redis-py is imported only by ``qbreaker.fleet.redis_backend``.
+dataclasses, and redis-py is imported only by ``qbreaker.fleet.redis_backend``,
+in the elected agent.
 """
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Union, cast
+
+from .._impl import methods
+from .._impl.methods import FleetOptions
+from ._protocol import MAX_NAME_BYTES, FleetBackend, key_prefix
+from .control import ControlSegment, monotonic_ms
+from .control import exists as control_exists
+
+__all__ = ("FleetStatus", "FleetView", "connect", "disconnect", "status")
+
+ENV_URL = "QBREAKER_FLEET_URL"
+ENV_NAMESPACE = "QBREAKER_FLEET_NAMESPACE"
+ENV_AGENT = "QBREAKER_FLEET_AGENT"
+ENV_HOST_ID = "QBREAKER_FLEET_HOST_ID"
+AGENT_MODES = {
+    "auto": "a daemon thread of an elected worker",
+    "sidecar": "python -m qbreaker agent runs it; workers never do",
+    "off": "this process never runs it",
+}
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+Backend = Union[FleetBackend, Callable[[], FleetBackend]]
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """One fleet breaker as this host's agent last saw it (``metrics().fleet``).
+
+    ``state`` is the fleet's ("closed", "open", "forced_open",
+    "forced_closed"; None before the first sync), ``generation`` the fleet
+    generation, ``origin`` "fleet" when the host's cell is open because the
+    fleet opened it, "local" when it opened for this host's own reasons, None
+    otherwise. ``sent_*`` count what this host has reported.
+    """
+
+    name: str
+    state: str | None
+    generation: int
+    origin: str | None
+    tripped_by: tuple[str, ...]
+    reason: str
+    sent_calls: int
+    sent_failures: int
+    sent_successes: int
+    connected: bool
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """This host's fleet connection, from the control segment (no network).
+
+    ``connected`` is False when no agent is alive or its last contact with
+    the backend failed (then ``degraded_since``, a wall-clock time, and
+    ``last_error`` say since when and why). Wall times are for people only:
+    fleet decisions never use a host's wall clock.
+    """
+
+    connected: bool
+    agent_alive: bool
+    agent_pid: int | None
+    mode: str | None
+    host_id: str | None
+    namespace: str | None
+    url: str | None
+    degraded_since: float | None
+    last_error: str | None
+    last_good_sync: float | None
+    epoch: str | None
+    breakers: dict[str, FleetView]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    url: str | None
+    namespace: str
+    agent: str
+    host_id: str
+    sync_interval: float
+    timeout: float
+    password: str | None
+    backend: Backend | None
+
+
+_lock = threading.Lock()
+_settings: _Settings | None = None
+_control: ControlSegment | None = None
+_runner: Any = None
+
+
+def connect(
+    url: str | None = None,
+    *,
+    namespace: str | None = None,
+    sync_interval: float = 1.0,
+    timeout: float = 0.25,
+    agent: str | None = None,
+    host_id: str | None = None,
+    password_file: str | None = None,
+    backend: Backend | None = None,
+) -> None:
+    """Join this process to its host's fleet agent; once per process.
+
+    ``url`` (else $QBREAKER_FLEET_URL): ``redis://``, ``rediss://`` or
+    ``unix://``. ``namespace`` (else $QBREAKER_FLEET_NAMESPACE): the fleet's
+    key space, shared by every host of the fleet. ``agent`` (else
+    $QBREAKER_FLEET_AGENT, else "auto"): "auto" elects one process per host
+    to run the agent as a daemon thread; "sidecar" leaves it to ``python -m
+    qbreaker agent``; "off" never runs it here. ``host_id`` (else
+    $QBREAKER_FLEET_HOST_ID, else the hostname). ``password_file``: a file
+    holding the Redis password, read now; it never appears in a log or a
+    status. ``backend``: a FleetBackend (or a callable making one) in place
+    of Redis. ``sync_interval`` is the quiet tick (250 ms while anything is
+    failing or open), ``timeout`` every Redis call's.
+
+    Never raises because Redis is unreachable: the agent starts degraded and
+    keeps trying. Bad settings raise TypeError/ValueError here. Connecting
+    again with the same settings does nothing; with others, ValueError (call
+    ``disconnect()`` first).
+    """
+    global _settings, _control, _runner
+    settings = _make_settings(
+        url, namespace, sync_interval, timeout, agent, host_id, password_file, backend
+    )
+    with _lock:
+        if _settings is not None:
+            if settings == _settings:
+                return
+            raise ValueError(
+                "qbreaker.fleet is already connected in this process with other "
+                "settings; call qbreaker.fleet.disconnect() first"
+            )
+        control = ControlSegment()
+        _settings, _control = settings, control
+        methods.provide_fleet_hooks(methods.FleetHooks(_register, _view))
+        if settings.agent == "auto":
+            _runner = _make_runner(settings, control)
+            _runner.start()
+
+
+def disconnect() -> None:
+    """Stop this process's part in the fleet (its agent, if it is the one).
+
+    Fleet breakers made before stay host-wide breakers; new ones need
+    ``connect()`` again.
+    """
+    global _settings, _control, _runner
+    with _lock:
+        runner, _runner = _runner, None
+        control, _control = _control, None
+        _settings = None
+        methods.provide_fleet_hooks(None)
+    if runner is not None:
+        runner.stop()
+    if control is not None:
+        control.close()
+
+
+def status() -> FleetStatus:
+    """This host's fleet status, read from the control segment (no network).
+
+    Works in any process of the host, connected or not; makes nothing
+    (a host without a control segment has no agent).
+    """
+    if _control is None and not control_exists():
+        return _status_of(None)
+    control = _control if _control is not None else ControlSegment()
+    try:
+        return _status_of(control)
+    finally:
+        if control is not _control:
+            control.close()
+
+
+def run_agent(
+    *, stop: threading.Event | None = None, password_file: str | None = None
+) -> None:
+    """Run this host's agent in the calling thread (``python -m qbreaker agent``):
+    it waits for the lease, then runs while it holds it, until ``stop``.
+    Settings from the environment (see ``connect``)."""
+    settings = _make_settings(
+        None, None, 1.0, 0.25, "sidecar", None, password_file, None
+    )
+    runner = _make_runner(settings, ControlSegment(), mode="sidecar")
+    if stop is not None:
+        threading.Thread(
+            target=lambda: (stop.wait(), runner.stop()), daemon=True
+        ).start()
+    try:
+        runner.run()
+    finally:
+        runner.stop()
+
+
+def redis_backend_for(
+    url: str | None, namespace: str | None, *, password_file: str | None = None
+) -> FleetBackend:
+    """A Redis backend for ``url`` and ``namespace`` (else the environment's),
+    with the fleet's short timeouts; no connection is made here."""
+    settings = _make_settings(
+        url, namespace, 1.0, 0.25, "off", None, password_file, None
+    )
+    return _backend_factory(settings)()
+
+
+# -- internals -------------------------------------------------------------------
+
+
+def _make_settings(
+    url: str | None,
+    namespace: str | None,
+    sync_interval: float,
+    timeout: float,
+    agent: str | None,
+    host_id: str | None,
+    password_file: str | None,
+    backend: Backend | None,
+) -> _Settings:
+    url = url if url is not None else os.environ.get(ENV_URL) or None
+    namespace = namespace if namespace is not None else os.environ.get(ENV_NAMESPACE)
+    agent = agent if agent is not None else os.environ.get(ENV_AGENT) or "auto"
+    host_id = host_id if host_id is not None else os.environ.get(ENV_HOST_ID)
+    if backend is None:
+        if url is None:
+            raise ValueError(
+                f"url must be a redis://, rediss:// or unix:// URL (or set "
+                f"${ENV_URL}), got None"
+            )
+        if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
+            raise ValueError(
+                f"url must be a redis://, rediss:// or unix:// URL, got "
+                f"{_redact(url)!r}"
+            )
+    elif not callable(backend) and not hasattr(backend, "sync"):
+        raise TypeError(
+            f"backend must be a FleetBackend or a callable, got {backend!r}"
+        )
+    if namespace is None:
+        raise ValueError(f"namespace is required (or set ${ENV_NAMESPACE}), got None")
+    key_prefix(namespace)  # validates it
+    if agent not in AGENT_MODES:
+        accepted = " or ".join(f"{k!r} ({v})" for k, v in AGENT_MODES.items())
+        raise ValueError(f"agent must be {accepted}, got {agent!r}")
+    host_id = host_id or socket.gethostname()
+    if (
+        not isinstance(host_id, str)
+        or not host_id.isprintable()
+        or not 0 < len(host_id.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+    ):
+        raise ValueError(
+            f"host_id must be 1 to {MAX_NAME_BYTES} bytes of printable text, "
+            f"got {host_id!r}"
+        )
+    sync_interval = _seconds("sync_interval", sync_interval, 0.05, 60.0)
+    timeout = _seconds("timeout", timeout, 0.001, 10.0)
+    password = None
+    if password_file is not None:
+        if not isinstance(password_file, (str, os.PathLike)):
+            raise TypeError(f"password_file must be a path, got {password_file!r}")
+        try:
+            with open(password_file, encoding="utf-8") as f:
+                password = f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(
+                f"password_file {os.fspath(password_file)!r} cannot be read: "
+                f"{exc.strerror}"
+            ) from None
+    return _Settings(
+        url, namespace, agent, host_id, sync_interval, timeout, password, backend
+    )
+
+
+def _seconds(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and low <= seconds <= high):
+        raise ValueError(
+            f"{name} must be in [{low:g}, {high:g}] seconds, got {value!r}"
+        )
+    return seconds
+
+
+def _redact(url: object) -> str:
+    if not isinstance(url, str):
+        return repr(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, where = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{where}" if ":" in credentials else url
+
+
+def _make_runner(
+    settings: _Settings, control: ControlSegment, mode: str = "thread"
+) -> Any:
+    from .agent import Runner
+
+    info = {
+        "mode": mode,
+        "namespace": settings.namespace,
+        "url": None if settings.url is None else _redact(settings.url),
+        "sync_interval": settings.sync_interval,
+        "password": settings.password,  # for redacting errors; never published
+    }
+    return Runner(
+        _backend_factory(settings),
+        settings.host_id,
+        info=info,
+        sync_interval=settings.sync_interval,
+        control=control,
+    )
+
+
+def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
+    given = settings.backend
+    if given is not None:
+        if not hasattr(given, "sync"):
+            return given
+        backend = cast("FleetBackend", given)
+        return lambda: backend
+
+    def make() -> FleetBackend:
+        from .agent import EVENTS_BLOCK_MS
+        from .redis_backend import RedisBackend, connect_redis
+
+        assert settings.url is not None
+        options: dict[str, Any] = {}
+        if settings.password is not None:
+            options["password"] = settings.password
+        client = connect_redis(settings.url, timeout=settings.timeout, **options)
+        events = connect_redis(
+            settings.url,
+            timeout=settings.timeout + EVENTS_BLOCK_MS / 1000,
+            **options,
+        )
+        return RedisBackend(client, settings.namespace, events_client=events)
+
+    return make
+
+
+def _register(name: str, options: FleetOptions) -> None:
+    control = _control
+    if control is None:
+        raise ValueError("fleet=True needs qbreaker.fleet.connect() first")
+    control.register(name, options)
+
+
+def _view(name: str) -> FleetView | None:
+    control = _control
+    if control is None:
+        return None
+    return _status_of(control).breakers.get(name)
+
+
+def _status_of(control: ControlSegment | None) -> FleetStatus:
+    raw = {} if control is None else control.read_status()
+    alive = control is not None and control.agent_alive()
+    # A status older than a few ticks is a dead or frozen agent's.
+    fresh = monotonic_ms() - int(raw.get("updated_ms", 0)) < 3 * 10_000
+    connected = bool(raw.get("connected")) and alive and fresh
+    breakers = {}
+    for name, entry in raw.get("breakers", {}).items():
+        sent = entry.get("sent") or [0, 0, 0]
+        breakers[name] = FleetView(
+            name=name,
+            state=entry.get("state"),
+            generation=int(entry.get("generation", 0)),
+            origin=_origin(entry),
+            tripped_by=tuple(entry.get("tripped_by", ())),
+            reason=str(entry.get("reason", "")),
+            sent_calls=int(sent[0]),
+            sent_failures=int(sent[1]),
+            sent_successes=int(sent[2]),
+            connected=connected,
+        )
+    return FleetStatus(
+        connected=connected,
+        agent_alive=alive,
+        agent_pid=raw.get("pid") if alive else None,
+        mode=raw.get("mode"),
+        host_id=raw.get("host_id"),
+        namespace=raw.get("namespace"),
+        url=raw.get("url"),
+        degraded_since=raw.get("degraded_since"),
+        last_error=raw.get("last_error"),
+        last_good_sync=raw.get("last_good_sync"),
+        epoch=raw.get("epoch"),
+        breakers=breakers,
+    )
+
+
+def _origin(entry: dict[str, Any]) -> str | None:
+    if entry.get("owned") is not None:
+        return "fleet"
+    if entry.get("local_open"):
+        return "local"
+    return None
+
+
+def _after_fork_in_child() -> None:
+    # A forked child is never the agent until elected: the parent's threads
+    # do not exist here, and the child runs its own election.
+    global _runner
+    runner = _runner
+    if runner is None or _settings is None or _control is None:
+        return
+    runner.abandon()
+    _runner = _make_runner(_settings, _control)
+    _runner.start()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

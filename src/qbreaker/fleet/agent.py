@@ -1,0 +1,729 @@
+"""The host's fleet agent: the one process of a host that talks to the fleet.
+
+Calls never see it. They touch only their host's shared cells; the agent
+works beside them::
+
+    workers ──(load + CAS)──> host cells (/dev/shm) <──(scan, core ops)── agent
+                                                                            │
+                              control segment <──(lease, status)──────────── │
+                                                                            │
+                                   fleet backend (Redis) <──(sync, events)──┘
+
+``Runner`` elects the agent through the control segment's lease (a daemon
+thread in a worker, or ``python -m qbreaker agent``), and runs ``Agent``
+while it holds the lease. ``Agent`` is one loop:
+
+- every SCAN_INTERVAL it reads each fleet cell's word (``_word_view``): a
+  transition into open that the fleet did not make is a local trip; a
+  half-open that ends while the fleet's open has expired is a probe verdict;
+- it syncs (one ``backend.sync`` per tick: about 1 s quiet, 250 ms while
+  anything is failing or not closed, at once after a local trip or a
+  verdict): per-breaker count deltas from the cells' totals since the last
+  acknowledged sync, resent unchanged (same sequence number) after a lost
+  reply, so nothing is counted twice;
+- it applies each breaker's fleet state to its cell with the core's fleet
+  operations, each one CAS that a concurrent local transition wins;
+- a second thread blocks on ``backend.events``, so a fleet decision is
+  applied about one round trip after it is made.
+
+Redis trouble never reaches a call: the agent backs off (full jitter, up to
+BACKOFF_MAX), guards its backend calls with a breaker of its own, publishes
+``connected=False`` in the control segment and logs ONE warning per change
+of connectivity; the cells go on as host-wide breakers. A backend that lost
+its data (a new epoch, or a namespace version that went back) is re-seeded
+from the cells and never closes one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._impl.methods import FleetOptions
+from ._protocol import (
+    BreakerDelta,
+    FleetBackend,
+    FleetPolicy,
+    FleetState,
+    SyncReply,
+    SyncRequest,
+    Verdict,
+)
+from .control import LEASE_MS, ControlSegment, monotonic_ms
+
+SCAN_INTERVAL = 0.02  # seconds between scans of the cells
+HOT_INTERVAL = 0.25  # seconds between syncs while anything is failing or open
+REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
+LEASE_RENEW_MS = LEASE_MS // 6
+BACKOFF_MAX = 10.0  # seconds: the longest wait after failing syncs
+# A blocked read that outlives its socket timeout (this + timeout) is a frozen
+# Redis: short enough to say so within a second.
+EVENTS_BLOCK_MS = 500
+#: A forced fleet open is applied as an open of the longest duration a word
+#: holds, renewed on every sync.
+FORCED_OPEN_MS = (1 << 27) - 1
+# The fleet's ring limits (see _protocol.FleetPolicy).
+_FLEET_MS_LIMIT = 86_400_000
+
+BackendFactory = Callable[[], FleetBackend]
+
+
+def _state_name(raw: object) -> str:
+    """The core's state name in one spelling: closed, open, half-open,
+    forced-open, forced-closed."""
+    return str(raw).lower().replace("_", "-").replace(" ", "-")
+
+
+@dataclass
+class Track:
+    """The agent's knowledge of one fleet breaker of this host."""
+
+    name: str
+    breaker: Any
+    policy: FleetPolicy
+    # Totals (calls, failures, successes) at the last acknowledged sync.
+    base: tuple[int, int, int]
+    seen: tuple[str, int] | None = None  # (state, generation) at the last scan
+    owned: int | None = None  # the generation of the cell's fleet-made open
+    open_fgen: int = 0  # the fleet generation whose open was applied
+    fleet: FleetState | None = None
+    fleet_until_ms: int = 0  # host monotonic ms when the fleet's open ends
+    trip: bool = False  # a local trip not yet sent
+    verdict: Verdict | None = None  # a probe verdict not yet sent
+    reseed_ms: int | None = None  # after a data loss: the fleet open's time left
+    forced_closed: bool = False  # the agent forced the cell closed
+    failing: bool = False  # failures in the last delta sent
+    sent: tuple[int, int, int] = (0, 0, 0)  # counts sent, for metrics
+
+    def view(self) -> tuple[str, int, float]:
+        state, generation, retry_after = self.breaker._word_view()
+        return _state_name(state), int(generation), float(retry_after)
+
+
+class Agent:
+    """One host's agent while it holds the lease (see the module's notes).
+
+    ``step()`` does one round (scan, sync if due) and is what tests drive;
+    ``Runner`` calls it in a loop and runs ``pump_events`` on a thread.
+    """
+
+    def __init__(
+        self,
+        control: ControlSegment,
+        backend: FleetBackend,
+        host_id: str,
+        *,
+        info: dict[str, Any] | None = None,
+        sync_interval: float = 1.0,
+        hot_interval: float = HOT_INTERVAL,
+        open_breaker: Callable[[str], Any] | None = None,
+        log: Any = None,
+    ) -> None:
+        from .._impl.select import CircuitBreaker
+
+        self.control = control
+        self.backend = backend
+        self.host_id = host_id
+        self.info = dict(info or {})
+        self.sync_interval = sync_interval
+        self.hot_interval = hot_interval
+        self._open_breaker = open_breaker or _open_breaker
+        self._log = log
+        self.lock = threading.RLock()
+        self.tracks: dict[str, Track] = {}
+        self.seq = 0
+        self.epoch: str | None = None
+        self.version = 0
+        self.pending: SyncRequest | None = None
+        self._pending_totals: dict[str, tuple[int, int, int]] = {}
+        self.next_sync = 0.0
+        self.errors = 0
+        self.connected: bool | None = None
+        self.degraded_since: float | None = None
+        self.last_error: str | None = None
+        self.last_good_sync: float | None = None
+        self.applied = 0  # fleet states that changed a cell
+        self._registry_read = 0.0
+        # The agent's own breaker around its backend calls: a dead Redis costs
+        # one quick rejection per tick, not a connect timeout.
+        self.guard = CircuitBreaker(3, 2.0, 1, name="qbreaker.fleet.agent")
+        self._restore()
+
+    # -- state kept across agents ------------------------------------------
+
+    def _restore(self) -> None:
+        """Take over what the previous agent of this host published: its
+        sequence number, the counts it had sent, the opens the fleet made."""
+        status = self.control.read_status()
+        self.seq = int(status.get("seq", 0)) + 1  # its last request may be in flight
+        self.epoch = status.get("epoch")
+        self.version = int(status.get("version", 0))
+        self._restored: dict[str, dict[str, Any]] = dict(status.get("breakers", {}))
+
+    # -- the loop ------------------------------------------------------------
+
+    def step(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now - self._registry_read >= REGISTRY_INTERVAL or not self.tracks:
+            self.refresh_registry()
+            self._registry_read = now
+        urgent = self.scan()
+        if (urgent or now >= self.next_sync) and self.tracks:
+            self.sync(now)
+
+    def refresh_registry(self) -> None:
+        for name, options in self.control.registered():
+            if name in self.tracks:
+                continue
+            try:
+                breaker = self._open_breaker(name)
+            except (OSError, ValueError, TypeError) as exc:
+                self._note_error(f"cannot open fleet breaker {name!r}: {exc}")
+                continue
+            with self.lock:
+                self._add(name, options, breaker)
+
+    def _add(self, name: str, options: FleetOptions, breaker: Any) -> None:
+        totals = breaker.totals()
+        counts = _counts(totals)
+        track = Track(name, breaker, fleet_policy(options, breaker.policy), counts)
+        restored = self._restored.pop(name, None)
+        if restored is not None:
+            base = restored.get("base")
+            if isinstance(base, list) and len(base) == 3:
+                track.base = (int(base[0]), int(base[1]), int(base[2]))
+            track.owned = restored.get("owned")
+            track.open_fgen = int(restored.get("open_fgen", 0))
+        self.tracks[name] = track
+        # A new breaker is synced at once: a host starting during an outage
+        # learns of it before its workers send many calls.
+        self.next_sync = 0.0
+
+    def scan(self) -> bool:
+        """Read every cell's word; True if something must be sent at once."""
+        urgent = False
+        now_ms = monotonic_ms()
+        with self.lock:
+            for track in self.tracks.values():
+                state, generation, _ = track.view()
+                previous, track.seen = track.seen, (state, generation)
+                if previous == (state, generation):
+                    continue
+                if previous is None:
+                    # First sight (a new agent): an open the fleet did not
+                    # make is reported as this host's trip.
+                    if state == "open" and generation != track.owned:
+                        track.trip = urgent = True
+                    continue
+                fleet = track.fleet
+                probed = (
+                    fleet is not None
+                    and fleet.state == "open"
+                    and now_ms >= track.fleet_until_ms
+                    and previous[0] in ("open", "half-open")
+                    and state in ("closed", "open")
+                    and generation != previous[1]
+                )
+                if probed and fleet is not None:
+                    # Out of half-open (seen or not: a probe can be quicker
+                    # than a scan) while the fleet's open has expired: the
+                    # verdict, fenced by the fleet generation.
+                    track.verdict = Verdict(fleet.generation, state == "closed")
+                    urgent = True
+                    owned = track.owned
+                    if state == "open" and owned is not None:
+                        if previous[1] in (owned, owned + 1):
+                            # A failed probe of the fleet's open: the fleet
+                            # re-opens, and this open is the fleet's to close.
+                            track.owned = generation
+                    continue
+                if state == "open" and generation != track.owned:
+                    track.trip = True
+                    urgent = True
+        return urgent
+
+    # -- sync ----------------------------------------------------------------
+
+    def sync(self, now: float | None = None) -> bool:
+        """One sync with the backend; True if it got a reply."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if self.pending is None:
+                self.pending = self._request()
+        try:
+            if not self.guard.allow():
+                raise _GuardOpen
+            try:
+                reply = self.backend.sync(self.pending)
+            except BaseException:
+                self.guard.record_failure()
+                raise
+            self.guard.record_success()
+        except Exception as exc:  # noqa: BLE001 - any backend trouble
+            self.errors += 1
+            delay = random.uniform(
+                0, min(BACKOFF_MAX, self.hot_interval * 2**self.errors)
+            )
+            self.next_sync = now + max(delay, self.hot_interval / 4)
+            # The guard's rejection says nothing new: keep the last cause.
+            self.set_connected(False, None if isinstance(exc, _GuardOpen) else exc)
+            return False
+        with self.lock:
+            self.errors = 0
+            done = self._acknowledge(reply)
+            busy = self._apply_reply(reply)
+        self.last_good_sync = time.time()
+        self.set_connected(True, None)
+        if not done:
+            self.next_sync = now
+        else:
+            self.next_sync = now + (self.hot_interval if busy else self.sync_interval)
+        return True
+
+    def _request(self) -> SyncRequest:
+        deltas = []
+        self._pending_totals = {}
+        for track in self.tracks.values():
+            counts = _counts(track.breaker.totals())
+            if any(c < b for c, b in zip(counts, track.base)):
+                track.base = counts  # a segment made afresh: count from here
+            calls, failures, successes = (c - b for c, b in zip(counts, track.base))
+            self._pending_totals[track.name] = counts
+            deltas.append(
+                BreakerDelta(
+                    track.name,
+                    track.policy,
+                    calls,
+                    failures,
+                    0,
+                    successes,
+                    track.trip,
+                    track.verdict,
+                    track.reseed_ms,
+                )
+            )
+            track.failing = failures > 0
+            track.trip, track.verdict, track.reseed_ms = False, None, None
+        self.seq += 1
+        return SyncRequest(self.host_id, self.seq, tuple(deltas))
+
+    def _acknowledge(self, reply: SyncReply) -> bool:
+        """Take the reply's news; False if the request must go again."""
+        pending = self.pending
+        assert pending is not None
+        behind = reply.duplicate and pending.seq < reply.last_seq
+        if behind:
+            # This host's record in the backend is ahead of this agent (its
+            # control segment is new: a reboot wiped /dev/shm): nothing of the
+            # request was counted. It goes again, past the last applied seq.
+            self.seq = reply.last_seq + 1
+            self.pending = dataclasses.replace(pending, seq=self.seq)
+        else:
+            for delta in pending.deltas:
+                track = self.tracks.get(delta.name)
+                if track is not None:
+                    track.base = self._pending_totals[delta.name]
+                    c, f, s = track.sent
+                    track.sent = (
+                        c + delta.calls,
+                        f + delta.failures,
+                        s + delta.successes,
+                    )
+            self.pending = None
+        lost = (self.epoch is not None and reply.epoch != self.epoch) or (
+            reply.version < self.version
+        )
+        self.epoch, self.version = reply.epoch, reply.version
+        if lost:
+            self._reseed()
+        return not behind
+
+    def _reseed(self) -> None:
+        """The backend lost its data: forget the fleet's past, never close a
+        cell, and tell the fleet again what the cells say."""
+        for track in self.tracks.values():
+            state, generation, retry_after = track.view()
+            if state == "open" and track.owned == generation and retry_after > 0:
+                track.reseed_ms = min(
+                    _FLEET_MS_LIMIT, max(1, round(retry_after * 1000))
+                )
+            elif state == "open":
+                track.trip = True
+            track.owned = None
+            track.open_fgen = 0
+            track.fleet = None
+            track.fleet_until_ms = 0
+        self.next_sync = 0.0
+
+    def _apply_reply(self, reply: SyncReply) -> bool:
+        busy = False
+        for state in reply.states:
+            track = self.tracks.get(state.name)
+            if track is None:
+                continue
+            self.apply(track, state)
+            busy = busy or state.state != "closed" or track.failing
+            busy = busy or (track.seen is not None and track.seen[0] != "closed")
+        self.publish()
+        return busy
+
+    # -- applying fleet states -------------------------------------------------
+
+    def apply_event(self, state: FleetState) -> None:
+        with self.lock:
+            track = self.tracks.get(state.name)
+            if track is not None:
+                self.apply(track, state)
+
+    def apply(self, track: Track, fleet: FleetState) -> None:
+        """Bring ``track``'s cell in line with its fleet state (each step one
+        CAS on the cell's word; a local transition that wins it stands)."""
+        known = track.fleet
+        if known is not None and fleet.generation < known.generation:
+            return  # an older decision (an event read after a newer reply)
+        track.fleet = fleet
+        b = track.breaker
+        state, generation, _ = track.view()
+        if track.forced_closed and fleet.state != "forced_closed":
+            b.reset()
+            track.forced_closed = False
+            state, generation, _ = track.view()
+        changed = False
+        if fleet.state in ("open", "forced_open"):
+            remaining = (
+                FORCED_OPEN_MS if fleet.state == "forced_open" else fleet.remaining_ms
+            )
+            track.fleet_until_ms = monotonic_ms() + remaining
+            if remaining > 0:
+                seconds = min(remaining, FORCED_OPEN_MS) / 1000
+                forced = fleet.state == "forced_open"
+                if state in ("closed", "half-open"):
+                    # An open is applied once per fleet generation (a cell
+                    # that probed and closed a little before the fleet's open
+                    # ended stays closed); a forced one, always.
+                    if forced or track.open_fgen != fleet.generation:
+                        made = b.open_for(seconds)
+                        if made:
+                            track.owned = int(made)
+                            track.seen = ("open", track.owned)
+                            changed = True
+                elif state == "open" and (not forced or generation == track.owned):
+                    # A local open is held to the fleet's expiry, never to a
+                    # forced open's: the fleet's reset would not end it.
+                    changed = bool(b._extend_open(generation, seconds))
+                track.open_fgen = fleet.generation
+            elif state == "open" and generation == track.owned:
+                # The fleet's open ended: the cell half-opens at its next call.
+                changed = bool(b._expire_open(generation))
+        elif fleet.state == "closed":
+            if track.owned is not None and state in ("open", "half-open"):
+                changed = bool(b._close_if(track.owned))
+                track.seen = track.view()[:2]
+            track.owned = None
+            track.open_fgen = 0
+        elif fleet.state == "forced_closed" and not track.forced_closed:
+            b.force_closed()
+            track.forced_closed = True
+            track.owned = None
+            changed = True
+        if changed:
+            self.applied += 1
+
+    def pump_events(self, events_backend: FleetBackend, cursor: str) -> str:
+        """One blocking read of fleet events, applied; the next cursor."""
+        cursor, states = events_backend.events(cursor, EVENTS_BLOCK_MS)
+        for state in states:
+            self.apply_event(state)
+        if states:
+            with self.lock:
+                self.publish()
+        return cursor
+
+    # -- connectivity and status -----------------------------------------------
+
+    def set_connected(self, connected: bool, error: BaseException | None) -> None:
+        # The sync loop and the events thread both report: one change, one line.
+        with self.lock:
+            self._set_connected(connected, error)
+
+    def _set_connected(self, connected: bool, error: BaseException | None) -> None:
+        if error is not None:
+            self.last_error = _describe_error(error, self.info.get("password"))
+        if connected == self.connected:
+            if not connected:
+                self.publish()
+            return
+        was = self.connected
+        self.connected = connected
+        if connected:
+            self.degraded_since = None
+            if was is False:
+                self._warn(
+                    "qbreaker fleet: connected to %s again; fleet decisions apply",
+                    self.info.get("url", "the fleet backend"),
+                )
+        else:
+            self.degraded_since = time.time()
+            self._warn(
+                "qbreaker fleet: lost %s (%s); breakers are host-wide only "
+                "until it is back",
+                self.info.get("url", "the fleet backend"),
+                self.last_error,
+            )
+        self.publish()
+
+    def _note_error(self, message: str) -> None:
+        self.last_error = message
+
+    def _warn(self, message: str, *args: object) -> None:
+        if self._log is not None:
+            self._log(message, *args)
+            return
+        from .._log import logger
+
+        logger.warning(message, *args)
+
+    def publish(self) -> None:
+        """Write this agent's status into the control segment."""
+        breakers = {}
+        for track in self.tracks.values():
+            fleet = track.fleet
+            breakers[track.name] = {
+                "state": None if fleet is None else fleet.state,
+                "generation": 0 if fleet is None else fleet.generation,
+                "remaining_ms": 0 if fleet is None else fleet.remaining_ms,
+                "tripped_by": [] if fleet is None else list(fleet.tripped_by),
+                "reason": "" if fleet is None else fleet.reason,
+                "until_ms": track.fleet_until_ms,
+                "owned": track.owned,
+                "local_open": track.seen is not None
+                and track.seen[0] == "open"
+                and track.seen[1] != track.owned,
+                "open_fgen": track.open_fgen,
+                "base": list(track.base),
+                "sent": list(track.sent),
+            }
+        public = {k: v for k, v in self.info.items() if k != "password"}
+        self.control.write_status(
+            {
+                **public,
+                "pid": os.getpid(),
+                "host_id": self.host_id,
+                "connected": bool(self.connected),
+                "degraded_since": self.degraded_since,
+                "last_error": self.last_error,
+                "last_good_sync": self.last_good_sync,
+                "epoch": self.epoch,
+                "version": self.version,
+                "seq": self.seq,
+                "errors": self.errors,
+                "applied": self.applied,
+                "updated_ms": monotonic_ms(),
+                "breakers": breakers,
+            }
+        )
+
+
+def fleet_policy(options: FleetOptions, policy: Any) -> FleetPolicy:
+    """What the fleet decides with, from the fleet options and the cell's policy."""
+    return FleetPolicy(
+        quorum=options.quorum,
+        max_failures=options.max_failures,
+        window_ms=max(10, min(options.window_ms, _FLEET_MS_LIMIT)),
+        reset_timeout_ms=max(1, min(int(policy.reset_ticks), _FLEET_MS_LIMIT)),
+        failure_rate=policy.failure_rate_threshold or None,
+        slow_rate=policy.slow_rate_threshold or None,
+        minimum_calls=max(1, int(policy.minimum_calls)),
+    )
+
+
+def _counts(totals: Any) -> tuple[int, int, int]:
+    """(calls, failures, successes) from a cell's totals."""
+    return (
+        totals.successes + totals.failures + totals.neutral,
+        totals.failures,
+        totals.successes,
+    )
+
+
+def _open_breaker(name: str) -> Any:
+    from ..shared import open_existing
+
+    return open_existing(name)
+
+
+def _describe_error(error: BaseException, password: object) -> str:
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(password, str) and password:
+        text = text.replace(password, "***")
+    return text[:300]
+
+
+class Runner:
+    """Elects this process as its host's agent and runs it while elected.
+
+    ``make_backend`` is called by the elected process only, once per
+    election: no other process opens a connection.
+    """
+
+    def __init__(
+        self,
+        make_backend: BackendFactory,
+        host_id: str,
+        *,
+        info: dict[str, Any],
+        sync_interval: float = 1.0,
+        control: ControlSegment | None = None,
+    ) -> None:
+        self._make_backend = make_backend
+        self.host_id = host_id
+        self.info = info
+        self.sync_interval = sync_interval
+        self.control = control if control is not None else ControlSegment()
+        self.nonce = _nonce()
+        self.agent: Agent | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._events_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.run, name="qbreaker-fleet-agent", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        for thread in (self._thread, self._events_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+        self._demote()
+
+    def abandon(self) -> None:
+        """In a forked child: the parent's threads do not exist here."""
+        self._stop.set()
+        self.agent = None
+
+    def run(self) -> None:
+        """The election loop (the sidecar runs it in its main thread)."""
+        renewed = 0
+        while not self._stop.is_set():
+            now_ms = monotonic_ms()
+            if now_ms - renewed >= LEASE_RENEW_MS or self.agent is None:
+                try:
+                    held = self.control.try_lease(self.nonce)
+                except Exception:  # noqa: BLE001 - the control segment was removed
+                    held = False
+                renewed = now_ms
+                if held and self.agent is None:
+                    self._elect()
+                elif not held and self.agent is not None:
+                    self._demote()
+            if self.agent is not None:
+                try:
+                    self.agent.step()
+                except Exception as exc:  # noqa: BLE001 - never let the agent die
+                    self.agent._note_error(f"{type(exc).__name__}: {exc}")
+                self._stop.wait(SCAN_INTERVAL)
+            else:
+                self._stop.wait(LEASE_RENEW_MS / 1000)
+
+    def _elect(self) -> None:
+        self.agent = Agent(
+            self.control,
+            _LazyBackend(self._make_backend),
+            self.host_id,
+            info=self.info,
+            sync_interval=self.sync_interval,
+        )
+        self.agent.publish()
+        self._events_thread = threading.Thread(
+            target=self._events,
+            args=(self.agent,),
+            name="qbreaker-fleet-events",
+            daemon=True,
+        )
+        self._events_thread.start()
+
+    def _demote(self) -> None:
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            _close(agent.backend)
+        try:
+            self.control.release_lease(self.nonce)
+        except Exception:  # noqa: BLE001, S110 - the file may be gone
+            pass
+
+    def _events(self, agent: Agent) -> None:
+        # The backend serves events on a connection of their own (a blocking
+        # read must not hold up the syncs).
+        cursor = "$"
+        errors = 0
+        while not self._stop.is_set() and self.agent is agent:
+            try:
+                cursor = agent.pump_events(agent.backend, cursor)
+                errors = 0
+            except Exception as exc:  # noqa: BLE001 - any backend trouble
+                errors += 1
+                # A dead backend is seen here first: the sync loop would
+                # wait for its next tick.
+                agent.set_connected(False, exc)
+                delay = random.uniform(0, min(BACKOFF_MAX, HOT_INTERVAL * 2**errors))
+                self._stop.wait(max(delay, 0.05))
+
+
+class _GuardOpen(Exception):
+    """The agent's own breaker rejected a backend call."""
+
+
+class _LazyBackend:
+    """The backend, made on first use and made again after that failed (a
+    client library that is missing, a name that does not resolve): the
+    agent is then degraded and says why, like any other backend trouble."""
+
+    def __init__(self, make: BackendFactory) -> None:
+        self._make = make
+        self._backend: FleetBackend | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> FleetBackend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._make()
+            return self._backend
+
+    def sync(self, request: SyncRequest) -> SyncReply:
+        return self._get().sync(request)
+
+    def force(
+        self, name: str, action: str, *, by: str, time_ms: int | None = None
+    ) -> FleetState:
+        return self._get().force(name, action, by=by, time_ms=time_ms)
+
+    def events(self, cursor: str, block_ms: int) -> tuple[str, tuple[FleetState, ...]]:
+        return self._get().events(cursor, block_ms)
+
+    def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
+        return self._get().view(time_ms=time_ms)
+
+    def close(self) -> None:
+        _close(self._backend)
+
+
+def _close(backend: object) -> None:
+    close = getattr(backend, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken connection
+            pass
+
+
+def _nonce() -> int:
+    return int.from_bytes(os.urandom(4), "little") | 1

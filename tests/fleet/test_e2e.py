@@ -1,0 +1,541 @@
+"""Fleet breakers end to end: simulated hosts, real processes, a real redis-server.
+
+Each host is its own segment directory and host id, with WORKERS worker
+processes (tests/fleet/e2e_worker.py) calling one local HTTP backend that
+counts who reached it and fails on command, per host. The hosts' agents are
+elected among their workers. The test reads every host's cell and control
+segment directly (no network), drives Redis (killed, restarted empty) and
+the backend, and prints the measured figures (run with ``-s`` to see them).
+
+One scenario: one bad host (the fleet stays closed), a trip by quorum, a
+host joining during the outage, Redis killed (degraded shown, calls
+unaffected) and restarted empty (re-seeded, no cell closed by it),
+recovery, Redis frozen, the elected agent killed with kill -9, manual fleet
+control, the propagation figure over 100 applied decisions, and manual
+control with Redis down.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qbreaker import State, fleet, shared
+from qbreaker.fleet.control import ControlSegment
+
+from ..redis_server import free_port
+from . import e2e_worker
+
+pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
+redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
+
+HOSTS = 4
+WORKERS = 2
+NAME = "pay"
+WORKER = Path(__file__).with_name("e2e_worker.py")
+SRC = Path(__file__).resolve().parents[2]
+
+
+class CountingBackend:
+    """A local HTTP service: ``GET /HOST`` answers 200, or 500 for a host
+    (or everyone) told to fail; every arrival is recorded with its time."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.fail_all = False
+        self.arrivals: list[tuple[str, float]] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                host = self.path.strip("/")
+                with lock:
+                    outer.arrivals.append((host, time.monotonic()))
+                bad = outer.fail_all or host in outer.failing
+                self.send_response(500 if bad else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls_from(self, host: str, since: float, until: float = float("inf")) -> int:
+        return sum(
+            1 for h, t in list(self.arrivals) if h == host and since <= t < until
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RedisProcess:
+    """A redis-server without persistence on a fixed port: killed and
+    restarted there, it comes back empty."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.exe = shutil.which("redis-server")
+        if self.exe is None:
+            pytest.skip(
+                "redis-server is not installed (scripts/ci_redis.sh installs it)"
+            )
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.exe or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        wait_for(lambda: _pings(client), 10, "redis-server to answer PING")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+class Host:
+    """A simulated host: a segment directory, a host id, its workers."""
+
+    def __init__(
+        self,
+        host_id: str,
+        base: Path,
+        redis_url: str,
+        namespace: str,
+        backend_port: int,
+    ) -> None:
+        self.host_id = host_id
+        self.directory = base / host_id
+        self.directory.mkdir(mode=0o700)
+        self.env = {
+            **os.environ,
+            "QBREAKER_SHM_DIR": str(self.directory),
+            "QBREAKER_FLEET_HOST_ID": host_id,
+            "PYTHONPATH": str(SRC / "src")
+            + os.pathsep
+            + os.environ.get("PYTHONPATH", ""),
+        }
+        self.args = [redis_url, namespace, str(backend_port)]
+        self.workers: list[subprocess.Popen[str]] = []
+        self._cell: Any = None
+        self._control: ControlSegment | None = None
+
+    def start(self, count: int = WORKERS) -> None:
+        for _ in range(count):
+            self.workers.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKER), self.host_id, *self.args],
+                    env=self.env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+
+    @property
+    def cell(self) -> Any:
+        """This host's fleet breaker, opened by the test from its directory."""
+        if self._cell is None:
+            saved = os.environ.get("QBREAKER_SHM_DIR")
+            os.environ["QBREAKER_SHM_DIR"] = str(self.directory)
+            try:
+                self._cell = shared.open_existing(NAME)
+            finally:
+                if saved is None:
+                    del os.environ["QBREAKER_SHM_DIR"]
+                else:
+                    os.environ["QBREAKER_SHM_DIR"] = saved
+        return self._cell
+
+    def status(self) -> fleet.FleetStatus:
+        if self._control is None:
+            path = self.directory / f"qbreaker-fleet-v1-{os.geteuid()}"
+            self._control = ControlSegment(str(path))
+        return fleet._status_of(self._control)
+
+    def fleet_state(self) -> str | None:
+        view = self.status().breakers.get(NAME)
+        return None if view is None else view.state
+
+    def stop(self) -> list[dict[str, Any]]:
+        summaries = []
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                out, _ = worker.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                out, _ = worker.communicate()
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    summaries.append(json.loads(line))
+        return summaries
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; the seconds it took. Fails after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.0005)
+    return time.monotonic() - started
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@pytest.fixture
+def world() -> Iterator[dict[str, Any]]:
+    base = Path(tempfile.mkdtemp(prefix="qbreaker-fleet-e2e-", dir=_tmp_base()))
+    os.chmod(base, 0o700)
+    made: dict[str, Any] = {"hosts": []}
+    try:
+        made["redis"] = RedisProcess(base)
+        made["backend"] = CountingBackend()
+        made["base"] = base
+        made["namespace"] = f"e2e-{os.getpid()}"
+        yield made
+    finally:
+        for host in made["hosts"]:
+            host.stop()
+        if "backend" in made:
+            made["backend"].close()
+        if "redis" in made:
+            made["redis"].stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _tmp_base() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def test_fleet_end_to_end(world: dict[str, Any]) -> None:
+    figures: dict[str, str] = {}
+    redis_proc: RedisProcess = world["redis"]
+    backend: CountingBackend = world["backend"]
+    namespace = world["namespace"]
+
+    def new_host(index: int) -> Host:
+        host = Host(
+            f"host{index}", world["base"], redis_proc.url, namespace, backend.port
+        )
+        world["hosts"].append(host)
+        host.start()
+        return host
+
+    hosts = [new_host(i) for i in range(1, HOSTS + 1)]
+    for host in hosts:
+        wait_for(
+            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
+            60,
+            f"{host.host_id}'s agent to sync",
+        )
+    client = redis.Redis(host="127.0.0.1", port=redis_proc.port, socket_timeout=2)
+    from qbreaker.fleet.redis_backend import RedisBackend
+
+    fleet_backend = RedisBackend(client, namespace)
+
+    def fleet_now() -> Any:
+        (state,) = [s for s in fleet_backend.view() if s.name == NAME]
+        return state
+
+    # -- one bad host: it opens locally, the fleet stays closed ----------------
+    h1, h2, h3, h4 = hosts
+    backend.failing = {"host1"}
+    wait_for(lambda: h1.cell.state == State.OPEN, 20, "host1 to trip locally")
+    time.sleep(1.5)  # more than one quiet tick
+    assert fleet_now().state == "closed"
+    assert all(h.cell.state == State.CLOSED for h in (h2, h3, h4))
+
+    # -- trip by quorum: a second host trips, every host opens ------------------
+    backend.failing = {"host1", "host2"}
+    wait_for(
+        lambda: h2.cell.generation > 0 and h2.cell.state == State.OPEN,
+        20,
+        "host2 to trip locally",
+    )
+    quorum_seen = time.monotonic()
+    wait_for(
+        lambda: all(h.cell.state == State.OPEN for h in hosts),
+        10,
+        "every host to open by quorum",
+    )
+    figures["first quorum trip (backend failing) -> every host open"] = (
+        f"{(time.monotonic() - quorum_seen) * 1000:.1f} ms (one sample)"
+    )
+    state = fleet_now()
+    assert (state.state, state.reason) == ("open", "quorum")
+    assert set(state.tripped_by) == {"host1", "host2"}
+    # host3 and host4 never failed: the fleet's decision opened them.
+    assert h3.status().breakers[NAME].origin == "fleet"
+
+    # -- a host joining during the outage ----------------------------------------
+    backend.fail_all = True
+    h5 = new_host(5)
+    wait_for(lambda: h5.fleet_state() == "open", 60, "host5's first sync")
+    first_sync = time.monotonic()
+    left = h5.status().breakers[NAME]
+    # The open it received lasts until the fleet's open expires: count until then.
+    window = max(0.0, min(2.0, (fleet_now().remaining_ms - 200) / 1000))
+    time.sleep(window)
+    joined_calls = backend.calls_from("host5", first_sync + 0.05, first_sync + window)
+    figures["host joining during an outage: calls after its first sync"] = (
+        f"{joined_calls} in the {window:.1f} s after it ({left.state})"
+    )
+    assert joined_calls == 0
+
+    # -- Redis killed: degraded within 1 s, calls unaffected ----------------------
+    redis_proc.kill()
+    killed = time.monotonic()
+    every = [*hosts, h5]
+    wait_for(
+        lambda: not any(h.status().connected for h in every),
+        5,
+        "every host to show degraded",
+    )
+    degraded_after = time.monotonic() - killed
+    figures["Redis killed -> every host shows degraded"] = (
+        f"{degraded_after * 1000:.0f} ms"
+    )
+    assert degraded_after <= 1.0
+    opened_before = [h.cell.state for h in every]
+    time.sleep(1.0)
+    # -- restarted empty: re-seeded, and no cell was closed by it ----------------
+    redis_proc.start()
+    restarted = time.monotonic()
+    wait_for(
+        lambda: all(h.status().connected for h in every), 10, "every host to reconnect"
+    )
+    figures["Redis restarted empty -> every host reconnected"] = (
+        f"{(time.monotonic() - restarted) * 1000:.0f} ms"
+    )
+    wait_for(lambda: fleet_now().state == "open", 5, "the fleet to be re-seeded open")
+    # Re-seeded (or re-tripped by quorum), and perhaps re-opened since by a
+    # failed probe: the backend still fails.
+    assert fleet_now().reason in ("reseed", "quorum", "probe")
+    # Every backend call still fails, so no probe closed a cell either.
+    assert State.CLOSED not in opened_before
+    assert not any(h.cell.state == State.CLOSED for h in every)
+
+    # -- recovery: the backend is back, a probe closes the fleet --------------------
+    backend.fail_all = False
+    backend.failing = set()
+    recovery = time.monotonic()
+    wait_for(lambda: fleet_now().state == "closed", 30, "a probe to close the fleet")
+    wait_for(
+        lambda: all(h.cell.state == State.CLOSED for h in every),
+        30,
+        "every host to close",
+    )
+    figures["backend back -> fleet and every host closed"] = (
+        f"{time.monotonic() - recovery:.1f} s "
+        f"(reset_timeout {e2e_worker.RESET_TIMEOUT} s)"
+    )
+    assert fleet_now().reason == "probe"
+
+    # -- Redis frozen (SIGSTOP): degraded shown, calls go on, back on SIGCONT -------
+    assert redis_proc.proc is not None
+    redis_proc.proc.send_signal(signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        wait_for(
+            lambda: not any(h.status().connected for h in every),
+            5,
+            "every host to show degraded while Redis is frozen",
+        )
+        figures["Redis frozen (SIGSTOP) -> every host shows degraded"] = (
+            f"{(time.monotonic() - frozen) * 1000:.0f} ms"
+        )
+        time.sleep(0.5)
+    finally:
+        redis_proc.proc.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: all(h.status().connected for h in every), 15, "every host to reconnect"
+    )
+    assert all(h.cell.state == State.CLOSED for h in every)
+
+    # -- the elected agent killed with kill -9: another worker takes over ------------
+    victim = h1.status().agent_pid
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def taken_over() -> bool:
+        current = h1.status()
+        return current.agent_pid not in (None, victim) and current.connected
+
+    wait_for(taken_over, 10, "another host1 worker to take over")
+    figures["elected agent killed -> new agent syncing"] = (
+        f"{(time.monotonic() - killed) * 1000:.0f} ms"
+    )
+
+    # -- manual fleet control, Redis up then down ------------------------------------
+    def cli(*args: str, host: Host = h2) -> subprocess.CompletedProcess[str]:
+        env = {
+            **host.env,
+            "QBREAKER_FLEET_URL": redis_proc.url,
+            "QBREAKER_FLEET_NAMESPACE": namespace,
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "qbreaker", *args],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    done = cli("fleet", "open", NAME)
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        lambda: all(h.cell.state == State.OPEN for h in every),
+        5,
+        "every host to open by hand",
+    )
+    assert cli("fleet", "reset", NAME).returncode == 0
+    wait_for(
+        lambda: all(h.cell.state == State.CLOSED for h in every),
+        5,
+        "every host to close by hand",
+    )
+    status_text = cli("status").stdout
+    assert "connected" in status_text and "fleet gen" in status_text
+
+    # -- a decision applied on every host: p50/p99 over 100 applications --------------
+    delays: list[float] = []
+    rounds = 100 // len(every)
+    for _ in range(rounds):
+        started = time.monotonic()
+        fleet_backend.force(NAME, "open", by="e2e")
+        pending = list(every)
+        while pending:
+            now = time.monotonic()
+            for h in [h for h in pending if h.cell.state == State.OPEN]:
+                delays.append(now - started)
+                pending.remove(h)
+            assert now - started < 10, "a forced open was not applied within 10 s"
+            time.sleep(0.0002)
+        fleet_backend.force(NAME, "reset", by="e2e")
+        wait_for(
+            lambda: all(h.cell.state == State.CLOSED for h in every),
+            10,
+            "every host to close",
+        )
+    p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
+    figures[f"fleet decision applied on every host ({len(delays)} applications)"] = (
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"mean {statistics.mean(delays) * 1000:.1f} ms"
+    )
+
+    # -- a local trip completing a quorum -> every other host open, 20 times ---------
+    # The test trips host1's and host2's cells itself (as their workers would),
+    # with every worker busy calling; host1's report goes first.
+    trip_delays: list[float] = []
+    others = [h for h in every if h not in (h1, h2)]
+    for _ in range(20):
+        for _ in range(e2e_worker.MAX_FAILURES):
+            h1.cell.record_failure()
+        time.sleep(0.3)  # host1's agent reports its trip
+        started = time.monotonic()
+        for _ in range(e2e_worker.MAX_FAILURES):
+            h2.cell.record_failure()
+        pending = list(others)
+        while pending:
+            now = time.monotonic()
+            for h in [h for h in pending if h.cell.state == State.OPEN]:
+                trip_delays.append(now - started)
+                pending.remove(h)
+            assert now - started < 10, "a quorum trip was not applied within 10 s"
+            time.sleep(0.0002)
+        assert fleet_now().reason == "quorum"
+        fleet_backend.force(NAME, "reset", by="e2e")
+        h1.cell.reset()
+        h2.cell.reset()
+        wait_for(
+            lambda: all(h.cell.state == State.CLOSED for h in every),
+            10,
+            "every host to close",
+        )
+    p50, p99 = percentile(trip_delays, 0.5), percentile(trip_delays, 0.99)
+    figures[
+        f"local trip completing a quorum -> every other host open "
+        f"({len(trip_delays)} applications)"
+    ] = f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+
+    redis_proc.kill()
+    down = cli("fleet", "open", NAME)
+    assert down.returncode == 1 and "unreachable" in down.stderr
+    host_only = cli("fleet", "open", NAME, "--host-only")
+    assert host_only.returncode == 0, host_only.stderr
+    assert h2.cell.forced == "open"
+
+    # -- what the workers saw --------------------------------------------------------
+    summaries = [s for h in every for s in h.stop()]
+    assert len(summaries) == len(every) * WORKERS - 1  # one was killed
+    assert all(not s["unexpected"] for s in summaries), summaries
+    slowest = max(s["slowest_breaker_ms"] for s in summaries)
+    figures["slowest breaker operation in any worker, Redis up, down and back"] = (
+        f"{slowest:.2f} ms"
+    )
+    print(
+        f"\nfleet e2e figures ({len(every)} hosts x {WORKERS} workers, "
+        f"{time.strftime('%Y-%m-%d')}):"
+    )
+    for what, value in figures.items():
+        print(f"  {what}: {value}")
+    # No protected call ever waited for Redis (its timeout is 250 ms).
+    assert slowest < 200
+    assert p99 < 1000
