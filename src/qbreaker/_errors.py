@@ -40,11 +40,15 @@ class CircuitOpenError(BreakerError):
     grow its ``__traceback__`` on every rejection.
     """
 
+    # No __slots__: a slotted layout cannot be combined with OSError's, and
+    # the requests integration's rejection is both this and a
+    # requests.RequestException (an OSError). The attributes live in the
+    # instance dict every exception has anyway.
+    #
     # _breaker: the breaker that raised it, so that a call protected by that
     # same breaker can tell its own rejection (a nested call) from a
     # backend's error. Not pickled: in another process no breaker is the
     # same one.
-    __slots__ = ("name", "state", "retry_after", "_breaker")
 
     name: str
     state: State

@@ -1,0 +1,332 @@
+"""The rules every client integration shares, written once.
+
+An integration instance (a transport, an adapter, a middleware, an
+interceptor) builds one ``Rules`` from its keyword arguments and, per call::
+
+    admission = rules.admit(request)        # raises the rejection if open
+    try:
+        response = send(request)
+    except BaseException as exc:
+        admission.settle_exception(exc, FAILURES)   # a failure, else neutral
+        raise
+    admission.settle_status(response.status, response.headers.get("Retry-After"))
+
+The rules:
+
+- **Key.** One breaker per authority, ``scheme://host:port`` with the default
+  port filled in (``authority()``), from a ``BreakerGroup``. ``key=`` takes a
+  callable of the library's request that returns another key (a str), such
+  as the method plus a route *template*; never the raw path or query, whose
+  values are unbounded.
+- **Group.** ``group=`` shares a group between instances. Without it each
+  instance gets a group of its own (``default_group()``, the settings in
+  ``DEFAULT_GROUP_SETTINGS``), never a process-wide one.
+- **Tickets.** ``acquire()``/``release()``, never ``record_*``: a response
+  that arrives after a transition is counted in totals and changes no state.
+- **Statuses.** ``failure_statuses`` (default 5xx, 408, 429) are failures;
+  every other status is a success, since the server answered. The response
+  is still returned to the caller.
+- **Exceptions.** Only the library's transient errors (given by each
+  integration) are failures; anything else, cancellation and local usage
+  errors included, is neutral.
+- **Rejection.** ``rejection_class()`` makes the library's rejection type,
+  both a ``CircuitOpenError`` and the library's base request error. It
+  carries ``retry_after`` and the request, and pickles (without the request).
+- **Retry-After.** With ``open_on_retry_after`` (off by default), a 429 or
+  503 whose ``Retry-After`` gives seconds or an HTTP-date opens the breaker
+  for that long (``breaker.open_for``), at most the cap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Callable, Generic, TypeVar, Union
+
+from .. import CircuitOpenError, State
+from .._impl.group import BreakerGroup
+from .._impl.select import CircuitBreaker
+
+__all__ = (
+    "DEFAULT_FAILURE_STATUSES",
+    "DEFAULT_GROUP_SETTINGS",
+    "DEFAULT_MAX_BREAKERS",
+    "DEFAULT_RETRY_AFTER_CAP",
+    "Admission",
+    "Rules",
+    "authority",
+    "default_group",
+    "parse_retry_after",
+    "rejection_class",
+)
+
+RequestT = TypeVar("RequestT")
+
+#: The breaker settings of a group made when ``group=`` is omitted: trip on a
+#: failure rate of 50 % over the last 10 s once 20 calls were seen there (no
+#: consecutive-failure trip, which a busy, slightly flaky host would hit by
+#: chance), stay open 10 s, then probe with up to 3 calls.
+DEFAULT_GROUP_SETTINGS: Mapping[str, Any] = MappingProxyType(
+    {
+        "max_failures": None,
+        "failure_rate_threshold": 0.5,
+        "window_seconds": 10.0,
+        "minimum_calls": 20,
+        "reset_timeout": 10.0,
+        "half_open_max": 3,
+    }
+)
+
+#: The bound of a default group: at most this many idle, closed breakers
+#: are kept (see ``BreakerGroup(max_breakers=)``).
+DEFAULT_MAX_BREAKERS = 1000
+
+#: Statuses that count as failures unless ``failure_statuses=`` says
+#: otherwise: every 5xx, 408 Request Timeout and 429 Too Many Requests.
+DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset((*range(500, 600), 408, 429))
+
+#: ``open_on_retry_after=True`` opens for at most this many seconds.
+DEFAULT_RETRY_AFTER_CAP = 60.0
+
+# The statuses whose Retry-After may open the breaker (RFC 9110, 10.2.3).
+_RETRY_AFTER_STATUSES = frozenset((429, 503))
+
+# The longest open a breaker takes (its reset_timeout's upper bound).
+_MAX_OPEN = 134217.727
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+KeyFunction = Callable[[RequestT], str]
+RetryAfterSetting = Union[bool, float]
+
+
+def default_group() -> BreakerGroup:
+    """A new group with ``DEFAULT_GROUP_SETTINGS`` and ``DEFAULT_MAX_BREAKERS``."""
+    return BreakerGroup(max_breakers=DEFAULT_MAX_BREAKERS, **DEFAULT_GROUP_SETTINGS)
+
+
+def authority(scheme: str, host: str, port: int | None) -> str:
+    """``scheme://host:port``, lowercase, with the scheme's default port when
+    ``port`` is None, and an IPv6 host in brackets."""
+    scheme = scheme.lower()
+    host = host.lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme)
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """The seconds a ``Retry-After`` value asks for: delta-seconds or an
+    HTTP-date (against ``now``, the wall clock by default). None when the
+    value is neither, or is not in the future."""
+    text = value.strip()
+    if text.isdigit() and text.isascii():
+        # Digits only; more than ten of them is longer than any cap anyway.
+        seconds = float(text) if len(text) <= 10 else float(10**10)
+    else:
+        from email.utils import parsedate_to_datetime  # rare: loaded only here
+
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # a date without a zone is taken as GMT
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return seconds if seconds > 0 else None
+
+
+def _failure_statuses(value: Iterable[int]) -> frozenset[int]:
+    try:
+        statuses = frozenset(value)
+    except TypeError:
+        raise TypeError(
+            f"failure_statuses must be an iterable of HTTP statuses (ints in "
+            f"[100, 599]), got {value!r}"
+        ) from None
+    bad = [
+        s
+        for s in statuses
+        if isinstance(s, bool) or not isinstance(s, int) or not 100 <= s <= 599
+    ]
+    if bad:
+        raise ValueError(
+            f"failure_statuses must hold HTTP statuses (ints in [100, 599]), "
+            f"got {sorted(bad, key=repr)!r} in {value!r}"
+        )
+    return statuses
+
+
+def _retry_after_cap(value: RetryAfterSetting) -> float | None:
+    """The cap of ``open_on_retry_after``, or None when it is off."""
+    if value is False:
+        return None
+    if value is True:
+        return DEFAULT_RETRY_AFTER_CAP
+    if (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and 0.001 <= value <= _MAX_OPEN
+    ):
+        return float(value)
+    raise (ValueError if isinstance(value, (int, float)) else TypeError)(
+        f"open_on_retry_after must be False, True (a cap of "
+        f"{DEFAULT_RETRY_AFTER_CAP:g} s) or a cap in seconds in "
+        f"[0.001, {_MAX_OPEN}], got {value!r}"
+    )
+
+
+class Rules(Generic[RequestT]):
+    """The shared rules of one integration instance.
+
+    ``key`` maps the library's request to its breaker's name (an
+    integration passes its authority function as the default); the other
+    arguments are the integration's keywords, validated here.
+    """
+
+    __slots__ = ("group", "_key", "_failure_statuses", "_retry_after_cap", "_reject")
+
+    group: BreakerGroup
+
+    def __init__(
+        self,
+        *,
+        group: BreakerGroup | None,
+        key: KeyFunction[RequestT],
+        failure_statuses: Iterable[int],
+        open_on_retry_after: RetryAfterSetting,
+        rejection: Callable[[str, State, float, Any], CircuitOpenError],
+    ) -> None:
+        if group is None:
+            group = default_group()
+        elif not isinstance(group, BreakerGroup):
+            raise TypeError(
+                f"group must be a qbreaker.BreakerGroup or None, got {group!r}"
+            )
+        if not callable(key):
+            raise TypeError(
+                f"key must be a callable taking the request and returning the "
+                f"breaker's name (a str), got {key!r}"
+            )
+        self.group = group
+        self._key = key
+        self._failure_statuses = _failure_statuses(failure_statuses)
+        self._retry_after_cap = _retry_after_cap(open_on_retry_after)
+        self._reject = rejection
+
+    def breaker(self, request: RequestT) -> CircuitBreaker:
+        """The breaker of ``request``'s key."""
+        name = self._key(request)
+        if type(name) is not str:
+            raise TypeError(
+                f"key= must return the breaker's name as a str, got {name!r} "
+                f"from {self._key!r}"
+            )
+        return self.group[name]
+
+    def admit(self, request: RequestT) -> Admission:
+        """A ticket for ``request``'s breaker, or raise its rejection."""
+        breaker = self.breaker(request)
+        ticket = breaker.acquire()
+        if not ticket:
+            raise self._reject(
+                breaker.name, breaker.state, breaker.retry_after, request
+            )
+        return Admission(self, breaker, ticket)
+
+    def is_failure_status(self, status: int) -> bool:
+        return status in self._failure_statuses
+
+
+class Admission:
+    """One admitted call: its breaker and ticket, reported exactly once
+    through one of the ``settle_*`` methods or ``release``."""
+
+    __slots__ = ("breaker", "ticket", "_rules", "_started")
+
+    def __init__(self, rules: Rules[Any], breaker: CircuitBreaker, ticket: int) -> None:
+        self._rules = rules
+        self.breaker = breaker
+        self.ticket = ticket
+        self._started = time.monotonic()
+
+    def release(self, ok: bool | None) -> None:
+        """Report success (True), failure (False) or neutral (None), with the
+        call's duration for a slow-call policy."""
+        self.breaker.release(self.ticket, ok, time.monotonic() - self._started)
+
+    def settle_status(self, status: int, retry_after: str | None = None) -> None:
+        """Report a response by its status; with ``open_on_retry_after``, a
+        429 or 503 carrying ``retry_after`` (the header's value) then opens
+        the breaker for that long."""
+        self.release(not self._rules.is_failure_status(status))
+        if retry_after is not None and status in _RETRY_AFTER_STATUSES:
+            if self._rules._retry_after_cap is not None:
+                self.open_for(parse_retry_after(retry_after))
+
+    def settle_exception(
+        self, exc: BaseException, failures: tuple[type[BaseException], ...]
+    ) -> None:
+        """Report an exception: a failure if it is one of ``failures`` (the
+        library's transient errors), else neutral."""
+        self.release(False if isinstance(exc, failures) else None)
+
+    def open_for(self, seconds: float | None) -> None:
+        """Open the breaker for ``seconds`` (at most the cap) if
+        ``open_on_retry_after`` is on; a server's own pushback, such as
+        Retry-After or gRPC's ``grpc-retry-pushback-ms``."""
+        cap = self._rules._retry_after_cap
+        if cap is not None and seconds is not None and seconds >= 0.001:
+            self.breaker.open_for(min(seconds, cap))
+
+
+# -- the dual-type rejection ------------------------------------------------
+
+_classes: dict[tuple[str, str], type[CircuitOpenError]] = {}
+_classes_lock = threading.Lock()
+
+
+def _init_rejection(
+    self: CircuitOpenError,
+    name: str,
+    state: State,
+    retry_after: float,
+    request: object = None,
+) -> None:
+    CircuitOpenError.__init__(self, name, state, retry_after)
+    if request is not None:
+        # httpx's base error takes it through a property, the others as an
+        # attribute; both read it back as .request.
+        self.request = request  # type: ignore[attr-defined]
+
+
+def rejection_class(
+    base: type[Exception], *, module: str, name: str, doc: str
+) -> type[CircuitOpenError]:
+    """The class ``module.name``: a ``CircuitOpenError`` and a ``base``.
+
+    Made once per process (the same class on every call), so that pickle
+    finds it: the module must return it from its ``__getattr__`` under
+    ``name``. Its constructor is ``(name, state, retry_after, request=None)``;
+    ``base`` must accept the message as its one positional argument. It
+    pickles as a ``CircuitOpenError`` does, without the request.
+    """
+    with _classes_lock:
+        made = _classes.get((module, name))
+        if made is None:
+            made = type(
+                name,
+                (CircuitOpenError, base),
+                {
+                    "__module__": module,
+                    "__qualname__": name,
+                    "__doc__": doc,
+                    "__init__": _init_rejection,
+                },
+            )
+            _classes[module, name] = made
+        return made
