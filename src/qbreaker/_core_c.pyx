@@ -49,9 +49,11 @@ from types import MethodType
 from qbreaker._impl import methods as _api
 from qbreaker._impl import wrappers as _forms
 from qbreaker._impl import probes as _probes
-from qbreaker._policy import DEFAULT_POLICY, Policy, clock_ticks
+from qbreaker._policy import DEFAULT_POLICY, Policy, clock_ticks, duration_ticks
 from qbreaker._policy import is_slow as _is_slow
+from qbreaker._word import check_generation as _check_generation
 from qbreaker._word import check_ticket as _check_ticket
+from qbreaker._word import state_name as _state_name
 from qbreaker._word import outcome_code as _outcome_code
 from qbreaker._impl.events import Dispatcher
 from qbreaker._outcomes import (
@@ -321,6 +323,58 @@ cdef class CircuitBreaker:
             _push(self, &log, held)
         return tripped
 
+    def open_for(self, seconds):
+        """Open now for ``seconds``, then probe as usual; an open that would
+        end sooner is extended instead (no new transition), a forced breaker
+        is left alone. The full generation of the open made or extended,
+        else 0 (forced, or open for longer already)."""
+        cdef uint64_t ticks = duration_ticks("seconds", seconds)
+        cdef qb_translog log
+        cdef int held = 0
+        _events_of(self)
+        log.n = 0
+        cdef uint64_t gen = _open_for(self._cell, &self.cpolicy, ticks, _now_of(self),
+                                      &log, _ordered(&held))
+        if log.n or held:
+            _push(self, &log, held, "open_for")
+        return gen
+
+    # -- the fleet agent's operations (see docs/semantics.md) -----------------
+
+    def _extend_open(self, generation, seconds):
+        """If open in full ``generation``: expiring no sooner than ``seconds``
+        from now (True); no transition. Else False, unchanged."""
+        cdef uint64_t gen = _check_generation(generation)
+        cdef uint64_t ticks = duration_ticks("seconds", seconds)
+        return _extend_open(self._cell, &self.cpolicy, gen, ticks, _now_of(self))
+
+    def _expire_open(self, generation):
+        """If open in full ``generation``: expired now (True), so that the
+        next call probes as usual; no transition. Else False, unchanged."""
+        cdef uint64_t gen = _check_generation(generation)
+        return _expire_open(self._cell, &self.cpolicy, gen, _now_of(self))
+
+    def _close_if(self, generation):
+        """Closed (reason "fleet") if still open in full ``generation``, or
+        half-open in the probe generation after it: True. Else False."""
+        cdef uint64_t gen = _check_generation(generation)
+        cdef qb_translog log
+        cdef int held = 0
+        _events_of(self)
+        log.n = 0
+        cdef bint closed = _close_if(self._cell, gen, _now_of(self), &log,
+                                     _ordered(&held))
+        if log.n or held:
+            _push(self, &log, held, "fleet")
+        return closed
+
+    def _word_view(self):
+        """(state name, full generation, retry_after) from one read of the word."""
+        cdef uint64_t t = qb_load(&self._cell.transitions)
+        cdef uint64_t w = qb_load(&self._cell.word)
+        return (_state_name(w), _full_gen(t, w),
+                _retry_after_ticks(w, &self.cpolicy, _now_of(self)) / 1000)
+
     # -- forms of protection ------------------------------------------------
 
     def __enter__(self):
@@ -516,7 +570,7 @@ cdef class CircuitBreaker:
             rejected += self._hot[2]
         return Totals(allowed, rejected, successes,
                       qb_load(&c.failures), qb_load(&c.neutral),
-                      qb_load(&c.transitions))
+                      qb_load(&c.transitions), _opens_total(self))
 
     @property
     def _slot(self):

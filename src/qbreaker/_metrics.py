@@ -53,3 +53,5 @@ class BreakerSnapshot:
     # The segment's name for a host-wide breaker (see qbreaker.shared),
     # None for a process-local one.
     shared: str | None = None
+    # Transitions into open (see Totals.opens): host-wide when shared.
+    opens: int = 0

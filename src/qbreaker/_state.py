@@ -32,7 +32,9 @@ class Totals(NamedTuple):
 
     ``allowed`` and ``rejected`` count admission decisions; ``successes``,
     ``failures`` and ``neutral`` count reported outcomes, stale ones included;
-    ``transitions`` counts state changes (every new generation).
+    ``transitions`` counts state changes (every new generation); ``opens``
+    the transitions into open (trips, ``open_for``, failed probes; forcing
+    open is not one), host-wide for a shared breaker.
     """
 
     allowed: int
@@ -41,3 +43,4 @@ class Totals(NamedTuple):
     failures: int
     neutral: int
     transitions: int
+    opens: int = 0

@@ -224,6 +224,40 @@ def ticket_of(transitions: int, w: int) -> int:
     return (full & TICKET_GEN_FIELD) << (STATE_BITS + 1) | (w & STATE_FIELD) << 1 | 1
 
 
+def full_generation(transitions: int, w: int) -> int:
+    """The full generation of word ``w`` (a ticket's generation field);
+    ``transitions``: the total, read before ``w``."""
+    return ticket_of(transitions, w) >> (STATE_BITS + 1)
+
+
+def state_name(w: int) -> str:
+    """The state a word is in, by name: closed, open, half-open,
+    forced-open or forced-closed."""
+    state = w & STATE_FIELD
+    if state == S_FORCED:
+        return "forced-closed" if w >> FORCED_KIND_SHIFT else "forced-open"
+    return _STATE_NAMES[state]
+
+
+_STATE_NAMES = ("closed", "open", "half-open")
+
+
+def check_generation(generation: object) -> int:
+    """A full generation, as ``open_for`` returns it (0 means "none")."""
+    value = integer(generation)
+    if value is None:
+        raise TypeError(
+            f"generation must be an int returned by open_for(), got "
+            f"{generation!r} ({type(generation).__name__})"
+        )
+    if not 0 < value <= TICKET_GEN_FIELD:
+        raise ValueError(
+            f"generation must be a full generation returned by open_for() "
+            f"(an int in [1, {TICKET_GEN_FIELD}]), got {generation!r}"
+        )
+    return value
+
+
 def outcome_code(ok: object) -> int:
     if ok is True:
         return OUTCOME_SUCCESS

@@ -161,3 +161,37 @@ def test_a_segment_name_is_checked_before_anything_is_made() -> None:
         "shared_policy",
     )
     assert not shared_mod.exists(name)
+
+
+# open_for and the fleet agent's operations: refused by name, nothing changed.
+OUT_OF_RANGE_SECONDS = [0, 0.0, 0.0004, -0.5, 134217.728, 10**9, True, "5", None]
+OUT_OF_RANGE_GENERATIONS = [0, -1, 1 << 42, 1.0, True, "1", None]
+
+
+@pytest.mark.parametrize("value", [*BAD.values(), *OUT_OF_RANGE_SECONDS])
+def test_open_for(impl: Impl, value: object) -> None:
+    b = impl.Breaker()
+    (parameter,) = parameters(qbreaker.PyCircuitBreaker.open_for)
+    refused_by_name(lambda: b.open_for(value), parameter)
+    assert b._word == 0 and b.totals().transitions == 0
+
+
+@pytest.mark.parametrize("value", [*BAD.values(), *OUT_OF_RANGE_GENERATIONS])
+@pytest.mark.parametrize("method", ["_extend_open", "_expire_open", "_close_if"])
+def test_fleet_generation(impl: Impl, method: str, value: object) -> None:
+    b = impl.Breaker()
+    generation = b.open_for(5)
+    word = b._word
+    arguments = (value, 1) if method == "_extend_open" else (value,)
+    refused_by_name(lambda: getattr(b, method)(*arguments), "generation")
+    assert b._word == word
+    assert getattr(b, method)(generation, *arguments[1:]) is True
+
+
+@pytest.mark.parametrize("value", [*BAD.values(), *OUT_OF_RANGE_SECONDS])
+def test_fleet_seconds(impl: Impl, value: object) -> None:
+    b = impl.Breaker()
+    generation = b.open_for(5)
+    word = b._word
+    refused_by_name(lambda: b._extend_open(generation, value), "seconds")
+    assert b._word == word

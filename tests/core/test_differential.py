@@ -48,7 +48,17 @@ _RARE = [
     st.tuples(st.just("force_open")),
     st.tuples(st.just("force_closed")),
 ]
-OPS = st.one_of(*(_COMMON * 6), *_RARE)
+# Explicit opens and the fleet agent's operations, on a generation that one
+# of the last three open_for calls returned (by index) or, with none yet, the
+# current one.
+_EXPLICIT = [
+    st.tuples(st.just("open_for"), st.integers(1, 12)),
+    st.tuples(st.just("_extend_open"), st.integers(0, 30), st.integers(1, 12)),
+    st.tuples(st.just("_expire_open"), st.integers(0, 30)),
+    st.tuples(st.just("_close_if"), st.integers(0, 30)),
+    st.tuples(st.just("_word_view")),
+]
+OPS = st.one_of(*(_COMMON * 6), *_RARE, *_EXPLICIT)
 
 # Windows small enough that rotation, minimum_calls and every threshold are
 # reached within a sequence: count windows of a few outcomes, time windows of
@@ -97,8 +107,25 @@ def _compiled_class() -> type:
     return _core_c.CircuitBreaker  # type: ignore[no-any-return]
 
 
-def _apply(b: Any, op: tuple[Any, ...], tickets: list[int], clock: FakeClock) -> Any:
+def _apply(
+    b: Any,
+    op: tuple[Any, ...],
+    tickets: list[int],
+    clock: FakeClock,
+    generations: list[int] | None = None,
+) -> Any:
     name = op[0]
+    if name == "open_for":
+        generation = b.open_for(op[1] / 1000)
+        if generation and generations is not None:
+            generations.append(generation)
+        return generation
+    if name in ("_extend_open", "_expire_open", "_close_if"):
+        if generations:  # mostly the latest, which may still be current
+            generation = generations[-1 - op[1] % min(3, len(generations))]
+        else:
+            generation = b._word_view()[1] or 1
+        return getattr(b, name)(generation, *(o / 1000 for o in op[2:]))
     if name == "advance":
         clock.advance(op[1] / 1000)
         return None
@@ -139,13 +166,17 @@ def test_twins_agree(
     py = _core_py.CircuitBreaker(clock=clock_py, **policy)
     tickets_c: list[int] = []
     tickets_py: list[int] = []
+    generations_c: list[int] = []
+    generations_py: list[int] = []
     for step, op in enumerate(ops):
-        got_c = _apply(c, op, tickets_c, clock_c)
-        got_py = _apply(py, op, tickets_py, clock_py)
+        got_c = _apply(c, op, tickets_c, clock_c, generations_c)
+        got_py = _apply(py, op, tickets_py, clock_py, generations_py)
         where = f"step {step}: {op}"
         assert got_c == got_py, where
         assert c._word == py._word, where
         assert c.totals() == py.totals(), where
+        assert c._word_view() == py._word_view(), where
+        assert c.retry_after == py.retry_after, where
         assert c._window_sums() == py._window_sums(), where
         assert (c.state, c.forced, c.generation, c.consecutive_failures) == (
             py.state,
@@ -162,10 +193,18 @@ def test_invariants(policy: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
     clock = FakeClock()
     b = _core_py.CircuitBreaker(clock=clock, **policy)
     tickets: list[int] = []
+    generations: list[int] = []
     last_gen, transitions = 0, 0
     for op in ops:
-        _apply(b, op, tickets, clock)
+        before, previous = b._word, b.totals()
+        _apply(b, op, tickets, clock, generations)
         t = b.totals()
+        # Opens are some of the transitions; one that ends open (a new head,
+        # state open) counted one. An open_for that extends makes none.
+        new_opens = t.opens - previous.opens
+        assert 0 <= new_opens <= t.transitions - previous.transitions, op
+        if b._word & 3 == 1 and (b._word ^ before) & 0xFFFFF:
+            assert new_opens >= 1, op
         gen_step = (b.generation - last_gen) % (1 << 18)
         transitions += gen_step
         last_gen = b.generation
@@ -209,6 +248,8 @@ def test_long_random_walks_agree(seed: int) -> None:
     py = _core_py.CircuitBreaker(clock=clock_py, **policy)
     tickets_c: list[int] = []
     tickets_py: list[int] = []
+    generations_c: list[int] = []
+    generations_py: list[int] = []
     weights = {
         "allow": 3,
         "acquire": 3,
@@ -221,6 +262,11 @@ def test_long_random_walks_agree(seed: int) -> None:
         "reset": 0.2,
         "force_open": 0.1,
         "force_closed": 0.1,
+        "open_for": 0.5,
+        "_extend_open": 0.3,
+        "_expire_open": 0.3,
+        "_close_if": 0.3,
+        "_word_view": 0.2,
     }
     names, w = list(weights), list(weights.values())
     for step in range(3000):
@@ -231,12 +277,22 @@ def test_long_random_walks_agree(seed: int) -> None:
             op = (name, rng.randint(0, 1 << 30), rng.choice([True, False, None]))
         elif name == "release_timed":
             op = (name, rng.randint(0, 1 << 30), rng.random() < 0.5, rng.randint(0, 9))
+        elif name == "open_for":
+            op = (name, rng.randint(1, 12))
+        elif name == "_extend_open":
+            op = (name, rng.randint(0, 1 << 30), rng.randint(1, 12))
+        elif name in ("_expire_open", "_close_if"):
+            op = (name, rng.randint(0, 1 << 30))
         else:
             op = (name,)
-        got = (_apply(c, op, tickets_c, clock_c), _apply(py, op, tickets_py, clock_py))
+        got = (
+            _apply(c, op, tickets_c, clock_c, generations_c),
+            _apply(py, op, tickets_py, clock_py, generations_py),
+        )
         assert got[0] == got[1], (step, op)
         assert c._word == py._word, (step, op)
         assert c.totals() == py.totals(), (step, op)
+        assert c._word_view() == py._word_view(), (step, op)
         assert c._window_sums() == py._window_sums(), (step, op)
         if len(tickets_c) > 64:  # keep old tickets around, but not all of them
             del tickets_c[:32], tickets_py[:32]

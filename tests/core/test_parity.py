@@ -111,3 +111,40 @@ def test_probe_bookkeeping_sits_above_the_ticket_base() -> None:
     # compiled core's with-blocks use to mark a timed ticket.
     assert _word.PROBE_SHIFT + _word.PROBE_BITS == 62
     assert _word.TRACKED == 1 << 62 and _word.TICKET_MAX == (1 << 63) - 1
+
+
+# What the integrations, exporters and the fleet agent code against: on both
+# cores, by these names (test_same_methods_and_docstrings checks the rest).
+COORDINATION_API = ("open_for", "_extend_open", "_expire_open", "_close_if",
+                    "_word_view")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", COORDINATION_API)
+def test_coordination_api_on_both_cores(core_c, name: str) -> None:  # type: ignore[no-untyped-def]
+    assert callable(getattr(core_c.CircuitBreaker, name))
+    assert callable(getattr(_core_py.CircuitBreaker, name))
+
+
+def test_opens_is_a_total_and_a_metric() -> None:
+    from qbreaker import Totals
+    from qbreaker._impl.shared_scan import SharedBreakerInfo
+    from qbreaker._metrics import BreakerSnapshot
+
+    assert Totals._fields[-1] == "opens"
+    assert "opens" in BreakerSnapshot.__dataclass_fields__
+    assert "opens" in SharedBreakerInfo.__dataclass_fields__
+
+
+def test_the_opens_word_is_free_header_space() -> None:
+    from qbreaker._impl import segment_format as fmt
+
+    # After the longest name, before the cell, on its own aligned word.
+    assert fmt.NAME_OFFSET + 4 + fmt.NAME_LIMIT <= fmt.OPENS_OFFSET
+    assert fmt.OPENS_OFFSET + 8 == fmt.HEADER_SIZE and fmt.OPENS_OFFSET % 8 == 0
+
+
+def test_full_generation_is_the_tickets() -> None:
+    w = _word.open_word(5, 1234)
+    for t in (0, 4, 5, 7, 1 << 18, (1 << 18) + 5, (1 << 30) + 3):
+        assert _word.full_generation(t, w) == _word.ticket_of(t, w) >> 3
+    assert _word.full_generation((1 << 18) + 5, w) == (1 << 18) + 5

@@ -54,7 +54,13 @@ def test_seed_scenario(impl: Impl, clock: FakeClock) -> None:
     assert b.state is State.CLOSED
     assert b.consecutive_failures == 0
     assert b.totals() == Totals(
-        allowed=8, rejected=3, successes=3, failures=5, neutral=0, transitions=3
+        allowed=8,
+        rejected=3,
+        successes=3,
+        failures=5,
+        neutral=0,
+        transitions=3,
+        opens=1,
     )
 
 

@@ -635,11 +635,17 @@ def _info(name: str) -> Any:
 
 def test_listing_agrees_with_the_breakers_own_reading(name: str) -> None:
     b = qbreaker.CircuitBreaker(2, 30, 1, shared=name, half_open_timeout=5)
-    for step in ("closed", "open", "forced open", "forced closed", "reset"):
+    steps = ("closed", "open", "open_for", "forced open", "forced closed", "reset",
+             "open_for closed")  # fmt: skip
+    for step in steps:
         if step == "open":
             b.record_failure()
             b.record_failure()
             assert not b.allow()
+        elif step == "open_for":
+            assert b.open_for(100) == b.generation  # extends: longer than 30 s
+        elif step == "open_for closed":
+            assert b.open_for(1000)
         elif step == "forced open":
             b.force_open()
         elif step == "forced closed":
@@ -654,7 +660,7 @@ def test_listing_agrees_with_the_breakers_own_reading(name: str) -> None:
         ), step  # fmt: skip
         assert info.consecutive_failures == m.consecutive_failures, step
         totals = (info.allowed, info.rejected, info.successes, info.failures,
-                  info.neutral, info.transitions)  # fmt: skip
+                  info.neutral, info.transitions, info.opens)  # fmt: skip
         assert totals == tuple(b.totals()), step
         assert info.retry_after == pytest.approx(b.retry_after, abs=0.05), step
 

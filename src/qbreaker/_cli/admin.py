@@ -113,14 +113,16 @@ def _as_json(found: Listing) -> dict[str, Any]:
 
 def _print_table(infos: list[Any]) -> None:
     header = ("name", "state", "gen", "consec", "allowed", "rejected",
-              "successes", "failures", "fail rate", "retry after")  # fmt: skip
+              "successes", "failures", "fail rate", "opens",
+              "retry after")  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
     for i in infos:
         state = f"{i.state}" + (f" (forced {i.forced})" if i.forced else "")
         retry = "until reset" if math.isinf(i.retry_after) else f"{i.retry_after:.1f}s"
         rows.append((i.name, state, str(i.generation), str(i.consecutive_failures),
                      str(i.allowed), str(i.rejected), str(i.successes),
-                     str(i.failures), f"{i.failure_rate:.0%}", retry))  # fmt: skip
+                     str(i.failures), f"{i.failure_rate:.0%}", str(i.opens),
+                     retry))  # fmt: skip
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

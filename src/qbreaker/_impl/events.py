@@ -12,6 +12,9 @@ pending, one event at a time and in order; the others return at once. So:
 - delivery is serialized per breaker and exactly once per transition;
 - a listener's exception is logged and never reaches the protected call.
 
+A transition that an explicit operation made (``open_for``, the fleet's
+close) is queued with its reason after the two words; the log line says it.
+
 After a fork, the child's dispatchers work: a delivery another thread was
 making at that instant dies with that thread (its event is not delivered
 again in the child), and events still queued are delivered at the child's
@@ -58,7 +61,8 @@ class Dispatcher:
     __slots__ = ("pending", "_lock", "_describe", "_forks")
 
     def __init__(self, describe: Describe) -> None:
-        self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        # (old word, new word), or (old word, new word, reason).
+        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._describe = describe
         self._forks = _forks
@@ -72,10 +76,14 @@ class Dispatcher:
             try:
                 while True:
                     try:
-                        old, new = self.pending.popleft()
+                        item = self.pending.popleft()
                     except IndexError:
                         break
-                    _deliver(breaker, self._describe(old)[0], *self._describe(new))
+                    # (old word, new word), or with a reason after them.
+                    reason = item[2] if len(item) > 2 else None
+                    old = self._describe(item[0])[0]
+                    new, generation = self._describe(item[1])
+                    _deliver(breaker, old, new, generation, reason)
             finally:
                 self._lock.release()
             # Re-check: an event queued between our last pop and the release
@@ -110,7 +118,9 @@ def _log_wanted(logger: logging.Logger, level: int) -> bool:
     return False
 
 
-def _log_transition(name: str, old: State, new: State, generation: int) -> None:
+def _log_transition(
+    name: str, old: State, new: State, generation: int, reason: str | None
+) -> None:
     if "logging" not in sys.modules:
         # Nothing imported logging, so no handler is configured: a process
         # that never logs pays neither the import nor a record.
@@ -123,15 +133,18 @@ def _log_transition(name: str, old: State, new: State, generation: int) -> None:
     if _log_wanted(logger, level):
         logger.log(
             level,
-            "circuit breaker %r: %s -> %s (generation %d)",
+            "circuit breaker %r: %s -> %s (generation %d%s)",
             name,
             old,
             new,
             generation,
+            "" if reason is None else f", {reason}",
         )
 
 
-def _deliver(breaker: Any, old: State, new: State, generation: int) -> None:
-    _log_transition(breaker.name, old, new, generation)
+def _deliver(
+    breaker: Any, old: State, new: State, generation: int, reason: str | None
+) -> None:
+    _log_transition(breaker.name, old, new, generation, reason)
     for listener in breaker._listeners:
         run_hook(listener, breaker, old, new)

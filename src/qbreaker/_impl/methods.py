@@ -273,6 +273,7 @@ def metrics(b: Any) -> BreakerSnapshot:
         slow_call_rate=slow / calls if calls else 0.0,
         calls_in_window=calls,
         shared=segment.name_of(b),
+        opens=totals.opens,
     )
 
 

@@ -11,6 +11,8 @@ at an offset that is a multiple of 64::
     16      total size       u64
     24      the policy       reset, half-open timeout, counts, window (72 B)
     96      name length      u32, then the name, UTF-8, at most 124 bytes
+    248     opens            u64: transitions into open, every process's
+                             (atomic adds; zero in a fresh segment)
     256     the cell, then its window
     then    at the next multiple of 64: 128 per-process counter slots,
             64 bytes each (qb_slot in qb_cell.h): owner (pid << 32 |
@@ -50,6 +52,9 @@ NAME_LENGTH = struct.Struct("<I")
 _FIXED = struct.Struct("<QIIQ")  # magic, version, header size, total size
 POLICY_OFFSET = 24
 NAME_OFFSET = POLICY_OFFSET + _POLICY.size
+#: The opens total: the header's last word, right before the cell (the
+#: compiled core finds it there, at the cell's address minus 8).
+OPENS_OFFSET = HEADER_SIZE - 8
 
 
 def check_name(name: object) -> str:

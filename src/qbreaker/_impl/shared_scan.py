@@ -45,6 +45,8 @@ _CELL = struct.Struct("<8Q")
 # qb_window: its cursor first; its buckets follow its 64-byte header, each
 # a key, calls, failures and slow.
 _CURSOR = struct.Struct("<Q")
+# The header's opens total (segment_format.OPENS_OFFSET).
+_OPENS = struct.Struct("<Q")
 _BUCKET = struct.Struct("<4Q")
 # qb_slot: owner, allowed, successes, rejected, PID namespace, 3 reserved.
 _SLOT = struct.Struct("<5Q24x")
@@ -71,6 +73,7 @@ class SharedBreakerInfo:
     transitions: int
     failure_rate: float
     retry_after: float
+    opens: int = 0
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,10 @@ def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
     decoder = twin.CoreBreaker.__new__(twin.CoreBreaker)
     decoder._configure(policy, None, name=header.name)
     decoder._cell.word = _stable_word(fd, cell[0])
-    decoder._cell.totals = [allowed, rejected, successes, cell[4], cell[5], cell[6]]
+    (opens,) = _OPENS.unpack_from(data, segment_format.OPENS_OFFSET)
+    decoder._cell.totals = [
+        allowed, rejected, successes, cell[4], cell[5], cell[6], opens
+    ]  # fmt: skip
     decoder._cell.changed_at = cell[7]
     if decoder._cell.window is not None:
         _read_window(data, decoder._cell.window)
@@ -299,7 +305,7 @@ def _read_breaker(fd: int, path: str, header: _Header) -> SharedBreakerInfo:
     return SharedBreakerInfo(
         header.name, path, m.state, m.forced, m.generation,
         m.consecutive_failures, m.allowed, m.rejected, m.successes, m.failures,
-        m.neutral, m.transitions, m.failure_rate, m.retry_after,
+        m.neutral, m.transitions, m.failure_rate, m.retry_after, m.opens,
     )  # fmt: skip
 
 

@@ -48,7 +48,14 @@ from .._outcomes import (
     result_outcome,
     run_hook,
 )
-from .._policy import DEFAULT_POLICY, Policy, Seconds, clock_ticks, is_slow
+from .._policy import (
+    DEFAULT_POLICY,
+    Policy,
+    Seconds,
+    clock_ticks,
+    duration_ticks,
+    is_slow,
+)
 from .._state import State, Totals
 from .._word import (
     ENTERED_FIELD,
@@ -82,15 +89,19 @@ from .._word import (
     STALE_NOW_TICKS,
     STATE_FIELD,
     TICKET_BASE,
+    TICKET_GEN_FIELD,
     TRACKED,
     WINDOW_TIME,
+    check_generation,
     check_ticket,
     closed_word,
     forced_word,
+    full_generation,
     half_open_word,
     next_gen,
     open_word,
     outcome_code,
+    state_name,
     ticket_of,
 )
 from . import events, methods, wrappers
@@ -118,8 +129,9 @@ class Cell:
 
     def __init__(self, buckets: int = 0) -> None:
         self.word = 0
-        # allowed, rejected, successes, failures, neutral, transitions
-        self.totals = [0, 0, 0, 0, 0, 0]
+        # allowed, rejected, successes, failures, neutral, transitions, opens
+        # (the compiled core keeps opens outside the cell: see _transition)
+        self.totals = [0, 0, 0, 0, 0, 0, 0]
         # Tick of the last transition: statistics (time in state), never read
         # by a decision, so it may trail the word by an instant.
         self.changed_at = 0
@@ -133,7 +145,8 @@ class Cell:
 _cells = LockRenewal("lock")
 
 
-T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS = range(6)
+(T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS,
+ T_OPENS) = range(7)  # fmt: skip
 # Indexed by outcome code.
 _OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
 
@@ -167,6 +180,22 @@ def _load_ticketed(cell: Cell) -> tuple[int, int]:
 
 
 _STATES = (State.CLOSED, State.OPEN, State.HALF_OPEN)
+
+
+def _open_remaining(w: int, reset_ticks: int, now: int) -> int:
+    """Ticks until an open word expires, 0 if it has.
+
+    An ``opened_at`` after ``now`` adds its lead: ``open_for`` stores an
+    open of any length as one that opened that far in the future (and a
+    ``now`` read before a concurrent transition sees a little of that too).
+    """
+    left = ((w >> OPENED_SHIFT) + reset_ticks - now) & OPENED_FIELD
+    return 0 if left >> (OPENED_BITS - 1) else left
+
+
+def _reopened(w: int, reset_ticks: int, expiry: int) -> int:
+    """Open word ``w``, in the same generation, expiring at tick ``expiry``."""
+    return open_word((w >> GEN_SHIFT) & GEN_FIELD, expiry - reset_ticks)
 
 
 def _open_elapsed(w: int, now: int) -> int:
@@ -225,20 +254,32 @@ TransitionLog = Optional[Any]
 
 
 def _transition(
-    cell: Cell, w: int, nw: int, now: int, log: TransitionLog
+    cell: Cell,
+    w: int,
+    nw: int,
+    now: int,
+    log: TransitionLog,
+    reason: str | None = None,
 ) -> tuple[bool, int]:
-    """CAS that changes the generation; the winner counts and logs it."""
+    """CAS that changes the generation; the winner counts and logs it.
+
+    A transition into open also counts in the opens total (the compiled
+    core's _push counts those from its log, outside the cell). ``reason``:
+    what the log says caused it (open_for, the fleet), or None.
+    """
     with cell.lock:
         seen = cell.word
         if seen != w:
             return False, seen
         cell.word = nw
         cell.totals[T_TRANSITIONS] += 1
+        if nw & STATE_FIELD == S_OPEN:
+            cell.totals[T_OPENS] += 1
         cell.changed_at = now
         # Logged under the lock that made the swap, so the log's order is the
         # order of the transitions. (The C core gets that order from the GIL.)
         if log is not None:
-            log.append((w, nw))
+            log.append((w, nw) if reason is None else (w, nw, reason))
         return True, nw
 
 
@@ -579,7 +620,97 @@ def retry_after_ticks(w: int, pol: Policy, now: int) -> float:
         return 0.0 if w >> FORCED_KIND_SHIFT else math.inf
     if state != S_OPEN:
         return 0.0
-    return float(max(pol.reset_ticks - _open_elapsed(w, _resolve(now)), 0))
+    return float(_open_remaining(w, pol.reset_ticks, _resolve(now)))
+
+
+# Explicit opens: open_for, and the fleet agent's operations. Out of the hot
+# paths. An open word keeps only opened_at, so an open that lasts ``ticks``
+# from now is stored as opened at now + ticks - reset_ticks: an opened_at
+# after now counts as no time elapsed, and the usual expiry check needs no
+# other change.
+
+
+def _later(a: int, b: int) -> bool:
+    """Tick ``a`` is after tick ``b``, on opened_at's circle of 2**44 ticks."""
+    d = (a - b) & OPENED_FIELD
+    return d != 0 and not d >> (OPENED_BITS - 1)
+
+
+def _open_in(t: int, w: int, generation: int) -> bool:
+    return w & STATE_FIELD == S_OPEN and full_generation(t, w) == generation
+
+
+def open_for(
+    cell: Cell, pol: Policy, ticks: int, given_now: int, log: TransitionLog
+) -> int:
+    """Open until now + ``ticks``: a transition from closed or half-open, an
+    extension (no transition) of an open expiring sooner. The full
+    generation of that open, or 0: forced, or open for longer already."""
+    t, w = _load_ticketed(cell)
+    while True:
+        state = w & STATE_FIELD
+        if state == S_FORCED:
+            return 0
+        now = _resolve(given_now)
+        expiry = now + ticks
+        if state == S_OPEN:
+            if not _later(expiry, (w >> OPENED_SHIFT) + pol.reset_ticks):
+                return 0
+            nw = _reopened(w, pol.reset_ticks, expiry)
+            ok, w = _cas(cell, w, nw)
+            if ok:
+                return full_generation(t, nw)
+            continue
+        nw = open_word(next_gen(w), expiry - pol.reset_ticks)
+        ok, w = _transition(cell, w, nw, now, log, "open_for")
+        if ok:
+            return full_generation(cell.totals[T_TRANSITIONS], nw)
+
+
+def extend_open(
+    cell: Cell, pol: Policy, generation: int, ticks: int, given_now: int
+) -> bool:
+    """Open in ``generation``: expiring no sooner than now + ``ticks`` (True)."""
+    t, w = _load_ticketed(cell)
+    while _open_in(t, w, generation):
+        expiry = _resolve(given_now) + ticks
+        if not _later(expiry, (w >> OPENED_SHIFT) + pol.reset_ticks):
+            return True
+        ok, w = _cas(cell, w, _reopened(w, pol.reset_ticks, expiry))
+        if ok:
+            return True
+    return False
+
+
+def expire_open(cell: Cell, pol: Policy, generation: int, given_now: int) -> bool:
+    """Open in ``generation``: expired by now (True), so the next call probes."""
+    t, w = _load_ticketed(cell)
+    while _open_in(t, w, generation):
+        now = _resolve(given_now)
+        if _open_remaining(w, pol.reset_ticks, now) == 0:
+            return True
+        ok, w = _cas(cell, w, _reopened(w, pol.reset_ticks, now))
+        if ok:
+            return True
+    return False
+
+
+def close_if(cell: Cell, generation: int, given_now: int, log: TransitionLog) -> bool:
+    """Closed (a transition) if still open in ``generation`` or half-open in
+    the probe generation that follows it; else False, unchanged."""
+    t, w = _load_ticketed(cell)
+    while True:
+        state = w & STATE_FIELD
+        gen = full_generation(t, w)
+        if not (
+            (state == S_OPEN and gen == generation)
+            or (state == S_HALF_OPEN and gen == (generation + 1) & TICKET_GEN_FIELD)
+        ):
+            return False
+        now = _resolve(given_now)
+        ok, w = _transition(cell, w, closed_word(next_gen(w)), now, log, "fleet")
+        if ok:
+            return True
 
 
 # -- shared_cell: mirrors _native/shared_cell.pxi -----------------------------
@@ -1050,6 +1181,47 @@ class CoreBreaker:
         tripped = trip(self._cell, self._now(), log)
         self._deliver(log)
         return tripped
+
+    def open_for(self, seconds: Seconds) -> int:
+        """Open now for ``seconds``, then probe as usual; an open that would
+        end sooner is extended instead (no new transition), a forced breaker
+        is left alone. The full generation of the open made or extended,
+        else 0 (forced, or open for longer already)."""
+        ticks = duration_ticks("seconds", seconds)
+        log = self._events.pending
+        generation = open_for(self._cell, self._policy, ticks, self._now(), log)
+        self._deliver(log)
+        return generation
+
+    # -- the fleet agent's operations (see docs/semantics.md) -----------------
+
+    def _extend_open(self, generation: int, seconds: Seconds) -> bool:
+        """If open in full ``generation``: expiring no sooner than ``seconds``
+        from now (True); no transition. Else False, unchanged."""
+        gen = check_generation(generation)
+        ticks = duration_ticks("seconds", seconds)
+        return extend_open(self._cell, self._policy, gen, ticks, self._now())
+
+    def _expire_open(self, generation: int) -> bool:
+        """If open in full ``generation``: expired now (True), so that the
+        next call probes as usual; no transition. Else False, unchanged."""
+        gen = check_generation(generation)
+        return expire_open(self._cell, self._policy, gen, self._now())
+
+    def _close_if(self, generation: int) -> bool:
+        """Closed (reason "fleet") if still open in full ``generation``, or
+        half-open in the probe generation after it: True. Else False."""
+        gen = check_generation(generation)
+        log = self._events.pending
+        closed = close_if(self._cell, gen, self._now(), log)
+        self._deliver(log)
+        return closed
+
+    def _word_view(self) -> tuple[str, int, float]:
+        """(state name, full generation, retry_after) from one read of the word."""
+        t, w = _load_ticketed(self._cell)
+        retry = retry_after_ticks(w, self._policy, self._now()) / 1000
+        return state_name(w), full_generation(t, w), retry
 
     # -- forms of protection ------------------------------------------------
 

@@ -258,5 +258,97 @@ cdef inline double _retry_after_ticks(uint64_t w, const qb_policy *pol,
         return 0.0 if w >> FORCED_KIND_SHIFT else INFINITY
     if state != S_OPEN:
         return 0.0
-    elapsed = _open_elapsed(w, _resolve(now))
-    return <double>(pol.reset_ticks - elapsed) if elapsed < pol.reset_ticks else 0.0
+    return <double>_open_remaining(w, pol.reset_ticks, _resolve(now))
+
+
+# -- explicit opens: open_for, and the fleet agent's operations ---------------
+# Out of the hot paths: none of these is called by admit or settle. An open
+# word keeps only opened_at, so an open that lasts `ticks` from now is stored
+# as opened at now + ticks - reset_ticks: an opened_at after now counts as no
+# time elapsed, and the usual expiry check needs no other change.
+
+
+cdef inline bint _later(uint64_t a, uint64_t b) noexcept nogil:
+    # Tick a is after tick b, on opened_at's circle of 2**44 ticks.
+    cdef uint64_t d = (a - b) & OPENED_FIELD
+    return d != 0 and not (d >> (OPENED_BITS - 1))
+
+
+cdef inline bint _open_in(uint64_t t, uint64_t w, uint64_t generation) noexcept nogil:
+    return (w & STATE_FIELD) == S_OPEN and _full_gen(t, w) == generation
+
+
+cdef uint64_t _open_for(qb_cell *cell, const qb_policy *pol, uint64_t ticks,
+                        uint64_t given_now, qb_translog *log,
+                        int *held) noexcept nogil:
+    # Open until now + ticks: a transition from closed or half-open, an
+    # extension (no transition) of an open expiring sooner. The full
+    # generation of that open, or 0: forced, or open for longer already.
+    cdef uint64_t t = qb_load(&cell.transitions)
+    cdef uint64_t w = qb_load(&cell.word)
+    cdef uint64_t state, nw, now, expiry
+    while True:
+        state = w & STATE_FIELD
+        if state == S_FORCED:
+            return 0
+        now = _resolve(given_now)
+        expiry = now + ticks
+        if state == S_OPEN:
+            if not _later(expiry, (w >> OPENED_SHIFT) + pol.reset_ticks):
+                return 0
+            nw = _reopened(w, pol.reset_ticks, expiry)
+            if qb_cas(&cell.word, &w, nw):
+                return _full_gen(t, nw)
+            continue
+        nw = _open_word(_next_gen(w), expiry - pol.reset_ticks)
+        if _transition(cell, &w, nw, now, log, held):
+            return _full_gen(qb_load(&cell.transitions), nw)
+
+
+cdef bint _extend_open(qb_cell *cell, const qb_policy *pol, uint64_t generation,
+                       uint64_t ticks, uint64_t given_now) noexcept nogil:
+    # Open in `generation`: expiring no sooner than now + ticks (True).
+    cdef uint64_t t = qb_load(&cell.transitions)
+    cdef uint64_t w = qb_load(&cell.word)
+    cdef uint64_t expiry
+    while _open_in(t, w, generation):
+        expiry = _resolve(given_now) + ticks
+        if not _later(expiry, (w >> OPENED_SHIFT) + pol.reset_ticks):
+            return True
+        if qb_cas(&cell.word, &w, _reopened(w, pol.reset_ticks, expiry)):
+            return True
+    return False
+
+
+cdef bint _expire_open(qb_cell *cell, const qb_policy *pol, uint64_t generation,
+                       uint64_t given_now) noexcept nogil:
+    # Open in `generation`: expired by now (True), so the next call probes.
+    cdef uint64_t t = qb_load(&cell.transitions)
+    cdef uint64_t w = qb_load(&cell.word)
+    cdef uint64_t now
+    while _open_in(t, w, generation):
+        now = _resolve(given_now)
+        if _open_remaining(w, pol.reset_ticks, now) == 0:
+            return True
+        if qb_cas(&cell.word, &w, _reopened(w, pol.reset_ticks, now)):
+            return True
+    return False
+
+
+cdef bint _close_if(qb_cell *cell, uint64_t generation, uint64_t given_now,
+                    qb_translog *log, int *held) noexcept nogil:
+    # Closed (a transition) if still open in `generation` or half-open in the
+    # probe generation that follows it; else False, unchanged.
+    cdef uint64_t t = qb_load(&cell.transitions)
+    cdef uint64_t w = qb_load(&cell.word)
+    cdef uint64_t state, gen, now
+    while True:
+        state = w & STATE_FIELD
+        gen = _full_gen(t, w)
+        if not ((state == S_OPEN and gen == generation)
+                or (state == S_HALF_OPEN
+                    and gen == ((generation + 1) & ((<uint64_t>1 << TICKET_GEN_BITS) - 1)))):
+            return False
+        now = _resolve(given_now)
+        if _transition(cell, &w, _closed_word(_next_gen(w)), now, log, held):
+            return True

@@ -1,6 +1,7 @@
 # Included by _core_c.pyx after shared_cell.pxi. What few breakers need,
 # made on first need (_Extras): the tracked half-open tickets out, a
-# lock-free mirror of qbreaker._impl.probes.Probes, and the last observation.
+# lock-free mirror of qbreaker._impl.probes.Probes, the last observation, and
+# a private breaker's opens total (see transitions.pxi).
 
 
 cdef uint64_t TRACKED_BIT = _probes.TRACKED
@@ -25,13 +26,14 @@ cdef class _Extras:
     The tracked half-open tickets out: qbreaker._impl.probes.Probes, mirrored,
     without its lock: the probe number comes from an atomic counter, and
     each set operation is atomic on its own (free-threaded builds lock the
-    set per operation), so no two probes get one ticket. And the metrics
-    last given to ``observe()``.
+    set per operation), so no two probes get one ticket. The metrics last
+    given to ``observe()``. And a private breaker's opens total.
     """
 
     cdef set out
     cdef uint64_t next
     cdef object last_observation
+    cdef uint64_t opens
 
     def __cinit__(self):
         self.out = set()

@@ -83,20 +83,57 @@ cdef object _events_of(CircuitBreaker b):
     return _publish(&b._events_ptr, Dispatcher(describe_word))
 
 
-cdef int _push(CircuitBreaker b, qb_translog *log, int held) except -1:
+cdef int _push(CircuitBreaker b, qb_translog *log, int held,
+               object reason=None) except -1:
     # Called right after the operation, with no Python code run since its
     # CAS, and either with the GIL held since then or (free-threaded) with
     # the order lock that _transition took: the queue's order is the
     # transitions'. The dispatcher was made (by _events_of) before the
     # operation began, so no Python code runs between its CAS and here.
+    # `reason`: what the log says caused them (open_for, the fleet), or None.
     cdef int i
+    cdef uint64_t opens = 0
     events = _events_of(b)
     try:
         pending = events.pending
         for i in range(log.n):
-            pending.append((log.from_word[i], log.to_word[i]))
+            if reason is None:
+                pending.append((log.from_word[i], log.to_word[i]))
+            else:
+                pending.append((log.from_word[i], log.to_word[i], reason))
+            if (log.to_word[i] & STATE_FIELD) == S_OPEN:
+                opens += 1
+        if opens:
+            # After the queueing: counting may allocate (and so collect).
+            qb_add(_opens_counter(b), opens)
     finally:
         if held:
             qb_order_unlock()
     events.drain(b)
     return 0
+
+
+# -- the opens total ------------------------------------------------------------
+# Transitions into open (forced open is no transition into S_OPEN), counted by
+# their winner in _push: rare, so not in the cell's one line. A shared cell's
+# count is the segment header's word right before the cell
+# (segment_format.OPENS_OFFSET), added to by every process; a private one's
+# is in the breaker's _Extras (probes.pxi), made on its first open.
+
+
+cdef inline uint64_t *_shared_opens(CircuitBreaker b) noexcept:
+    return <uint64_t *>(<char *>b._cell - sizeof(uint64_t))
+
+
+cdef uint64_t *_opens_counter(CircuitBreaker b) except NULL:
+    if b.cpolicy.host_flags & FLAG_SHARED:
+        return _shared_opens(b)
+    return &(<_Extras>_extras_of(b)).opens
+
+
+cdef uint64_t _opens_total(CircuitBreaker b) noexcept:
+    cdef void *extras
+    if b.cpolicy.host_flags & FLAG_SHARED:
+        return qb_load(_shared_opens(b))
+    extras = qb_load_ptr(&b._extras_ptr)
+    return 0 if extras == NULL else qb_load(&(<_Extras>extras).opens)

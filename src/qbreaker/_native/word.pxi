@@ -123,10 +123,30 @@ cdef inline bint _ticket_current(uint64_t ticket, uint64_t t,
                  & ((<uint64_t>1 << TICKET_GEN_BITS) - 1)) < 2 * half)
 
 
+cdef inline uint64_t _full_gen(uint64_t t, uint64_t w) noexcept nogil:
+    # The full generation of word w, t being the transitions total read next
+    # to it: a ticket's generation field (see the twin's full_generation).
+    return _ticket_of(t, w) >> (STATE_BITS + 1)
+
+
 cdef inline uint64_t _open_elapsed(uint64_t w, uint64_t now) noexcept nogil:
     # 0 if it opened "after" now (see the twin's _open_elapsed).
     cdef uint64_t elapsed = (now - (w >> OPENED_SHIFT)) & OPENED_FIELD
     return 0 if elapsed >> (OPENED_BITS - 1) else elapsed
+
+
+cdef inline uint64_t _open_remaining(uint64_t w, uint64_t reset_ticks,
+                                     uint64_t now) noexcept nogil:
+    # Ticks until an open word expires; an opened_at after now (open_for's,
+    # or a stale now) adds its lead (see the twin's _open_remaining).
+    cdef uint64_t left = ((w >> OPENED_SHIFT) + reset_ticks - now) & OPENED_FIELD
+    return 0 if left >> (OPENED_BITS - 1) else left
+
+
+cdef inline uint64_t _reopened(uint64_t w, uint64_t reset_ticks,
+                               uint64_t expiry) noexcept nogil:
+    # Open word w, same generation, expiring at tick `expiry`.
+    return _open_word((w >> GEN_SHIFT) & GEN_FIELD, expiry - reset_ticks)
 
 
 cdef inline uint64_t _expired_half_open(uint64_t w, const qb_policy *pol,
