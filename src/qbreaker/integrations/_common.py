@@ -32,6 +32,10 @@ The rules:
 - **Rejection.** ``rejection_class()`` makes the library's rejection type,
   both a ``CircuitOpenError`` and the library's base request error. It
   carries ``retry_after`` and the request, and pickles (without the request).
+- **Bodies.** A call is classified at the response's headers, on its
+  status. With ``count_body_errors`` the integration reads a success's body
+  before settling, so that an error reading it is a failure (the response
+  is then no longer streamed).
 - **Retry-After.** With ``open_on_retry_after`` (off by default), a 429 or
   503 whose ``Retry-After`` gives seconds or an HTTP-date opens the breaker
   for that long (``breaker.open_for``), at most the cap.
@@ -39,6 +43,7 @@ The rules:
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -58,6 +63,7 @@ __all__ = (
     "Rules",
     "authority",
     "default_group",
+    "library_class",
     "parse_retry_after",
     "rejection_class",
 )
@@ -188,7 +194,14 @@ class Rules(Generic[RequestT]):
     arguments are the integration's keywords, validated here.
     """
 
-    __slots__ = ("group", "_key", "_failure_statuses", "_retry_after_cap", "_reject")
+    __slots__ = (
+        "group",
+        "_key",
+        "_failure_statuses",
+        "_retry_after_cap",
+        "_count_body_errors",
+        "_reject",
+    )
 
     group: BreakerGroup
 
@@ -200,6 +213,7 @@ class Rules(Generic[RequestT]):
         failure_statuses: Iterable[int],
         open_on_retry_after: RetryAfterSetting,
         rejection: Callable[[str, State, float, Any], CircuitOpenError],
+        count_body_errors: bool = False,
     ) -> None:
         if group is None:
             group = default_group()
@@ -216,6 +230,11 @@ class Rules(Generic[RequestT]):
         self._key = key
         self._failure_statuses = _failure_statuses(failure_statuses)
         self._retry_after_cap = _retry_after_cap(open_on_retry_after)
+        if not isinstance(count_body_errors, bool):
+            raise TypeError(
+                f"count_body_errors must be True or False, got {count_body_errors!r}"
+            )
+        self._count_body_errors = count_body_errors
         self._reject = rejection
 
     def breaker(self, request: RequestT) -> CircuitBreaker:
@@ -240,6 +259,12 @@ class Rules(Generic[RequestT]):
 
     def is_failure_status(self, status: int) -> bool:
         return status in self._failure_statuses
+
+    def reads_body(self, status: int) -> bool:
+        """Whether to read a response's body before settling: only with
+        ``count_body_errors``, and only when its status is a success (a
+        failure is settled already, whatever the body holds)."""
+        return self._count_body_errors and status not in self._failure_statuses
 
 
 class Admission:
@@ -330,3 +355,31 @@ def rejection_class(
             )
             _classes[module, name] = made
         return made
+
+
+# -- the library's own classes ----------------------------------------------
+
+
+def library_class(module: str, name: str, *, extra: str) -> type[Any]:
+    """The class ``module.name`` of the integrated library, to subclass.
+
+    An integration module imports alone even without its library (the
+    package's import checks import every module), so a missing library gives
+    a stand-in whose construction raises an ImportError naming the extra to
+    install, instead of failing the import.
+    """
+    try:
+        found: type[Any] = getattr(importlib.import_module(module), name)
+        return found
+    except ImportError as exc:
+        missing = exc
+
+    class Missing:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(
+                f"{type(self).__module__}.{type(self).__qualname__} needs "
+                f'{module.partition(".")[0]}: pip install "qbreaker[{extra}]"'
+            ) from missing
+
+    Missing.__qualname__ = Missing.__name__ = f"Missing{name}"
+    return Missing
