@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,13 @@ EXPECTED = {
     "async_service.py": "3",
     "breaker_group.py": "rejected",
     "database.py": "0",
+    "grpc_client.py": "3 UNAVAILABLE rejected",
     "http_fallback.py": "open 2",
     "pybreaker_migration.py": "open 2",
     "rates.py": "open closed",
+    "retries.py": "7 6",
     "shared.py": "open",
+    "starlette_503.py": "503 30",
     "tickets.py": "open",
 }
 
@@ -31,10 +35,25 @@ HOST_WIDE = [
         not sys.platform.startswith("linux"), reason="shared= needs Linux's /dev/shm"
     ),
 ]
+# The integrations' examples need their optional libraries (the integrations
+# extra); grpcio has no free-threaded 3.13t wheel.
+NEEDS = {
+    "grpc_client.py": ("grpc",),
+    "retries.py": ("tenacity", "stamina"),
+    "starlette_503.py": ("fastapi", "httpx"),
+}
+
+
+def _marks(name: str) -> list[pytest.MarkDecorator]:
+    marks = list(HOST_WIDE) if name == "shared.py" else []
+    missing = [m for m in NEEDS.get(name, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        marks.append(pytest.mark.skip(reason=f"needs {', '.join(missing)}"))
+    return marks
+
+
 RUNS = [
-    pytest.param(
-        script, id=script.name, marks=HOST_WIDE if script.name == "shared.py" else ()
-    )
+    pytest.param(script, id=script.name, marks=_marks(script.name))
     for script in EXAMPLES
 ]
 
