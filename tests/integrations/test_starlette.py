@@ -24,8 +24,12 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from qbreaker import CircuitOpenError, State  # noqa: E402
-from qbreaker.integrations.starlette import install, retry_after_header  # noqa: E402
+from qbreaker import BreakerGroup, CircuitOpenError, State  # noqa: E402
+from qbreaker.integrations.starlette import (  # noqa: E402
+    install,
+    retry_after_header,
+    status_endpoint,
+)
 
 from ..helpers import FakeClock, Impl  # noqa: E402
 
@@ -185,3 +189,34 @@ def test_a_real_uvicorn_server_answers_503_with_retry_after(
         breaker.reset()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/price", timeout=5) as ok:
             assert ok.read() == b"price: 41"
+
+
+def test_the_status_endpoint_shows_breakers_and_groups_read_only(
+    impl: Impl, clock: FakeClock
+) -> None:
+    prices = opened(impl, clock, reset_timeout=5.0)
+    group = BreakerGroup(max_failures=2, clock=clock, _breaker_class=impl.Breaker)
+    group["search"].record_failure()
+    group["stock"].force_open()
+    app = Starlette(routes=[Route("/breakers", status_endpoint(prices, group))])
+    with TestClient(app) as client:
+        response = client.get("/breakers")
+    assert response.status_code == 200  # always: information, not health
+    breakers = response.json()["breakers"]
+    assert sorted(breakers) == ["prices", "search", "stock"]
+    assert breakers["prices"]["state"] == "open"
+    assert breakers["prices"]["retry_after"] == 5.0
+    assert breakers["prices"]["failures"] == 1
+    assert breakers["search"]["consecutive_failures"] == 1
+    assert (breakers["stock"]["forced"], breakers["stock"]["retry_after"]) == (
+        "open",
+        None,
+    )
+    assert prices.totals().allowed == 0  # the read admitted nothing
+
+
+def test_status_endpoint_refuses_what_is_not_a_breaker() -> None:
+    with pytest.raises(TypeError, match="at least one breaker or group"):
+        status_endpoint()
+    with pytest.raises(TypeError, match="takes CircuitBreakers and BreakerGroups"):
+        status_endpoint(object())  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Starlette (and FastAPI): a rejection that escapes a route becomes a 503.
+"""Starlette (and FastAPI): a rejection that escapes a route becomes a 503;
+a read-only JSON view of breakers.
 
 ``install(app)`` registers an exception handler for ``CircuitOpenError``. A
 route whose dependency's breaker is open answers ``503 Service Unavailable``
@@ -8,22 +9,39 @@ since then no time is known. Every integration's rejection (the httpx,
 requests, aiohttp and gRPC ones) is a ``CircuitOpenError``, so one handler
 serves them all.
 
-Starlette is imported when ``install`` or the handler first runs, never by
-``import qbreaker``.
+``status_endpoint(*sources)`` is an endpoint answering, always with 200, the
+state and totals of the given breakers and groups' breakers, read when
+asked. It is information for people and dashboards, never a health check:
+an open breaker is the service protecting itself, not the service failing.
+
+Starlette is imported when ``install``, the handler or the endpoint first
+runs, never by ``import qbreaker``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import CircuitOpenError
+from .._impl.group import BreakerGroup
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ("circuit_open_response", "install", "retry_after_header")
+    from .._impl.select import CircuitBreaker
+    from .._metrics import BreakerSnapshot
+
+__all__ = (
+    "circuit_open_response",
+    "install",
+    "retry_after_header",
+    "status_document",
+    "status_endpoint",
+)
 
 
 def retry_after_header(retry_after: float) -> str | None:
@@ -72,3 +90,54 @@ def install(app: Any, *, show_breaker: bool = False) -> None:
         return circuit_open_response(rejection, show_breaker=show_breaker)
 
     add(CircuitOpenError, on_circuit_open)
+
+
+def _snapshot_json(snapshot: BreakerSnapshot) -> dict[str, Any]:
+    fields = dataclasses.asdict(snapshot)
+    fields["state"] = str(snapshot.state)
+    # JSON has no infinity: a forced-open breaker's retry_after is null.
+    if math.isinf(snapshot.retry_after):
+        fields["retry_after"] = None
+    return fields
+
+
+def status_document(
+    sources: tuple[CircuitBreaker | BreakerGroup, ...],
+) -> dict[str, Any]:
+    """``{"breakers": {name: {state, forced, retry_after, totals...}}}`` for
+    the breakers given and every breaker of the groups given, read now."""
+    breakers: dict[str, Any] = {}
+    for source in sources:
+        if isinstance(source, BreakerGroup):
+            snapshots = list(source.metrics().values())
+        else:
+            snapshots = [source.metrics()]
+        for snapshot in snapshots:
+            breakers[snapshot.name] = _snapshot_json(snapshot)
+    return {"breakers": breakers}
+
+
+def status_endpoint(
+    *sources: CircuitBreaker | BreakerGroup,
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """A Starlette endpoint (``Route("/breakers", status_endpoint(group))``,
+    or FastAPI's ``app.add_api_route``) answering ``status_document`` as JSON,
+    always 200. It shows internal dependency names: mount it where only
+    operators reach it."""
+    if not sources:
+        raise TypeError("status_endpoint needs at least one breaker or group")
+    for source in sources:
+        if not isinstance(source, BreakerGroup) and not callable(
+            getattr(source, "metrics", None)
+        ):
+            raise TypeError(
+                f"status_endpoint takes CircuitBreakers and BreakerGroups, "
+                f"got {source!r}"
+            )
+
+    async def breaker_status(request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(status_document(sources))
+
+    return breaker_status
