@@ -152,7 +152,11 @@ def test_future_calls_see_the_rejection_as_a_failed_rpc(
     assert future.done()  # completed at once, without reaching the backend
     rejection = future.exception()
     assert isinstance(rejection, CircuitOpenError)
-    assert rejection.code() is Code.UNAVAILABLE  # not INTERNAL
+    assert rejection.code() is Code.UNAVAILABLE
+    # The future is the failed call: grpc would make a raising interceptor's
+    # error an INTERNAL one.
+    assert future.code() is Code.UNAVAILABLE
+    assert future.details() == str(rejection)
     with pytest.raises(CircuitOpenRpcError):
         future.result()
     seen: list[Any] = []
