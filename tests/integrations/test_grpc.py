@@ -494,3 +494,14 @@ def test_pushback_opens_for_the_time_asked_when_enabled(
     assert echo(b"x", timeout=5) == b"echo:x"  # the probe
     assert breaker.state is State.CLOSED
     assert backend.reached == 2
+
+
+def test_the_rejection_carries_the_method(impl: Impl, clock: FakeClock) -> None:
+    group = make_group(impl, clock, max_failures=1)
+    group["somewhere:1"].force_open()
+    interceptor = BreakerInterceptor(target="somewhere:1", group=group)
+    channel = grpc.intercept_channel(grpc.insecure_channel("somewhere:1"), interceptor)
+    rejection = channel.unary_unary(UNARY_UNARY).future(b"x").exception()
+    assert rejection.request == UNARY_UNARY
+    assert rejection.retry_after == float("inf")
+    channel.close()

@@ -315,3 +315,21 @@ def test_the_rejection_pickles() -> None:
     assert type(copy) is AioCircuitOpenRpcError
     assert (copy.name, copy.retry_after, copy.code()) == ("a:1", 2.0, Code.UNAVAILABLE)
     assert copy.details() == str(copy) == str(rejection)
+
+
+def test_key_method_names_a_breaker_per_method(
+    impl: Impl, clock: FakeClock, backend: Backend
+) -> None:
+    interceptor = AioBreakerInterceptor(
+        target=backend.target, group=make_group(impl, clock, 1), key="method"
+    )
+
+    async def body(channel: grpc.aio.Channel) -> None:
+        await channel.unary_unary(UNARY_UNARY)(b"x", timeout=5)
+        await channel.stream_unary(STREAM_UNARY)(iter([b"a"]), timeout=5)
+
+    run(backend.target, interceptor, body)
+    # grpc.aio passes the method as bytes: the name is text all the same.
+    assert sorted(interceptor.group) == sorted(
+        [backend.target + UNARY_UNARY, backend.target + STREAM_UNARY]
+    )

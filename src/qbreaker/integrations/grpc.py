@@ -27,7 +27,7 @@ interceptor under one kind of call only).
   raising from an interceptor would reach a ``.future()`` caller as an
   INTERNAL error. The aio interceptor raises ``AioCircuitOpenRpcError``, a
   ``grpc.aio.AioRpcError``. Both are ``qbreaker.CircuitOpenError``\\ s, with
-  ``retry_after``.
+  ``retry_after``, and ``request``: the RPC's full method name (not pickled).
 - **Pushback.** With ``open_on_retry_after`` (off by default; True caps it at
   ``_common.DEFAULT_RETRY_AFTER_CAP`` seconds, a number is the cap), a failed
   call whose trailers carry ``grpc-retry-pushback-ms`` (gRFC A6) opens the
