@@ -36,10 +36,13 @@ interceptor under one kind of call only).
   call when it ends: when grpc runs the call's done callbacks, just after
   the caller's iterator stops (as for ``.future()``, an instant later than
   the caller sees the end). The aio interceptor does not wrap streaming
-  responses: grpc.aio gives a call's status only to a coroutine, so
-  recording it at the end of a stream would take a task per call that could
-  run after the caller has moved on; protect those calls with ``async with
-  breaker:`` around the read loop.
+  responses: grpc.aio gives a call's status only to a coroutine, so seeing
+  the end of a stream would mean returning an iterator of its own in place
+  of the call, and grpc.aio then refuses the call's ``read()`` (and
+  ``write()`` and ``done_writing()`` on stream-stream calls), breaking
+  callers that use them; a done callback could count the outcome only from
+  a task of its own, after the caller has moved on. Protect those calls with
+  ``async with breaker:`` around the read loop.
 
 Importing this module imports grpc (the interceptors subclass its interceptor
 classes, which ``intercept_channel`` and grpc.aio dispatch on);
