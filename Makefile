@@ -23,7 +23,7 @@ endif
 .NOTPARALLEL:
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test-deps test test-pure check-core ci-deps lint \
+.PHONY: help install demo test-deps test test-pure check-core ci-deps integrations-deps lint \
 	lint-ruff lint-mypy lint-format lint-cython redis soak tsan freethreaded \
 	other-pythons bench ci ci-before-suite ci-after-suite
 
@@ -55,6 +55,9 @@ check-core: ## the compiled core is the one installed and the one the tests impo
 
 ci-deps: ## pip install ".[lint,compat]": the linters, and Tornado for a compat test
 	$(PIP) install -q ".[lint,compat]"
+
+integrations-deps: ## pip install ".[integrations]": the client libraries qbreaker.integrations wraps (mypy checks against them; their tests skip without them)
+	$(PIP) install -q ".[integrations]"
 
 # Each check its own target, so make -k lint reports every failing one.
 # lint-format and lint-cython join lint once the tree passes them.
@@ -96,7 +99,7 @@ bench: ## python -m qbreaker bench: the quick benchmark
 ci: ## everything .ci/run runs, in order, in the current venv
 	QBREAKER_REQUIRE_EXTENSIONS=1 $(MAKE) install demo ci-before-suite test-deps test ci-after-suite
 
-ci-before-suite: ci-deps lint redis ## ci's steps before the suite: linters, redis-server
+ci-before-suite: ci-deps integrations-deps lint redis ## ci's steps before the suite: linters, the client libraries, redis-server
 
 # The pure-Python install is tested too: PyPy and platforms without a compiled
 # wheel get it.

@@ -52,7 +52,8 @@ def test_from_closed(impl: Impl, clock: FakeClock, caplog: Any) -> None:
     assert b.state is State.OPEN and b.forced is None
     assert b.retry_after == 30.0  # not reset_timeout: the open's own length
     assert seen.events == [(State.CLOSED, State.OPEN)]
-    assert "closed -> open (generation 1, open_for)" in caplog.text
+    assert "closed -> open (open_for, generation 1)" in caplog.text
+    assert caplog.records[-1].args[-1] == 1, "handlers read the generation last"
     assert b.totals().transitions == 1 and b.totals().opens == 1
     assert not b.allow()
     assert b.metrics().retry_after == 30.0 and b.metrics().opens == 1
@@ -253,7 +254,7 @@ def test_close_if(impl: Impl, clock: FakeClock, caplog: Any) -> None:
         assert b._close_if(generation) is True
     assert b.state is State.CLOSED and b.generation == generation + 1
     assert seen.events == [(State.CLOSED, State.OPEN), (State.OPEN, State.CLOSED)]
-    assert "open -> closed (generation 2, fleet)" in caplog.text
+    assert "open -> closed (fleet, generation 2)" in caplog.text
     assert b._close_if(generation) is False
 
 
@@ -347,10 +348,10 @@ def test_concurrent_fleet_operations_and_local_traffic(impl: Impl, caplog: Any) 
     assert totals.transitions == len(seen.events)
     assert totals.opens == sum(new is State.OPEN for _, new in seen.events)
     messages = [record.getMessage() for record in caplog.records]
-    fleet_closes = [m for m in messages if "fleet)" in m]
+    fleet_closes = [m for m in messages if "(fleet, " in m]
     assert fleet_closes, "no fleet close happened: the test tests nothing"
     for message in fleet_closes:
-        match = re.search(r": (open|half-open) -> closed \(generation (\d+), fleet\)",
+        match = re.search(r": (open|half-open) -> closed \(fleet, generation (\d+)\)",
                           message)  # fmt: skip
         assert match, message
         closed = int(match.group(2)) - (1 if match.group(1) == "open" else 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import pickle
 import time
 from typing import Any
@@ -316,6 +317,18 @@ def test_retry_after_opens_for_the_given_time_when_enabled(
         with pytest.raises(CircuitOpen) as info:
             client.get(server.url)
     assert 119 < info.value.retry_after <= 120
+
+
+def test_retry_after_as_an_http_date(impl: Impl, server: Backend) -> None:
+    server.status = 503
+    server.headers = {
+        "Retry-After": email.utils.formatdate(time.time() + 40, usegmt=True)
+    }
+    with _client(impl, open_on_retry_after=True) as client:
+        client.get(server.url)
+        with pytest.raises(CircuitOpen) as info:
+            client.get(server.url)
+    assert 37 < info.value.retry_after <= 40
 
 
 def test_retry_after_is_ignored_when_off(impl: Impl, server: Backend) -> None:

@@ -15,13 +15,16 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # What each script's comments promise it prints (a spot-check of its output).
 EXPECTED = {
+    "aiohttp_middleware.py": "open",
     "async_service.py": "3",
     "breaker_group.py": "rejected",
     "database.py": "0",
     "grpc_client.py": "3 UNAVAILABLE rejected",
     "http_fallback.py": "open 2",
+    "httpx_client.py": "open",
     "pybreaker_migration.py": "open 2",
     "rates.py": "open closed",
+    "requests_adapter.py": "open",
     "retries.py": "7 6",
     "shared.py": "open",
     "starlette_503.py": "503 30",
@@ -35,26 +38,31 @@ HOST_WIDE = [
         not sys.platform.startswith("linux"), reason="shared= needs Linux's /dev/shm"
     ),
 ]
-# The integrations' examples need their optional libraries (the integrations
-# extra); grpcio has no free-threaded 3.13t wheel.
-NEEDS = {
+# The examples of an integration need its client libraries, optional extras:
+# without them they skip, as the integration's own tests do.
+LIBRARIES = {
+    "aiohttp_middleware.py": ("aiohttp",),
     "grpc_client.py": ("grpc",),
+    "httpx_client.py": ("httpx",),
+    "requests_adapter.py": ("requests",),
     "retries.py": ("tenacity", "stamina"),
     "starlette_503.py": ("fastapi", "httpx"),
 }
 
 
-def _marks(name: str) -> list[pytest.MarkDecorator]:
-    marks = list(HOST_WIDE) if name == "shared.py" else []
-    missing = [m for m in NEEDS.get(name, ()) if importlib.util.find_spec(m) is None]
+def _marks(script: Path) -> tuple[pytest.MarkDecorator, ...]:
+    if script.name == "shared.py":
+        return tuple(HOST_WIDE)
+    libraries = LIBRARIES.get(script.name, ())
+    missing = [name for name in libraries if importlib.util.find_spec(name) is None]
     if missing:
-        marks.append(pytest.mark.skip(reason=f"needs {', '.join(missing)}"))
-    return marks
+        names = ", ".join(missing)
+        return (pytest.mark.skip(reason=f"{names} (an optional extra) is missing"),)
+    return ()
 
 
 RUNS = [
-    pytest.param(script, id=script.name, marks=_marks(script.name))
-    for script in EXAMPLES
+    pytest.param(script, id=script.name, marks=_marks(script)) for script in EXAMPLES
 ]
 
 

@@ -3,7 +3,10 @@ across real processes (multiprocessing, forked)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -146,3 +149,27 @@ def test_a_fresh_segment_counts_no_opens(name: str) -> None:
     b.force_open()
     assert b.totals().opens == 0
     assert b.open_for(5) == 0, "forced wins"
+
+
+def test_status_shows_opens_and_the_open_for_retry_after(name: str) -> None:
+    b = _breaker(name)
+    b.record_failure()  # a trip: 60 s
+    b.open_for(3600)  # extended: no second open
+    b.reset()
+    b.open_for(7200)
+    command = [sys.executable, "-m", "qbreaker", "status"]
+    found = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    header, row = next(
+        (lines[0], line)
+        for lines in [found.stdout.splitlines()]
+        for line in lines
+        if line.startswith(name)
+    )
+    assert header.split()[-3:] == ["opens", "retry", "after"]
+    cells = row.split()
+    assert cells[-2] == "2" and cells[-1].startswith(("7199.", "7200.")), row
+    as_json = subprocess.run(
+        [*command, "--json"], capture_output=True, text=True, timeout=60
+    )
+    (mine,) = [i for i in json.loads(as_json.stdout)["breakers"] if i["name"] == name]
+    assert mine["opens"] == 2 and 7199 < mine["retry_after"] <= 7200

@@ -133,12 +133,13 @@ def _log_transition(
     if _log_wanted(logger, level):
         logger.log(
             level,
-            "circuit breaker %r: %s -> %s (generation %d%s)",
+            # The generation stays the last argument (handlers read it).
+            "circuit breaker %r: %s -> %s (%sgeneration %d)",
             name,
             old,
             new,
+            "" if reason is None else f"{reason}, ",
             generation,
-            "" if reason is None else f", {reason}",
         )
 
 

@@ -12,8 +12,8 @@ cdef Py_ssize_t PROBES_FORGET_AT = _probes.FORGET_AT
 
 
 cdef object _extras_of(CircuitBreaker b):
-    # The breaker's _Extras, made when it first admits a tracked probe or
-    # is given an observation.
+    # The breaker's _Extras, made when it first admits a tracked probe, is
+    # given an observation, or (private) opens.
     cdef void *seen = qb_load_ptr(&b._extras_ptr)
     if seen != NULL:
         return <object>seen

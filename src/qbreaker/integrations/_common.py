@@ -9,7 +9,7 @@ interceptor) builds one ``Rules`` from its keyword arguments and, per call::
     except BaseException as exc:
         admission.settle_exception(exc, FAILURES)   # a failure, else neutral
         raise
-    admission.settle_status(response.status, response.headers.get("Retry-After"))
+    admission.settle_status(response.status, response.headers)
 
 The rules:
 
@@ -47,8 +47,8 @@ import importlib
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
-from typing import Any, Callable, Generic, TypeVar, Union
+from types import MappingProxyType, ModuleType
+from typing import Any, Callable, Generic, Protocol, TypeVar, Union
 
 from .. import CircuitOpenError, State
 from .._impl.group import BreakerGroup
@@ -60,12 +60,14 @@ __all__ = (
     "DEFAULT_MAX_BREAKERS",
     "DEFAULT_RETRY_AFTER_CAP",
     "Admission",
+    "Headers",
     "Rules",
     "authority",
     "default_group",
     "library_class",
     "parse_retry_after",
     "rejection_class",
+    "require",
 )
 
 RequestT = TypeVar("RequestT")
@@ -105,6 +107,15 @@ _MAX_OPEN = 134217.727
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 KeyFunction = Callable[[RequestT], str]
+
+
+class Headers(Protocol):
+    """A response's headers, as every client library's mapping reads them
+    (case-insensitively)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 RetryAfterSetting = Union[bool, float]
 
 
@@ -201,6 +212,7 @@ class Rules(Generic[RequestT]):
         "_retry_after_cap",
         "_count_body_errors",
         "_reject",
+        "_timed",
     )
 
     group: BreakerGroup
@@ -227,6 +239,10 @@ class Rules(Generic[RequestT]):
                 f"breaker's name (a str), got {key!r}"
             )
         self.group = group
+        # Durations only for a slow-call policy: release() with a duration
+        # costs several times a bare one. The group's defaults say whether
+        # its breakers have one.
+        self._timed = group._defaults.get("slow_call_duration") is not None
         self._key = key
         self._failure_statuses = _failure_statuses(failure_statuses)
         self._retry_after_cap = _retry_after_cap(open_on_retry_after)
@@ -277,21 +293,29 @@ class Admission:
         self._rules = rules
         self.breaker = breaker
         self.ticket = ticket
-        self._started = time.monotonic()
+        self._started = time.monotonic() if rules._timed else None
 
     def release(self, ok: bool | None) -> None:
         """Report success (True), failure (False) or neutral (None), with the
-        call's duration for a slow-call policy."""
-        self.breaker.release(self.ticket, ok, time.monotonic() - self._started)
+        call's duration when the group's defaults set a slow-call policy."""
+        if self._started is None:
+            self.breaker.release(self.ticket, ok)
+        else:
+            self.breaker.release(self.ticket, ok, time.monotonic() - self._started)
 
-    def settle_status(self, status: int, retry_after: str | None = None) -> None:
+    def settle_status(self, status: int, headers: Headers | None = None) -> None:
         """Report a response by its status; with ``open_on_retry_after``, a
-        429 or 503 carrying ``retry_after`` (the header's value) then opens
-        the breaker for that long."""
+        429 or 503 whose ``headers`` carry ``Retry-After`` then opens the
+        breaker for that long (the headers are read only then)."""
         self.release(not self._rules.is_failure_status(status))
-        if retry_after is not None and status in _RETRY_AFTER_STATUSES:
-            if self._rules._retry_after_cap is not None:
-                self.open_for(parse_retry_after(retry_after))
+        if (
+            headers is not None
+            and status in _RETRY_AFTER_STATUSES
+            and self._rules._retry_after_cap is not None
+        ):
+            value = headers.get("Retry-After")
+            if value is not None:
+                self.open_for(parse_retry_after(value))
 
     def settle_exception(
         self, exc: BaseException, failures: tuple[type[BaseException], ...]
@@ -357,7 +381,23 @@ def rejection_class(
         return made
 
 
-# -- the library's own classes ----------------------------------------------
+# -- the integrated library ---------------------------------------------------
+
+
+def _needs(module: str, extra: str) -> str:
+    return (
+        f"this needs {module.partition('.')[0]}, which is not installed: "
+        f'pip install "qbreaker[{extra}]"'
+    )
+
+
+def require(module: str, *, extra: str) -> ModuleType:
+    """The integrated library's ``module``, imported now; if it is missing,
+    an ImportError that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(_needs(module, extra)) from exc
 
 
 def library_class(module: str, name: str, *, extra: str) -> type[Any]:
@@ -365,8 +405,8 @@ def library_class(module: str, name: str, *, extra: str) -> type[Any]:
 
     An integration module imports alone even without its library (the
     package's import checks import every module), so a missing library gives
-    a stand-in whose construction raises an ImportError naming the extra to
-    install, instead of failing the import.
+    a stand-in whose construction raises the ImportError of ``require()``,
+    instead of failing the import.
     """
     try:
         found: type[Any] = getattr(importlib.import_module(module), name)
@@ -376,10 +416,7 @@ def library_class(module: str, name: str, *, extra: str) -> type[Any]:
 
     class Missing:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise ImportError(
-                f"{type(self).__module__}.{type(self).__qualname__} needs "
-                f'{module.partition(".")[0]}: pip install "qbreaker[{extra}]"'
-            ) from missing
+            raise ImportError(_needs(module, extra)) from missing
 
     Missing.__qualname__ = Missing.__name__ = f"Missing{name}"
     return Missing

@@ -39,6 +39,7 @@ from ._common import (
     Rules,
     authority,
     rejection_class,
+    require,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _rejection_type() -> type[CircuitOpen]:
-    import aiohttp
+    aiohttp = require("aiohttp", extra="aiohttp")
 
     made: Any = rejection_class(
         aiohttp.ClientError, module=__name__, name="CircuitOpen", doc=_DOC
@@ -89,14 +90,14 @@ def _rejection_type() -> type[CircuitOpen]:
 
 @functools.cache
 def _failures() -> tuple[type[BaseException], ...]:
-    import aiohttp
+    aiohttp = require("aiohttp", extra="aiohttp")
 
     return (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
 @functools.cache
 def _body_failures() -> tuple[type[BaseException], ...]:
-    import aiohttp
+    aiohttp = require("aiohttp", extra="aiohttp")
 
     return (*_failures(), aiohttp.ClientPayloadError)
 
@@ -149,6 +150,7 @@ class BreakerMiddleware:
         open_on_retry_after: RetryAfterSetting = False,
         count_body_errors: bool = False,
     ) -> None:
+        self._failures = _failures()  # first: without aiohttp, says what to install
         self._rules: Rules[ClientRequest] = Rules(
             group=group,
             key=by_authority if key is None else key,
@@ -157,7 +159,6 @@ class BreakerMiddleware:
             count_body_errors=count_body_errors,
             rejection=_reject,
         )
-        self._failures = _failures()
 
     @property
     def group(self) -> BreakerGroup:
@@ -180,5 +181,5 @@ class BreakerMiddleware:
         except BaseException as exc:
             admission.settle_exception(exc, failures)
             raise
-        admission.settle_status(response.status, response.headers.get("Retry-After"))
+        admission.settle_status(response.status, response.headers)
         return response

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import CircuitOpenError, State
 from ._common import (
     DEFAULT_FAILURE_STATUSES,
-    Admission,
     RetryAfterSetting,
     Rules,
     authority,
     library_class,
     rejection_class,
+    require,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _rejection_type() -> type[CircuitOpen]:
-    import httpx
+    httpx = require("httpx", extra="httpx")
 
     made: Any = rejection_class(
         httpx.RequestError, module=__name__, name="CircuitOpen", doc=_DOC
@@ -89,7 +89,7 @@ def _rejection_type() -> type[CircuitOpen]:
 
 @functools.cache
 def _failures() -> tuple[type[BaseException], ...]:
-    import httpx
+    httpx = require("httpx", extra="httpx")
 
     return (
         httpx.TimeoutException,
@@ -157,12 +157,12 @@ class BreakerTransport(_Base):
         open_on_retry_after: RetryAfterSetting = False,
         count_body_errors: bool = False,
     ) -> None:
+        self._failures = _failures()  # first: without httpx, says what to install
         _check_inner(inner, "httpx.BaseTransport", "handle_request")
         self._inner = inner
         self._rules = _rules(
             group, key, failure_statuses, open_on_retry_after, count_body_errors
         )
-        self._failures = _failures()
 
     @property
     def group(self) -> BreakerGroup:
@@ -178,7 +178,7 @@ class BreakerTransport(_Base):
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
-        _settle(admission, response)
+        admission.settle_status(response.status_code, response.headers)
         return response
 
     def close(self) -> None:
@@ -200,12 +200,12 @@ class AsyncBreakerTransport(_AsyncBase):
         open_on_retry_after: RetryAfterSetting = False,
         count_body_errors: bool = False,
     ) -> None:
+        self._failures = _failures()  # first: without httpx, says what to install
         _check_inner(inner, "httpx.AsyncBaseTransport", "handle_async_request")
         self._inner = inner
         self._rules = _rules(
             group, key, failure_statuses, open_on_retry_after, count_body_errors
         )
-        self._failures = _failures()
 
     @property
     def group(self) -> BreakerGroup:
@@ -221,12 +221,8 @@ class AsyncBreakerTransport(_AsyncBase):
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
-        _settle(admission, response)
+        admission.settle_status(response.status_code, response.headers)
         return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-def _settle(admission: Admission, response: httpx.Response) -> None:
-    admission.settle_status(response.status_code, response.headers.get("Retry-After"))

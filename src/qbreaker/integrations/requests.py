@@ -43,6 +43,7 @@ from ._common import (
     authority,
     library_class,
     rejection_class,
+    require,
 )
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _rejection_type() -> type[CircuitOpen]:
-    import requests
+    requests = require("requests", extra="requests")
 
     made: Any = rejection_class(
         requests.RequestException, module=__name__, name="CircuitOpen", doc=_DOC
@@ -96,14 +97,14 @@ def _rejection_type() -> type[CircuitOpen]:
 
 @functools.cache
 def _failures() -> tuple[type[BaseException], ...]:
-    import requests
+    requests = require("requests", extra="requests")
 
     return (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
 
 
 @functools.cache
 def _body_failures() -> tuple[type[BaseException], ...]:
-    import requests
+    requests = require("requests", extra="requests")
 
     return (
         *_failures(),
@@ -148,6 +149,7 @@ class BreakerAdapter(_Base):
         count_body_errors: bool = False,
         **adapter_arguments: Any,
     ) -> None:
+        self._failures = _failures()  # first: without requests, says what to install
         self._rules: Rules[requests.PreparedRequest] = Rules(
             group=group,
             key=by_authority if key is None else key,
@@ -156,7 +158,6 @@ class BreakerAdapter(_Base):
             count_body_errors=count_body_errors,
             rejection=_reject,
         )
-        self._failures = _failures()
         super().__init__(**adapter_arguments)
 
     @property
@@ -200,7 +201,5 @@ class BreakerAdapter(_Base):
             except BaseException as exc:
                 admission.settle_exception(exc, _body_failures())
                 raise
-        admission.settle_status(
-            response.status_code, response.headers.get("Retry-After")
-        )
+        admission.settle_status(response.status_code, response.headers)
         return response

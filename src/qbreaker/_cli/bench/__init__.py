@@ -27,6 +27,7 @@ from typing import TextIO
 __all__ = ("add_arguments", "run")
 
 PLOT_HINT = 'pip install "qbreaker[plot]"'
+HTTPX_HINT = 'pip install "qbreaker[httpx]"'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick-smoke",
         action="store_true",
         help="run every scenario once, for correctness only (a few seconds)",
+    )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help=f"also time httpx through BreakerTransport against a local server "
+        f"({HTTPX_HINT})",
     )
     parser.add_argument(
         "--check",
@@ -62,6 +69,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    with_http = bool(getattr(args, "http", False))
+    if with_http and importlib.util.find_spec("httpx") is None:
+        print(
+            f"error: --http needs httpx, which is not installed; install it "
+            f"with: {HTTPX_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     from .results import Results
     from .scenarios import SCENARIOS
     from .sections import (
@@ -88,7 +103,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     sizes = SMOKE if getattr(args, "quick_smoke", False) else QUICK
     results = Results(meta(sizes))
     print_header(results.meta, out)
-    progress = Progress(len(SCENARIOS) + 3, sys.stderr)
+    progress = Progress(len(SCENARIOS) + 3 + with_http, sys.stderr)
     for scenario in SCENARIOS:
         progress.start(scenario.title)
         run_scenario(scenario, sizes, results, progress)
@@ -107,6 +122,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     run_memory_and_group(sizes, results, progress)
     progress.end()
     print_memory_and_group(results, out)
+    if with_http:
+        from .http import print_http, run_http
+
+        progress.start("httpx through BreakerTransport, against a local server")
+        run_http(sizes, results, progress)
+        progress.end()
+        print_http(results, out)
     judge(results)
     print_targets(results, out)
     print_skipped(results, out)

@@ -25,6 +25,7 @@ class Results:
     native: dict[str, Any] = field(default_factory=dict)
     group_lookup: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    http: dict[str, Any] = field(default_factory=dict)  # --http only
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -37,6 +38,7 @@ class Results:
             "native_threads": self.native,
             "group_lookup": self.group_lookup,
             "memory": self.memory,
+            "http": self.http,
             "targets": self.targets,
             "skipped": self.skipped,
             "failures": self.failures,
