@@ -411,6 +411,8 @@ def test_without_a_group_each_interceptor_has_its_own() -> None:
     assert first.group is not second.group
     assert first.group.max_breakers == 1000
     assert first.target == "a:1"
+    # failure_codes=None: the defaults.
+    assert BreakerInterceptor(target="a:1", failure_codes=None).target == "a:1"
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -423,7 +425,7 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(TypeError, match="iterable of grpc.StatusCode"):
         BreakerInterceptor(target="a:1", failure_codes={14})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="iterable of grpc.StatusCode"):
-        BreakerInterceptor(target="a:1", failure_codes=None)  # type: ignore[arg-type]
+        BreakerInterceptor(target="a:1", failure_codes=14)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="group must be a qbreaker.BreakerGroup"):
         BreakerInterceptor(target="a:1", group={})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="open_on_retry_after must be"):

@@ -44,26 +44,67 @@ interceptor under one kind of call only).
   a task of its own, after the caller has moved on. Protect those calls with
   ``async with breaker:`` around the read loop.
 
-Importing this module imports grpc (the interceptors subclass its interceptor
-classes, which ``intercept_channel`` and grpc.aio dispatch on);
-``import qbreaker`` does not import this module.
+``import qbreaker`` does not import this module, and this module imports
+without grpc (``pip install "qbreaker[grpc]"``): an interceptor made without
+it raises an ImportError that names the extra.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Union
 
-import grpc
-import grpc.aio
-
 from .._errors import CircuitOpenError
-from ._common import Admission, RetryAfterSetting, Rules, rejection_class
+from ._common import (
+    Admission,
+    RetryAfterSetting,
+    Rules,
+    library_class,
+    rejection_class,
+    require,
+)
 
+# The module imports without grpc (the package's import checks import every
+# module): grpc's classes to subclass come from library_class, stand-ins whose
+# construction names the extra when grpc is missing, and the rest is read
+# from grpc when first used.
 if TYPE_CHECKING:
+    import grpc
+    import grpc.aio
+
     from .._impl.group import BreakerGroup
+
+    _RpcError = grpc.RpcError
+    _Call = grpc.Call
+    _Future = grpc.Future[Any]  # generic in the stubs only
+    _AioRpcError = grpc.aio.AioRpcError
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
+    _StreamUnary = grpc.StreamUnaryClientInterceptor
+    _UnaryStream = grpc.UnaryStreamClientInterceptor
+    _StreamStream = grpc.StreamStreamClientInterceptor
+    _AioUnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _AioStreamUnary = grpc.aio.StreamUnaryClientInterceptor
+else:
+    from .._lazy import LazyModule
+
+    grpc = LazyModule("grpc")  # grpc imports grpc.aio itself
+
+    def _grpc_class(module: str, name: str) -> type:
+        return library_class(module, name, extra="grpc")
+
+    _RpcError = _grpc_class("grpc", "RpcError")
+    _Call = _grpc_class("grpc", "Call")
+    _Future = _grpc_class("grpc", "Future")
+    _AioRpcError = _grpc_class("grpc.aio", "AioRpcError")
+    _UnaryUnary = _grpc_class("grpc", "UnaryUnaryClientInterceptor")
+    _StreamUnary = _grpc_class("grpc", "StreamUnaryClientInterceptor")
+    _UnaryStream = _grpc_class("grpc", "UnaryStreamClientInterceptor")
+    _StreamStream = _grpc_class("grpc", "StreamStreamClientInterceptor")
+    _AioUnaryUnary = _grpc_class("grpc.aio", "UnaryUnaryClientInterceptor")
+    _AioStreamUnary = _grpc_class("grpc.aio", "StreamUnaryClientInterceptor")
 
 __all__ = (
     "DEFAULT_FAILURE_CODES",
@@ -74,20 +115,20 @@ __all__ = (
     "CircuitOpenRpcError",
 )
 
-_Code = grpc.StatusCode
-
-#: The codes that count as failures unless ``failure_codes=`` says otherwise:
+#: ``DEFAULT_FAILURE_CODES`` (read from the module, made on first use): the
+#: codes that count as failures unless ``failure_codes=`` says otherwise, when
 #: the server or the path to it is unwell, or asks for less traffic.
-DEFAULT_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
-    (
-        _Code.UNAVAILABLE,
-        _Code.DEADLINE_EXCEEDED,
-        _Code.INTERNAL,
-        _Code.UNKNOWN,
-        _Code.DATA_LOSS,
-        _Code.RESOURCE_EXHAUSTED,
-    )
+_DEFAULT_FAILURE_NAMES = (
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "INTERNAL",
+    "UNKNOWN",
+    "DATA_LOSS",
+    "RESOURCE_EXHAUSTED",
 )
+
+if TYPE_CHECKING:
+    DEFAULT_FAILURE_CODES: frozenset[grpc.StatusCode]
 
 #: The trailer of a server's pushback (gRFC A6): milliseconds, as digits.
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
@@ -100,19 +141,12 @@ Key = Union[str, Callable[[str, str], str]]
 # -- the rejections ---------------------------------------------------------
 
 
-# grpc.Future is generic in the stubs only.
-if TYPE_CHECKING:
-    _Future = grpc.Future[Any]
-else:
-    _Future = grpc.Future
-
-
-class _RejectedCall(grpc.RpcError, grpc.Call, _Future):
+class _RejectedCall(_RpcError, _Call, _Future):
     """A call that failed with UNAVAILABLE before it started: the sync
     rejection is its own completed call, as grpc's own failed calls are."""
 
     def code(self) -> grpc.StatusCode:
-        return _Code.UNAVAILABLE
+        return grpc.StatusCode.UNAVAILABLE
 
     def details(self) -> str:
         return str(self)
@@ -165,14 +199,13 @@ class _RejectedCall(grpc.RpcError, grpc.Call, _Future):
         raise self
 
 
-class _AioRejection(grpc.aio.AioRpcError):
+class _AioRejection(_AioRpcError):
     """An ``AioRpcError`` made from a message alone, as ``CircuitOpenError``
     passes it: UNAVAILABLE, no metadata, the message as its details."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(
-            _Code.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), message
-        )
+        metadata = grpc.aio.Metadata
+        super().__init__(grpc.StatusCode.UNAVAILABLE, metadata(), metadata(), message)
         # AioRpcError passes no args to Exception; str() and pickling read them.
         self.args = (message,)
 
@@ -185,28 +218,54 @@ if TYPE_CHECKING:
     class AioCircuitOpenRpcError(CircuitOpenError, _AioRejection):
         """See the module's docstring."""
 
-else:
-    CircuitOpenRpcError = rejection_class(
-        _RejectedCall,
-        module=__name__,
-        name="CircuitOpenRpcError",
-        doc="A rejected gRPC call: a CircuitOpenError, and a grpc.RpcError "
-        "with code() UNAVAILABLE that is its own completed grpc.Call and "
-        "grpc.Future.",
-    )
-    AioCircuitOpenRpcError = rejection_class(
-        _AioRejection,
-        module=__name__,
-        name="AioCircuitOpenRpcError",
-        doc="A rejected grpc.aio call: a CircuitOpenError and a "
-        "grpc.aio.AioRpcError with code() UNAVAILABLE.",
-    )
+
+_LAZY = ("AioCircuitOpenRpcError", "CircuitOpenRpcError", "DEFAULT_FAILURE_CODES")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(_made(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Made:
+    """What this module makes from grpc, once, when first needed."""
+
+    def __init__(self) -> None:
+        codes = require("grpc", extra="grpc").StatusCode
+        self.DEFAULT_FAILURE_CODES = frozenset(
+            codes[name] for name in _DEFAULT_FAILURE_NAMES
+        )
+        self.CircuitOpenRpcError: type[CircuitOpenRpcError] = rejection_class(
+            _RejectedCall,
+            module=__name__,
+            name="CircuitOpenRpcError",
+            doc="A rejected gRPC call: a CircuitOpenError, and a grpc.RpcError "
+            "with code() UNAVAILABLE that is its own completed grpc.Call and "
+            "grpc.Future.",
+        )  # type: ignore[assignment]
+        self.AioCircuitOpenRpcError: type[AioCircuitOpenRpcError] = rejection_class(
+            _AioRejection,
+            module=__name__,
+            name="AioCircuitOpenRpcError",
+            doc="A rejected grpc.aio call: a CircuitOpenError and a "
+            "grpc.aio.AioRpcError with code() UNAVAILABLE.",
+        )  # type: ignore[assignment]
+
+
+@functools.cache
+def _made() -> _Made:
+    return _Made()
 
 
 # -- what both interceptors share --------------------------------------------
 
 
-def _failure_codes(value: Iterable[grpc.StatusCode]) -> frozenset[grpc.StatusCode]:
+def _failure_codes(
+    value: Iterable[grpc.StatusCode] | None,
+) -> frozenset[grpc.StatusCode]:
+    if value is None:
+        return _made().DEFAULT_FAILURE_CODES
     accepted = "an iterable of grpc.StatusCode other than OK and CANCELLED"
     try:
         codes = frozenset(value)
@@ -214,7 +273,7 @@ def _failure_codes(value: Iterable[grpc.StatusCode]) -> frozenset[grpc.StatusCod
         raise TypeError(f"failure_codes must be {accepted}, got {value!r}") from None
     if not all(isinstance(code, grpc.StatusCode) for code in codes):
         raise TypeError(f"failure_codes must be {accepted}, got {value!r}")
-    if _Code.OK in codes or _Code.CANCELLED in codes:
+    if grpc.StatusCode.OK in codes or grpc.StatusCode.CANCELLED in codes:
         # CANCELLED is the caller's doing, never the server's.
         raise ValueError(f"failure_codes must be {accepted}, got {value!r}")
     return codes
@@ -258,10 +317,11 @@ class _Policy:
         target: str,
         group: BreakerGroup | None,
         key: Key,
-        failure_codes: Iterable[grpc.StatusCode],
+        failure_codes: Iterable[grpc.StatusCode] | None,
         open_on_retry_after: RetryAfterSetting,
-        rejection: type[CircuitOpenError],
+        rejection: Callable[[], type[CircuitOpenError]],
     ) -> None:
+        require("grpc", extra="grpc")  # names the extra when grpc is missing
         if not isinstance(target, str) or not target:
             raise TypeError(
                 f"target must be the channel's target, a non-empty str such "
@@ -274,7 +334,7 @@ class _Policy:
             key=_key_function(target, key),
             failure_statuses=(),  # HTTP's: a gRPC call has codes instead
             open_on_retry_after=open_on_retry_after,
-            rejection=rejection,
+            rejection=rejection(),
         )
 
     def admit(self, method: str | bytes) -> Admission:
@@ -290,11 +350,11 @@ class _Policy:
         trailers: Iterable[tuple[str, str | bytes]] | None,
     ) -> None:
         """Report a finished call by its status code."""
-        if code is _Code.CANCELLED or code is None:
+        if code is grpc.StatusCode.CANCELLED or code is None:
             admission.release(None)
             return
         admission.release(code not in self._failure_codes)
-        if code is not _Code.OK:
+        if code is not grpc.StatusCode.OK:
             admission.open_for(_pushback_seconds(trailers))
 
 
@@ -314,12 +374,7 @@ def _settle_exception(
 # -- sync ---------------------------------------------------------------------
 
 
-class BreakerInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class BreakerInterceptor(_UnaryUnary, _StreamUnary, _UnaryStream, _StreamStream):
     """A breaker for a sync channel: ``grpc.intercept_channel(channel, it)``.
 
     ``target`` names the channel's breaker; the other keywords are in the
@@ -332,11 +387,16 @@ class BreakerInterceptor(
         target: str,
         group: BreakerGroup | None = None,
         key: Key = "target",
-        failure_codes: Iterable[grpc.StatusCode] = DEFAULT_FAILURE_CODES,
+        failure_codes: Iterable[grpc.StatusCode] | None = None,
         open_on_retry_after: RetryAfterSetting = False,
     ) -> None:
         self._policy = _Policy(
-            target, group, key, failure_codes, open_on_retry_after, CircuitOpenRpcError
+            target,
+            group,
+            key,
+            failure_codes,
+            open_on_retry_after,
+            lambda: _made().CircuitOpenRpcError,
         )
 
     @property
@@ -356,7 +416,7 @@ class BreakerInterceptor(
         policy = self._policy
         try:
             admission = policy.admit(details.method)
-        except CircuitOpenRpcError as rejection:
+        except CircuitOpenError as rejection:  # this module's CircuitOpenRpcError
             return rejection
         try:
             call = continuation(details, request)
@@ -366,7 +426,7 @@ class BreakerInterceptor(
 
         def settle(done: Any) -> None:
             code = done.code()
-            if code is _Code.INTERNAL and not isinstance(
+            if code is grpc.StatusCode.INTERNAL and not isinstance(
                 done.exception(), grpc.RpcError
             ):
                 # grpc's stand-in for a Python error raised on this side (a
@@ -416,7 +476,7 @@ class BreakerInterceptor(
 # -- grpc.aio -------------------------------------------------------------------
 
 
-class AioBreakerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class AioBreakerInterceptor(_AioUnaryUnary):
     """A breaker for a ``grpc.aio`` channel's unary-unary calls; its
     ``stream_unary`` is the same breaker for stream-unary calls.
 
@@ -434,7 +494,7 @@ class AioBreakerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         target: str,
         group: BreakerGroup | None = None,
         key: Key = "target",
-        failure_codes: Iterable[grpc.StatusCode] = DEFAULT_FAILURE_CODES,
+        failure_codes: Iterable[grpc.StatusCode] | None = None,
         open_on_retry_after: RetryAfterSetting = False,
     ) -> None:
         self._policy = _Policy(
@@ -443,7 +503,7 @@ class AioBreakerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             key,
             failure_codes,
             open_on_retry_after,
-            AioCircuitOpenRpcError,
+            lambda: _made().AioCircuitOpenRpcError,
         )
         self.stream_unary = AioStreamUnaryBreakerInterceptor(self._policy)
 
@@ -471,7 +531,7 @@ class AioBreakerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         )
 
 
-class AioStreamUnaryBreakerInterceptor(grpc.aio.StreamUnaryClientInterceptor):
+class AioStreamUnaryBreakerInterceptor(_AioStreamUnary):
     """The stream-unary side of an ``AioBreakerInterceptor``: its
     ``stream_unary`` attribute, sharing its breakers and rules."""
 

@@ -14,8 +14,8 @@ state and totals of the given breakers and groups' breakers, read when
 asked. It is information for people and dashboards, never a health check:
 an open breaker is the service protecting itself, not the service failing.
 
-Starlette is imported when ``install``, the handler or the endpoint first
-runs, never by ``import qbreaker``.
+Starlette is imported when the handler or the endpoint first runs, never by
+``import qbreaker`` (``pip install "qbreaker[starlette]"``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import CircuitOpenError
 from .._impl.group import BreakerGroup
+from ._common import require
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -55,8 +56,7 @@ def retry_after_header(retry_after: float) -> str | None:
 def circuit_open_response(exc: CircuitOpenError, *, show_breaker: bool) -> Response:
     """The 503 response for ``exc``. The breaker's name is in the body only
     with ``show_breaker``: it names an internal dependency."""
-    from starlette.responses import JSONResponse
-
+    responses = require("starlette.responses", extra="starlette")
     body: dict[str, Any] = {"detail": "Service Unavailable"}
     if show_breaker:
         body["breaker"] = exc.name
@@ -64,7 +64,8 @@ def circuit_open_response(exc: CircuitOpenError, *, show_breaker: bool) -> Respo
             body["retry_after"] = exc.retry_after
     header = retry_after_header(exc.retry_after)
     headers = None if header is None else {"Retry-After": header}
-    return JSONResponse(body, status_code=503, headers=headers)
+    response: Response = responses.JSONResponse(body, status_code=503, headers=headers)
+    return response
 
 
 def install(app: Any, *, show_breaker: bool = False) -> None:
@@ -136,8 +137,8 @@ def status_endpoint(
             )
 
     async def breaker_status(request: Request) -> Response:
-        from starlette.responses import JSONResponse
-
-        return JSONResponse(status_document(sources))
+        responses = require("starlette.responses", extra="starlette")
+        response: Response = responses.JSONResponse(status_document(sources))
+        return response
 
     return breaker_status

@@ -11,27 +11,33 @@ wait that would end past the budget. A forced-open breaker's
 use ``wait_retry_after`` without such a stop: nothing else stops a wait that
 is longer than the caller can afford.
 
-Importing this module imports tenacity; ``import qbreaker`` does not import
-this module.
+``import qbreaker`` does not import this module, and this module imports
+without tenacity (``pip install "qbreaker[tenacity]"``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Union
 
-import tenacity
-
 from .._errors import CircuitOpenError
+from ._common import library_class, require
 
+# The module imports without tenacity (the package's import checks import
+# every module); wait_retry_after() then raises an ImportError naming the
+# extra.
 if TYPE_CHECKING:
+    import tenacity
     from tenacity import RetryCallState
+
+    _WaitBase = tenacity.wait.wait_base
+    Wait = Union[tenacity.wait.wait_base, Callable[[RetryCallState], float]]
+else:
+    _WaitBase = library_class("tenacity.wait", "wait_base", extra="tenacity")
 
 __all__ = ("wait_retry_after",)
 
-Wait = Union[tenacity.wait.wait_base, Callable[["RetryCallState"], float]]
 
-
-class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 - tenacity's style
+class wait_retry_after(_WaitBase):  # noqa: N801 - tenacity's style
     """Wait a rejection's ``retry_after``; after any other failure, wait as
     ``fallback`` says (by default not at all).
 
@@ -41,6 +47,7 @@ class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 - tenacity's styl
     """
 
     def __init__(self, fallback: Wait | None = None) -> None:
+        tenacity = require("tenacity", extra="tenacity")
         if fallback is not None and not callable(fallback):
             raise TypeError(
                 f"fallback must be a tenacity wait (a callable of the retry "
