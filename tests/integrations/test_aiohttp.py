@@ -84,6 +84,7 @@ def test_a_failing_backend_is_reached_max_failures_times_then_rejected(
     assert error.state is State.OPEN and 29 < error.retry_after <= 30
     copied = pickle.loads(pickle.dumps(error))
     assert type(copied) is CircuitOpen and copied.retry_after == error.retry_after
+    assert copied.request is None
     assert _breaker(middleware, other_server).state is State.CLOSED
 
 

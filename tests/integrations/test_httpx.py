@@ -223,6 +223,22 @@ def test_each_transport_has_its_own_default_group() -> None:
     assert first.group.max_breakers == 1000
 
 
+def test_the_default_group_trips_at_half_failing_after_20_calls(
+    server: Backend,
+) -> None:
+    transport = BreakerTransport(httpx.HTTPTransport())
+    with httpx.Client(transport=transport) as client:
+        for _ in range(10):  # half of the first 20 succeed...
+            server.status = 200
+            client.get(server.url)
+            server.status = 503
+            client.get(server.url)
+        with pytest.raises(CircuitOpen) as info:  # ...so 50 % failed: open
+            client.get(server.url)
+    assert server.hits == 20
+    assert 9 < info.value.retry_after <= 10  # the default reset_timeout
+
+
 def test_mounts_protect_one_host_only(impl: Impl, server: Backend) -> None:
     server.status = 503
     transport = BreakerTransport(httpx.HTTPTransport(), group=_group(impl))

@@ -347,10 +347,9 @@ def _init_rejection(
     request: object = None,
 ) -> None:
     CircuitOpenError.__init__(self, name, state, retry_after)
-    if request is not None:
-        # httpx's base error takes it through a property, the others as an
-        # attribute; both read it back as .request.
-        self.request = request  # type: ignore[attr-defined]
+    # httpx's base error takes it through a property (whose getter raises
+    # RuntimeError while it is None), the others as an attribute.
+    self.request = request  # type: ignore[attr-defined]
 
 
 def rejection_class(

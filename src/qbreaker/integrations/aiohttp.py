@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     class CircuitOpen(CircuitOpenError, aiohttp.ClientError):
         """A request rejected by its open breaker, without being sent."""
 
-        request: ClientRequest
+        request: ClientRequest | None
 
         def __init__(
             self,
@@ -174,7 +174,11 @@ class BreakerMiddleware:
             response = await handler(request)
             if self._rules.reads_body(response.status):
                 failures = _body_failures()
-                await response.read()
+                try:
+                    await response.read()
+                except BaseException:
+                    response.close()  # the caller never sees it to close it
+                    raise
         except asyncio.CancelledError:
             admission.release(False if _timed_out(request) else None)
             raise

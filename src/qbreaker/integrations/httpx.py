@@ -174,7 +174,11 @@ class BreakerTransport(_Base):
         try:
             response = self._inner.handle_request(request)
             if self._rules.reads_body(response.status_code):
-                response.read()
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()  # the caller never sees it to close it
+                    raise
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
@@ -217,7 +221,11 @@ class AsyncBreakerTransport(_AsyncBase):
         try:
             response = await self._inner.handle_async_request(request)
             if self._rules.reads_body(response.status_code):
-                await response.aread()
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()  # the caller never sees it
+                    raise
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise

@@ -200,6 +200,7 @@ class BreakerAdapter(_Base):
                 response.content  # noqa: B018 - reads and keeps the body
             except BaseException as exc:
                 admission.settle_exception(exc, _body_failures())
+                response.close()  # the caller never sees it to close it
                 raise
         admission.settle_status(response.status_code, response.headers)
         return response
