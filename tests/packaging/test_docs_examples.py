@@ -19,12 +19,15 @@ EXPECTED = {
     "async_service.py": "3",
     "breaker_group.py": "rejected",
     "database.py": "0",
+    "grpc_client.py": "3 UNAVAILABLE rejected",
     "http_fallback.py": "open 2",
     "httpx_client.py": "open",
     "pybreaker_migration.py": "open 2",
     "rates.py": "open closed",
     "requests_adapter.py": "open",
+    "retries.py": "7 6",
     "shared.py": "open",
+    "starlette_503.py": "503 30",
     "tickets.py": "open",
 }
 
@@ -35,21 +38,26 @@ HOST_WIDE = [
         not sys.platform.startswith("linux"), reason="shared= needs Linux's /dev/shm"
     ),
 ]
-# The examples of an integration need its client library, an optional extra:
-# without it they skip, as the integration's own tests do.
-LIBRARY = {
-    "aiohttp_middleware.py": "aiohttp",
-    "httpx_client.py": "httpx",
-    "requests_adapter.py": "requests",
+# The examples of an integration need its client libraries, optional extras:
+# without them they skip, as the integration's own tests do.
+LIBRARIES = {
+    "aiohttp_middleware.py": ("aiohttp",),
+    "grpc_client.py": ("grpc",),
+    "httpx_client.py": ("httpx",),
+    "requests_adapter.py": ("requests",),
+    "retries.py": ("tenacity", "stamina"),
+    "starlette_503.py": ("fastapi", "httpx"),
 }
 
 
 def _marks(script: Path) -> tuple[pytest.MarkDecorator, ...]:
     if script.name == "shared.py":
         return tuple(HOST_WIDE)
-    library = LIBRARY.get(script.name)
-    if library is not None and importlib.util.find_spec(library) is None:
-        return (pytest.mark.skip(reason=f"{library} (an optional extra) is missing"),)
+    libraries = LIBRARIES.get(script.name, ())
+    missing = [name for name in libraries if importlib.util.find_spec(name) is None]
+    if missing:
+        names = ", ".join(missing)
+        return (pytest.mark.skip(reason=f"{names} (an optional extra) is missing"),)
     return ()
 
 

@@ -27,7 +27,6 @@ COMMANDS = {
     "reset": ("admin", "return a shared breaker to normal, host-wide"),
     "prune": ("admin", "remove this user's shared breakers no process uses"),
     "export": ("export", "serve this host's shared breakers to Prometheus or OTLP"),
-
     "agent": ("fleet", "run this host's fleet agent (a sidecar)"),
     "fleet": ("fleet", "open, close or reset a fleet breaker fleet-wide"),
 }
