@@ -36,8 +36,8 @@ install: ## pip install . (README command 1, first half): compiles the core
 demo: ## python -m qbreaker demo: the side-by-side outage demo, about 30 s
 	$(PYTHON) -m qbreaker demo
 
-test-deps: ## pip install ".[test]" (README command 2, first half)
-	$(PIP) install ".[test]"
+test-deps: ## pip install ".[test,integrations]" (README command 2, first half)
+	$(PIP) install ".[test,integrations]"
 
 test: ## python -m pytest: the whole suite on both cores (PYTEST_ARGS adds arguments)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -46,7 +46,7 @@ test: ## python -m pytest: the whole suite on both cores (PYTEST_ARGS adds argum
 # everything else, is emptied (empty means unset) for its tests.
 test-pure: ## the suite on a QBREAKER_NO_EXTENSIONS=1 install, in its own venv (.venv-pure)
 	$(PYTHON) -m venv "$(PURE_VENV)"
-	QBREAKER_NO_EXTENSIONS=1 "$(PURE_PYTHON)" -m pip install -q ".[test]"
+	QBREAKER_NO_EXTENSIONS=1 "$(PURE_PYTHON)" -m pip install -q ".[test,integrations]"
 	PYTHON="$(PURE_PYTHON)" bash scripts/check_core.sh --pure
 	QBREAKER_REQUIRE_EXTENSIONS= QBREAKER_NO_EXTENSIONS=1 "$(PURE_PYTHON)" -m pytest --no-c-extensions $(PYTEST_ARGS)
 
