@@ -93,7 +93,13 @@ def test_a_rejection_is_the_documented_error(
     b = _open(impl, clock, how)
     err = _rejection(b, form)
     state, retry_after, message = EXPECTED[how]
-    assert type(err) is CircuitOpenError and isinstance(err, BreakerError)
+    # A private subclass with its fields in slots (see _errors._Rejection),
+    # named, shown and pickled as the public class.
+    assert isinstance(err, CircuitOpenError) and isinstance(err, BreakerError)
+    assert type(err).__name__ == type(err).__qualname__ == "CircuitOpenError"
+    assert type(err).__module__ == CircuitOpenError.__module__
+    assert type(err).__slots__ == ("name", "state", "retry_after", "_breaker")
+    assert type(pickle.loads(pickle.dumps(err))) is CircuitOpenError
     assert (err.name, err.state, err.retry_after) == ("db", state, retry_after)
     assert err.state is state and err._breaker is b
     # The same as one built by hand, field by field.

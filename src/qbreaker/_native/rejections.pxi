@@ -9,7 +9,7 @@
 # overrides _raise_open or _rejected (the pybreaker compat layer), and a
 # breaker with an on_reject hook, take the Python-level methods instead.
 
-from qbreaker._errors import CircuitOpenError
+from qbreaker._errors import _Rejection
 from qbreaker._errors import _PENDING
 from qbreaker._outcomes import Options
 
@@ -45,7 +45,7 @@ cdef object _open_error(CircuitBreaker b):
     name = b._name
     if name is None:
         name = _api.name(b)
-    error = qb_new_bare(CircuitOpenError, _PENDING_ARGS)
+    error = qb_new_bare(_Rejection, _PENDING_ARGS)
     error.name = name
     error.state = _public_state(w)
     error.retry_after = _retry_after_ticks(w, &b.cpolicy, _now_of(b)) / 1000
