@@ -31,8 +31,8 @@ success, even with ``stream=True``, so that an error reading it
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Callable, Union
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from .. import CircuitOpenError, State
@@ -74,10 +74,6 @@ Both a ``qbreaker.CircuitOpenError`` (``retry_after``, ``name``, ``state``)
 and a ``requests.RequestException`` (``request``), never a
 ``requests.ConnectionError``, so retry helpers do not retry it.
 """
-
-# send()'s timeout, as requests types it.
-_Timeout = Union[None, float, tuple[float, float], tuple[float, None]]
-
 
 def __getattr__(name: str) -> Any:
     if name == "CircuitOpen":
@@ -173,25 +169,15 @@ class BreakerAdapter(_Base):
             f"breakers belong to this process"
         )
 
+    # send()'s other arguments pass through untouched: requests' own
+    # annotations and types-requests' stubs type them differently, and only
+    # this signature overrides both.
     def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: _Timeout = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
     ) -> requests.Response:
         admission = self._rules.admit(request)
         try:
-            response = super().send(
-                request,
-                stream=stream,
-                timeout=timeout,
-                verify=verify,
-                cert=cert,
-                proxies=proxies,
-            )
+            response = super().send(request, *args, **kwargs)
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
