@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 
 pytest.importorskip("starlette", reason="starlette is in the starlette extra")
-pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
 
 from qbreaker import BreakerGroup, CircuitOpenError, State  # noqa: E402
 from qbreaker.integrations.starlette import (  # noqa: E402
@@ -32,6 +30,7 @@ from qbreaker.integrations.starlette import (  # noqa: E402
 )
 
 from ..helpers import FakeClock, Impl  # noqa: E402
+from .asgi import TestClient  # noqa: E402
 
 
 def app_calling(breaker: Any, **install_options: Any) -> Starlette:
