@@ -219,25 +219,3 @@ def test_status_endpoint_refuses_what_is_not_a_breaker() -> None:
         status_endpoint()
     with pytest.raises(TypeError, match="takes CircuitBreakers and BreakerGroups"):
         status_endpoint(object())  # type: ignore[arg-type]
-
-
-def test_the_module_imports_without_starlette_and_names_the_extra() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; sys.modules['starlette'] = None\n"
-        "sys.modules['starlette.responses'] = None\n"
-        "import qbreaker\n"
-        "from qbreaker.integrations.starlette import circuit_open_response as r\n"
-        "r(qbreaker.CircuitOpenError('x', qbreaker.State.OPEN, 1.0), "
-        "show_breaker=False)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-I", "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "ImportError: this needs starlette" in result.stderr
-    assert 'pip install "qbreaker[starlette]"' in result.stderr

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ._common import require
 from ._readings import OUTCOMES, STATES, Groups, Row, Sources
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def instrument(
     ``qbreaker.integrations.prometheus.BreakerCollector``. ``meter_provider``
     defaults to the global one.
     """
-    metrics = _library()
+    metrics = require("opentelemetry.metrics", extra="opentelemetry")
     sources = Sources(breakers=breakers, groups=groups, include_shared=include_shared)
     provider = meter_provider or metrics.get_meter_provider()
     meter = provider.get_meter("qbreaker", __version__)
@@ -105,17 +106,6 @@ def instrument(
             description="A group's breakers by state",
         )  # fmt: skip
     return made
-
-
-def _library() -> Any:
-    try:
-        from opentelemetry import metrics
-    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
-        raise ImportError(
-            "qbreaker.integrations.opentelemetry needs opentelemetry-api (and an "
-            'SDK to export): pip install "qbreaker[opentelemetry]"'
-        ) from exc
-    return metrics
 
 
 class _Observer:
