@@ -38,11 +38,11 @@ from urllib.parse import urlsplit
 from .. import CircuitOpenError, State
 from ._common import (
     DEFAULT_FAILURE_STATUSES,
+    LazyRejection,
     RetryAfterSetting,
     Rules,
     authority,
     library_class,
-    rejection_class,
     require,
 )
 
@@ -75,20 +75,10 @@ and a ``requests.RequestException`` (``request``), never a
 ``requests.ConnectionError``, so retry helpers do not retry it.
 """
 
-def __getattr__(name: str) -> Any:
-    if name == "CircuitOpen":
-        return _rejection_type()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _rejection_type() -> type[CircuitOpen]:
-    requests = require("requests", extra="requests")
-
-    made: Any = rejection_class(
-        requests.RequestException, module=__name__, name="CircuitOpen", doc=_DOC
-    )
-    return made  # type: ignore[no-any-return]
+_CIRCUIT_OPEN = LazyRejection(
+    __name__, "requests.RequestException", extra="requests", doc=_DOC
+)
+__getattr__ = _CIRCUIT_OPEN.attribute
 
 
 @functools.cache
@@ -113,12 +103,6 @@ def by_authority(request: requests.PreparedRequest) -> str:
     """The default key: ``scheme://host:port`` of the request's URL."""
     url = urlsplit(request.url or "")
     return authority(url.scheme, url.hostname or "", url.port)
-
-
-def _reject(
-    name: str, state: State, retry_after: float, request: requests.PreparedRequest
-) -> CircuitOpenError:
-    return _rejection_type()(name, state, retry_after, request)
 
 
 class BreakerAdapter(_Base):
@@ -152,7 +136,7 @@ class BreakerAdapter(_Base):
             failure_statuses=failure_statuses,
             open_on_retry_after=open_on_retry_after,
             count_body_errors=count_body_errors,
-            rejection=_reject,
+            rejection=_CIRCUIT_OPEN,
         )
         super().__init__(**adapter_arguments)
 
