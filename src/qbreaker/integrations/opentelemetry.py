@@ -54,8 +54,9 @@ def instrument(
       and ``qbreaker.state``) when there are groups.
 
     Every breaker series carries ``qbreaker.breaker``; a breaker named by an
-    authority (``scheme://host:port`` or ``host:port``, as the HTTP and gRPC
-    integrations name theirs) also carries ``server.address`` and
+    authority (``scheme://host:port``, or ``host:port`` with or without a
+    gRPC method after it, as the HTTP and gRPC integrations name theirs)
+    also carries ``server.address`` and
     ``server.port``. ``groups`` and ``include_shared`` are read as by
     ``qbreaker.integrations.prometheus.BreakerCollector``. ``meter_provider``
     defaults to the global one.
