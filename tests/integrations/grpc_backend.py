@@ -19,6 +19,10 @@ from typing import Any
 
 import grpc
 
+from qbreaker import BreakerGroup
+
+from ..helpers import FakeClock, Impl
+
 SERVICE = "qbreaker.test.Backend"
 UNARY_UNARY = f"/{SERVICE}/Echo"
 STREAM_UNARY = f"/{SERVICE}/Upload"
@@ -106,3 +110,17 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def make_group(
+    impl: Impl, clock: FakeClock, max_failures: int = 3, **settings: Any
+) -> BreakerGroup:
+    """A group of the core under test: trips after ``max_failures``, stays
+    open 30 s of ``clock``."""
+    return BreakerGroup(
+        max_failures=max_failures,
+        reset_timeout=30.0,
+        clock=clock,
+        _breaker_class=impl.Breaker,
+        **settings,
+    )

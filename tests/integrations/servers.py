@@ -9,6 +9,7 @@ connection to it is refused.
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import socket
 import threading
@@ -84,6 +85,15 @@ class Backend:
             handler.wfile.flush()
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
+
+    async def until_hits(self, hits: int) -> None:
+        """Wait (at most 5 s) until the backend has received ``hits``
+        requests, so that a call being cancelled is known to be in flight."""
+        for _ in range(500):
+            if self.hits >= hits:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the backend got {self.hits} requests, not {hits}")
 
     def close(self) -> None:
         self._closing.set()

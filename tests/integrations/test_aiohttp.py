@@ -164,10 +164,7 @@ def test_cancellation_by_the_caller_is_neutral(impl: Impl, server: Backend) -> N
     async def body(session: aiohttp.ClientSession) -> None:
         for sent in range(1, 4):
             task = asyncio.ensure_future(_get(session, server.url))
-            for _ in range(500):  # bounded: until the backend has it
-                if server.hits == sent:
-                    break
-                await asyncio.sleep(0.01)
+            await server.until_hits(sent)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -9,16 +9,15 @@ from typing import Any
 import pytest
 
 pytest.importorskip("fastapi", reason="fastapi is in the fastapi extra")
-pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi import Depends, FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
 
 from qbreaker import BreakerGroup, CircuitOpenError, State  # noqa: E402
 from qbreaker.integrations import starlette  # noqa: E402
 from qbreaker.integrations.fastapi import check, require  # noqa: E402
 
 from ..helpers import FakeClock, Impl  # noqa: E402
+from .asgi import TestClient  # noqa: E402
 
 
 def app_requiring(dependency: Any) -> tuple[FastAPI, list[str]]:

@@ -18,7 +18,7 @@ pytest.importorskip(
 
 import grpc  # noqa: E402
 
-from qbreaker import BreakerGroup, CircuitOpenError, State  # noqa: E402
+from qbreaker import CircuitOpenError, State  # noqa: E402
 from qbreaker.integrations.grpc import (  # noqa: E402
     DEFAULT_FAILURE_CODES,
     BreakerInterceptor,
@@ -34,6 +34,7 @@ from .grpc_backend import (  # noqa: E402
     UNARY_UNARY,
     Backend,
     closed_port,
+    make_group,
     serving,
 )
 
@@ -47,18 +48,6 @@ SUCCESS_CODES = sorted(
 def backend() -> Iterator[Backend]:
     with serving() as started:
         yield started
-
-
-def make_group(
-    impl: Impl, clock: FakeClock, max_failures: int = 3, **settings: Any
-) -> BreakerGroup:
-    return BreakerGroup(
-        max_failures=max_failures,
-        reset_timeout=30.0,
-        clock=clock,
-        _breaker_class=impl.Breaker,
-        **settings,
-    )
 
 
 @pytest.fixture

@@ -413,10 +413,7 @@ def test_async_cancellation_is_neutral(impl: Impl, server: Backend) -> None:
         async with _async_client(impl, group=group) as client:
             for sent in range(1, 4):
                 task = asyncio.ensure_future(client.get(server.url))
-                for _ in range(500):  # bounded: until the backend has it
-                    if server.hits == sent:
-                        break
-                    await asyncio.sleep(0.01)
+                await server.until_hits(sent)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task

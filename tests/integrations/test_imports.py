@@ -1,18 +1,57 @@
-"""The integrations stay optional: ``import qbreaker`` loads none of them, and
-each module imports without its library, saying what to install when used."""
+"""The integrations stay optional: ``import qbreaker`` loads none of them nor
+any of their libraries, and every integration module imports without its
+library, saying which extra to install when it is used."""
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
 import pytest
 
-LIBRARIES = {
-    "httpx": ("qbreaker.integrations.httpx", "BreakerTransport(None)", "httpx"),
-    "requests": ("qbreaker.integrations.requests", "BreakerAdapter()", "requests"),
-    "aiohttp": ("qbreaker.integrations.aiohttp", "BreakerMiddleware()", "aiohttp"),
-}
+import qbreaker.integrations
+
+# Every public integration module: the libraries to hide from it, what to
+# use, and the extra the ImportError names (None: the use needs no library).
+MODULES = {
+    "aiohttp": (("aiohttp",), ["m.BreakerMiddleware()", "m.CircuitOpen"], "aiohttp"),
+    # A FastAPI dependency is a plain callable: nothing of FastAPI is needed.
+    "fastapi": (("fastapi", "starlette"), ["m.require(qbreaker.CircuitBreaker())"],
+                None),
+    "grpc": (
+        ("grpc", "grpc.aio"),
+        [
+            "m.BreakerInterceptor(target='a:1')",
+            "m.AioBreakerInterceptor(target='a:1')",
+            "m.CircuitOpenRpcError",
+            "m.AioCircuitOpenRpcError",
+            "m.DEFAULT_FAILURE_CODES",
+        ],
+        "grpc",
+    ),
+    "httpx": (("httpx",), ["m.BreakerTransport(None)", "m.CircuitOpen"], "httpx"),
+    "opentelemetry": (("opentelemetry",), ["m.instrument()"], "opentelemetry"),
+    "prometheus": (("prometheus_client",), ["m.BreakerCollector()"], "prometheus"),
+    "requests": (
+        ("requests", "requests.adapters", "urllib3"),
+        ["m.BreakerAdapter()", "m.CircuitOpen"],
+        "requests",
+    ),
+    "starlette": (
+        ("starlette", "starlette.responses"),
+        [
+            "m.circuit_open_response("
+            "qbreaker.CircuitOpenError('x', qbreaker.State.OPEN, 1.0), "
+            "show_breaker=False)"
+        ],
+        "starlette",
+    ),
+    "tenacity": (("tenacity", "tenacity.wait"), ["m.wait_retry_after()"], "tenacity"),
+}  # fmt: skip
+
+LIBRARIES = sorted({name.partition(".")[0] for hidden, _, _ in MODULES.values()
+                    for name in hidden} | {"stamina"})  # fmt: skip
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -24,38 +63,42 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_import_qbreaker_loads_no_integration_nor_client_library() -> None:
+def test_every_integration_module_is_checked() -> None:
+    found = {
+        info.name
+        for info in pkgutil.iter_modules(qbreaker.integrations.__path__)
+        if not info.name.startswith("_")
+    }
+    assert found == set(MODULES)
+
+
+def test_import_qbreaker_loads_no_integration_nor_library() -> None:
     code = (
-        "import sys, qbreaker; "
+        "import sys, qbreaker\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('httpx', 'requests', 'aiohttp', 'urllib3') "
-        "or m.startswith('qbreaker.integrations')))"
+        f"{LIBRARIES!r} or m.startswith('qbreaker.integrations')))"
     )
     result = _run(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("library", sorted(LIBRARIES))
-def test_a_module_imports_without_its_library(library: str) -> None:
-    module, use, extra = LIBRARIES[library]
-    # None in sys.modules makes any import of the library an ImportError.
-    blocked = f"import sys; sys.modules[{library!r}] = None; "
-    for name in ("urllib3", "requests.adapters"):
-        blocked += f"sys.modules[{name!r}] = None; "
-    code = (
-        blocked + f"import {module} as m\n"
-        "try:\n"
-        f"    m.{use}\n"
-        "except ImportError as exc:\n"
-        "    print('ImportError:', exc)\n"
-    )
+@pytest.mark.parametrize(
+    ("module", "use"),
+    [(module, use) for module, (_, uses, _) in MODULES.items() for use in uses],
+)
+def test_a_module_imports_without_its_library(module: str, use: str) -> None:
+    hidden, _, extra = MODULES[module]
+    # None in sys.modules makes any import of that name an ImportError.
+    code = "import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in hidden)
+    code += f"import qbreaker, qbreaker.integrations.{module} as m\n{use}\n"
     result = _run(code)
-    assert result.returncode == 0, result.stderr
-    assert f"ImportError: this needs {library}, which is not installed: " in (
-        result.stdout
-    )
-    assert f'pip install "qbreaker[{extra}]"' in result.stdout
-    # The rejection type too.
-    result = _run(blocked + f"import {module} as m\nm.CircuitOpen")
-    assert f'pip install "qbreaker[{extra}]"' in result.stderr
+    if extra is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 1
+    library = hidden[0]
+    assert (
+        f"ImportError: this needs {library}, which is not installed: "
+        f'pip install "qbreaker[{extra}]"'
+    ) in result.stderr, result.stderr

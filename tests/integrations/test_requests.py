@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -194,3 +197,21 @@ def test_bad_arguments_and_copies() -> None:
         pickle.dumps(BreakerAdapter())
     with pytest.raises(TypeError, match="cannot be pickled or copied"):
         copy.copy(BreakerAdapter())
+
+
+def test_the_adapter_type_checks_against_the_installed_requests() -> None:
+    # requests ships annotations of its own that types-requests' stubs
+    # contradict (send()'s timeout, cert, proxies): the adapter must check
+    # against whichever is installed. Without the stubs, as the test extra
+    # installs it, mypy reads requests' own; the lint job reads the stubs.
+    pytest.importorskip("mypy", reason="mypy is in the test extra")
+    root = Path(__file__).parents[2]
+    module = root / "src/qbreaker/integrations/requests.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(module)],
+        cwd=root,  # pyproject.toml's settings
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -158,23 +158,3 @@ def test_stamina_waits_out_a_short_rejection_and_gives_up_on_a_long_one(
     with pytest.raises(CircuitOpenError):
         call(backend)
     assert backend.reached == 1
-
-
-def test_the_module_imports_without_tenacity_and_names_the_extra() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; sys.modules['tenacity'] = None\n"
-        "sys.modules['tenacity.wait'] = None\n"
-        "import qbreaker.integrations.tenacity as m\n"
-        "m.wait_retry_after()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-I", "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "ImportError: this needs tenacity, which is not installed" in result.stderr
-    assert 'pip install "qbreaker[tenacity]"' in result.stderr

@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 
 pytest.importorskip("starlette", reason="starlette is in the starlette extra")
-pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
 
 from qbreaker import BreakerGroup, CircuitOpenError, State  # noqa: E402
 from qbreaker.integrations.starlette import (  # noqa: E402
@@ -32,6 +30,7 @@ from qbreaker.integrations.starlette import (  # noqa: E402
 )
 
 from ..helpers import FakeClock, Impl  # noqa: E402
+from .asgi import TestClient  # noqa: E402
 
 
 def app_calling(breaker: Any, **install_options: Any) -> Starlette:
@@ -220,25 +219,3 @@ def test_status_endpoint_refuses_what_is_not_a_breaker() -> None:
         status_endpoint()
     with pytest.raises(TypeError, match="takes CircuitBreakers and BreakerGroups"):
         status_endpoint(object())  # type: ignore[arg-type]
-
-
-def test_the_module_imports_without_starlette_and_names_the_extra() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; sys.modules['starlette'] = None\n"
-        "sys.modules['starlette.responses'] = None\n"
-        "import qbreaker\n"
-        "from qbreaker.integrations.starlette import circuit_open_response as r\n"
-        "r(qbreaker.CircuitOpenError('x', qbreaker.State.OPEN, 1.0), "
-        "show_breaker=False)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-I", "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "ImportError: this needs starlette" in result.stderr
-    assert 'pip install "qbreaker[starlette]"' in result.stderr

@@ -26,7 +26,3 @@ def test_importing_the_exporters_imports_neither_library() -> None:
         "import qbreaker._cli.export, qbreaker._cli.watch"
     )
     assert loaded_after(imports, LIBRARIES) == "[]"
-
-
-def test_import_qbreaker_loads_no_integration() -> None:
-    assert loaded_after("import qbreaker", ("qbreaker.integrations",)) == "[]"

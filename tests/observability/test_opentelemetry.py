@@ -114,11 +114,13 @@ def test_authority_names_carry_server_attributes(impl: Impl) -> None:
     reader = Reader()
     b = impl.Breaker(1, 10, 1, name="https://api.example.com:443")
     grpc_target = impl.Breaker(1, 10, 1, name="127.0.0.1:50051")
+    # The gRPC interceptor's key="method": the target, then the method.
+    grpc_method = impl.Breaker(1, 10, 1, name="127.0.0.1:50052/shop.Prices/Get")
     ipv6 = impl.Breaker(1, 10, 1, name="http://[::1]:8080")
     plain = impl.Breaker(1, 10, 1, name="payments")
     no_port = impl.Breaker(1, 10, 1, name="https://api.example.com")
     instrument(
-        breakers=[b, grpc_target, ipv6, plain, no_port],
+        breakers=[b, grpc_target, grpc_method, ipv6, plain, no_port],
         meter_provider=reader.provider,
     )
     points = reader.collect()
@@ -128,6 +130,8 @@ def test_authority_names_carry_server_attributes(impl: Impl) -> None:
         "server.address": "api.example.com", "server.port": 443,
     }  # fmt: skip
     assert keys["127.0.0.1:50051"]["server.port"] == 50051
+    method = keys["127.0.0.1:50052/shop.Prices/Get"]
+    assert (method["server.address"], method["server.port"]) == ("127.0.0.1", 50052)
     assert (keys["http://[::1]:8080"]["server.address"],
             keys["http://[::1]:8080"]["server.port"]) == ("::1", 8080)  # fmt: skip
     assert keys["payments"] == {"qbreaker.breaker": "payments"}

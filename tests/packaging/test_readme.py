@@ -4,7 +4,9 @@
   script and must equal it; tests/packaging/test_docs_examples.py runs the script.
 - A block whose info string is ``python no-run: REASON`` is not run, and must
   give its reason.
-- Any other ``python`` block runs as written, in a fresh interpreter.
+- Any other ``python`` block runs as written, in a fresh interpreter; one
+  that imports an optional extra's library skips, naming the extra, when that
+  library is missing (as the integrations' own tests do).
 
 Every relative link of these pages names a file that exists, and a heading of
 it where the link has an anchor.
@@ -12,6 +14,9 @@ it where the link has an anchor.
 
 from __future__ import annotations
 
+import ast
+import importlib
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +36,23 @@ FENCE = re.compile(
 NO_RUN = "no-run:"
 # Info strings that highlight as Python but would silently escape the checks.
 PYTHON_ALIASES = {"py", "py3", "python3", "pycon", "ipython"}
+# The libraries of optional extras that a block may import, and the extra
+# that installs each: without it the block skips. Any other missing import
+# fails the block.
+OPTIONAL_LIBRARIES = {
+    "aiohttp": "aiohttp",
+    "fastapi": "fastapi",
+    "grpc": "grpc",
+    "httpx": "httpx",
+    "opentelemetry": "opentelemetry",
+    "prometheus_client": "prometheus",
+    "redis": "fleet",
+    "requests": "requests",
+    "stamina": "integrations",
+    "starlette": "starlette",
+    "tenacity": "tenacity",
+    "urllib3": "requests",
+}
 
 
 def page_id(page: Path) -> str:
@@ -84,6 +106,25 @@ def blocks_of(page: Path) -> list[Block]:
     ]
 
 
+def missing_libraries(body: str) -> list[str]:
+    """The optional libraries ``body`` imports that cannot be imported here,
+    each with the extra that installs it."""
+    imported = set()
+    for node in ast.walk(ast.parse(body)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.partition(".")[0])
+    missing = []
+    for name in sorted(imported & OPTIONAL_LIBRARIES.keys()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            extra = OPTIONAL_LIBRARIES[name]
+            missing.append(f'{name} (pip install "qbreaker[{extra}]")')
+    return missing
+
+
 BLOCKS = [block for page in PAGES for block in blocks_of(page)]
 PYTHON = [block for block in BLOCKS if block.language == "python"]
 
@@ -119,6 +160,9 @@ def test_python_block(block: Block) -> None:
         assert options[len(NO_RUN) :].strip(), f"{block.where}: no-run needs a reason"
     else:
         assert not options, f"{block.where}: unknown info string {block.info!r}"
+        missing = missing_libraries(block.body)
+        if missing:
+            pytest.skip(f"{block.where} needs {', '.join(missing)}")
         result = subprocess.run(
             [sys.executable, "-c", block.body],
             capture_output=True,
@@ -126,6 +170,29 @@ def test_python_block(block: Block) -> None:
             timeout=120,
         )
         assert result.returncode == 0, f"{block.where}\n{result.stderr}"
+
+
+def test_a_block_whose_extra_is_missing_skips_naming_it(tmp_path: Path) -> None:
+    # A prometheus_client that cannot be imported, first on the child's path.
+    hidden = tmp_path / "prometheus_client"
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    runnable = [b for b in PYTHON if not b.include and NO_RUN not in b.info]
+    needing = [b.where for b in runnable if "prometheus_client" in b.body]
+    assert needing, "no block imports prometheus_client any more: pick another"
+    tests = [f"{Path(__file__).name}::test_python_block[{where}]" for where in needing]
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests],
+        cwd=Path(__file__).parent,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(needing)} skipped" in result.stdout, result.stdout
+    assert 'pip install "qbreaker[prometheus]"' in result.stdout
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)

@@ -61,6 +61,7 @@ __all__ = (
     "DEFAULT_RETRY_AFTER_CAP",
     "Admission",
     "Headers",
+    "LazyRejection",
     "Rules",
     "authority",
     "default_group",
@@ -378,6 +379,47 @@ def rejection_class(
             )
             _classes[module, name] = made
         return made
+
+
+class LazyRejection:
+    """An HTTP integration's ``CircuitOpen``: ``rejection_class()`` of its
+    library's base request error (``base``, dotted, such as
+    ``"httpx.RequestError"``), made when first needed so that the module
+    imports without its library.
+
+    Called, it makes a rejection (``Rules``' ``rejection``); ``attribute``
+    is the module's ``__getattr__``, which pickle and importers use to find
+    the class.
+    """
+
+    __slots__ = ("_module", "_base", "_extra", "_doc", "_made")
+
+    def __init__(self, module: str, base: str, *, extra: str, doc: str) -> None:
+        self._module = module
+        self._base = base
+        self._extra = extra
+        self._doc = doc
+        self._made: type[CircuitOpenError] | None = None
+
+    def type(self) -> type[CircuitOpenError]:
+        made = self._made
+        if made is None:  # a race makes the same class twice: rejection_class
+            library, _, name = self._base.rpartition(".")
+            base = getattr(require(library, extra=self._extra), name)
+            made = self._made = rejection_class(
+                base, module=self._module, name="CircuitOpen", doc=self._doc
+            )
+        return made
+
+    def __call__(
+        self, name: str, state: State, retry_after: float, request: Any
+    ) -> CircuitOpenError:
+        return self.type()(name, state, retry_after, request)  # type: ignore[call-arg]
+
+    def attribute(self, name: str) -> Any:
+        if name == "CircuitOpen":
+            return self.type()
+        raise AttributeError(f"module {self._module!r} has no attribute {name!r}")
 
 
 # -- the integrated library ---------------------------------------------------

@@ -224,7 +224,8 @@ def state_label(state: State, forced: str | None) -> str:
 def server_of(name: str) -> tuple[str, int] | None:
     """``(host, port)`` of a breaker named by an authority with its port:
     ``scheme://host:port``, as the HTTP integrations key theirs (with the
-    scheme's default port filled in), or a gRPC target ``host:port``."""
+    scheme's default port filled in), or a gRPC target ``host:port``, alone
+    or followed by the full method name (the interceptor's ``key="method"``)."""
     if "://" in name:
         try:
             parts = urlsplit(name)
@@ -234,7 +235,8 @@ def server_of(name: str) -> tuple[str, int] | None:
         if not parts.hostname or port is None:
             return None
         return parts.hostname, port
-    host, sep, port_text = name.rpartition(":")
+    target = name.partition("/")[0]  # a method after the target: /pkg.Svc/M
+    host, sep, port_text = target.rpartition(":")
     if sep and host and port_text.isdigit() and 0 < int(port_text) < 65536:
         return host.strip("[]"), int(port_text)
     return None

@@ -30,15 +30,15 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import CircuitOpenError, State
 from ._common import (
     DEFAULT_FAILURE_STATUSES,
+    LazyRejection,
     RetryAfterSetting,
     Rules,
     authority,
-    rejection_class,
     require,
 )
 
@@ -72,20 +72,10 @@ never an ``aiohttp.ClientConnectionError``, so retry helpers do not retry it.
 """
 
 
-def __getattr__(name: str) -> Any:
-    if name == "CircuitOpen":
-        return _rejection_type()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _rejection_type() -> type[CircuitOpen]:
-    aiohttp = require("aiohttp", extra="aiohttp")
-
-    made: Any = rejection_class(
-        aiohttp.ClientError, module=__name__, name="CircuitOpen", doc=_DOC
-    )
-    return made  # type: ignore[no-any-return]
+_CIRCUIT_OPEN = LazyRejection(
+    __name__, "aiohttp.ClientError", extra="aiohttp", doc=_DOC
+)
+__getattr__ = _CIRCUIT_OPEN.attribute
 
 
 @functools.cache
@@ -106,12 +96,6 @@ def by_authority(request: ClientRequest) -> str:
     """The default key: ``scheme://host:port`` of the request's URL."""
     url = request.url
     return authority(url.scheme, url.host or "", url.port)
-
-
-def _reject(
-    name: str, state: State, retry_after: float, request: ClientRequest
-) -> CircuitOpenError:
-    return _rejection_type()(name, state, retry_after, request)
 
 
 def _timed_out(request: ClientRequest) -> bool:
@@ -157,7 +141,7 @@ class BreakerMiddleware:
             failure_statuses=failure_statuses,
             open_on_retry_after=open_on_retry_after,
             count_body_errors=count_body_errors,
-            rejection=_reject,
+            rejection=_CIRCUIT_OPEN,
         )
 
     @property

@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import CircuitOpenError, State
 from ._common import (
     DEFAULT_FAILURE_STATUSES,
+    LazyRejection,
     RetryAfterSetting,
     Rules,
     authority,
     library_class,
-    rejection_class,
     require,
 )
 
@@ -71,20 +71,8 @@ and an ``httpx.RequestError`` (``request``), never an
 """
 
 
-def __getattr__(name: str) -> Any:
-    if name == "CircuitOpen":
-        return _rejection_type()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _rejection_type() -> type[CircuitOpen]:
-    httpx = require("httpx", extra="httpx")
-
-    made: Any = rejection_class(
-        httpx.RequestError, module=__name__, name="CircuitOpen", doc=_DOC
-    )
-    return made  # type: ignore[no-any-return]
+_CIRCUIT_OPEN = LazyRejection(__name__, "httpx.RequestError", extra="httpx", doc=_DOC)
+__getattr__ = _CIRCUIT_OPEN.attribute
 
 
 @functools.cache
@@ -105,12 +93,6 @@ def by_authority(request: httpx.Request) -> str:
     return authority(url.scheme, url.host, url.port)
 
 
-def _reject(
-    name: str, state: State, retry_after: float, request: httpx.Request
-) -> CircuitOpenError:
-    return _rejection_type()(name, state, retry_after, request)
-
-
 def _rules(
     group: BreakerGroup | None,
     key: Callable[[httpx.Request], str] | None,
@@ -124,7 +106,7 @@ def _rules(
         failure_statuses=failure_statuses,
         open_on_retry_after=open_on_retry_after,
         count_body_errors=count_body_errors,
-        rejection=_reject,
+        rejection=_CIRCUIT_OPEN,
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ._common import require
 from ._readings import OUTCOMES, STATES, Groups, Row, Sources
 
 if TYPE_CHECKING:
@@ -53,13 +54,14 @@ def instrument(
       and ``qbreaker.state``) when there are groups.
 
     Every breaker series carries ``qbreaker.breaker``; a breaker named by an
-    authority (``scheme://host:port`` or ``host:port``, as the HTTP and gRPC
-    integrations name theirs) also carries ``server.address`` and
+    authority (``scheme://host:port``, or ``host:port`` with or without a
+    gRPC method after it, as the HTTP and gRPC integrations name theirs)
+    also carries ``server.address`` and
     ``server.port``. ``groups`` and ``include_shared`` are read as by
     ``qbreaker.integrations.prometheus.BreakerCollector``. ``meter_provider``
     defaults to the global one.
     """
-    metrics = _library()
+    metrics = require("opentelemetry.metrics", extra="opentelemetry")
     sources = Sources(breakers=breakers, groups=groups, include_shared=include_shared)
     provider = meter_provider or metrics.get_meter_provider()
     meter = provider.get_meter("qbreaker", __version__)
@@ -105,17 +107,6 @@ def instrument(
             description="A group's breakers by state",
         )  # fmt: skip
     return made
-
-
-def _library() -> Any:
-    try:
-        from opentelemetry import metrics
-    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
-        raise ImportError(
-            "qbreaker.integrations.opentelemetry needs opentelemetry-api (and an "
-            'SDK to export): pip install "qbreaker[opentelemetry]"'
-        ) from exc
-    return metrics
 
 
 class _Observer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._common import require
 from ._readings import (
     DEFAULT_SERIES_LIMIT,
     OUTCOMES,
@@ -77,7 +78,7 @@ class BreakerCollector:
         profile: str = "qbreaker",
         series_limit: int = DEFAULT_SERIES_LIMIT,
     ) -> None:
-        registry_module = _library()
+        registry_module = require("prometheus_client.registry", extra="prometheus")
         if profile not in PROFILES:
             raise ValueError(
                 f"profile must be one of {', '.join(map(repr, PROFILES))}, "
@@ -106,17 +107,6 @@ class BreakerCollector:
         else:
             yield from _qbreaker(reading)
         yield from _groups(reading)
-
-
-def _library() -> Any:
-    try:
-        from prometheus_client import registry
-    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
-        raise ImportError(
-            "qbreaker.integrations.prometheus needs prometheus_client: "
-            'pip install "qbreaker[prometheus]"'
-        ) from exc
-    return registry
 
 
 def _qbreaker(reading: Reading) -> Iterator[Metric]:

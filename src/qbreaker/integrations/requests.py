@@ -31,18 +31,18 @@ success, even with ``stream=True``, so that an error reading it
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Callable, Union
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from .. import CircuitOpenError, State
 from ._common import (
     DEFAULT_FAILURE_STATUSES,
+    LazyRejection,
     RetryAfterSetting,
     Rules,
     authority,
     library_class,
-    rejection_class,
     require,
 )
 
@@ -75,24 +75,10 @@ and a ``requests.RequestException`` (``request``), never a
 ``requests.ConnectionError``, so retry helpers do not retry it.
 """
 
-# send()'s timeout, as requests types it.
-_Timeout = Union[None, float, tuple[float, float], tuple[float, None]]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "CircuitOpen":
-        return _rejection_type()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _rejection_type() -> type[CircuitOpen]:
-    requests = require("requests", extra="requests")
-
-    made: Any = rejection_class(
-        requests.RequestException, module=__name__, name="CircuitOpen", doc=_DOC
-    )
-    return made  # type: ignore[no-any-return]
+_CIRCUIT_OPEN = LazyRejection(
+    __name__, "requests.RequestException", extra="requests", doc=_DOC
+)
+__getattr__ = _CIRCUIT_OPEN.attribute
 
 
 @functools.cache
@@ -117,12 +103,6 @@ def by_authority(request: requests.PreparedRequest) -> str:
     """The default key: ``scheme://host:port`` of the request's URL."""
     url = urlsplit(request.url or "")
     return authority(url.scheme, url.hostname or "", url.port)
-
-
-def _reject(
-    name: str, state: State, retry_after: float, request: requests.PreparedRequest
-) -> CircuitOpenError:
-    return _rejection_type()(name, state, retry_after, request)
 
 
 class BreakerAdapter(_Base):
@@ -156,7 +136,7 @@ class BreakerAdapter(_Base):
             failure_statuses=failure_statuses,
             open_on_retry_after=open_on_retry_after,
             count_body_errors=count_body_errors,
-            rejection=_reject,
+            rejection=_CIRCUIT_OPEN,
         )
         super().__init__(**adapter_arguments)
 
@@ -173,25 +153,15 @@ class BreakerAdapter(_Base):
             f"breakers belong to this process"
         )
 
+    # send()'s other arguments pass through untouched: requests' own
+    # annotations and types-requests' stubs type them differently, and only
+    # this signature overrides both.
     def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: _Timeout = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
     ) -> requests.Response:
         admission = self._rules.admit(request)
         try:
-            response = super().send(
-                request,
-                stream=stream,
-                timeout=timeout,
-                verify=verify,
-                cert=cert,
-                proxies=proxies,
-            )
+            response = super().send(request, *args, **kwargs)
         except BaseException as exc:
             admission.settle_exception(exc, self._failures)
             raise
