@@ -1,4 +1,4 @@
-"""Command line: ``python -m qbreaker [tour|demo|bench|status|open|close|reset|prune]``.
+"""Command line: ``python -m qbreaker [COMMAND]``, COMMANDS below.
 
 Each command lives in its own module of this package with
 ``add_arguments(parser)`` and ``run(args) -> int``. ``main()`` imports every
@@ -26,6 +26,7 @@ COMMANDS = {
     "close": ("admin", "force a shared breaker closed, host-wide"),
     "reset": ("admin", "return a shared breaker to normal, host-wide"),
     "prune": ("admin", "remove this user's shared breakers no process uses"),
+    "info": ("info", "what a bug report needs: versions, build, platform"),
 }
 
 
