@@ -65,8 +65,9 @@ def _extensions() -> list:
         extra_link_args=link_args,
         define_macros=macros,
     )
-    # The benchmark baselines (python -m qbreaker bench): a few kB, shipped so
-    # the benchmark runs on an installed package without a compiler. Same
+    # The benchmark baselines (python -m qbreaker bench): about 70 kB, in
+    # every wheel so the benchmark runs where a wheel was installed, without
+    # a compiler (docs/development.md, "Wheels"). Same
     # flags as the core, so neither is faster for reasons of optimisation
     # level; it cimports the core's .pxd, hence the same include paths.
     floor = Extension(

@@ -42,7 +42,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 unset QBREAKER_NO_EXTENSIONS QBREAKER_REQUIRE_EXTENSIONS PYTHONPATH
 
 # The requirements of extra $1 of the installed qbreaker that apply here, one
-# a line; an extra that names other extras of qbreaker gives theirs.
+# a line; an extra that names other extras of qbreaker gives theirs. pip's own
+# copy of packaging reads them: a fresh venv has no other.
 EXTRA_REQUIREMENTS='
 import sys
 from importlib.metadata import metadata, requires
@@ -62,7 +63,8 @@ def leaves(extra, seen):
         else:
             req.marker = None
             yield str(req)
-print("\n".join(dict.fromkeys(leaves(sys.argv[1], set()))))
+for line in dict.fromkeys(leaves(sys.argv[1], set())):
+    print(line)
 '
 
 failed=() untested=() passed=()
