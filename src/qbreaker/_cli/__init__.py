@@ -1,4 +1,4 @@
-"""Command line: ``python -m qbreaker [COMMAND]``, COMMANDS below.
+"""Command line: ``python -m qbreaker [tour|demo|bench|status|open|close|reset|prune]``.
 
 Each command lives in its own module of this package with
 ``add_arguments(parser)`` and ``run(args) -> int``. ``main()`` imports every
