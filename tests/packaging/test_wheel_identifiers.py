@@ -66,8 +66,14 @@ def _cibuildwheel_version() -> str:
 def test_cibuildwheel_builds_exactly_the_promised_wheels(platform: str) -> None:
     _cibuildwheel_version()
     result = subprocess.run(
-        [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers",
-         "--platform", platform],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cibuildwheel",
+            "--print-build-identifiers",
+            "--platform",
+            platform,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
