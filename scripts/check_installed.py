@@ -83,9 +83,10 @@ def main(argv: list[str]) -> int:
         env.pop("PYTHON_GIL", None)  # it could turn the GIL back on
     with tempfile.TemporaryDirectory(prefix="qbreaker-installed-") as empty:
         check = [sys.executable, "-I", "-W", "error::RuntimeWarning", "-c", CHECK]
-        subprocess.run(
-            [*check, "pure" if pure else "compiled"], cwd=empty, env=env, check=True
-        )
+        kind = "pure" if pure else "compiled"
+        if subprocess.run([*check, kind], cwd=empty, env=env).returncode:
+            print(f"check_installed: not a working {kind} install", file=sys.stderr)
+            return 1
         command = [sys.executable, "-m", "pytest", tests, "-m", "not stress",
                    "-p", "no:cacheprovider"]  # fmt: skip
         if pure:
