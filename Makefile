@@ -25,7 +25,8 @@ endif
 
 .PHONY: help install demo test-deps test test-pure check-core ci-deps integrations-deps lint \
 	lint-ruff lint-mypy lint-format lint-cython redis soak tsan freethreaded \
-	other-pythons bench ci ci-before-suite ci-after-suite
+	other-pythons bench ci ci-before-suite ci-after-suite wheels test-wheels \
+	lint-workflows
 
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -90,6 +91,15 @@ freethreaded: ## the suite on CPython 3.13t with the GIL off (builds and caches 
 other-pythons: ## the suite on the machine's other CPythons (3.9, 3.12, 3.13)
 	bash scripts/ci_other_pythons.sh
 
+wheels: ## dist/: the sdist, the pure wheel, a manylinux wheel for each CPython (3.9-3.13, 3.13t)
+	PYTHON="$(PYTHON)" bash scripts/build_wheels.sh
+
+test-wheels: ## each wheel of dist/ installed in a fresh venv, no compiler; the suite on it
+	PYTHON="$(PYTHON)" bash scripts/test_wheels.sh
+
+lint-workflows: ## .github/ against its schemas, zizmor --offline; cibuildwheel vs the README
+	PYTHON="$(PYTHON)" bash scripts/lint_workflows.sh
+
 bench: ## python -m qbreaker bench: the quick benchmark
 	$(PYTHON) -m qbreaker bench
 
@@ -102,8 +112,10 @@ ci: ## everything .ci/run runs, in order, in the current venv
 ci-before-suite: ci-deps integrations-deps lint redis ## ci's steps before the suite: linters, the client libraries, redis-server
 
 # The pure-Python install is tested too: PyPy and platforms without a compiled
-# wheel get it.
-ci-after-suite: check-core test-pure soak tsan freethreaded other-pythons ## ci's steps after the suite
+# wheel get it. test-wheels runs the suite on every CPython the machine has
+# (3.9 to 3.13 and 3.13t), from installed wheels: it replaces other-pythons,
+# which ran it from source on 3.9, 3.12 and 3.13.
+ci-after-suite: check-core test-pure soak tsan freethreaded lint-workflows wheels test-wheels ## ci's steps after the suite
 
 .PHONY: fleet-e2e
 fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), with its figures

@@ -16,6 +16,10 @@ import shlex
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# Beside the compiled core, what built it: python -m qbreaker info prints it.
+BUILD_RECORD = "_build.json"
 
 
 def _env_flag(name: str) -> bool:
@@ -36,7 +40,10 @@ def _extensions() -> list:
     compile_args, link_args, macros = [], [], []
     if sys.platform != "win32":
         compile_args += ["-Wall", "-Wno-unused-function", "-std=c11"]
-        compile_args += ["-O0", "-g3"] if DEBUG else ["-O2"]
+        # -g0 last wins over the -g in Python's own CFLAGS: a release build
+        # carries no debug information (the core would weigh 2 MB instead of
+        # 0.3 MB). QBREAKER_DEBUG_BUILD keeps it; a sanitizer adds -g back.
+        compile_args += ["-O0", "-g3"] if DEBUG else ["-O2", "-g0"]
         if SANITIZE:
             flags = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
             compile_args += flags
@@ -58,8 +65,9 @@ def _extensions() -> list:
         extra_link_args=link_args,
         define_macros=macros,
     )
-    # The benchmark baselines (python -m qbreaker bench): a few kB, shipped so
-    # the benchmark runs on an installed package without a compiler. Same
+    # The benchmark baselines (python -m qbreaker bench): about 70 kB, in
+    # every wheel so the benchmark runs where a wheel was installed, without
+    # a compiler (docs/development.md, "Wheels"). Same
     # flags as the core, so neither is faster for reasons of optimisation
     # level; it cimports the core's .pxd, hence the same include paths.
     floor = Extension(
@@ -81,8 +89,37 @@ def _extensions() -> list:
     )
 
 
+class RecordingBuildExt(build_ext):
+    """build_ext that also writes BUILD_RECORD beside the compiled core: the
+    Cython version, the compiler command and the flags the core got."""
+
+    def run(self) -> None:
+        super().run()
+        import json
+
+        import Cython
+
+        core = next(e for e in self.extensions if e.name == "qbreaker._core_c")
+        compiler = getattr(self.compiler, "compiler_so", None) or [
+            self.compiler.compiler_type
+        ]
+        record = {
+            "cython": Cython.__version__,
+            "compiler": list(compiler),
+            "extra_compile_args": list(core.extra_compile_args),
+            "define_macros": [list(m) for m in core.define_macros],
+            "debug_build": DEBUG,
+            "sanitize": SANITIZE or None,
+        }
+        where = os.path.dirname(self.get_ext_fullpath(core.name))
+        os.makedirs(where, exist_ok=True)
+        with open(os.path.join(where, BUILD_RECORD), "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.write("\n")
+
+
 if NO_EXTENSIONS:
     print("*" * 60 + "\n* qbreaker: pure-Python build (QBREAKER_NO_EXTENSIONS)\n" + "*" * 60)
     setup(ext_modules=[])
 else:
-    setup(ext_modules=_extensions())
+    setup(ext_modules=_extensions(), cmdclass={"build_ext": RecordingBuildExt})

@@ -1,5 +1,5 @@
 """The command line is the top floor: its own package, never imported by the
-library, shipped with the benchmark floor's source.
+library; the sdist carries the benchmark floor's source.
 """
 
 from __future__ import annotations
@@ -132,9 +132,12 @@ def _source_tree(dst: Path) -> Path:
     return dst
 
 
-def test_sdist_and_pure_wheel_carry_the_floor_source(tmp_path: Path) -> None:
-    """The sdist builds the floor where it is compiled (cibuildwheel builds
-    from the sdist alone); the wheels carry its source beside the module."""
+def test_the_sdist_carries_the_floor_source_and_the_wheel_does_not(
+    tmp_path: Path,
+) -> None:
+    """The sdist builds the floor where it is compiled (the wheels are built
+    from the sdist alone); a wheel carries the compiled floor, not its
+    source (tests/packaging/test_wheel_contents.py lists a wheel's files)."""
     tree = _source_tree(tmp_path / "tree")
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBREAKER_")}
     env["QBREAKER_NO_EXTENSIONS"] = "1"  # as the release's sdist build
@@ -164,7 +167,7 @@ def test_sdist_and_pure_wheel_carry_the_floor_source(tmp_path: Path) -> None:
     assert not [n for n in in_sdist if n.startswith("src/") and n.endswith(".c")]
     (wheel,) = dist.glob("*.whl")
     in_wheel = zipfile.ZipFile(wheel).namelist()
-    assert FLOOR_SOURCE in in_wheel
+    assert FLOOR_SOURCE not in in_wheel
     assert "qbreaker/_cli/__init__.py" in in_wheel
     assert "qbreaker/_cli/bench/scenarios.py" in in_wheel
     entry_points = next(n for n in in_wheel if n.endswith("entry_points.txt"))

@@ -29,6 +29,7 @@ COMMANDS = {
     "export": ("export", "serve this host's shared breakers to Prometheus or OTLP"),
     "agent": ("fleet", "run this host's fleet agent (a sidecar)"),
     "fleet": ("fleet", "open, close or reset a fleet breaker fleet-wide"),
+    "info": ("info", "what a bug report needs: versions, build, platform"),
 }
 
 
