@@ -25,7 +25,7 @@ import qbreaker
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "qbreaker"
 
-#: Beside the modules, every wheel holds exactly these.
+#: Beside the modules, every wheel holds exactly these and the fleet's scripts.
 TYPING_AND_CIMPORT = {
     "qbreaker/py.typed",
     "qbreaker/_core_c.pyi",
@@ -33,6 +33,12 @@ TYPING_AND_CIMPORT = {
     "qbreaker/qb_atomic.h",
     "qbreaker/qb_cell.h",
     "qbreaker/qb_clock.h",
+}
+#: The fleet's Lua scripts, read by qbreaker.fleet.redis_backend at run time:
+#: every one of the source tree, like the modules.
+FLEET_SCRIPTS = {
+    f"qbreaker/{p.relative_to(SOURCE).as_posix()}"
+    for p in (SOURCE / "fleet" / "lua").glob("*.lua")
 }
 #: A compiled wheel also holds these, each module with its extension suffix:
 #: the core, and the benchmark's floor (``python -m qbreaker bench`` on an
@@ -49,7 +55,7 @@ def expected_files(source: Path, compiled_suffix: str | None) -> set[str]:
         for p in source.rglob("*.py")
         if "__pycache__" not in p.parts
     }
-    names |= TYPING_AND_CIMPORT
+    names |= TYPING_AND_CIMPORT | FLEET_SCRIPTS
     if compiled_suffix is not None:
         names |= {m + compiled_suffix for m in COMPILED_MODULES} | {BUILD_RECORD}
     return names
