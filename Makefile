@@ -111,11 +111,13 @@ ci: ## everything .ci/run runs, in order, in the current venv
 
 ci-before-suite: ci-deps integrations-deps lint redis ## ci's steps before the suite: linters, the client libraries, redis-server
 
-# The pure-Python install is tested too: PyPy and platforms without a compiled
-# wheel get it. test-wheels runs the suite on every CPython the machine has
-# (3.9 to 3.13 and 3.13t), from installed wheels: it replaces other-pythons,
-# which ran it from source on 3.9, 3.12 and 3.13.
-ci-after-suite: check-core test-pure soak tsan freethreaded lint-workflows wheels test-wheels ## ci's steps after the suite
+# test-wheels runs the suite on every CPython the machine has (3.9 to 3.13
+# and 3.13t, GIL off, with the same GIL checks), from installed wheels, and on
+# the pure wheel's twin (what PyPy and platforms without a compiled wheel
+# get). So it replaces three legs that ran the same suites from source:
+# other-pythons (3.9, 3.12, 3.13), freethreaded (3.13t) and test-pure. Those
+# targets stay for local use.
+ci-after-suite: check-core soak tsan lint-workflows wheels test-wheels ## ci's steps after the suite
 
 .PHONY: fleet-e2e
 fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), with its figures
