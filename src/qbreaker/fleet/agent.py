@@ -87,8 +87,8 @@ class Track:
     name: str
     breaker: Any
     policy: FleetPolicy
-    # Totals (calls, failures, successes) at the last acknowledged sync.
-    base: tuple[int, int, int]
+    # Counts (calls, failures, successes, slow) at the last acknowledged sync.
+    base: tuple[int, int, int, int]
     seen: tuple[str, int] | None = None  # (state, generation) at the last scan
     owned: int | None = None  # the generation of the cell's fleet-made open
     open_fgen: int = 0  # the fleet generation whose open was applied
@@ -141,7 +141,7 @@ class Agent:
         self.epoch: str | None = None
         self.version = 0
         self.pending: SyncRequest | None = None
-        self._pending_totals: dict[str, tuple[int, int, int]] = {}
+        self._pending_totals: dict[str, tuple[int, int, int, int]] = {}
         self.next_sync = 0.0
         self.errors = 0
         self.connected: bool | None = None
@@ -190,14 +190,19 @@ class Agent:
                 self._add(name, options, breaker)
 
     def _add(self, name: str, options: FleetOptions, breaker: Any) -> None:
-        totals = breaker.totals()
-        counts = _counts(totals)
+        counts = _counts(breaker)
         track = Track(name, breaker, fleet_policy(options, breaker.policy), counts)
         restored = self._restored.pop(name, None)
         if restored is not None:
             base = restored.get("base")
-            if isinstance(base, list) and len(base) == 3:
-                track.base = (int(base[0]), int(base[1]), int(base[2]))
+            if isinstance(base, list) and len(base) in (3, 4):
+                # (An agent of an earlier release published no slow count.)
+                track.base = (
+                    int(base[0]),
+                    int(base[1]),
+                    int(base[2]),
+                    int(base[3]) if len(base) == 4 else counts[3],
+                )
             track.owned = restored.get("owned")
             track.open_fgen = int(restored.get("open_fgen", 0))
         self.tracks[name] = track
@@ -290,10 +295,12 @@ class Agent:
         deltas = []
         self._pending_totals = {}
         for track in self.tracks.values():
-            counts = _counts(track.breaker.totals())
+            counts = _counts(track.breaker)
             if any(c < b for c, b in zip(counts, track.base)):
                 track.base = counts  # a segment made afresh: count from here
-            calls, failures, successes = (c - b for c, b in zip(counts, track.base))
+            calls, failures, successes, slow = (
+                c - b for c, b in zip(counts, track.base)
+            )
             self._pending_totals[track.name] = counts
             deltas.append(
                 BreakerDelta(
@@ -301,7 +308,7 @@ class Agent:
                     track.policy,
                     calls,
                     failures,
-                    0,
+                    slow,
                     successes,
                     track.trip,
                     track.verdict,
@@ -543,12 +550,14 @@ def fleet_policy(options: FleetOptions, policy: Any) -> FleetPolicy:
     )
 
 
-def _counts(totals: Any) -> tuple[int, int, int]:
-    """(calls, failures, successes) from a cell's totals."""
+def _counts(breaker: Any) -> tuple[int, int, int, int]:
+    """(calls, failures, successes, slow) of a cell, host-wide."""
+    totals = breaker.totals()
     return (
         totals.successes + totals.failures + totals.neutral,
         totals.failures,
         totals.successes,
+        int(breaker._slow_total()),
     )
 
 
