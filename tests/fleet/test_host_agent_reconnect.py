@@ -103,6 +103,20 @@ def test_an_unreachable_backend_is_tried_every_tick(here: Fleet) -> None:
     assert fleet._status_of(here.control).connected
 
 
+def test_a_backend_that_lost_its_data_is_reseeded_at_once(here: Fleet) -> None:
+    here.trip_elsewhere("h2", "h3")
+    here.agent.step()
+    assert str(here.breaker.state) == "open"
+    here.backend.lose_data()
+    now = 1000.0
+    assert here.agent.sync(now)  # a new epoch
+    assert here.agent.next_sync == now  # the re-seed goes at once, not a tick later
+    assert here.agent.sync(now)
+    state = here.fleet_state()
+    assert (state.state, state.reason) == ("open", "reseed")
+    assert here.agent.next_sync > now
+
+
 def test_a_backend_answering_with_errors_gets_backoff_with_jitter(
     here: Fleet,
 ) -> None:
@@ -124,7 +138,7 @@ def test_one_connection_attempt_in_flight_and_a_return_noticed_in_a_tick(
     host_dir: str,
 ) -> None:
     down = Failing(ConnectionRefusedError(111, "Connection refused"), pause=0.05)
-    fleet.connect(namespace="tests", backend=down, sync_interval=1.0)
+    fleet.connect(namespace="tests", backend=down, sync_interval=1.0)  # type: ignore[arg-type]
     qbreaker.CircuitBreaker(2, 30.0, shared="pay", fleet=True)
     time.sleep(1.5)
     tries = down.calls

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-import qbreaker
 from qbreaker.fleet.spec import MemoryBackend
 
 from .helpers import delta
@@ -55,9 +54,9 @@ def test_the_fleets_slow_call_rate_opens_every_host(slow_host: Fleet) -> None:
     slow_host.other("h2").sync(wall_ms(), delta("pay", pol, calls=4, slow=4))
     for duration in (1.0, 1.0, 1.0, 0.1, 0.1, 0.1):
         b.release(b.acquire(), True, duration)
-    assert b.state == qbreaker.State.CLOSED
+    assert str(b.state) == "closed"
     agent.sync()
     state = slow_host.fleet_state()
     assert (state.state, state.reason) == ("open", "slow_rate")
-    assert b.state == qbreaker.State.OPEN
+    assert str(b.state) == "open"
     assert slow_host.control.read_status()["breakers"]["pay"]["owned"] is not None

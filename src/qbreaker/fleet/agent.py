@@ -345,7 +345,8 @@ class Agent:
         return SyncRequest(self.host_id, self.seq, tuple(deltas))
 
     def _acknowledge(self, reply: SyncReply) -> bool:
-        """Take the reply's news; False if the request must go again."""
+        """Take the reply's news; False if another sync must follow at once
+        (the request again, or the re-seed of a backend that lost its data)."""
         pending = self.pending
         assert pending is not None
         behind = reply.duplicate and pending.seq < reply.last_seq
@@ -373,7 +374,7 @@ class Agent:
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
-        return not behind
+        return not (behind or lost)
 
     def _reseed(self) -> None:
         """The backend lost its data: forget the fleet's past, never close a
@@ -390,7 +391,6 @@ class Agent:
             track.open_fgen = 0
             track.fleet = None
             track.fleet_until_ms = 0
-        self.next_sync = 0.0
 
     def _apply_reply(self, reply: SyncReply) -> bool:
         busy = False
