@@ -364,8 +364,13 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     state = fleet_now()
     assert (state.state, state.reason) == ("open", "quorum")
     assert set(state.tripped_by) == {"host1", "host2"}
-    # host3 and host4 never failed: the fleet's decision opened them.
-    assert h3.status().breakers[NAME].origin == "fleet"
+    # host3 and host4 never failed: the fleet's decision opened them (the
+    # agent publishes that right after the cell's CAS).
+    wait_for(
+        lambda: h3.status().breakers[NAME].origin == "fleet",
+        2,
+        "host3's status to say the fleet opened it",
+    )
 
     # -- a host joining during the outage ----------------------------------------
     backend.fail_all = True
