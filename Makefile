@@ -122,3 +122,7 @@ ci-after-suite: check-core soak tsan lint-workflows wheels test-wheels ## ci's s
 .PHONY: fleet-e2e
 fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), with its figures
 	$(PYTHON) -m pytest -m fleet -s -q -p no:cacheprovider tests/fleet/test_e2e.py
+
+.PHONY: fleet-pair
+fleet-pair: ## a shared breaker's allow()+record_success() with and without fleet=True: callgrind instructions, timing ratio
+	$(PYTHON) benchmarks/fleet_pair.py
