@@ -14,6 +14,10 @@ client from them):
   the current master of ``service``, asked of the Sentinels listed (redis-py's
   ``Sentinel``), again after every failover. The user and password are the
   data nodes'; Sentinels without authentication are assumed.
+- ``redis+cluster://[user[:password]@]host:port[,host:port...]``: a Redis
+  Cluster (redis-py's ``RedisCluster``), found from any of the nodes listed.
+  Every key of a namespace has one hash tag, so every script runs on the one
+  node that holds its slot.
 
 Any other query parameter is refused (a misspelt TLS option must not turn
 into a silent default). A password may also come from ``password=`` (e.g.
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
+    from redis.cluster import RedisCluster
 
 __all__ = (
     "DEFAULT_TIMEOUT",
@@ -44,14 +49,16 @@ __all__ = (
 )
 
 DEFAULT_TIMEOUT = 0.25
-SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 _SENTINEL = "redis+sentinel://"
+_CLUSTER = "redis+cluster://"
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 _QUERY_OPTIONS = {
     "redis://": ("db",),
     "rediss://": ("db", *_TLS_OPTIONS),
     "unix://": ("db",),
     _SENTINEL: (),
+    _CLUSTER: (),
 }
 _SECRET_QUERY = re.compile(r"((?:^|[?&])(?:password|sentinel_password)=)[^&#]*")
 _HIDDEN = r"\1***"
@@ -132,8 +139,8 @@ def _parse(url: str) -> tuple[str, dict[str, Any]]:
             if not value:
                 raise ValueError(f"url query parameter {key} must be a path, got ''")
             options[key] = value
-    if scheme == _SENTINEL:
-        _sentinel_parts(url)
+    if scheme in (_SENTINEL, _CLUSTER):
+        _node_list(url, scheme)
     elif scheme != "unix://":
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -148,11 +155,12 @@ def _parse(url: str) -> tuple[str, dict[str, Any]]:
     return scheme, options
 
 
-def _sentinel_parts(
-    url: str,
-) -> tuple[list[tuple[str, int]], str, int, str | None, str | None]:
-    """Sentinels, service, db, user and password of a ``redis+sentinel://`` URL."""
-    rest = url[len(_SENTINEL) :].partition("?")[0]
+def _node_list(
+    url: str, scheme: str
+) -> tuple[list[tuple[str, int]], str, str | None, str | None]:
+    """The host:port list, the path, the user and the password of a
+    ``redis+sentinel://`` or ``redis+cluster://`` URL."""
+    rest = url[len(scheme) :].partition("?")[0]
     netloc, _, path = rest.partition("/")
     user = password = None
     if "@" in netloc:
@@ -165,17 +173,23 @@ def _sentinel_parts(
         host, colon, port = address.rpartition(":")
         if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(
-                f"a redis+sentinel:// URL lists host:port pairs separated by commas, "
+                f"a {scheme} URL lists host:port pairs separated by commas, "
                 f"got {address!r} in {redacted_url(url)!r}"
             )
         hosts.append((host.strip("[]"), int(port)))
-    service, _, db = path.partition("/")
-    if not service or (db and not db.isdigit()) or "/" in db:
+    if scheme == _CLUSTER and path:
         raise ValueError(
-            f"a redis+sentinel:// URL ends in /service or /service/db, got "
+            f"a {scheme} URL has no path (a Cluster has only db 0), got "
             f"{redacted_url(url)!r}"
         )
-    return hosts, service, int(db or 0), user, password
+    if scheme == _SENTINEL:
+        service, _, db = path.partition("/")
+        if not service or (db and not db.isdigit()) or "/" in db:
+            raise ValueError(
+                f"a {scheme} URL ends in /service or /service/db, got "
+                f"{redacted_url(url)!r}"
+            )
+    return hosts, path, user, password
 
 
 def connect_redis(
@@ -185,7 +199,7 @@ def connect_redis(
     password: str | None = None,
     credential_provider: Any = None,
     **options: Any,
-) -> redis.Redis:
+) -> redis.Redis | RedisCluster:
     """A client for ``url`` (one of the forms above) with ``timeout`` (s) on
     connect and on every reply, and no retries. ``password`` (e.g. from a
     password file) or ``credential_provider`` (a redis-py
@@ -229,20 +243,28 @@ def connect_redis(
     if credential_provider is not None:
         settings["credential_provider"] = credential_provider
     settings.update(options)
-    if scheme == _SENTINEL:
-        from redis.sentinel import Sentinel
-
-        hosts, service, db, user, url_password = _sentinel_parts(url)
+    if scheme in (_SENTINEL, _CLUSTER):
+        hosts, path, user, url_password = _node_list(url, scheme)
         if url_password is not None:
             settings["password"] = url_password
         if user is not None:
             settings["username"] = user
+    if scheme == _CLUSTER:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        settings.pop("retry_on_timeout")
+        nodes = [ClusterNode(host, port) for host, port in hosts]  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, **settings)
+    if scheme == _SENTINEL:
+        from redis.sentinel import Sentinel
+
+        service, _, db = path.partition("/")
         sentinel_settings = {
             key: settings[key]
             for key in ("socket_timeout", "socket_connect_timeout", "retry")
         }
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_settings, **settings)
-        client: redis.Redis = sentinel.master_for(service, db=db)
+        client: redis.Redis = sentinel.master_for(service, db=int(db or 0))
         return client
     query = urllib.parse.urlsplit(url).query
     base = url[: len(url) - len(query) - 1] if query else url
@@ -257,13 +279,16 @@ def connect_redis(
 
 
 def _url_password(url: str, scheme: str) -> str | None:
-    if scheme == _SENTINEL:
-        return _sentinel_parts(url)[4]
+    if scheme in (_SENTINEL, _CLUSTER):
+        return _node_list(url, scheme)[3]
     return urllib.parse.urlsplit(url).password
 
 
 def describe_server(client: Any) -> str:
     """Where ``client`` connects, for reprs and logs: never a credential."""
+    nodes = getattr(client, "startup_nodes", None)
+    if isinstance(nodes, dict):
+        return f"cluster via {', '.join(sorted(nodes))}"
     pool = getattr(client, "connection_pool", None)
     service = getattr(pool, "service_name", None)
     if service is not None:
