@@ -98,6 +98,7 @@ class Track:
     verdict: Verdict | None = None  # a probe verdict not yet sent
     reseed_ms: int | None = None  # after a data loss: the fleet open's time left
     forced_closed: bool = False  # the agent forced the cell closed
+    replied_generation: int = 0  # the fleet generation of the last sync reply
     failing: bool = False  # failures in the last delta sent
     sent: tuple[int, int, int] = (0, 0, 0)  # counts sent, for metrics
 
@@ -339,10 +340,24 @@ class Agent:
         lost = (self.epoch is not None and reply.epoch != self.epoch) or (
             reply.version < self.version
         )
+        lost = self._generation_went_back(reply) or lost
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
         return not behind
+
+    def _generation_went_back(self, reply: SyncReply) -> bool:
+        """A failover that lost writes: a breaker's fleet generation below
+        the one an earlier reply gave, whatever the epoch and version say.
+        Only replies are compared: they come in order, while an event may
+        run ahead of the reply of a sync sent before it."""
+        back = False
+        for state in reply.states:
+            track = self.tracks.get(state.name)
+            if track is not None:
+                back = back or state.generation < track.replied_generation
+                track.replied_generation = state.generation
+        return back
 
     def _reseed(self) -> None:
         """The backend lost its data: forget the fleet's past, never close a
@@ -357,6 +372,7 @@ class Agent:
                 track.trip = True
             track.owned = None
             track.open_fgen = 0
+            track.replied_generation = 0
             track.fleet = None
             track.fleet_until_ms = 0
         self.next_sync = 0.0
