@@ -108,3 +108,7 @@ ci-after-suite: check-core test-pure soak tsan freethreaded other-pythons ## ci'
 .PHONY: fleet-e2e
 fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), with its figures
 	$(PYTHON) -m pytest -m fleet -s -q -p no:cacheprovider tests/fleet/test_e2e.py
+
+.PHONY: fleet-heavy
+fleet-heavy: ## the fleet on Redis Sentinel and Cluster (several redis-server processes)
+	$(PYTHON) -m pytest -m fleet_heavy -q -p no:cacheprovider tests/fleet/test_topologies.py
