@@ -105,9 +105,12 @@ def _text(value: Any) -> str:
 
 
 def _state(raw: Any) -> FleetState:
-    """A state from a script's reply, or from an event (without the counts)."""
-    name, state, generation, remaining, reason, by, *counts = raw
+    """A state from a script's reply, or from an event (without the counts
+    and the lease: a transition empties both)."""
+    name, state, generation, remaining, reason, by, *rest = raw
     by_text = _text(by)
+    calls, failures, slow, successes = (int(c) for c in (*rest[:4], 0, 0, 0, 0)[:4])
+    holder = _text(rest[4]) if len(rest) > 4 else ""
     return FleetState(
         _text(name),
         _text(state),
@@ -115,7 +118,12 @@ def _state(raw: Any) -> FleetState:
         int(remaining),
         tuple(by_text.split("\n")) if by_text else (),
         _text(reason),
-        *(int(count) for count in counts),
+        calls,
+        failures,
+        slow,
+        successes,
+        holder,
+        int(rest[5]) if holder else 0,
     )
 
 
@@ -218,6 +226,8 @@ class RedisBackend:
                     -1 if d.verdict is None else d.verdict.generation,
                     int(d.verdict is not None and d.verdict.ok),
                     -1 if d.reseed_ms is None else d.reseed_ms,
+                    -1 if d.lease is None else d.lease.generation,
+                    int(d.lease is not None and d.lease.take),
                 ]
                 for d in request.deltas
             ],
