@@ -575,6 +575,10 @@ cdef class CircuitBreaker:
                       qb_load(&c.failures), qb_load(&c.neutral),
                       qb_load(&c.transitions), _opens_total(self))
 
+    def _slow_total(self):
+        """Slow outcomes reported so far (host-wide for a shared breaker)."""
+        return _slow_total(self)
+
     @property
     def _slot(self):
         """This process's slot of a shared cell, or -1 (see _claim_slot)."""

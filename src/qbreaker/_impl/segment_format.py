@@ -11,6 +11,8 @@ at an offset that is a multiple of 64::
     16      total size       u64
     24      the policy       reset, half-open timeout, counts, window (72 B)
     96      name length      u32, then the name, UTF-8, at most 124 bytes
+    240     slow             u64: slow outcomes, every process's (atomic
+                             adds; zero in a fresh segment)
     248     opens            u64: transitions into open, every process's
                              (atomic adds; zero in a fresh segment)
     256     the cell, then its window
@@ -55,6 +57,10 @@ NAME_OFFSET = POLICY_OFFSET + _POLICY.size
 #: The opens total: the header's last word, right before the cell (the
 #: compiled core finds it there, at the cell's address minus 8).
 OPENS_OFFSET = HEADER_SIZE - 8
+#: The slow total: the word before the opens total (the compiled core finds
+#: it at the cell's address minus 16). Zero bytes in a segment of an older
+#: release: its processes just do not count there.
+SLOW_OFFSET = HEADER_SIZE - 16
 
 
 def check_name(name: object) -> str:

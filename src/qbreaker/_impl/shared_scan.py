@@ -47,7 +47,7 @@ _CELL = struct.Struct("<8Q")
 # qb_window: its cursor first; its buckets follow its 64-byte header, each
 # a key, calls, failures and slow.
 _CURSOR = struct.Struct("<Q")
-# The header's opens total (segment_format.OPENS_OFFSET).
+# The header's opens and slow totals (segment_format.OPENS_OFFSET, SLOW_OFFSET).
 _OPENS = struct.Struct("<Q")
 _BUCKET = struct.Struct("<4Q")
 # qb_slot: owner, allowed, successes, rejected, PID namespace, 3 reserved.
@@ -338,8 +338,9 @@ def _decode(fd: int, header: _Header) -> twin.CoreBreaker:
     decoder._configure(policy, None, name=header.name)
     decoder._cell.word = _stable_word(fd, cell[0])
     (opens,) = _OPENS.unpack_from(data, segment_format.OPENS_OFFSET)
+    (slow,) = _OPENS.unpack_from(data, segment_format.SLOW_OFFSET)
     decoder._cell.totals = [
-        allowed, rejected, successes, cell[4], cell[5], cell[6], opens
+        allowed, rejected, successes, cell[4], cell[5], cell[6], opens, slow
     ]  # fmt: skip
     decoder._cell.changed_at = cell[7]
     if decoder._cell.window is not None:

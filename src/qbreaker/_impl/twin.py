@@ -129,9 +129,10 @@ class Cell:
 
     def __init__(self, buckets: int = 0) -> None:
         self.word = 0
-        # allowed, rejected, successes, failures, neutral, transitions, opens
-        # (the compiled core keeps opens outside the cell: see _transition)
-        self.totals = [0, 0, 0, 0, 0, 0, 0]
+        # allowed, rejected, successes, failures, neutral, transitions, opens,
+        # slow (the compiled core keeps opens and slow outside the cell: see
+        # _transition and CircuitBreaker._settle)
+        self.totals = [0, 0, 0, 0, 0, 0, 0, 0]
         # Tick of the last transition: statistics (time in state), never read
         # by a decision, so it may trail the word by an instant.
         self.changed_at = 0
@@ -146,7 +147,7 @@ _cells = LockRenewal("lock")
 
 
 (T_ALLOWED, T_REJECTED, T_SUCCESSES, T_FAILURES, T_NEUTRAL, T_TRANSITIONS,
- T_OPENS) = range(7)  # fmt: skip
+ T_OPENS, T_SLOW) = range(8)  # fmt: skip
 # Indexed by outcome code.
 _OUTCOME_TOTAL = (T_FAILURES, T_SUCCESSES, T_NEUTRAL)
 
@@ -1147,6 +1148,11 @@ class CoreBreaker:
         if ticket & TRACKED and not self._probes.release(ticket):
             if ticket & TICKET_BASE == current_ticket(self._cell):
                 return  # released before: its probe's slot is free already
+        if outcome & OUTCOME_SLOW and outcome & OUTCOME_BASE != OUTCOME_NEUTRAL:
+            # The slow total (the fleet agent's slow counts), as the window
+            # counts slow outcomes: the compiled core counts it in
+            # _py_settle_full, out of its inlined path.
+            _add(self._cell, T_SLOW)
         log = self._events.pending
         settle(self._cell, self._policy, self._now(), ticket, outcome, log)
         self._deliver(log)
@@ -1391,7 +1397,12 @@ class CoreBreaker:
 
     def totals(self) -> Totals:
         with self._cell.lock:
-            return Totals(*self._cell.totals)
+            return Totals(*self._cell.totals[:T_SLOW])
+
+    def _slow_total(self) -> int:
+        """Slow outcomes reported so far (host-wide for a shared breaker)."""
+        with self._cell.lock:
+            return self._cell.totals[T_SLOW]
 
 
 class CircuitBreaker(BreakerAPI, CoreBreaker):

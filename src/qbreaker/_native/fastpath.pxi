@@ -80,6 +80,8 @@ cdef int _py_settle_full(CircuitBreaker b, uint64_t ticket, int outcome) except 
     cdef int held = 0
     if ticket & TRACKED_BIT and not _probe_reports(b, ticket):
         return 0
+    if outcome & OUTCOME_SLOW and (outcome & OUTCOME_BASE) != OUTCOME_NEUTRAL:
+        _count_slow(b)  # as the window counts them: neutral is never slow
     _events_of(b)
     log.n = 0
     _settle_fast(b._cell, &b.cpolicy, _now_of(b), ticket, outcome, &log, _ordered(&held))

@@ -1,7 +1,7 @@
 # Included by _core_c.pyx after shared_cell.pxi. What few breakers need,
 # made on first need (_Extras): the tracked half-open tickets out, a
 # lock-free mirror of qbreaker._impl.probes.Probes, the last observation, and
-# a private breaker's opens total (see transitions.pxi).
+# a private breaker's opens and slow totals (see transitions.pxi).
 
 
 cdef uint64_t TRACKED_BIT = _probes.TRACKED
@@ -13,7 +13,7 @@ cdef Py_ssize_t PROBES_FORGET_AT = _probes.FORGET_AT
 
 cdef object _extras_of(CircuitBreaker b):
     # The breaker's _Extras, made when it first admits a tracked probe, is
-    # given an observation, or (private) opens.
+    # given an observation, or (private) opens or has a slow outcome.
     cdef void *seen = qb_load_ptr(&b._extras_ptr)
     if seen != NULL:
         return <object>seen
@@ -27,13 +27,14 @@ cdef class _Extras:
     without its lock: the probe number comes from an atomic counter, and
     each set operation is atomic on its own (free-threaded builds lock the
     set per operation), so no two probes get one ticket. The metrics last
-    given to ``observe()``. And a private breaker's opens total.
+    given to ``observe()``. And a private breaker's opens and slow totals.
     """
 
     cdef set out
     cdef uint64_t next
     cdef object last_observation
     cdef uint64_t opens
+    cdef uint64_t slow
 
     def __cinit__(self):
         self.out = set()

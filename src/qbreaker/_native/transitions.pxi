@@ -137,3 +137,33 @@ cdef uint64_t _opens_total(CircuitBreaker b) noexcept:
         return qb_load(_shared_opens(b))
     extras = qb_load_ptr(&b._extras_ptr)
     return 0 if extras == NULL else qb_load(&(<_Extras>extras).opens)
+
+
+# -- the slow total -------------------------------------------------------------
+# Slow outcomes (a call that took slow_call_duration, under a slow-call
+# policy), for the fleet agent's slow counts. Counted by _py_settle_full, the
+# out-of-line settle every slow outcome takes (the inlined closed path takes
+# plain successes only), in the same places as the opens total: the segment
+# header's word before the opens word (segment_format.SLOW_OFFSET), or the
+# private breaker's _Extras. Settles through the C API (qb_settle) have no
+# breaker object and are not counted here.
+
+
+cdef inline uint64_t *_shared_slow(CircuitBreaker b) noexcept:
+    return <uint64_t *>(<char *>b._cell - 2 * sizeof(uint64_t))
+
+
+cdef int _count_slow(CircuitBreaker b) except -1:
+    if b.cpolicy.host_flags & FLAG_SHARED:
+        qb_add(_shared_slow(b), 1)
+    else:
+        qb_add(&(<_Extras>_extras_of(b)).slow, 1)
+    return 0
+
+
+cdef uint64_t _slow_total(CircuitBreaker b) noexcept:
+    cdef void *extras
+    if b.cpolicy.host_flags & FLAG_SHARED:
+        return qb_load(_shared_slow(b))
+    extras = qb_load_ptr(&b._extras_ptr)
+    return 0 if extras == NULL else qb_load(&(<_Extras>extras).slow)

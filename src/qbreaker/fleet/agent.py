@@ -26,12 +26,15 @@ while it holds the lease. ``Agent`` is one loop:
 - a second thread blocks on ``backend.events``, so a fleet decision is
   applied about one round trip after it is made.
 
-Redis trouble never reaches a call: the agent backs off (full jitter, up to
-BACKOFF_MAX), guards its backend calls with a breaker of its own, publishes
-``connected=False`` in the control segment and logs ONE warning per change
-of connectivity; the cells go on as host-wide breakers. A backend that lost
-its data (a new epoch, or a namespace version that went back) is re-seeded
-from the cells and never closes one.
+Redis trouble never reaches a call: the agent guards its backend calls with
+a breaker of its own, publishes ``connected=False`` in the control segment
+and logs ONE warning per change of connectivity; the cells go on as
+host-wide breakers. A backend that answers with errors gets backoff (full
+jitter, up to BACKOFF_MAX); one that cannot be reached gets one sync attempt
+a tick (one connection attempt in flight per host: the events thread waits
+for the sync loop to reconnect), so its return is noticed within a tick.
+A backend that lost its data (a new epoch, or a namespace version that went
+back) is re-seeded from the cells and never closes one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -87,8 +91,8 @@ class Track:
     name: str
     breaker: Any
     policy: FleetPolicy
-    # Totals (calls, failures, successes) at the last acknowledged sync.
-    base: tuple[int, int, int]
+    # Counts (calls, failures, successes, slow) at the last acknowledged sync.
+    base: tuple[int, int, int, int]
     seen: tuple[str, int] | None = None  # (state, generation) at the last scan
     owned: int | None = None  # the generation of the cell's fleet-made open
     open_fgen: int = 0  # the fleet generation whose open was applied
@@ -142,18 +146,26 @@ class Agent:
         self.epoch: str | None = None
         self.version = 0
         self.pending: SyncRequest | None = None
-        self._pending_totals: dict[str, tuple[int, int, int]] = {}
+        self._pending_totals: dict[str, tuple[int, int, int, int]] = {}
         self.next_sync = 0.0
         self.errors = 0
+        # The last failure found no backend to talk to (refused, timed out),
+        # as opposed to a backend that answered with an error.
+        self.unreachable = False
+        # Successful syncs so far: the events thread waits for the next one
+        # after its own failure (see Runner._events).
+        self.good_syncs = 0
         self.connected: bool | None = None
         self.degraded_since: float | None = None
         self.last_error: str | None = None
         self.last_good_sync: float | None = None
         self.applied = 0  # fleet states that changed a cell
         self._registry_read = 0.0
-        # The agent's own breaker around its backend calls: a dead Redis costs
-        # one quick rejection per tick, not a connect timeout.
-        self.guard = CircuitBreaker(3, 2.0, 1, name="qbreaker.fleet.agent")
+        # The agent's own breaker around its backend calls. Open, it lets one
+        # call through at a time (half_open_max=1), at most one a tick (the
+        # loop's pace): a dead Redis costs one connection attempt in flight,
+        # bounded by the client's timeout, and quick rejections otherwise.
+        self.guard = CircuitBreaker(3, hot_interval / 2, 1, name="qbreaker.fleet.agent")
         self._restore()
 
     # -- state kept across agents ------------------------------------------
@@ -191,14 +203,19 @@ class Agent:
                 self._add(name, options, breaker)
 
     def _add(self, name: str, options: FleetOptions, breaker: Any) -> None:
-        totals = breaker.totals()
-        counts = _counts(totals)
+        counts = _counts(breaker)
         track = Track(name, breaker, fleet_policy(options, breaker.policy), counts)
         restored = self._restored.pop(name, None)
         if restored is not None:
             base = restored.get("base")
-            if isinstance(base, list) and len(base) == 3:
-                track.base = (int(base[0]), int(base[1]), int(base[2]))
+            if isinstance(base, list) and len(base) in (3, 4):
+                # (An agent of an earlier release published no slow count.)
+                track.base = (
+                    int(base[0]),
+                    int(base[1]),
+                    int(base[2]),
+                    int(base[3]) if len(base) == 4 else counts[3],
+                )
             track.owned = restored.get("owned")
             track.open_fgen = int(restored.get("open_fgen", 0))
         self.tracks[name] = track
@@ -268,15 +285,27 @@ class Agent:
             self.guard.record_success()
         except Exception as exc:  # noqa: BLE001 - any backend trouble
             self.errors += 1
-            delay = random.uniform(
-                0, min(BACKOFF_MAX, self.hot_interval * 2**self.errors)
-            )
-            self.next_sync = now + max(delay, self.hot_interval / 4)
-            # The guard's rejection says nothing new: keep the last cause.
+            if not isinstance(exc, _GuardOpen):
+                # The guard's rejection says nothing new: keep the last cause.
+                self.unreachable = unreachable(exc)
+            if self.unreachable:
+                # Nobody answered: try again next tick, so a Redis that
+                # returns is noticed within about a tick. Each try is one
+                # connection attempt at most, bounded by the short timeout.
+                self.next_sync = now + self.hot_interval
+            else:
+                # A backend that answers with errors (out of memory, refused
+                # credentials, loading): backoff with full jitter.
+                delay = random.uniform(
+                    0, min(BACKOFF_MAX, self.hot_interval * 2**self.errors)
+                )
+                self.next_sync = now + max(delay, self.hot_interval / 4)
             self.set_connected(False, None if isinstance(exc, _GuardOpen) else exc)
             return False
         with self.lock:
             self.errors = 0
+            self.unreachable = False
+            self.good_syncs += 1
             done = self._acknowledge(reply)
             busy = self._apply_reply(reply)
         self.last_good_sync = time.time()
@@ -291,10 +320,12 @@ class Agent:
         deltas = []
         self._pending_totals = {}
         for track in self.tracks.values():
-            counts = _counts(track.breaker.totals())
+            counts = _counts(track.breaker)
             if any(c < b for c, b in zip(counts, track.base)):
                 track.base = counts  # a segment made afresh: count from here
-            calls, failures, successes = (c - b for c, b in zip(counts, track.base))
+            calls, failures, successes, slow = (
+                c - b for c, b in zip(counts, track.base)
+            )
             self._pending_totals[track.name] = counts
             deltas.append(
                 BreakerDelta(
@@ -302,7 +333,7 @@ class Agent:
                     track.policy,
                     calls,
                     failures,
-                    0,
+                    slow,
                     successes,
                     track.trip,
                     track.verdict,
@@ -315,7 +346,8 @@ class Agent:
         return SyncRequest(self.host_id, self.seq, tuple(deltas))
 
     def _acknowledge(self, reply: SyncReply) -> bool:
-        """Take the reply's news; False if the request must go again."""
+        """Take the reply's news; False if another sync must follow at once
+        (the request again, or the re-seed of a backend that lost its data)."""
         pending = self.pending
         assert pending is not None
         behind = reply.duplicate and pending.seq < reply.last_seq
@@ -344,7 +376,7 @@ class Agent:
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
-        return not behind
+        return not (behind or lost)
 
     def _generation_went_back(self, reply: SyncReply) -> bool:
         """A failover that lost writes: a breaker's fleet generation below
@@ -375,7 +407,6 @@ class Agent:
             track.replied_generation = 0
             track.fleet = None
             track.fleet_until_ms = 0
-        self.next_sync = 0.0
 
     def _apply_reply(self, reply: SyncReply) -> bool:
         busy = False
@@ -559,12 +590,41 @@ def fleet_policy(options: FleetOptions, policy: Any) -> FleetPolicy:
     )
 
 
-def _counts(totals: Any) -> tuple[int, int, int]:
-    """(calls, failures, successes) from a cell's totals."""
+# Connection errors of redis-py that are answers: the server is there.
+_ANSWERED = (
+    "AuthenticationError",
+    "AuthorizationError",
+    "BusyLoadingError",
+    "ExternalAuthProviderError",
+    "MaxClientsReachedError",
+)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the backend could not be reached (refused,
+    reset, timed out), as opposed to an answer that was an error."""
+    if isinstance(error, OSError):  # ConnectionError and TimeoutError too
+        return True
+    # redis-py's own; the module is loaded wherever its client raised.
+    exceptions = sys.modules.get("redis.exceptions")
+    if exceptions is None:
+        return False
+    answered = tuple(
+        getattr(exceptions, name) for name in _ANSWERED if hasattr(exceptions, name)
+    )
+    return isinstance(
+        error, (exceptions.ConnectionError, exceptions.TimeoutError)
+    ) and not isinstance(error, answered)
+
+
+def _counts(breaker: Any) -> tuple[int, int, int, int]:
+    """(calls, failures, successes, slow) of a cell, host-wide."""
+    totals = breaker.totals()
     return (
         totals.successes + totals.failures + totals.neutral,
         totals.failures,
         totals.successes,
+        int(breaker._slow_total()),
     )
 
 
@@ -681,6 +741,15 @@ class Runner:
         # read must not hold up the syncs).
         cursor = "$"
         errors = 0
+        # Connecting is the sync loop's (one connection attempt in flight per
+        # host): read once it has synced. A decision made before the first
+        # read reaches this host by the next sync reply's version.
+        while (
+            agent.good_syncs == 0
+            and self.agent is agent
+            and not self._stop.wait(SCAN_INTERVAL)
+        ):
+            pass
         while not self._stop.is_set() and self.agent is agent:
             try:
                 cursor = agent.pump_events(agent.backend, cursor)
@@ -689,9 +758,24 @@ class Runner:
                 errors += 1
                 # A dead backend is seen here first: the sync loop would
                 # wait for its next tick.
+                synced = agent.good_syncs
                 agent.set_connected(False, exc)
-                delay = random.uniform(0, min(BACKOFF_MAX, HOT_INTERVAL * 2**errors))
-                self._stop.wait(max(delay, 0.05))
+                agent.next_sync = 0.0  # the sync loop tries at once
+                if errors > 1:
+                    # Failing reads while the syncs succeed: a backend that
+                    # answers the syncs and not this (backoff, full jitter).
+                    delay = random.uniform(
+                        0, min(BACKOFF_MAX, HOT_INTERVAL * 2 ** (errors - 1))
+                    )
+                    self._stop.wait(delay)
+                # Reconnecting is the sync loop's, once a tick: read again
+                # after its next good sync.
+                while (
+                    agent.good_syncs == synced
+                    and self.agent is agent
+                    and not self._stop.wait(SCAN_INTERVAL)
+                ):
+                    pass
 
 
 class _GuardOpen(Exception):
