@@ -127,8 +127,8 @@ def connect(
     """Join this process to its host's fleet agent; once per process.
 
     ``url`` (else $QBREAKER_FLEET_URL): ``redis://``, ``rediss://`` (TLS
-    options in its query), ``unix://`` or ``redis+sentinel://`` (see
-    ``qbreaker.fleet.connection``). ``namespace`` (else
+    options in its query), ``unix://``, ``redis+sentinel://`` or
+    ``redis+cluster://`` (see ``qbreaker.fleet.connection``). ``namespace`` (else
     $QBREAKER_FLEET_NAMESPACE): the fleet's key space, shared by every host
     of the fleet. ``agent`` (else $QBREAKER_FLEET_AGENT, else "auto"):
     "auto" elects one process per host to run the agent as a daemon thread;
@@ -255,7 +255,8 @@ def _make_settings(
     if backend is None:
         if url is None:
             raise ValueError(
-                f"url must be a redis://, rediss:// or unix:// URL (or set "
+                f"url must be a redis://, rediss://, unix://, redis+sentinel:// "
+                f"or redis+cluster:// URL (or set "
                 f"${ENV_URL}), got None"
             )
         if not isinstance(url, str):
