@@ -95,6 +95,17 @@ def test_a_password_is_given_in_one_place_only() -> None:
         connect_redis("redis://h:1/0", password="a", credential_provider=object())
 
 
+def test_a_unix_urls_query_password_is_used_and_counts_as_in_the_url() -> None:
+    client = connect_redis("unix:///run/redis.sock?db=2&password=q-secret")
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["path"], kwargs["db"], kwargs["password"]) == (
+        "/run/redis.sock", 2, "q-secret",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="one place only") as caught:
+        connect_redis("unix:///run/redis.sock?password=q-secret", password="other")
+    assert "q-secret" not in str(caught.value)
+
+
 def test_tls_verification_is_always_required() -> None:
     client = connect_redis("rediss://h:1/0?ssl_ca_certs=/ca.pem")
     kwargs = client.connection_pool.connection_kwargs

@@ -9,7 +9,7 @@ client from them):
   name checked against the host (``ssl_check_hostname=false`` turns that one
   check off); ``ssl_certfile=PATH&ssl_keyfile=PATH`` present a client
   certificate (Redis ``tls-auth-clients yes``).
-- ``unix://[user[:password]@]/path/to/redis.sock[?db=N]``
+- ``unix://[user[:password]@]/path/to/redis.sock[?db=N][&password=...]``
 - ``redis+sentinel://[user[:password]@]host:port[,host:port...]/service[/db]``:
   the current master of ``service``, asked of the Sentinels listed (redis-py's
   ``Sentinel``), again after every failover. The user and password are the
@@ -56,7 +56,8 @@ _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostna
 _QUERY_OPTIONS = {
     "redis://": ("db",),
     "rediss://": ("db", *_TLS_OPTIONS),
-    "unix://": ("db",),
+    # redis-py's own unix form carries the password in the query.
+    "unix://": ("db", "password"),
     _SENTINEL: (),
     _CLUSTER: (),
 }
@@ -221,7 +222,7 @@ def connect_redis(
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {redacted_url(url)}")
     scheme, settings = _parse(url)
-    in_url = _url_password(url, scheme) is not None
+    in_url = _url_password(url, scheme) is not None or "password" in settings
     if in_url and (password is not None or credential_provider is not None):
         raise ValueError(
             f"the url already has a password: give it in one place only, "
