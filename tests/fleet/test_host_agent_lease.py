@@ -60,6 +60,8 @@ def test_a_host_with_demand_takes_the_lease_and_probes_for_the_fleet(
     assert here.breaker.state == qbreaker.State.OPEN
     here.agent.sync()  # takes the lease; the reply says so: the cell may probe
     assert here.fleet_state().lease_holder == "here"
+    view = here.breaker.metrics().fleet
+    assert view is not None and view.lease_holder == "here"
     ticket = here.breaker.acquire()
     assert ticket
     assert here.breaker.state == qbreaker.State.HALF_OPEN

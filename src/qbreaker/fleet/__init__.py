@@ -54,6 +54,8 @@ class FleetView:
     generation, ``origin`` "fleet" when the host's cell is open because the
     fleet opened it, "local" when it opened for this host's own reasons, None
     otherwise. ``sent_*`` count what this host has reported.
+    ``lease_holder``: the host that probes for the fleet once its open has
+    expired ("" when none).
     """
 
     name: str
@@ -66,6 +68,7 @@ class FleetView:
     sent_failures: int
     sent_successes: int
     connected: bool
+    lease_holder: str = ""
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,7 @@ def _status_of(control: ControlSegment | None) -> FleetStatus:
             sent_failures=int(sent[1]),
             sent_successes=int(sent[2]),
             connected=connected,
+            lease_holder=str(entry.get("lease_holder", "")),
         )
     return FleetStatus(
         connected=connected,

@@ -599,6 +599,7 @@ class Agent:
                 "remaining_ms": 0 if fleet is None else fleet.remaining_ms,
                 "tripped_by": [] if fleet is None else list(fleet.tripped_by),
                 "reason": "" if fleet is None else fleet.reason,
+                "lease_holder": "" if fleet is None else fleet.lease_holder,
                 "until_ms": track.fleet_until_ms,
                 "owned": track.owned,
                 "local_open": track.seen is not None
