@@ -126,3 +126,7 @@ fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), wit
 .PHONY: fleet-pair
 fleet-pair: ## a shared breaker's allow()+record_success() with and without fleet=True: callgrind instructions, timing ratio
 	$(PYTHON) benchmarks/fleet_pair.py
+
+.PHONY: fleet-heavy
+fleet-heavy: ## the fleet on Redis Sentinel and Cluster (several redis-server processes)
+	$(PYTHON) -m pytest -m fleet_heavy -q -p no:cacheprovider tests/fleet/test_topologies.py

@@ -58,7 +58,6 @@ SLOW_SLEEP = 0.06
 #: How long Redis stays frozen, and the baseline stretch before it.
 FROZEN_FOR = 2.0
 WORKER = Path(__file__).with_name("e2e_worker.py")
-SRC = Path(__file__).resolve().parents[2]
 
 
 class CountingBackend:
@@ -175,9 +174,6 @@ class Host:
             **os.environ,
             "QBREAKER_SHM_DIR": str(self.directory),
             "QBREAKER_FLEET_HOST_ID": host_id,
-            "PYTHONPATH": str(SRC / "src")
-            + os.pathsep
-            + os.environ.get("PYTHONPATH", ""),
         }
         self.args = [redis_url, namespace, str(backend_port)]
         self.workers: list[subprocess.Popen[str]] = []

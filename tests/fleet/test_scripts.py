@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from qbreaker.fleet._protocol import (
     BreakerDelta,
     FleetPolicy,
+    LeaseRequest,
     SyncRequest,
     Verdict,
     key_prefix,
@@ -127,7 +128,8 @@ def pair(redis_client: Any) -> Iterator[Any]:
 
 # A delta: breaker, policy choice (mostly the breaker's own: conflicts are
 # rare), counts, trip, verdict (generation relative to the breaker's current
-# one: -1, 0 or +1; None = no verdict) and re-seed.
+# one: -1, 0 or +1; None = no verdict), re-seed and probe lease request
+# (generation relative as the verdict's, take or release).
 deltas = st.tuples(
     st.integers(0, len(NAMES) - 1),
     st.sampled_from((0, 0, 0, 0, 0, 1, 2)),
@@ -138,6 +140,7 @@ deltas = st.tuples(
     st.booleans(),
     st.one_of(st.none(), st.tuples(st.sampled_from((-1, 0, 0, 0, 1)), st.booleans())),
     st.one_of(st.none(), st.none(), st.none(), st.integers(1, 6_000)),
+    st.one_of(st.none(), st.tuples(st.sampled_from((-1, 0, 0, 0, 1)), st.booleans())),
 )
 operations = st.lists(
     st.one_of(
@@ -159,10 +162,12 @@ operations = st.lists(
 
 def make_deltas(pair: Pair, chosen: list[Any]) -> tuple[BreakerDelta, ...]:
     made: dict[str, BreakerDelta] = {}
-    for name_i, pol_i, extra, fails, slow, oks, trip, verdict, reseed in chosen:
+    for name_i, pol_i, extra, fails, slow, oks, trip, verdict, reseed, lease in chosen:
         name = NAMES[name_i]
         if verdict is not None:
             verdict = Verdict(max(0, pair.generation(name) + verdict[0]), verdict[1])
+        if lease is not None:
+            lease = LeaseRequest(max(0, pair.generation(name) + lease[0]), lease[1])
         made.setdefault(
             name,
             BreakerDelta(
@@ -175,6 +180,7 @@ def make_deltas(pair: Pair, chosen: list[Any]) -> tuple[BreakerDelta, ...]:
                 trip,
                 verdict,
                 reseed,
+                lease,
             ),
         )
     return tuple(made.values())
@@ -227,6 +233,7 @@ def test_scripts_agree_with_the_spec_on_long_walks(pair: Any) -> None:
         "probe",
         "manual",
         "reseed",
+        "lease_expired",
     }, reasons
 
 
@@ -247,6 +254,9 @@ def walk(one: Pair, rng: random.Random) -> set[str]:
                     if rng.random() < 0.8
                     else (rng.choice((-1, 0, 0, 1)), rng.random() < 0.5),
                     None if rng.random() < 0.97 else rng.randrange(1, 4_000),
+                    None
+                    if rng.random() < 0.7
+                    else (rng.choice((-1, 0, 0, 0, 1)), rng.random() < 0.8),
                 )
                 for _ in range(rng.randrange(1, 4))
             ]

@@ -20,12 +20,13 @@ import math
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Union, cast
 
 from .._impl import methods
 from .._impl.methods import FleetOptions
 from ._protocol import MAX_NAME_BYTES, FleetBackend, key_prefix
+from .connection import check_url, redacted_url
 from .control import ControlSegment, monotonic_ms
 from .control import exists as control_exists
 
@@ -40,7 +41,6 @@ AGENT_MODES = {
     "sidecar": "python -m qbreaker agent runs it; workers never do",
     "off": "this process never runs it",
 }
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 Backend = Union[FleetBackend, Callable[[], FleetBackend]]
 
@@ -54,6 +54,8 @@ class FleetView:
     generation, ``origin`` "fleet" when the host's cell is open because the
     fleet opened it, "local" when it opened for this host's own reasons, None
     otherwise. ``sent_*`` count what this host has reported.
+    ``lease_holder``: the host that probes for the fleet once its open has
+    expired ("" when none).
     """
 
     name: str
@@ -66,6 +68,7 @@ class FleetView:
     sent_failures: int
     sent_successes: int
     connected: bool
+    lease_holder: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,10 @@ class _Settings:
     host_id: str
     sync_interval: float
     timeout: float
-    password: str | None
+    # Never in a repr: the settings may be printed while debugging.
+    password: str | None = field(repr=False)
     backend: Backend | None
+    credential_provider: Any = field(default=None, repr=False)
 
 
 _lock = threading.Lock()
@@ -119,19 +124,23 @@ def connect(
     agent: str | None = None,
     host_id: str | None = None,
     password_file: str | None = None,
+    credential_provider: Any = None,
     backend: Backend | None = None,
 ) -> None:
     """Join this process to its host's fleet agent; once per process.
 
-    ``url`` (else $QBREAKER_FLEET_URL): ``redis://``, ``rediss://`` or
-    ``unix://``. ``namespace`` (else $QBREAKER_FLEET_NAMESPACE): the fleet's
-    key space, shared by every host of the fleet. ``agent`` (else
-    $QBREAKER_FLEET_AGENT, else "auto"): "auto" elects one process per host
-    to run the agent as a daemon thread; "sidecar" leaves it to ``python -m
-    qbreaker agent``; "off" never runs it here. ``host_id`` (else
-    $QBREAKER_FLEET_HOST_ID, else the hostname). ``password_file``: a file
-    holding the Redis password, read now; it never appears in a log or a
-    status. ``backend``: a FleetBackend (or a callable making one) in place
+    ``url`` (else $QBREAKER_FLEET_URL): ``redis://``, ``rediss://`` (TLS
+    options in its query), ``unix://``, ``redis+sentinel://`` or
+    ``redis+cluster://`` (see ``qbreaker.fleet.connection``). ``namespace`` (else
+    $QBREAKER_FLEET_NAMESPACE): the fleet's key space, shared by every host
+    of the fleet. ``agent`` (else $QBREAKER_FLEET_AGENT, else "auto"):
+    "auto" elects one process per host to run the agent as a daemon thread;
+    "sidecar" leaves it to ``python -m qbreaker agent``; "off" never runs it
+    here. ``host_id`` (else $QBREAKER_FLEET_HOST_ID, else the hostname).
+    ``password_file``: a file holding the Redis password, read now; it never
+    appears in a log or a status. ``credential_provider``: a redis-py
+    ``CredentialProvider``, asked for the user and password on every new
+    connection. ``backend``: a FleetBackend (or a callable making one) in place
     of Redis. ``sync_interval`` is the quiet tick (250 ms while anything is
     failing or open), ``timeout`` every Redis call's.
 
@@ -144,6 +153,10 @@ def connect(
     settings = _make_settings(
         url, namespace, sync_interval, timeout, agent, host_id, password_file, backend
     )
+    if credential_provider is not None:
+        if password_file is not None:
+            raise ValueError("give password_file or credential_provider, not both")
+        settings = _replace_provider(settings, credential_provider)
     with _lock:
         if _settings is not None:
             if settings == _settings:
@@ -245,14 +258,13 @@ def _make_settings(
     if backend is None:
         if url is None:
             raise ValueError(
-                f"url must be a redis://, rediss:// or unix:// URL (or set "
+                f"url must be a redis://, rediss://, unix://, redis+sentinel:// "
+                f"or redis+cluster:// URL (or set "
                 f"${ENV_URL}), got None"
             )
-        if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
-            raise ValueError(
-                f"url must be a redis://, rediss:// or unix:// URL, got "
-                f"{_redact(url)!r}"
-            )
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        check_url(url)
     elif not callable(backend) and not hasattr(backend, "sync"):
         raise TypeError(
             f"backend must be a FleetBackend or a callable, got {backend!r}"
@@ -303,15 +315,13 @@ def _seconds(name: str, value: object, low: float, high: float) -> float:
     return seconds
 
 
-def _redact(url: object) -> str:
-    if not isinstance(url, str):
-        return repr(url)
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, where = rest.rpartition("@")
-    user = credentials.partition(":")[0]
-    return f"{scheme}://{user}:***@{where}" if ":" in credentials else url
+def _replace_provider(settings: _Settings, provider: Any) -> _Settings:
+    if not callable(getattr(provider, "get_credentials", None)):
+        raise TypeError(
+            f"credential_provider must be a redis-py CredentialProvider (with "
+            f"get_credentials()), got {type(provider).__name__}"
+        )
+    return replace(settings, credential_provider=provider)
 
 
 def _make_runner(
@@ -322,7 +332,7 @@ def _make_runner(
     info = {
         "mode": mode,
         "namespace": settings.namespace,
-        "url": None if settings.url is None else _redact(settings.url),
+        "url": None if settings.url is None else redacted_url(settings.url),
         "sync_interval": settings.sync_interval,
         "password": settings.password,  # for redacting errors; never published
     }
@@ -348,9 +358,10 @@ def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
         from .redis_backend import RedisBackend, connect_redis
 
         assert settings.url is not None
-        options: dict[str, Any] = {}
-        if settings.password is not None:
-            options["password"] = settings.password
+        options: dict[str, Any] = {
+            "password": settings.password,
+            "credential_provider": settings.credential_provider,
+        }
         client = connect_redis(settings.url, timeout=settings.timeout, **options)
         events = connect_redis(
             settings.url,
@@ -396,6 +407,7 @@ def _status_of(control: ControlSegment | None) -> FleetStatus:
             sent_failures=int(sent[1]),
             sent_successes=int(sent[2]),
             connected=connected,
+            lease_holder=str(entry.get("lease_holder", "")),
         )
     return FleetStatus(
         connected=connected,

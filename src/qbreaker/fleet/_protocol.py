@@ -9,10 +9,9 @@ specification of the fleet rules) and ``qbreaker.fleet.redis_backend``
 Every value is checked where it is built, so a malformed request fails in
 the agent with a message naming the field, never halfway through a script.
 
-Room is left for a probe lease (one probe host per fleet half-open
-generation): a ``FleetState.state`` of ``"half_open"`` and lease fields
-would be added beside the present ones; ``Verdict`` is already fenced by the
-fleet generation.
+The probe lease (one probe host per fleet half-open generation) is a
+``LeaseRequest`` in a delta and the ``lease_*`` fields of a ``FleetState``:
+an expired fleet open with a lease holder is the fleet's half-open.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ __all__ = (
     "ACTIONS",
     "EVENTS_KEPT",
     "EVENTS_PER_READ",
+    "PROBE_LEASE_MS",
     "REASONS",
     "SCHEMA",
     "STATES",
@@ -35,6 +35,7 @@ __all__ = (
     "FleetBackend",
     "FleetPolicy",
     "FleetState",
+    "LeaseRequest",
     "PolicyConflict",
     "SyncReply",
     "SyncRequest",
@@ -58,6 +59,7 @@ REASONS = (
     "manual",
     "probe",
     "reseed",
+    "lease_expired",
     "",
 )
 ACTIONS = ("open", "close", "reset")
@@ -67,6 +69,9 @@ RING_BUCKETS = 10
 EVENTS_KEPT = 10_000
 #: The most events one ``events()`` call returns.
 EVENTS_PER_READ = 1000
+#: How long a probe lease lasts (backend ms) unless its holder renews it:
+#: a few of the agent's hot ticks, so one missed sync does not lose it.
+PROBE_LEASE_MS = 2_000
 # Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
 _MAX_INT = 2**53 - 1
 
@@ -207,12 +212,28 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class LeaseRequest:
+    """A host's request about the probe lease of a breaker whose fleet open
+    has expired, fenced by the fleet generation: ``take`` takes a free lease
+    or renews the host's own (for PROBE_LEASE_MS more); not ``take``
+    releases the host's own (it has no traffic to probe with)."""
+
+    generation: int
+    take: bool
+
+    def __post_init__(self) -> None:
+        _set_int(self, "generation", 0)
+        _bool("take", self.take)
+
+
+@dataclass(frozen=True)
 class BreakerDelta:
     """One breaker's news from one host since its last acknowledged sync.
 
     ``reseed_ms``: sent only after the backend's epoch changed (its data was
     lost), by a host whose cell is open because of the fleet, with the time
     that cell has left; the fleet re-opens for the longest such time.
+    ``lease``: a probe lease request (see ``LeaseRequest``).
     """
 
     name: str
@@ -224,6 +245,7 @@ class BreakerDelta:
     tripped: bool
     verdict: Verdict | None
     reseed_ms: int | None = None
+    lease: LeaseRequest | None = None
 
     def __post_init__(self) -> None:
         _name("name", self.name)
@@ -240,6 +262,10 @@ class BreakerDelta:
             )
         if self.reseed_ms is not None:
             _set_int(self, "reseed_ms", 1, 86_400_000)
+        if self.lease is not None and not isinstance(self.lease, LeaseRequest):
+            raise TypeError(
+                f"lease must be a LeaseRequest or None, got {type(self.lease).__name__}"
+            )
 
 
 @dataclass(frozen=True)
@@ -272,6 +298,9 @@ class FleetState:
     ``calls``, ``failures``, ``slow``, ``successes``: the fleet's counts over
     its window (the ring) when the state was read; 0 in events, since every
     transition empties the ring.
+    ``lease_holder``: the host holding the probe lease ("" when none), and
+    ``lease_remaining_ms`` until it expires (<= 0: expired, not yet acted on;
+    0 when none). Only an expired ``open`` has a holder.
     """
 
     name: str
@@ -284,6 +313,8 @@ class FleetState:
     failures: int = 0
     slow: int = 0
     successes: int = 0
+    lease_holder: str = ""
+    lease_remaining_ms: int = 0
 
 
 @dataclass(frozen=True)

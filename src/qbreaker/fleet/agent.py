@@ -23,6 +23,12 @@ while it holds the lease. ``Agent`` is one loop:
   reply, so nothing is counted twice;
 - it applies each breaker's fleet state to its cell with the core's fleet
   operations, each one CAS that a concurrent local transition wins;
+- once a fleet open has expired, one host at a time probes: the holder of
+  the fleet's probe lease, which an agent asks for only when its cell
+  rejected calls in the last tick (demand), renews while its cell has
+  traffic and releases without. Every other host's cell is held open for
+  two ticks at a time, so the holds lapse, and the cell half-opens on its
+  own, when this agent or the backend is gone;
 - a second thread blocks on ``backend.events``, so a fleet decision is
   applied about one round trip after it is made.
 
@@ -55,6 +61,7 @@ from ._protocol import (
     FleetBackend,
     FleetPolicy,
     FleetState,
+    LeaseRequest,
     SyncReply,
     SyncRequest,
     Verdict,
@@ -102,7 +109,9 @@ class Track:
     verdict: Verdict | None = None  # a probe verdict not yet sent
     reseed_ms: int | None = None  # after a data loss: the fleet open's time left
     forced_closed: bool = False  # the agent forced the cell closed
+    replied_generation: int = 0  # the fleet generation of the last sync reply
     failing: bool = False  # failures in the last delta sent
+    activity: tuple[int, int] = (0, 0)  # (allowed, rejected) at the last request
     sent: tuple[int, int, int] = (0, 0, 0)  # counts sent, for metrics
 
     def view(self) -> tuple[str, int, float]:
@@ -128,6 +137,7 @@ class Agent:
         hot_interval: float = HOT_INTERVAL,
         open_breaker: Callable[[str], Any] | None = None,
         log: Any = None,
+        probe_lease: bool = True,
     ) -> None:
         from .._impl.select import CircuitBreaker
 
@@ -137,6 +147,9 @@ class Agent:
         self.info = dict(info or {})
         self.sync_interval = sync_interval
         self.hot_interval = hot_interval
+        # One probe host at a time (the fleet's probe lease); False: every
+        # host's cell half-opens when the fleet's open expires.
+        self.probe_lease = probe_lease
         self._open_breaker = open_breaker or _open_breaker
         self._log = log
         self.lock = threading.RLock()
@@ -204,6 +217,8 @@ class Agent:
     def _add(self, name: str, options: FleetOptions, breaker: Any) -> None:
         counts = _counts(breaker)
         track = Track(name, breaker, fleet_policy(options, breaker.policy), counts)
+        totals = breaker.totals()
+        track.activity = (int(totals.allowed), int(totals.rejected))
         restored = self._restored.pop(name, None)
         if restored is not None:
             base = restored.get("base")
@@ -337,12 +352,37 @@ class Agent:
                     track.trip,
                     track.verdict,
                     track.reseed_ms,
+                    self._lease_request(track),
                 )
             )
             track.failing = failures > 0
             track.trip, track.verdict, track.reseed_ms = False, None, None
         self.seq += 1
         return SyncRequest(self.host_id, self.seq, tuple(deltas))
+
+    def _lease_request(self, track: Track) -> LeaseRequest | None:
+        """What this host asks of the probe lease of an expired fleet open:
+        to take it (if free) when its cell rejected calls since the last
+        request; as the holder, to renew while its cell has traffic, else
+        to release it for a host that has some."""
+        totals = track.breaker.totals()
+        activity = (int(totals.allowed), int(totals.rejected))
+        previous, track.activity = track.activity, activity
+        fleet = track.fleet
+        if (
+            not self.probe_lease
+            or fleet is None
+            or fleet.state != "open"
+            or monotonic_ms() < track.fleet_until_ms
+        ):
+            return None
+        if fleet.lease_holder == self.host_id:
+            return LeaseRequest(fleet.generation, activity != previous)
+        if activity[1] > previous[1]:
+            # Asked even if another host held it at the last reply: it may
+            # have released it since, and a held lease ignores the request.
+            return LeaseRequest(fleet.generation, True)
+        return None
 
     def _acknowledge(self, reply: SyncReply) -> bool:
         """Take the reply's news; False if another sync must follow at once
@@ -371,10 +411,24 @@ class Agent:
         lost = (self.epoch is not None and reply.epoch != self.epoch) or (
             reply.version < self.version
         )
+        lost = self._generation_went_back(reply) or lost
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
         return not (behind or lost)
+
+    def _generation_went_back(self, reply: SyncReply) -> bool:
+        """A failover that lost writes: a breaker's fleet generation below
+        the one an earlier reply gave, whatever the epoch and version say.
+        Only replies are compared: they come in order, while an event may
+        run ahead of the reply of a sync sent before it."""
+        back = False
+        for state in reply.states:
+            track = self.tracks.get(state.name)
+            if track is not None:
+                back = back or state.generation < track.replied_generation
+                track.replied_generation = state.generation
+        return back
 
     def _reseed(self) -> None:
         """The backend lost its data: forget the fleet's past, never close a
@@ -389,6 +443,7 @@ class Agent:
                 track.trip = True
             track.owned = None
             track.open_fgen = 0
+            track.replied_generation = 0
             track.fleet = None
             track.fleet_until_ms = 0
 
@@ -434,6 +489,10 @@ class Agent:
             if remaining > 0:
                 seconds = min(remaining, FORCED_OPEN_MS) / 1000
                 forced = fleet.state == "forced_open"
+                if self.probe_lease and not forced:
+                    # The cell outlasts the fleet's open by one hold: at its
+                    # expiry the lease decides who probes, not the first call.
+                    seconds += 2 * self.hot_interval
                 if state in ("closed", "half-open"):
                     # An open is applied once per fleet generation (a cell
                     # that probed and closed a little before the fleet's open
@@ -449,6 +508,15 @@ class Agent:
                     # forced open's: the fleet's reset would not end it.
                     changed = bool(b._extend_open(generation, seconds))
                 track.open_fgen = fleet.generation
+            elif self.probe_lease and state == "open":
+                if fleet.lease_holder == self.host_id:
+                    # This host probes for the fleet: half-open at the next call.
+                    changed = bool(b._expire_open(generation))
+                else:
+                    # Another host probes, or none yet: hold the cell open
+                    # for two ticks, renewed at every sync while it lasts.
+                    hold = 2 * self.hot_interval
+                    changed = bool(b._extend_open(generation, hold))
             elif state == "open" and generation == track.owned:
                 # The fleet's open ended: the cell half-opens at its next call.
                 changed = bool(b._expire_open(generation))
@@ -531,6 +599,7 @@ class Agent:
                 "remaining_ms": 0 if fleet is None else fleet.remaining_ms,
                 "tripped_by": [] if fleet is None else list(fleet.tripped_by),
                 "reason": "" if fleet is None else fleet.reason,
+                "lease_holder": "" if fleet is None else fleet.lease_holder,
                 "until_ms": track.fleet_until_ms,
                 "owned": track.owned,
                 "local_open": track.seen is not None

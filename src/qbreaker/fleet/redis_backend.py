@@ -9,9 +9,10 @@ transition is ``XADD``-ed to the namespace's stream (``MAXLEN ~``), which
 same rules as ``qbreaker.fleet.spec``, and tests/fleet/test_scripts.py checks
 that they agree.
 
-``connect_redis()`` builds clients the way the fleet needs them: short
-explicit socket timeouts and no client-library retries (the agent has its own
-backoff). A password never appears in a repr or a message of this module.
+``connect_redis()`` (from ``qbreaker.fleet.connection``: the URL forms,
+TLS, Sentinel, credentials) builds clients the way the fleet needs them:
+short explicit socket timeouts and no client-library retries (the agent has
+its own backoff). A password never appears in a repr or a message.
 
 Test mode: ``RedisBackend(..., test_clock=True)`` marks the namespace
 (``meta.test_clock = 1``), and only then do the scripts accept a request's
@@ -23,13 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import urllib.parse
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ._protocol import (
     EVENTS_KEPT,
@@ -44,6 +42,7 @@ from ._protocol import (
     check_time,
     key_prefix,
 )
+from .connection import DEFAULT_TIMEOUT, connect_redis, describe_server, redacted_url
 
 __all__ = (
     "ACL_COMMANDS",
@@ -56,7 +55,6 @@ __all__ = (
 
 #: The keys of a namespace, after its prefix, in the order the scripts take them.
 KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "ev")
-DEFAULT_TIMEOUT = 0.25
 
 
 class _Script:
@@ -102,64 +100,17 @@ def acl_rules(namespace: str) -> tuple[str, ...]:
     )
 
 
-def redacted_url(url: str) -> str:
-    """``url`` with its password, in the address or in a ``password=``
-    query parameter (redis-py reads both), replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if parts.password is None and all(key != "password" for key, _ in pairs):
-            return url
-        netloc = parts.netloc
-        if parts.password is not None:
-            host = parts.hostname or ""
-            if ":" in host:
-                host = f"[{host}]"
-            port = f":{parts.port}" if parts.port is not None else ""
-            netloc = f"{parts.username or ''}:***@{host}{port}"
-        hidden = [(k, "***" if k == "password" else v) for k, v in pairs]
-        query = f"?{urllib.parse.urlencode(hidden, safe='*')}" if hidden else ""
-        # Not urlunsplit: it drops the "//" of unix:///path.
-        return f"{parts.scheme}://{netloc}{parts.path}{query}"
-    except ValueError:
-        return "<unparsable url>"
-
-
-def connect_redis(
-    url: str, *, timeout: float = DEFAULT_TIMEOUT, **options: Any
-) -> redis.Redis:
-    """A client for ``url`` with ``timeout`` (s) on connect and on every reply,
-    and no retries; ``options`` go to ``redis.Redis.from_url`` (a password,
-    TLS files...). No connection is made here."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    if not 0 < timeout <= 60:
-        raise ValueError(f"timeout must be in (0, 60] seconds, got {timeout!r}")
-    settings: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry_on_timeout": False,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    settings.update(options)
-    try:
-        return redis.Redis.from_url(url, **settings)
-    except ValueError as exc:
-        # redis-py's message may quote the URL, password and all.
-        raise ValueError(
-            f"url must be a redis://, rediss:// or unix:// URL, "
-            f"got {redacted_url(url)!r} ({type(exc).__name__})"
-        ) from None
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _state(raw: Any) -> FleetState:
-    """A state from a script's reply, or from an event (without the counts)."""
-    name, state, generation, remaining, reason, by, *counts = raw
+    """A state from a script's reply, or from an event (without the counts
+    and the lease: a transition empties both)."""
+    name, state, generation, remaining, reason, by, *rest = raw
     by_text = _text(by)
+    calls, failures, slow, successes = (int(c) for c in (*rest[:4], 0, 0, 0, 0)[:4])
+    holder = _text(rest[4]) if len(rest) > 4 else ""
     return FleetState(
         _text(name),
         _text(state),
@@ -167,7 +118,12 @@ def _state(raw: Any) -> FleetState:
         int(remaining),
         tuple(by_text.split("\n")) if by_text else (),
         _text(reason),
-        *(int(count) for count in counts),
+        calls,
+        failures,
+        slow,
+        successes,
+        holder,
+        int(rest[5]) if holder else 0,
     )
 
 
@@ -245,10 +201,7 @@ class RedisBackend:
             self._events_client.close()
 
     def __repr__(self) -> str:
-        kwargs = getattr(
-            getattr(self._client, "connection_pool", None), "connection_kwargs", {}
-        )
-        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        where = describe_server(self._client)
         return f"RedisBackend(namespace={self.namespace!r}, server={where!r})"
 
     # -- the protocol ---------------------------------------------------------
@@ -273,6 +226,8 @@ class RedisBackend:
                     -1 if d.verdict is None else d.verdict.generation,
                     int(d.verdict is not None and d.verdict.ok),
                     -1 if d.reseed_ms is None else d.reseed_ms,
+                    -1 if d.lease is None else d.lease.generation,
+                    int(d.lease is not None and d.lease.take),
                 ]
                 for d in request.deltas
             ],

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ._protocol import (
     EVENTS_KEPT,
     EVENTS_PER_READ,
+    PROBE_LEASE_MS,
     RING_BUCKETS,
     BreakerDelta,
     FleetBackend,
@@ -56,6 +57,9 @@ class _Breaker:
     ring: dict[int, list[int]] = field(default_factory=dict)
     # host id -> time of its last local trip, oldest first
     trips: dict[str, int] = field(default_factory=dict)
+    # The probe lease of an expired open: its holder ("" = free) and expiry.
+    lease_holder: str = ""
+    lease_until: int = 0
 
 
 class MemoryBackend:
@@ -176,12 +180,15 @@ class MemoryBackend:
             trips = {h: t for h, t in breaker.trips.items() if h != host}
             breaker.trips = _recent(trips, now, policy.reset_timeout_ms)
             breaker.trips[host] = now
+        self._lease(name, breaker, policy, delta, host, now)
         verdict = delta.verdict
         if (
             verdict is not None
             and breaker.state == "open"
             and verdict.generation == breaker.generation
             and breaker.until_ms - now <= 0
+            # While a host holds the lease, only its probes count.
+            and breaker.lease_holder in ("", host)
         ):
             if verdict.ok:
                 self._transition(name, breaker, "closed", 0, "probe", (host,), now)
@@ -192,14 +199,50 @@ class MemoryBackend:
             until = now + delta.reseed_ms
             if breaker.state == "closed":
                 self._transition(name, breaker, "open", until, "reseed", (host,), now)
-            elif breaker.state == "open":
-                breaker.until_ms = max(breaker.until_ms, until)
+            elif breaker.state == "open" and until > breaker.until_ms:
+                # Open again for a while: no probing, so no lease.
+                breaker.until_ms = until
+                breaker.lease_holder, breaker.lease_until = "", 0
         if breaker.state == "closed":
             tripped = self._trip_rule(breaker, policy, host, now)
             if tripped is not None:
                 reason, by = tripped
                 until = now + policy.reset_timeout_ms
                 self._transition(name, breaker, "open", until, reason, by, now)
+
+    def _lease(
+        self,
+        name: str,
+        breaker: _Breaker,
+        policy: FleetPolicy,
+        delta: BreakerDelta,
+        host: str,
+        now: int,
+    ) -> None:
+        """The probe lease: an expired one re-opens the fleet from its expiry
+        (its holder died or was cut off); a request for the current
+        generation of an expired open takes, renews or releases it."""
+        if (
+            breaker.state == "open"
+            and breaker.lease_holder
+            and breaker.lease_until - now <= 0
+        ):
+            until = breaker.lease_until + policy.reset_timeout_ms
+            by = (breaker.lease_holder,)
+            self._transition(name, breaker, "open", until, "lease_expired", by, now)
+        lease = delta.lease
+        if (
+            lease is None
+            or breaker.state != "open"
+            or lease.generation != breaker.generation
+            or breaker.until_ms - now > 0
+        ):
+            return
+        if lease.take and breaker.lease_holder in ("", host):
+            breaker.lease_holder = host
+            breaker.lease_until = now + PROBE_LEASE_MS
+        elif not lease.take and breaker.lease_holder == host:
+            breaker.lease_holder, breaker.lease_until = "", 0
 
     def _count(
         self, breaker: _Breaker, policy: FleetPolicy, delta: BreakerDelta, now: int
@@ -263,6 +306,7 @@ class MemoryBackend:
         breaker.reason, breaker.tripped_by = reason, by
         breaker.ring = {}
         breaker.trips = {}
+        breaker.lease_holder, breaker.lease_until = "", 0
         self._version += 1
         self._events.append(self._state(name, breaker, now))
         self._next_event += 1
@@ -274,6 +318,7 @@ class MemoryBackend:
         if breaker is None:
             return FleetState(name, "closed", 0, 0, (), "")
         remaining = breaker.until_ms - now if breaker.state == "open" else 0
+        holder = breaker.lease_holder
         return FleetState(
             name,
             breaker.state,
@@ -282,6 +327,8 @@ class MemoryBackend:
             breaker.tripped_by,
             breaker.reason,
             *_window_sums(breaker, now),
+            holder,
+            breaker.lease_until - now if holder else 0,
         )
 
     def _cursor(self, cursor: str) -> int:

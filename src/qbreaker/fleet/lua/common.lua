@@ -9,6 +9,8 @@
 local K_META, K_POL, K_ST, K_RING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_TRIP, K_SEQ, K_CONF, K_EV = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local BUCKETS = 10
+-- PROBE_LEASE_MS of qbreaker/fleet/_protocol.py.
+local LEASE_MS = 2000
 
 -- Numbers as decimal integers: Lua's tostring keeps 14 digits only.
 local function int(n)
@@ -64,7 +66,7 @@ local function load_state(name)
   if raw then
     return cmsgpack.unpack(raw)
   end
-  return {s = 'closed', g = 0, u = 0, w = '', b = {}}
+  return {s = 'closed', g = 0, u = 0, w = '', b = {}, l = '', lu = 0}
 end
 
 -- Calls, failures, slow calls and successes of a ring's buckets in the
@@ -121,15 +123,21 @@ end
 -- A breaker's state as replies carry it: name, state, generation, remaining
 -- ms (open only), reason, tripped-by host ids joined by newlines, and the
 -- window's calls, failures, slow calls and successes (events leave them out:
--- a transition empties the window).
+-- a transition empties the window), the probe lease's holder ('' = none) and
+-- its remaining ms (0 without a holder). A state stored before the lease
+-- existed has no l/lu: no holder.
 local function reply_state(name, st, now, sums)
   local remaining = 0
   if st.s == 'open' then
     remaining = st.u - now
   end
+  local holder, lease_left = st.l or '', 0
+  if holder ~= '' then
+    lease_left = st.lu - now
+  end
   return {
     name, st.s, st.g, remaining, st.w, table.concat(st.b, '\n'),
-    sums[1], sums[2], sums[3], sums[4],
+    sums[1], sums[2], sums[3], sums[4], holder, lease_left,
   }
 end
 
@@ -137,6 +145,7 @@ end
 -- emptied, the namespace version + 1, one event on the stream.
 local function transition(name, st, state, until_ms, reason, by, now)
   st.s, st.u, st.g, st.w, st.b = state, until_ms, st.g + 1, reason, by
+  st.l, st.lu = '', 0
   redis.call('HSET', K_ST, name, cmsgpack.pack(st))
   redis.call('HDEL', K_RING, name)
   redis.call('HDEL', K_TRIP, name)

@@ -1,7 +1,7 @@
 -- sync: one host's deltas, idempotent by (host, seq). ARGV[4]: JSON
 -- {"h": host, "q": "seq", "d": [[name, "digest|policy", calls, failures,
 -- slow, successes, tripped 0/1, verdict generation or -1, verdict ok 0/1,
--- reseed ms or -1], ...]}. Reply: {epoch, version, duplicate 0/1, JSON of
+-- reseed ms or -1, lease generation or -1, lease take 1 / release 0], ...]}. Reply: {epoch, version, duplicate 0/1, JSON of
 -- [state, ...], the host's last applied seq}.
 local now = clock()
 if now == nil then
@@ -89,6 +89,26 @@ local function trip_rule(pol, sums, trips)
   return nil
 end
 
+-- The probe lease: an expired one re-opens the fleet from its expiry (its
+-- holder died or was cut off); a request for the current generation of an
+-- expired open takes, renews or releases it.
+local function lease(name, st, pol, d)
+  if st.s == 'open' and (st.l or '') ~= '' and st.lu - now <= 0 then
+    transition(name, st, 'open', st.lu + pol.reset, 'lease_expired', {st.l}, now)
+  end
+  if d[11] < 0 or st.s ~= 'open' or d[11] ~= st.g or st.u - now > 0 then
+    return
+  end
+  local holder = st.l or ''
+  if d[12] == 1 and (holder == '' or holder == host) then
+    st.l, st.lu = host, now + LEASE_MS
+    redis.call('HSET', K_ST, name, cmsgpack.pack(st))
+  elseif d[12] == 0 and holder == host then
+    st.l, st.lu = '', 0
+    redis.call('HSET', K_ST, name, cmsgpack.pack(st))
+  end
+end
+
 -- Each breaker's state and window once applied: the reply reads them.
 local applied = {}
 
@@ -113,7 +133,11 @@ local function apply(d)
   if d[7] == 1 and st.s == 'closed' then
     trips = record_trip(name, pol)
   end
-  if d[8] >= 0 and st.s == 'open' and d[8] == st.g and st.u - now <= 0 then
+  lease(name, st, pol, d)
+  -- While a host holds the lease, only its probes count.
+  local holder = st.l or ''
+  if d[8] >= 0 and st.s == 'open' and d[8] == st.g and st.u - now <= 0
+      and (holder == '' or holder == host) then
     if d[9] == 1 then
       transition(name, st, 'closed', 0, 'probe', {host}, now)
     else
@@ -125,7 +149,8 @@ local function apply(d)
     if st.s == 'closed' then
       transition(name, st, 'open', until_ms, 'reseed', {host}, now)
     elseif st.s == 'open' and until_ms > st.u then
-      st.u = until_ms
+      -- Open again for a while: no probing, so no lease.
+      st.u, st.l, st.lu = until_ms, '', 0
       redis.call('HSET', K_ST, name, cmsgpack.pack(st))
     end
   end
