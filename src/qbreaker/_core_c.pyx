@@ -106,19 +106,24 @@ cdef int _set_options(CircuitBreaker b, object options) except -1:
     return 0
 
 
-cdef inline int _enter_block(CircuitBreaker self) except -1:
-    # __enter__ and __aenter__: admit, and record the block's ticket.
+cdef inline uint64_t _admit_block(CircuitBreaker self, uint64_t *start) except? 0:
+    # A with block's ticket, TIMED_BIT set (and *start) under a slow-call policy.
     cdef uint64_t ticket = _py_admit(self, True)
-    cdef uint64_t start = 0
-    cdef PyThreadState *ts
-    cdef _WithTickets own
     if not ticket:
         _raise_open(self)
     if _timed(self):
-        start = _resolve(_now_of(self))
+        start[0] = _resolve(_now_of(self))
         ticket |= TIMED_BIT
-    ts = PyThreadState_Get()
-    own = _with_tickets(ts)
+    return ticket
+
+
+cdef inline int _enter_block(CircuitBreaker self) except -1:
+    # __enter__ (and __aenter__ outside its statement): admit, and record the
+    # block's ticket.
+    cdef uint64_t start = 0
+    cdef uint64_t ticket = _admit_block(self, &start)
+    cdef PyThreadState *ts = PyThreadState_Get()
+    cdef _WithTickets own = _with_tickets(ts)
     if own.push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
         # The block never runs: give its ticket back.
         _py_settle(self, ticket & ~TIMED_BIT, OUTCOME_NEUTRAL)
@@ -127,7 +132,8 @@ cdef inline int _enter_block(CircuitBreaker self) except -1:
 
 
 cdef inline int _exit_block(CircuitBreaker self, object exc_type, object exc) except -1:
-    # __exit__ and __aexit__: settle the block's own ticket.
+    # __exit__ (and __aexit__ outside its statement): settle the block's own
+    # ticket.
     cdef uint64_t start = 0
     cdef PyThreadState *ts = PyThreadState_Get()
     cdef void *frame = qb_frame_of(ts)
@@ -135,6 +141,11 @@ cdef inline int _exit_block(CircuitBreaker self, object exc_type, object exc) ex
     cdef uint64_t ticket = own.pop(<PyObject *>self, frame, False, &start)
     if not ticket:
         ticket = _ticket_elsewhere(own, <PyObject *>self, frame, &start)
+    return _settle_block(self, ticket, start, exc_type, exc)
+
+
+cdef inline int _settle_block(CircuitBreaker self, uint64_t ticket, uint64_t start,
+                              object exc_type, object exc) except -1:
     started = None
     if ticket & TIMED_BIT:
         ticket &= ~TIMED_BIT
@@ -329,15 +340,8 @@ cdef class CircuitBreaker:
     def __exit__(self, exc_type, exc, tb):
         _exit_block(self, exc_type, exc)
 
-    def __aenter__(self):
-        # Entered now, in the frame of the async with: the awaitable it
-        # returns is already done.
-        _enter_block(self)
-        return _DONE
-
-    def __aexit__(self, exc_type, exc, tb):
-        _exit_block(self, exc_type, exc)
-        return _DONE
+    # __aenter__ and __aexit__: descriptors installed at module init (see
+    # _native/awaitables.pxi); each returns an awaitable already done.
 
     def _guard(self, fn):
         """``fn`` wrapped so that each call goes through ``call``."""
