@@ -42,7 +42,7 @@ cdef object _open_error(CircuitBreaker b):
     # CircuitOpenError._rejection(name, state, retry_after, b), from one load
     # of the word.
     cdef uint64_t w = qb_load(&b._cell.word)
-    name = b._name
+    name = _name_of(b)
     if name is None:
         name = _api.name(b)
     error = qb_new_bare(CircuitOpenError, _PENDING_ARGS)

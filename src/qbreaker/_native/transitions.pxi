@@ -77,10 +77,11 @@ cdef object _events_of(CircuitBreaker b):
     # change state, and a dispatcher costs several times a breaker's memory.
     # Made before an operation, not after its CAS (Python code would run in
     # between).
-    cdef void *seen = qb_load_ptr(&b._events_ptr)
+    cdef _Extras extras = <_Extras>_extras_of(b)
+    cdef void *seen = qb_load_ptr(&extras.events_ptr)
     if seen != NULL:
         return <object>seen
-    return _publish(&b._events_ptr, Dispatcher(describe_word))
+    return _publish(&extras.events_ptr, Dispatcher(describe_word))
 
 
 cdef int _push(CircuitBreaker b, qb_translog *log, int held) except -1:
