@@ -64,7 +64,9 @@ def test_looked_up_by_hand_in_statement_order(impl: Impl, clock: FakeClock) -> N
     assert open_blocks(impl) == 0
 
 
-def test_current_failure_through_hand_lookups_opens(impl: Impl, clock: FakeClock) -> None:
+def test_current_failure_through_hand_lookups_opens(
+    impl: Impl, clock: FakeClock
+) -> None:
     b = strict(impl, clock)
 
     async def main() -> None:
@@ -91,7 +93,9 @@ def test_entered_by_hand_exited_by_a_later_lookup(impl: Impl, clock: FakeClock) 
     assert open_blocks(impl) == 0
 
 
-def test_the_class_methods_called_with_the_breaker(impl: Impl, clock: FakeClock) -> None:
+def test_the_class_methods_called_with_the_breaker(
+    impl: Impl, clock: FakeClock
+) -> None:
     b = strict(impl, clock)
     cls = type(b)
 

@@ -86,7 +86,11 @@ def test_compiled_breaker_takes_208_bytes() -> None:
     stays within 256."""
     from qbreaker._core_c import CircuitBreaker
 
-    for b in (CircuitBreaker(), CircuitBreaker(name="svc-000001"), CircuitBreaker(5, 1.0)):
+    for b in (
+        CircuitBreaker(),
+        CircuitBreaker(name="svc-000001"),
+        CircuitBreaker(5, 1.0),
+    ):
         assert sys.getsizeof(b) == 208
         assert gc.is_tracked(b)
     with pytest.raises(TypeError, match="name must be a str or None"):

@@ -679,7 +679,11 @@ cdef extern from *:
     #ifndef Py_GIL_DISABLED
         if (qb_awith_nfree > 0) {
             a = qb_awith_free[--qb_awith_nfree];
+    #ifdef Py_REF_DEBUG
+            PyObject_Init((PyObject *)a, &qb_awith_type);
+    #else
             Py_SET_REFCNT(a, 1);  /* its type is set already, and static */
+    #endif
         } else
     #endif
         {
@@ -710,10 +714,9 @@ cdef extern from *:
         qb_awith *a = (qb_awith *)self;
         if (a->held) {
             /* Entered and never exited: its block stays open, as a with
-               block's does, for an __aexit__ from its frame to find. */
-            Py_SET_REFCNT(self, 1);
+               block's does, for an __aexit__ from its frame to find (no
+               Python code runs here). */
             qb_awith_orphan(a);
-            Py_SET_REFCNT(self, 0);
             a->held = 0;
         }
         qb_awith_drop_pending(a->exit);
