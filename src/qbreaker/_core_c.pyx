@@ -107,24 +107,31 @@ cdef int _set_options(CircuitBreaker b, object options) except -1:
     return 0
 
 
-cdef inline uint64_t _admit_block(CircuitBreaker self, uint64_t *start) except? 0:
-    # A with block's ticket, TIMED_BIT set (and *start) under a slow-call policy.
-    cdef uint64_t ticket = _py_admit(self, True)
-    if not ticket:
-        _raise_open(self)
+cdef inline uint64_t _timed_ticket(CircuitBreaker self, uint64_t ticket,
+                                   uint64_t *start) except? 0:
+    # A with block's ticket as stored: under a slow-call policy, TIMED_BIT
+    # set and its start in *start.
     if _timed(self):
         start[0] = _resolve(_now_of(self))
-        ticket |= TIMED_BIT
+        return ticket | TIMED_BIT
     return ticket
 
 
 cdef inline int _enter_block(CircuitBreaker self) except -1:
     # __enter__ (and __aenter__ outside its statement): admit, and record the
-    # block's ticket.
+    # block's ticket. The rejection is raised here, not deeper (see
+    # _block_rejection).
     cdef uint64_t start = 0
-    cdef uint64_t ticket = _admit_block(self, &start)
-    cdef PyThreadState *ts = PyThreadState_Get()
-    cdef _WithTickets own = _with_tickets(ts)
+    cdef uint64_t ticket = _py_admit(self, True)
+    cdef PyThreadState *ts
+    cdef _WithTickets own
+    if not ticket:
+        error = _block_rejection(self)
+        if error is not None:
+            raise error
+    ticket = _timed_ticket(self, ticket, &start)
+    ts = PyThreadState_Get()
+    own = _with_tickets(ts)
     if own.push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
         # The block never runs: give its ticket back.
         _py_settle(self, ticket & ~TIMED_BIT, OUTCOME_NEUTRAL)

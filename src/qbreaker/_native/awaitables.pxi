@@ -928,8 +928,12 @@ cdef object _awith_enter(CircuitBreaker b, qb_awith *exit):
     if exit == NULL or exit.held:
         _enter_block(b)
         return _DONE
-    ticket = _admit_block(b, &start)
-    exit.ticket = ticket
+    ticket = _py_admit(b, True)
+    if not ticket:
+        error = _block_rejection(b)  # raised here: see _block_rejection
+        if error is not None:
+            raise error
+    exit.ticket = _timed_ticket(b, ticket, &start)
     exit.start = start
     exit.frame = qb_frame_of(PyThreadState_Get())
     exit.held = 1
