@@ -154,6 +154,15 @@ cdef inline int _exit_block(CircuitBreaker self, object exc_type, object exc) ex
 
 cdef inline int _settle_block(CircuitBreaker self, uint64_t ticket, uint64_t start,
                               object exc_type, object exc) except -1:
+    # A block's ticket settled: a plain success inline, the rest out of line.
+    if (exc_type is None and not (ticket & TIMED_BIT)
+            and self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS):
+        return _py_settle(self, ticket, OUTCOME_SUCCESS)
+    return _settle_block_full(self, ticket, start, exc_type, exc)
+
+
+cdef int _settle_block_full(CircuitBreaker self, uint64_t ticket, uint64_t start,
+                            object exc_type, object exc) except -1:
     started = None
     if ticket & TIMED_BIT:
         ticket &= ~TIMED_BIT
