@@ -70,7 +70,9 @@ cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
     b._hot[0] = b._hot[1] = b._hot[2] = 0
 
 
-cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except? 0:
+# _py_admit's error value: all ones, never a ticket (tickets use bits 0-62),
+# so a rejection's 0 costs its callers no PyErr_Occurred() call.
+cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except 0xFFFFFFFFFFFFFFFF:
     # admit for the Python-facing methods: the closed path first, counted in
     # the object's own counters where FLAG_LOCAL_COUNTS allows (the GIL
     # serialises every such caller and no other process shares the cell).
@@ -85,7 +87,7 @@ cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except? 0:
     return _py_admit_full(b, ticketed)
 
 
-cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except? 0:
+cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except 0xFFFFFFFFFFFFFFFF:
     cdef qb_translog log
     cdef uint64_t ticket, w
     cdef int held = 0
