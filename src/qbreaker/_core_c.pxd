@@ -181,29 +181,28 @@ cdef bint qb_trip(qb_cell *cell, uint64_t now, qb_translog *log) noexcept nogil
 
 
 cdef class CircuitBreaker:
+    # The field order keeps _cell_storage at a 16-byte offset (64 with the
+    # GIL build's header), so 48 bytes of slack align the cell; 32 of them,
+    # on one side of it, hold the three hot counts and the name. A breaker
+    # takes 208 bytes with its collector header (see docs/performance.md).
     # Points into _cell_storage, an allocation with the window, or a
     # shared-memory segment. Code without the GIL takes it by qb_nogil_cell.
     cdef qb_cell *_cell
     cdef qb_policy cpolicy
-    cdef object _clock
     # allowed, successes of the closed path and rejected of the open one
     # (see FLAG_LOCAL_COUNTS): in the spare bytes of _cell_storage, or in
     # this process's slot of a shared segment; totals() adds them to the
     # cell's.
     cdef uint64_t *_hot
-    cdef public object _options
-    cdef public object _name
-    cdef public tuple _listeners
-    # The Dispatcher, made on first need (see _events_of); owned, or NULL.
-    cdef void *_events_ptr
-    # The _Extras (probes out, last observation), made on first need (see
-    # _extras_of); owned, or NULL. One pointer for what few breakers need
-    # keeps a breaker at 256 bytes.
-    cdef void *_extras_ptr
-    cdef object __weakref__
     # The cell lives inside the object: one allocation per breaker, and room
     # to align it to its cache line wherever the allocator put the object.
     cdef char _cell_storage[QB_CELL_STORAGE]
+    # The _Extras, made on first need (see _extras_of); owned, or NULL: what
+    # few breakers need (the event dispatcher, settings other than the
+    # defaults: options, listeners, a clock; probes out, last observation).
+    # Visited by the collector (see _install_extras_gc).
+    cdef void *_extras_ptr
+    cdef object __weakref__
 
 
 # The breaker's cell, for code that drives it without the GIL: call it with

@@ -96,7 +96,8 @@ cdef int _set_policy(CircuitBreaker b, object policy) except -1:
 
 
 cdef int _set_options(CircuitBreaker b, object options) except -1:
-    b._options = options
+    if options is not DEFAULT_OPTIONS or b._extras_ptr != NULL:
+        (<_Extras>_extras_of(b)).options = options
     b.cpolicy.host_flags &= ~(FLAG_PLAIN_SUCCESS | FLAG_ASYNC_FALLBACK
                               | FLAG_REJECT_HOOK)
     if options.is_failure_result is None and options.on_success is None:
@@ -108,17 +109,29 @@ cdef int _set_options(CircuitBreaker b, object options) except -1:
     return 0
 
 
+cdef inline uint64_t _timed_ticket(CircuitBreaker self, uint64_t ticket,
+                                   uint64_t *start) except? 0:
+    # A with block's ticket as stored: under a slow-call policy, TIMED_BIT
+    # set and its start in *start.
+    if _timed(self):
+        start[0] = _resolve(_now_of(self))
+        return ticket | TIMED_BIT
+    return ticket
+
+
 cdef inline int _enter_block(CircuitBreaker self) except -1:
-    # __enter__ and __aenter__: admit, and record the block's ticket.
-    cdef uint64_t ticket = _py_admit(self, True)
+    # __enter__ (and __aenter__ outside its statement): admit, and record the
+    # block's ticket. The rejection is raised here, not deeper (see
+    # _block_rejection).
     cdef uint64_t start = 0
+    cdef uint64_t ticket = _py_admit(self, True)
     cdef PyThreadState *ts
     cdef _WithTickets own
     if not ticket:
-        _raise_open(self)
-    if _timed(self):
-        start = _resolve(_now_of(self))
-        ticket |= TIMED_BIT
+        error = _block_rejection(self)
+        if error is not None:
+            raise error
+    ticket = _timed_ticket(self, ticket, &start)
     ts = PyThreadState_Get()
     own = _with_tickets(ts)
     if own.push(<PyObject *>self, qb_frame_of(ts), ticket, start) < 0:
@@ -129,7 +142,8 @@ cdef inline int _enter_block(CircuitBreaker self) except -1:
 
 
 cdef inline int _exit_block(CircuitBreaker self, object exc_type, object exc) except -1:
-    # __exit__ and __aexit__: settle the block's own ticket.
+    # __exit__ (and __aexit__ outside its statement): settle the block's own
+    # ticket.
     cdef uint64_t start = 0
     cdef PyThreadState *ts = PyThreadState_Get()
     cdef void *frame = qb_frame_of(ts)
@@ -137,6 +151,20 @@ cdef inline int _exit_block(CircuitBreaker self, object exc_type, object exc) ex
     cdef uint64_t ticket = own.pop(<PyObject *>self, frame, False, &start)
     if not ticket:
         ticket = _ticket_elsewhere(own, <PyObject *>self, frame, &start)
+    return _settle_block(self, ticket, start, exc_type, exc)
+
+
+cdef inline int _settle_block(CircuitBreaker self, uint64_t ticket, uint64_t start,
+                              object exc_type, object exc) except -1:
+    # A block's ticket settled: a plain success inline, the rest out of line.
+    if (exc_type is None and not (ticket & TIMED_BIT)
+            and self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS):
+        return _py_settle(self, ticket, OUTCOME_SUCCESS)
+    return _settle_block_full(self, ticket, start, exc_type, exc)
+
+
+cdef int _settle_block_full(CircuitBreaker self, uint64_t ticket, uint64_t start,
+                            object exc_type, object exc) except -1:
     started = None
     if ticket & TIMED_BIT:
         ticket &= ~TIMED_BIT
@@ -158,12 +186,7 @@ cdef class CircuitBreaker:
     """
 
     def __cinit__(self, *args, **kwargs):
-        # The storage's 56 spare bytes align the cell to 64 inside it from
-        # any 8-byte-aligned start.
-        self._cell = <qb_cell *>((<uintptr_t>&self._cell_storage[0] + 63)
-                                & ~(<uintptr_t>63))
-        if <char *>(self._cell + 1) > &self._cell_storage[0] + QB_CELL_STORAGE:
-            raise SystemError("qbreaker: the object's cell storage is misaligned")
+        self._cell = <qb_cell *>_storage_cell(self)
         memset(self._cell, 0, sizeof(qb_cell))
         _use_spare_bytes(self)
         if getattr(type(self), "_generator_result", None) is not None:
@@ -172,12 +195,9 @@ cdef class CircuitBreaker:
             self.cpolicy.host_flags |= FLAG_LOCAL_COUNTS
         _set_policy(self, DEFAULT_POLICY)
         _set_options(self, DEFAULT_OPTIONS)
-        self._clock = None
-        self._name = None
-        self._listeners = ()
 
     def __dealloc__(self):
-        Py_XDECREF(<PyObject *>self._events_ptr)
+        Py_XDECREF(_name_slot(self)[0])
         Py_XDECREF(<PyObject *>self._extras_ptr)
         if self.cpolicy.host_flags & FLAG_OWNS_CELL:
             PyMem_Free(<char *>self._cell - (self.cpolicy.host_flags >> FLAG_OFFSET_SHIFT & 0xFF))
@@ -221,11 +241,11 @@ cdef class CircuitBreaker:
         if policy.slow_ticks:
             self.cpolicy.host_flags |= FLAG_SLOW_POLICY
         _set_policy(self, policy)
-        self._clock = clock
         if clock is not None:
+            (<_Extras>_extras_of(self)).clock = clock
             self.cpolicy.host_flags |= FLAG_HAS_CLOCK
         _set_options(self, options)
-        self._name = name
+        _set_name(self, name)
         self.cpolicy.host_flags |= FLAG_CONFIGURED
         cdef uint64_t unset = 0
         if shared is None:
@@ -386,15 +406,8 @@ cdef class CircuitBreaker:
     def __exit__(self, exc_type, exc, tb):
         _exit_block(self, exc_type, exc)
 
-    def __aenter__(self):
-        # Entered now, in the frame of the async with: the awaitable it
-        # returns is already done.
-        _enter_block(self)
-        return _DONE
-
-    def __aexit__(self, exc_type, exc, tb):
-        _exit_block(self, exc_type, exc)
-        return _DONE
+    # __aenter__ and __aexit__: descriptors installed at module init (see
+    # _native/awaitables.pxi); each returns an awaitable already done.
 
     def _guard(self, fn):
         """``fn`` wrapped so that each call goes through ``call``."""
@@ -426,31 +439,31 @@ cdef class CircuitBreaker:
     def _exit_ok(self, ticket, started=None):
         """A call admitted with ``ticket`` succeeded (no result to judge)."""
         _py_settle(self, ticket, OUTCOME_SUCCESS | _slow_arg(self, started))
-        if self._options.on_success is not None:
-            run_hook(self._options.on_success, self)
+        if _options_of(self).on_success is not None:
+            run_hook(_options_of(self).on_success, self)
 
     def _exit_result(self, ticket, result, started=None):
         """A call returned ``result``; ``is_failure_result`` may call it failed."""
         if self.cpolicy.host_flags & FLAG_PLAIN_SUCCESS and started is None:
             _py_settle(self, ticket, OUTCOME_SUCCESS)
             return
-        if result_outcome(self._options, result):
+        if result_outcome(_options_of(self), result):
             self._exit_ok(ticket, started)
             return
         _py_settle(self, ticket, OUTCOME_FAILURE | _slow_arg(self, started))
-        if self._options.on_failure is not None:
-            run_hook(self._options.on_failure, self, result)
+        if _options_of(self).on_failure is not None:
+            run_hook(_options_of(self).on_failure, self, result)
 
     def _exit_exc(self, ticket, exc, started=None):
         """A call raised ``exc``: failure, success or neutral by the rules."""
-        ok = exception_outcome(self._options, exc, self)
+        ok = exception_outcome(_options_of(self), exc, self)
         if ok is True:
             self._exit_ok(ticket, started)
             return
         slow = _slow_arg(self, started) if ok is False else 0
         _py_settle(self, ticket, _outcome_arg(ok) | slow)
-        if ok is False and self._options.on_failure is not None:
-            run_hook(self._options.on_failure, self, exc)
+        if ok is False and _options_of(self).on_failure is not None:
+            run_hook(_options_of(self).on_failure, self, exc)
 
     # -- reading ------------------------------------------------------------
 
@@ -608,7 +621,34 @@ cdef class CircuitBreaker:
 
     @property
     def listeners(self):
-        return self._listeners
+        return _listeners_of(self)
+
+    # _name: in the cell storage's spare bytes (see _name_slot); _options and
+    # _listeners: in _Extras unless the defaults (see _core_c.pxd). Read and
+    # replaced by the shared Python-level methods.
+    @property
+    def _name(self):
+        return _name_of(self)
+
+    @_name.setter
+    def _name(self, value):
+        _set_name(self, value)
+
+    @property
+    def _options(self):
+        return _options_of(self)
+
+    @_options.setter
+    def _options(self, value):
+        (<_Extras>_extras_of(self)).options = value
+
+    @property
+    def _listeners(self):
+        return _listeners_of(self)
+
+    @_listeners.setter
+    def _listeners(self, tuple value):
+        (<_Extras>_extras_of(self)).listeners = value
 
     def add_listener(self, listener):
         """Call ``listener(breaker, old_state, new_state)`` on each transition."""
@@ -665,5 +705,6 @@ if QB_ORDERED and hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_install_extras_gc()  # first: no breaker may exist before it
 _install_vectorcall()
 _install_async_forms()

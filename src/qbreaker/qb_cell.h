@@ -89,9 +89,12 @@ typedef struct QB_ALIGN64 qb_slot {
 typedef char qb_slot_is_one_cache_line[(sizeof(qb_slot) == 64) ? 1 : -1];
 
 /* Bytes to reserve for a cell inside another object: the cell, plus the
-   worst-case slack to align it where the storage is only 8-byte aligned
-   (its offset in the object varies with the build's object header). */
-#define QB_CELL_STORAGE (sizeof(qb_cell) + 56)
+   worst-case slack to align it to its cache line where the storage starts
+   16-byte aligned (objects are; the breaker puts the storage at a 16-byte
+   offset), which leaves 32 contiguous spare bytes on one side of it. Where
+   it does not, the cell goes unaligned at the storage's start (8-byte
+   aligned, which the atomics need). */
+#define QB_CELL_STORAGE (sizeof(qb_cell) + 48)
 
 /* Where a core operation records the transitions it won, in order, as
    (old word, new word). One operation wins at most a few; QB_LOG_CAP leaves

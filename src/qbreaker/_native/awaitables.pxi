@@ -573,9 +573,388 @@ cdef int _install_async_forms() except -1:
     PyType_Modified(guarded_type)
     qb_install_await_slots(<QbTypeObject *>_Awaiting, <QbTypeObject *>_Done,
                            <qb_step_fn>_await_step)
+    qb_awith_install(breaker_type, <qb_awith_enter_fn>_awith_enter,
+                     <qb_awith_exit_fn>_awith_exit, _awith_orphan)
     cdef _Awaiting sample = _Awaiting.__new__(_Awaiting)
     qb_install_awaiting_dealloc(
         <QbTypeObject *>_Awaiting, <qb_release_fn>_awaiting_release,
         <char *>&sample.ticket - <char *><PyObject *>sample,
         <char *>&sample.nheld - <char *><PyObject *>sample)
     return 0
+
+
+# -- async with: __aenter__ and __aexit__ ------------------------------------------
+#
+# ``async with b:`` looks up b.__aenter__ and b.__aexit__ (in that order, back
+# to back, with no Python code in between), then calls the first. A Cython
+# method would be bound into a new method object at each lookup, two per
+# block, which cost more than the breaker's own work. Here __aenter__ and
+# __aexit__ are descriptors whose lookups give small objects from a freelist,
+# and the pair made by one statement is linked: the __aenter__ lookup makes
+# the __aexit__ object too and leaves it in a thread-local slot, which the
+# __aexit__ lookup that follows claims. Entering hands the block's ticket to
+# that claimed object, and exiting settles it: no with-ticket store work per
+# block. A block entered any other way (``await b.__aenter__()`` by hand, the
+# class's methods called with the breaker, an __aexit__ looked up on its
+# own) keeps its ticket in the with-ticket store as ``with`` does, so every
+# documented way of exiting still finds it.
+#
+# The objects are not tracked by the collector (they hold only the breaker
+# and each other, so a cycle needs a breaker that keeps its own bound
+# __aenter__ or __aexit__ in its settings).
+
+cdef extern from *:
+    """
+    /* Free-threaded builds keep the pending __aexit__ per thread. With the
+       GIL one slot serves, tagged with the thread that filled it: a
+       thread-local costs a __tls_get_addr call per access in a shared
+       library. */
+    #ifdef Py_GIL_DISABLED
+    #  if defined(_MSC_VER)
+    #    define QB_THREAD_LOCAL __declspec(thread)
+    #  else
+    #    define QB_THREAD_LOCAL __thread
+    #  endif
+    #else
+    #  define QB_THREAD_LOCAL
+    #endif
+
+    typedef struct qb_awith {
+        PyObject_HEAD
+        vectorcallfunc vectorcall;
+        PyObject *breaker;          /* strong */
+        struct qb_awith *exit;      /* an __aenter__'s __aexit__ (strong), else NULL */
+        uint64_t ticket;            /* an __aexit__'s block, while held */
+        uint64_t start;
+        void *frame;                /* the frame that entered it */
+        int is_exit;
+        int claimed;                /* an __aexit__ given out by a lookup */
+        int held;                   /* an __aexit__ holding its block's ticket */
+    } qb_awith;
+
+    typedef struct {
+        PyObject_HEAD
+        vectorcallfunc vectorcall;
+        int is_exit;
+    } qb_awith_descr;
+
+    /* The Cython side, set at module init. */
+    typedef PyObject *(*qb_awith_enter_fn)(PyObject *breaker, qb_awith *exit);
+    typedef PyObject *(*qb_awith_exit_fn)(PyObject *breaker, qb_awith *exit,
+                                          PyObject *exc_type, PyObject *exc);
+    typedef void (*qb_awith_orphan_fn)(qb_awith *exit);
+    static qb_awith_enter_fn qb_awith_enter;
+    static qb_awith_exit_fn qb_awith_exit;
+    static qb_awith_orphan_fn qb_awith_orphan;
+    static PyTypeObject *qb_awith_breaker_type;
+
+    /* The __aexit__ made by this thread's last __aenter__ lookup, until the
+       __aexit__ lookup that follows claims it (or the __aenter__ object is
+       called or dropped): a strong reference. */
+    static QB_THREAD_LOCAL qb_awith *qb_awith_pending;
+    #ifndef Py_GIL_DISABLED
+    static PyThreadState *qb_awith_pending_thread;
+    #  define QB_AWITH_PENDING_MINE() (qb_awith_pending_thread == PyThreadState_GET())
+    #  define QB_AWITH_PENDING_SET_MINE() (qb_awith_pending_thread = PyThreadState_GET())
+    #else
+    #  define QB_AWITH_PENDING_MINE() 1
+    #  define QB_AWITH_PENDING_SET_MINE() ((void)0)
+    #endif
+
+    static PyTypeObject qb_awith_type;
+    static PyTypeObject qb_awith_descr_type;
+
+    #ifndef Py_GIL_DISABLED
+    /* With the GIL, a freelist: its objects are made and dropped per block. */
+    #define QB_AWITH_FREE 32
+    static qb_awith *qb_awith_free[QB_AWITH_FREE];
+    static int qb_awith_nfree;
+    #endif
+
+    static PyObject *qb_awith_call(PyObject *self, PyObject *const *args,
+                                   size_t nargsf, PyObject *kwnames);
+
+    static qb_awith *qb_awith_new(PyObject *breaker, int is_exit) {
+        qb_awith *a;
+    #ifndef Py_GIL_DISABLED
+        if (qb_awith_nfree > 0) {
+            a = qb_awith_free[--qb_awith_nfree];
+    #ifdef Py_REF_DEBUG
+            PyObject_Init((PyObject *)a, &qb_awith_type);
+    #else
+            Py_SET_REFCNT(a, 1);  /* its type is set already, and static */
+    #endif
+        } else
+    #endif
+        {
+            a = (qb_awith *)PyObject_Malloc(sizeof(qb_awith));
+            if (a == NULL)
+                return (qb_awith *)PyErr_NoMemory();
+            PyObject_Init((PyObject *)a, &qb_awith_type);
+        }
+        a->vectorcall = qb_awith_call;
+        Py_INCREF(breaker);
+        a->breaker = breaker;
+        a->exit = NULL;
+        a->ticket = a->start = 0;
+        a->frame = NULL;
+        a->is_exit = is_exit;
+        a->claimed = a->held = 0;
+        return a;
+    }
+
+    static void qb_awith_drop_pending(qb_awith *exit) {
+        if (exit != NULL && qb_awith_pending == exit && QB_AWITH_PENDING_MINE()) {
+            qb_awith_pending = NULL;
+            Py_DECREF(exit);
+        }
+    }
+
+    static void qb_awith_dealloc(PyObject *self) {
+        qb_awith *a = (qb_awith *)self;
+        if (a->held) {
+            /* Entered and never exited: its block stays open, as a with
+               block's does, for an __aexit__ from its frame to find (no
+               Python code runs here). */
+            qb_awith_orphan(a);
+            a->held = 0;
+        }
+        qb_awith_drop_pending(a->exit);
+        Py_CLEAR(a->exit);
+        Py_CLEAR(a->breaker);
+    #ifndef Py_GIL_DISABLED
+        if (qb_awith_nfree < QB_AWITH_FREE) {
+            qb_awith_free[qb_awith_nfree++] = a;
+            return;
+        }
+    #endif
+        PyObject_Free(a);
+    }
+
+    static PyObject *qb_awith_call(PyObject *self, PyObject *const *args,
+                                   size_t nargsf, PyObject *kwnames) {
+        qb_awith *a = (qb_awith *)self;
+        Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+        qb_awith *exit;
+        if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+            PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments",
+                         a->is_exit ? "__aexit__" : "__aenter__");
+            return NULL;
+        }
+        if (a->is_exit) {
+            if (n != 3) {
+                PyErr_Format(PyExc_TypeError,
+                             "__aexit__() takes 3 arguments (exc_type, exc, tb), "
+                             "%zd given", n);
+                return NULL;
+            }
+            return qb_awith_exit(a->breaker, a, args[0], args[1]);
+        }
+        if (n != 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "__aenter__() takes no arguments (%zd given)", n);
+            return NULL;
+        }
+        exit = a->exit;
+        /* Claimed by the statement's __aexit__ lookup: it takes the ticket.
+           Else the lookup window has closed: drop the pending reference. */
+        if (exit != NULL && !exit->claimed) {
+            qb_awith_drop_pending(exit);
+            exit = NULL;
+        }
+        return qb_awith_enter(a->breaker, exit);
+    }
+
+    static PyObject *qb_awith_repr(PyObject *self) {
+        qb_awith *a = (qb_awith *)self;
+        return PyUnicode_FromFormat("<%s of %R>",
+                                    a->is_exit ? "__aexit__" : "__aenter__",
+                                    a->breaker);
+    }
+
+    static PyObject *qb_awith_descr_get(PyObject *self, PyObject *obj,
+                                        PyObject *type) {
+        qb_awith_descr *d = (qb_awith_descr *)self;
+        qb_awith *enter, *exit;
+        (void)type;
+        if (obj == NULL || obj == Py_None) {
+            Py_INCREF(self);
+            return self;
+        }
+        if (!PyObject_TypeCheck(obj, qb_awith_breaker_type)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s needs a CircuitBreaker, got %.200s",
+                         d->is_exit ? "__aexit__" : "__aenter__",
+                         Py_TYPE(obj)->tp_name);
+            return NULL;
+        }
+        if (d->is_exit) {
+            exit = qb_awith_pending;
+            if (exit != NULL && exit->breaker == obj && QB_AWITH_PENDING_MINE()) {
+                qb_awith_pending = NULL;  /* its reference is the caller's now */
+                exit->claimed = 1;
+                return (PyObject *)exit;
+            }
+            exit = qb_awith_new(obj, 1);
+            if (exit != NULL)
+                exit->claimed = 1;   /* on its own: it holds no ticket */
+            return (PyObject *)exit;
+        }
+        exit = qb_awith_new(obj, 1);
+        if (exit == NULL)
+            return NULL;
+        enter = qb_awith_new(obj, 0);
+        if (enter == NULL) {
+            Py_DECREF(exit);
+            return NULL;
+        }
+        enter->exit = exit;  /* the reference made with it */
+        Py_INCREF(exit);
+        Py_XSETREF(qb_awith_pending, exit);
+        QB_AWITH_PENDING_SET_MINE();
+        return (PyObject *)enter;
+    }
+
+    /* CircuitBreaker.__aenter__(b) and CircuitBreaker.__aexit__(b, t, e, tb):
+       the block keeps its ticket in the with-ticket store. */
+    static PyObject *qb_awith_descr_call(PyObject *self, PyObject *const *args,
+                                         size_t nargsf, PyObject *kwnames) {
+        qb_awith_descr *d = (qb_awith_descr *)self;
+        Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+        const char *name = d->is_exit ? "__aexit__" : "__aenter__";
+        if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
+                || n != (d->is_exit ? 4 : 1)) {
+            PyErr_Format(PyExc_TypeError, "%s() takes %s positional arguments",
+                         name, d->is_exit ? "the breaker and 3" : "the breaker as its only");
+            return NULL;
+        }
+        if (!PyObject_TypeCheck(args[0], qb_awith_breaker_type)) {
+            PyErr_Format(PyExc_TypeError, "%s needs a CircuitBreaker, got %.200s",
+                         name, Py_TYPE(args[0])->tp_name);
+            return NULL;
+        }
+        if (d->is_exit)
+            return qb_awith_exit(args[0], NULL, args[1], args[2]);
+        return qb_awith_enter(args[0], NULL);
+    }
+
+    static PyObject *qb_awith_descr_repr(PyObject *self) {
+        return PyUnicode_FromFormat(
+            "<method '%s' of 'qbreaker._core_c.CircuitBreaker' objects>",
+            ((qb_awith_descr *)self)->is_exit ? "__aexit__" : "__aenter__");
+    }
+
+    static PyObject *qb_awith_descr_new_obj(int is_exit) {
+        qb_awith_descr *d = PyObject_New(qb_awith_descr, &qb_awith_descr_type);
+        if (d == NULL)
+            return NULL;
+        d->vectorcall = qb_awith_descr_call;
+        d->is_exit = is_exit;
+        return (PyObject *)d;
+    }
+
+    /* Installs the two descriptors in the breaker's class; 0, or -1 with an
+       exception set. */
+    static int qb_awith_install(PyTypeObject *breaker_type, qb_awith_enter_fn enter,
+                                qb_awith_exit_fn exit, qb_awith_orphan_fn orphan) {
+        PyObject *d;
+        int failed;
+        qb_awith_enter = enter;
+        qb_awith_exit = exit;
+        qb_awith_orphan = orphan;
+        qb_awith_breaker_type = breaker_type;
+
+        qb_awith_type.tp_name = "qbreaker._core_c._AsyncWithMethod";
+        qb_awith_type.tp_basicsize = sizeof(qb_awith);
+        qb_awith_type.tp_dealloc = qb_awith_dealloc;
+        qb_awith_type.tp_vectorcall_offset = offsetof(qb_awith, vectorcall);
+        qb_awith_type.tp_call = PyVectorcall_Call;
+        qb_awith_type.tp_repr = qb_awith_repr;
+        qb_awith_type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL;
+        qb_awith_type.tp_doc = "CircuitBreaker.__aenter__ or __aexit__, bound to a breaker.";
+        if (PyType_Ready(&qb_awith_type) < 0)
+            return -1;
+
+        qb_awith_descr_type.tp_name = "qbreaker._core_c._AsyncWithDescriptor";
+        qb_awith_descr_type.tp_basicsize = sizeof(qb_awith_descr);
+        qb_awith_descr_type.tp_dealloc = (destructor)PyObject_Free;
+        qb_awith_descr_type.tp_vectorcall_offset = offsetof(qb_awith_descr, vectorcall);
+        qb_awith_descr_type.tp_call = PyVectorcall_Call;
+        qb_awith_descr_type.tp_repr = qb_awith_descr_repr;
+        qb_awith_descr_type.tp_descr_get = qb_awith_descr_get;
+        qb_awith_descr_type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL;
+        qb_awith_descr_type.tp_doc = "CircuitBreaker.__aenter__ or __aexit__.";
+        if (PyType_Ready(&qb_awith_descr_type) < 0)
+            return -1;
+
+        d = qb_awith_descr_new_obj(0);
+        if (d == NULL)
+            return -1;
+        failed = PyDict_SetItemString(breaker_type->tp_dict, "__aenter__", d);
+        Py_DECREF(d);
+        if (failed)
+            return -1;
+        d = qb_awith_descr_new_obj(1);
+        if (d == NULL)
+            return -1;
+        failed = PyDict_SetItemString(breaker_type->tp_dict, "__aexit__", d);
+        Py_DECREF(d);
+        if (failed)
+            return -1;
+        PyType_Modified(breaker_type);
+        return 0;
+    }
+    """
+    ctypedef struct qb_awith:
+        PyObject *breaker
+        uint64_t ticket
+        uint64_t start
+        void *frame
+        int held
+    ctypedef object (*qb_awith_enter_fn)(object breaker, qb_awith *exit)
+    ctypedef object (*qb_awith_exit_fn)(object breaker, qb_awith *exit,
+                                        object exc_type, object exc)
+    ctypedef void (*qb_awith_orphan_fn)(qb_awith *exit) noexcept
+    int qb_awith_install(QbTypeObject *breaker_type, qb_awith_enter_fn enter,
+                         qb_awith_exit_fn exit, qb_awith_orphan_fn orphan) except -1
+
+
+cdef object _awith_enter(CircuitBreaker b, qb_awith *exit):
+    # __aenter__: admit, in the frame of the async with. The ticket goes to
+    # the statement's own __aexit__ object when there is one (exit), else to
+    # the with-ticket store.
+    cdef uint64_t start = 0
+    cdef uint64_t ticket
+    if exit == NULL or exit.held:
+        _enter_block(b)
+        return _DONE
+    ticket = _py_admit(b, True)
+    if not ticket:
+        error = _block_rejection(b)  # raised here: see _block_rejection
+        if error is not None:
+            raise error
+    exit.ticket = _timed_ticket(b, ticket, &start)
+    exit.start = start
+    exit.frame = qb_frame_of(PyThreadState_Get())
+    exit.held = 1
+    return _DONE
+
+
+cdef object _awith_exit(CircuitBreaker b, qb_awith *exit, object exc_type,
+                        object exc):
+    # __aexit__: settle the block's ticket, held here or in the store.
+    cdef uint64_t ticket
+    if exit == NULL or not exit.held:
+        _exit_block(b, exc_type, exc)
+        return _DONE
+    ticket = exit.ticket
+    exit.held = 0
+    exit.ticket = 0
+    _settle_block(b, ticket, exit.start, exc_type, exc)
+    return _DONE
+
+
+cdef void _awith_orphan(qb_awith *exit) noexcept:
+    # An __aexit__ object dropped holding its block's ticket: the block stays
+    # open among the orphans', found by an exit from the frame that entered.
+    _orphans.push(exit.breaker, exit.frame, exit.ticket, exit.start)

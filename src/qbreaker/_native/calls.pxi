@@ -65,7 +65,7 @@ cdef object _rejected(CircuitBreaker b, PyObject **args, Py_ssize_t nargs,
     # argument array, with no tuple or dict built for it.
     if b.cpolicy.host_flags & FLAG_REJECT_HOOK:
         return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
-    options = b._options
+    options = _options_of(b)
     if type(options) is not Options:  # _options replaced by hand
         return b._rejected(_positional(args, nargs), _keywords(args, nargs, kwnames))
     fallback = <object>PyTuple_GET_ITEM(options, _FALLBACK_AT)
@@ -79,7 +79,7 @@ cdef object _call(CircuitBreaker b, object fn, PyObject **args, Py_ssize_t nargs
     # nargs positionals, then one value per name in kwnames (or NULL).
     cdef uint64_t ticket
     if b.cpolicy.host_flags & FLAG_ASYNC_FALLBACK:
-        raise_async_fallback(b._options)
+        raise_async_fallback(_options_of(b))
     ticket = _py_admit(b, True)
     if not ticket:
         return _rejected(b, args, nargs, kwnames)

@@ -10,19 +10,69 @@ cdef inline void _own_add(uint64_t *counter) noexcept nogil:
     qb_store(counter, qb_load(counter) + 1)
 
 
-cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
-    # The three hot counts go in _cell_storage's alignment slack: 56 bytes
-    # around the cell, in multiples of 8, so at least 24 on one side of it.
+# _cell_storage: the cell and, on one side of it, SPARE_BYTES for the three
+# hot counts and the name (an owned str, or NULL).
+cdef enum:
+    SPARE_BYTES = 32
+    NAME_AT = 3
+
+
+cdef inline char *_storage_cell(CircuitBreaker b) noexcept:
+    # Where the in-object cell goes: on its cache line when the storage's 48
+    # spare bytes leave SPARE_BYTES on one side of it (the storage starts
+    # 16-byte aligned), else at the storage's start (8-byte aligned: an
+    # object header of another size), SPARE_BYTES after it.
     cdef char *start = &b._cell_storage[0]
     cdef char *aligned = <char *>((<uintptr_t>start + 63) & ~(<uintptr_t>63))
-    if <size_t>(aligned - start) >= 3 * sizeof(uint64_t):
-        b._hot = <uint64_t *>start
+    cdef size_t before = aligned - start
+    if before + sizeof(qb_cell) + SPARE_BYTES <= QB_CELL_STORAGE or (
+            before >= SPARE_BYTES and before + sizeof(qb_cell) <= QB_CELL_STORAGE):
+        return aligned
+    return start
+
+
+cdef inline uint64_t *_spare_bytes(CircuitBreaker b) noexcept:
+    # The SPARE_BYTES beside the in-object cell (used or not: a shared or
+    # windowed breaker keeps its cell elsewhere, and its name here still).
+    cdef char *start = &b._cell_storage[0]
+    cdef char *cell = _storage_cell(b)
+    if <size_t>(cell - start) >= SPARE_BYTES:
+        return <uint64_t *>start
+    return <uint64_t *>(cell + sizeof(qb_cell))
+
+
+cdef inline PyObject **_name_slot(CircuitBreaker b) noexcept:
+    return <PyObject **>&_spare_bytes(b)[NAME_AT]
+
+
+cdef inline object _name_of(CircuitBreaker b):
+    cdef PyObject *name = _name_slot(b)[0]
+    return None if name == NULL else <object>name
+
+
+cdef int _set_name(CircuitBreaker b, object name) except -1:
+    cdef PyObject **slot = _name_slot(b)
+    cdef PyObject *old = slot[0]
+    if name is not None and type(name) is not str:
+        raise TypeError(f"a breaker's name must be a str or None, got {name!r}")
+    if name is None:
+        slot[0] = NULL
     else:
-        b._hot = <uint64_t *>(aligned + sizeof(qb_cell))
+        Py_INCREF(name)
+        slot[0] = <PyObject *>name
+    Py_XDECREF(old)
+    return 0
+
+
+cdef void _use_spare_bytes(CircuitBreaker b) noexcept:
+    # The three hot counts go in the spare bytes beside the in-object cell.
+    b._hot = _spare_bytes(b)
     b._hot[0] = b._hot[1] = b._hot[2] = 0
 
 
-cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except? 0:
+# _py_admit's error value: all ones, never a ticket (tickets use bits 0-62),
+# so a rejection's 0 costs its callers no PyErr_Occurred() call.
+cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except 0xFFFFFFFFFFFFFFFF:
     # admit for the Python-facing methods: the closed path first, counted in
     # the object's own counters where FLAG_LOCAL_COUNTS allows (the GIL
     # serialises every such caller and no other process shares the cell).
@@ -37,7 +87,7 @@ cdef inline uint64_t _py_admit(CircuitBreaker b, bint ticketed) except? 0:
     return _py_admit_full(b, ticketed)
 
 
-cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except? 0:
+cdef uint64_t _py_admit_full(CircuitBreaker b, bint ticketed) except 0xFFFFFFFFFFFFFFFF:
     cdef qb_translog log
     cdef uint64_t ticket, w
     cdef int held = 0
@@ -130,7 +180,7 @@ cdef inline uint64_t _now_of(CircuitBreaker b) except? 0:
 
 
 cdef uint64_t _user_now(CircuitBreaker b) except? 0:
-    return clock_ticks(b._clock())
+    return clock_ticks((<_Extras>_extras_of(b)).clock())
 
 
 cdef inline uint64_t _ticket_arg(object ticket) except 0:

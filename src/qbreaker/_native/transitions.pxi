@@ -64,8 +64,9 @@ cdef inline bint _transition(qb_cell *cell, uint64_t *w, uint64_t nw,
 
 cdef object _publish(void **slot, object fresh):
     # Publish `fresh` in an empty owned pointer by CAS, so that two threads
-    # never make two; the object there afterwards. The objects published
-    # hold no reference to the breaker, so an owned pointer needs no GC visit.
+    # never make two; the object there afterwards. A dispatcher holds no
+    # reference to its breaker; the _Extras can (its settings), and the
+    # breaker's traverse visits it (see _install_extras_gc).
     if qb_cas_ptr(slot, NULL, <void *>fresh):
         Py_INCREF(fresh)  # the pointer's own reference, dropped in __dealloc__
         return fresh
@@ -77,10 +78,11 @@ cdef object _events_of(CircuitBreaker b):
     # change state, and a dispatcher costs several times a breaker's memory.
     # Made before an operation, not after its CAS (Python code would run in
     # between).
-    cdef void *seen = qb_load_ptr(&b._events_ptr)
+    cdef _Extras extras = <_Extras>_extras_of(b)
+    cdef void *seen = qb_load_ptr(&extras.events_ptr)
     if seen != NULL:
         return <object>seen
-    return _publish(&b._events_ptr, Dispatcher(describe_word))
+    return _publish(&extras.events_ptr, Dispatcher(describe_word))
 
 
 cdef int _push(CircuitBreaker b, qb_translog *log, int held,
