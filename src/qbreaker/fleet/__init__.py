@@ -29,8 +29,17 @@ from ._protocol import MAX_NAME_BYTES, FleetBackend, key_prefix
 from .connection import check_url, redacted_url
 from .control import ControlSegment, monotonic_ms
 from .control import exists as control_exists
+from .counters import AgentCounters, AgentMetrics
 
-__all__ = ("FleetStatus", "FleetView", "connect", "disconnect", "status")
+__all__ = (
+    "AgentMetrics",
+    "FleetStatus",
+    "FleetView",
+    "connect",
+    "disconnect",
+    "metrics",
+    "status",
+)
 
 ENV_URL = "QBREAKER_FLEET_URL"
 ENV_NAMESPACE = "QBREAKER_FLEET_NAMESPACE"
@@ -205,6 +214,21 @@ def status() -> FleetStatus:
     finally:
         if control is not _control:
             control.close()
+
+
+def metrics() -> AgentMetrics:
+    """The counters of this process's host agent (no network): syncs, errors
+    by kind, round trips, decisions applied, elections, probe leases.
+
+    ``agent`` is False where this process does not run its host's agent
+    now: the counts stay as last seen while it is connected (another
+    process won the election), and read zero once disconnected.
+    """
+    runner = _runner
+    counters = getattr(runner, "counters", None)
+    if not isinstance(counters, AgentCounters):
+        return AgentCounters().read()
+    return counters.read()
 
 
 def run_agent(

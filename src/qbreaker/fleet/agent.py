@@ -67,6 +67,7 @@ from ._protocol import (
     Verdict,
 )
 from .control import LEASE_MS, ControlSegment, monotonic_ms
+from .counters import AgentCounters
 
 SCAN_INTERVAL = 0.02  # seconds between scans of the cells
 HOT_INTERVAL = 0.25  # seconds between syncs while anything is failing or open
@@ -138,6 +139,7 @@ class Agent:
         open_breaker: Callable[[str], Any] | None = None,
         log: Any = None,
         probe_lease: bool = True,
+        counters: AgentCounters | None = None,
     ) -> None:
         from .._impl.select import CircuitBreaker
 
@@ -172,6 +174,7 @@ class Agent:
         self.last_error: str | None = None
         self.last_good_sync: float | None = None
         self.applied = 0  # fleet states that changed a cell
+        self.counters = counters if counters is not None else AgentCounters()
         self._registry_read = 0.0
         # The agent's own breaker around its backend calls. Open, it lets one
         # call through at a time (half_open_max=1), at most one a tick (the
@@ -291,17 +294,20 @@ class Agent:
         try:
             if not self.guard.allow():
                 raise _GuardOpen
+            started = time.perf_counter()
             try:
                 reply = self.backend.sync(self.pending)
             except BaseException:
                 self.guard.record_failure()
                 raise
             self.guard.record_success()
+            self.counters.synced(time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - any backend trouble
             self.errors += 1
             if not isinstance(exc, _GuardOpen):
                 # The guard's rejection says nothing new: keep the last cause.
                 self.unreachable = unreachable(exc)
+            self.counters.failed(_error_kind(exc))
             if self.unreachable:
                 # Nobody answered: try again next tick, so a Redis that
                 # returns is noticed within about a tick. Each try is one
@@ -512,6 +518,8 @@ class Agent:
                 if fleet.lease_holder == self.host_id:
                     # This host probes for the fleet: half-open at the next call.
                     changed = bool(b._expire_open(generation))
+                    if changed:
+                        self.counters.lease_granted()
                 else:
                     # Another host probes, or none yet: hold the cell open
                     # for two ticks, renewed at every sync while it lasts.
@@ -533,6 +541,7 @@ class Agent:
             changed = True
         if changed:
             self.applied += 1
+            self.counters.applied()
 
     def pump_events(self, events_backend: FleetBackend, cursor: str) -> str:
         """One blocking read of fleet events, applied; the next cursor."""
@@ -653,6 +662,12 @@ _ANSWERED = (
 )
 
 
+def _error_kind(error: BaseException) -> str:
+    if isinstance(error, _GuardOpen):
+        return "guard_open"
+    return "unreachable" if unreachable(error) else "backend"
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether ``error`` says the backend could not be reached (refused,
     reset, timed out), as opposed to an answer that was an error."""
@@ -720,6 +735,8 @@ class Runner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._events_thread: threading.Thread | None = None
+        # Outlast each election: metrics() reads them.
+        self.counters = AgentCounters()
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -770,7 +787,9 @@ class Runner:
             self.host_id,
             info=self.info,
             sync_interval=self.sync_interval,
+            counters=self.counters,
         )
+        self.counters.leader_changed(True)
         self.agent.publish()
         self._events_thread = threading.Thread(
             target=self._events,
@@ -783,6 +802,7 @@ class Runner:
     def _demote(self) -> None:
         agent, self.agent = self.agent, None
         if agent is not None:
+            self.counters.leader_changed(False)
             _close(agent.backend)
         try:
             self.control.release_lease(self.nonce)
