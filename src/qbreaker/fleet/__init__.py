@@ -37,6 +37,7 @@ __all__ = (
     "FleetView",
     "connect",
     "disconnect",
+    "joined",
     "metrics",
     "status",
 )
@@ -214,6 +215,11 @@ def status() -> FleetStatus:
     finally:
         if control is not _control:
             control.close()
+
+
+def joined() -> bool:
+    """Whether this process has called ``connect()`` (and not ``disconnect()``)."""
+    return _settings is not None
 
 
 def metrics() -> AgentMetrics:
