@@ -25,7 +25,7 @@ from typing import Any, Callable, Union, cast
 
 from .._impl import methods
 from .._impl.methods import FleetOptions
-from ._protocol import MAX_NAME_BYTES, FleetBackend, key_prefix
+from ._protocol import MAX_NAME_BYTES, FleetBackend, PolicyConflict, key_prefix
 from .connection import check_url, redacted_url
 from .control import ControlSegment, monotonic_ms
 from .control import exists as control_exists
@@ -103,6 +103,9 @@ class FleetStatus:
     last_good_sync: float | None
     epoch: str | None
     breakers: dict[str, FleetView]
+    #: Hosts sending a policy for one of this host's breakers that differs
+    #: from the fleet's (the first stored); each is warned of once.
+    policy_conflicts: tuple[PolicyConflict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -452,6 +455,9 @@ def _status_of(control: ControlSegment | None) -> FleetStatus:
         last_good_sync=raw.get("last_good_sync"),
         epoch=raw.get("epoch"),
         breakers=breakers,
+        policy_conflicts=tuple(
+            PolicyConflict(*map(str, c)) for c in raw.get("conflicts", ())
+        ),
     )
 
 
