@@ -28,6 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--watch", nargs="?", const=1.0, type=_interval, metavar="SECONDS",
             help="redraw a live view every SECONDS (default 1) until Ctrl-C",
         )  # fmt: skip
+        parser.add_argument(
+            "--fleet", action="store_true",
+            help="the fleet-wide view, asked of Redis (--url, --namespace)",
+        )  # fmt: skip
+        parser.add_argument("--url", help="Redis URL (default: $QBREAKER_FLEET_URL)")
+        parser.add_argument(
+            "--namespace", help="fleet namespace (default: $QBREAKER_FLEET_NAMESPACE)"
+        )
+        parser.add_argument(
+            "--password-file", help="a file holding the Redis password", default=None
+        )
     elif command == "prune":
         parser.add_argument(
             "--dry-run", action="store_true", help="list what would go; remove nothing"
@@ -40,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from qbreaker import shared
     from qbreaker._impl import shared_scan as _shm_scan
 
+    if args.command == "status" and args.fleet:
+        if args.watch is not None:
+            print("error: --fleet prints one view, without --watch", file=sys.stderr)
+            return 2
+        from . import fleet_view
+
+        return fleet_view.run(args)
     if args.command == "status" and args.watch is not None:
         if args.json:
             print("error: --watch draws a table; it takes no --json", file=sys.stderr)
@@ -114,8 +132,11 @@ def _status(found: Listing, *, as_json: bool, fleet: Any = None) -> int:
 def _as_json(found: Listing) -> dict[str, Any]:
     return {
         "breakers": [
-            {**dataclasses.asdict(i), "state": str(i.state),
-             "retry_after": None if math.isinf(i.retry_after) else i.retry_after}
+            {
+                **dataclasses.asdict(i),
+                "state": str(i.state),
+                "retry_after": None if math.isinf(i.retry_after) else i.retry_after,
+            }
             for i in found.breakers
         ],  # fmt: skip
         "unusable": [dataclasses.asdict(u) for u in found.unusable],

@@ -23,11 +23,17 @@ def lines(status: Any) -> list[str]:
     if status is None:
         return []
     where = f"{status.namespace or '?'}  {status.url or ''}".rstrip()
+    conflicts = [
+        f"       policy conflict: {c.name!r} from host {c.host_id} "
+        f"(digest {c.digest}; the fleet keeps {c.stored_digest})"
+        for c in status.policy_conflicts
+    ]
     if status.agent_alive and status.connected:
         ago = _ago(status.last_good_sync)
         return [
             f"fleet  {where}  connected  agent pid {status.agent_pid} "
-            f"({status.mode}, host {status.host_id})  last sync {ago}"
+            f"({status.mode}, host {status.host_id})  last sync {ago}",
+            *conflicts,
         ]
     if not status.agent_alive:
         return [f"fleet  {where}  DEGRADED: host-local (no agent running)"]

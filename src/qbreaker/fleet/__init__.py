@@ -25,12 +25,22 @@ from typing import Any, Callable, Union, cast
 
 from .._impl import methods
 from .._impl.methods import FleetOptions
-from ._protocol import MAX_NAME_BYTES, FleetBackend, key_prefix
+from ._protocol import MAX_NAME_BYTES, FleetBackend, PolicyConflict, key_prefix
 from .connection import check_url, redacted_url
 from .control import ControlSegment, monotonic_ms
 from .control import exists as control_exists
+from .counters import AgentCounters, AgentMetrics
 
-__all__ = ("FleetStatus", "FleetView", "connect", "disconnect", "status")
+__all__ = (
+    "AgentMetrics",
+    "FleetStatus",
+    "FleetView",
+    "connect",
+    "disconnect",
+    "joined",
+    "metrics",
+    "status",
+)
 
 ENV_URL = "QBREAKER_FLEET_URL"
 ENV_NAMESPACE = "QBREAKER_FLEET_NAMESPACE"
@@ -93,6 +103,9 @@ class FleetStatus:
     last_good_sync: float | None
     epoch: str | None
     breakers: dict[str, FleetView]
+    #: Hosts sending a policy for one of this host's breakers that differs
+    #: from the fleet's (the first stored); each is warned of once.
+    policy_conflicts: tuple[PolicyConflict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +218,26 @@ def status() -> FleetStatus:
     finally:
         if control is not _control:
             control.close()
+
+
+def joined() -> bool:
+    """Whether this process has called ``connect()`` (and not ``disconnect()``)."""
+    return _settings is not None
+
+
+def metrics() -> AgentMetrics:
+    """The counters of this process's host agent (no network): syncs, errors
+    by kind, round trips, decisions applied, elections, probe leases.
+
+    ``agent`` is False where this process does not run its host's agent
+    now: the counts stay as last seen while it is connected (another
+    process won the election), and read zero once disconnected.
+    """
+    runner = _runner
+    counters = getattr(runner, "counters", None)
+    if not isinstance(counters, AgentCounters):
+        return AgentCounters().read()
+    return counters.read()
 
 
 def run_agent(
@@ -422,6 +455,9 @@ def _status_of(control: ControlSegment | None) -> FleetStatus:
         last_good_sync=raw.get("last_good_sync"),
         epoch=raw.get("epoch"),
         breakers=breakers,
+        policy_conflicts=tuple(
+            PolicyConflict(*map(str, c)) for c in raw.get("conflicts", ())
+        ),
     )
 
 

@@ -46,6 +46,7 @@ back) is re-seeded from the cells and never closes one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -62,15 +63,20 @@ from ._protocol import (
     FleetPolicy,
     FleetState,
     LeaseRequest,
+    PolicyConflict,
     SyncReply,
     SyncRequest,
     Verdict,
 )
 from .control import LEASE_MS, ControlSegment, monotonic_ms
+from .counters import AgentCounters
 
 SCAN_INTERVAL = 0.02  # seconds between scans of the cells
 HOT_INTERVAL = 0.25  # seconds between syncs while anything is failing or open
 REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
+# Seconds between reads of the fleet's policy conflicts: a rolling policy
+# change is news for people, not for the cells.
+CONFLICT_INTERVAL = 10.0
 LEASE_RENEW_MS = LEASE_MS // 6
 BACKOFF_MAX = 10.0  # seconds: the longest wait after failing syncs
 # A blocked read that outlives its socket timeout (this + timeout) is a frozen
@@ -138,6 +144,7 @@ class Agent:
         open_breaker: Callable[[str], Any] | None = None,
         log: Any = None,
         probe_lease: bool = True,
+        counters: AgentCounters | None = None,
     ) -> None:
         from .._impl.select import CircuitBreaker
 
@@ -172,6 +179,11 @@ class Agent:
         self.last_error: str | None = None
         self.last_good_sync: float | None = None
         self.applied = 0  # fleet states that changed a cell
+        self.counters = counters if counters is not None else AgentCounters()
+        # Hosts whose policy for one of this host's breakers differs from
+        # the fleet's, and the (breaker, digest) pairs already warned of.
+        self.conflicts: tuple[PolicyConflict, ...] = ()
+        self._conflicts_read = -math.inf
         self._registry_read = 0.0
         # The agent's own breaker around its backend calls. Open, it lets one
         # call through at a time (half_open_max=1), at most one a tick (the
@@ -190,6 +202,8 @@ class Agent:
         self.epoch = status.get("epoch")
         self.version = int(status.get("version", 0))
         self._restored: dict[str, dict[str, Any]] = dict(status.get("breakers", {}))
+        # A new agent of the host does not warn again of what one before did.
+        self._warned = {(c[0], c[2]) for c in status.get("conflicts", ())}
 
     # -- the loop ------------------------------------------------------------
 
@@ -201,6 +215,36 @@ class Agent:
         urgent = self.scan()
         if (urgent or now >= self.next_sync) and self.tracks:
             self.sync(now)
+        if self.connected and now - self._conflicts_read >= CONFLICT_INTERVAL:
+            self._conflicts_read = now
+            self.check_conflicts()
+
+    def check_conflicts(self) -> None:
+        """Read the fleet's policy conflicts for this host's breakers; warn
+        once per breaker and policy digest (a rolling change warns once per
+        host policy, not once per host or tick)."""
+        read = getattr(self.backend, "conflicts", None)
+        if read is None:
+            return
+        try:
+            found = read()
+        except Exception:  # noqa: BLE001 - the next sync reports the trouble
+            return
+        with self.lock:
+            mine = tuple(c for c in found if c.name in self.tracks)
+            changed = mine != self.conflicts
+            self.conflicts = mine
+        for c in mine:
+            if (c.name, c.digest) not in self._warned:
+                self._warned.add((c.name, c.digest))
+                self._warn(
+                    "qbreaker fleet: breaker %r has two policies: host %s "
+                    "sends digest %s, the fleet keeps the first stored, %s "
+                    "(a rolling policy change, or hosts that disagree)",
+                    c.name, c.host_id, c.digest, c.stored_digest,
+                )  # fmt: skip
+        if changed:
+            self.publish()
 
     def refresh_registry(self) -> None:
         for name, options in self.control.registered():
@@ -291,17 +335,20 @@ class Agent:
         try:
             if not self.guard.allow():
                 raise _GuardOpen
+            started = time.perf_counter()
             try:
                 reply = self.backend.sync(self.pending)
             except BaseException:
                 self.guard.record_failure()
                 raise
             self.guard.record_success()
+            self.counters.synced(time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - any backend trouble
             self.errors += 1
             if not isinstance(exc, _GuardOpen):
                 # The guard's rejection says nothing new: keep the last cause.
                 self.unreachable = unreachable(exc)
+            self.counters.failed(_error_kind(exc))
             if self.unreachable:
                 # Nobody answered: try again next tick, so a Redis that
                 # returns is noticed within about a tick. Each try is one
@@ -512,6 +559,8 @@ class Agent:
                 if fleet.lease_holder == self.host_id:
                     # This host probes for the fleet: half-open at the next call.
                     changed = bool(b._expire_open(generation))
+                    if changed:
+                        self.counters.lease_granted()
                 else:
                     # Another host probes, or none yet: hold the cell open
                     # for two ticks, renewed at every sync while it lasts.
@@ -533,6 +582,7 @@ class Agent:
             changed = True
         if changed:
             self.applied += 1
+            self.counters.applied()
 
     def pump_events(self, events_backend: FleetBackend, cursor: str) -> str:
         """One blocking read of fleet events, applied; the next cursor."""
@@ -626,6 +676,10 @@ class Agent:
                 "applied": self.applied,
                 "updated_ms": monotonic_ms(),
                 "breakers": breakers,
+                "conflicts": [
+                    [c.name, c.host_id, c.digest, c.stored_digest]
+                    for c in self.conflicts
+                ],
             }
         )
 
@@ -651,6 +705,12 @@ _ANSWERED = (
     "ExternalAuthProviderError",
     "MaxClientsReachedError",
 )
+
+
+def _error_kind(error: BaseException) -> str:
+    if isinstance(error, _GuardOpen):
+        return "guard_open"
+    return "unreachable" if unreachable(error) else "backend"
 
 
 def unreachable(error: BaseException) -> bool:
@@ -720,6 +780,8 @@ class Runner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._events_thread: threading.Thread | None = None
+        # Outlast each election: metrics() reads them.
+        self.counters = AgentCounters()
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -770,7 +832,9 @@ class Runner:
             self.host_id,
             info=self.info,
             sync_interval=self.sync_interval,
+            counters=self.counters,
         )
+        self.counters.leader_changed(True)
         self.agent.publish()
         self._events_thread = threading.Thread(
             target=self._events,
@@ -783,6 +847,7 @@ class Runner:
     def _demote(self) -> None:
         agent, self.agent = self.agent, None
         if agent is not None:
+            self.counters.leader_changed(False)
             _close(agent.backend)
         try:
             self.control.release_lease(self.nonce)
@@ -864,6 +929,10 @@ class _LazyBackend:
 
     def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
         return self._get().view(time_ms=time_ms)
+
+    def conflicts(self) -> tuple[PolicyConflict, ...]:
+        read = getattr(self._get(), "conflicts", None)
+        return () if read is None else tuple(read())
 
     def close(self) -> None:
         _close(self._backend)

@@ -9,15 +9,19 @@ segments the read-only scan of ``qbreaker._impl.shared_scan``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit
 
 from .._impl.group import BreakerGroup
 from .._metrics import BreakerSnapshot
 from .._policy import Policy
 from .._state import State
+
+if TYPE_CHECKING:
+    from ..fleet.counters import AgentMetrics
 
 #: Every state series, emitted on every scrape (1 for the current one).
 STATES = ("closed", "open", "half_open", "forced_open", "forced_closed")
@@ -99,6 +103,20 @@ class Reading:
 
     rows: list[Row]
     groups: list[GroupRow]
+    # This process's fleet agent counters, when it has joined a fleet.
+    fleet: list[FleetSeries] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FleetSeries:
+    """One ``qbreaker_fleet_*`` family: ``name`` without the prefix,
+    ``kind`` "counter" or "gauge", each point (labels, value)."""
+
+    name: str
+    kind: str
+    description: str
+    unit: str
+    points: tuple[tuple[dict[str, str], float], ...]
 
 
 class Sources:
@@ -174,7 +192,47 @@ class Sources:
                 for b in members:
                     states[state_label(b.state, b.forced)] += 1
             group_rows.append(GroupRow(label, states))
-        return Reading(list(rows.values()), group_rows)
+        return Reading(list(rows.values()), group_rows, fleet_series())
+
+
+def fleet_series() -> list[FleetSeries]:
+    """The agent counters of ``qbreaker.fleet.metrics()`` as series; none
+    unless this process has joined a fleet (the fleet package is then loaded:
+    a process that never imported it has nothing to report)."""
+    fleet = sys.modules.get("qbreaker.fleet")
+    if fleet is None or not fleet.joined():
+        return []
+    return series_of(fleet.metrics())
+
+
+def fleet_families() -> list[FleetSeries]:
+    """Every ``qbreaker_fleet_*`` family, with zeros: what exporters make
+    ahead of a fleet connection."""
+    from ..fleet.counters import AgentCounters
+
+    return series_of(AgentCounters().read())
+
+
+def series_of(m: AgentMetrics) -> list[FleetSeries]:
+    one: dict[str, str] = {}
+    return [
+        FleetSeries("agent", "gauge", "1 while this process runs its host's "
+                    "fleet agent", "1", ((one, float(m.agent)),)),
+        FleetSeries("syncs", "counter", "Successful syncs with the fleet "
+                    "backend", "{sync}", ((one, m.syncs),)),
+        FleetSeries("sync_errors", "counter", "Failed syncs by kind",
+                    "{sync}", tuple(({"kind": k}, v) for k, v in m.errors.items())),
+        FleetSeries("round_trip_seconds", "gauge", "Sync round trips over the "
+                    "recent window: the last, the median, the largest", "s",
+                    (({"stat": "last"}, m.rtt_last), ({"stat": "p50"}, m.rtt_p50),
+                     ({"stat": "max"}, m.rtt_max))),
+        FleetSeries("events_applied", "counter", "Fleet decisions that changed "
+                    "a cell of this host", "{event}", ((one, m.events_applied),)),
+        FleetSeries("leader_changes", "counter", "Elections won and lost by "
+                    "this process's agent", "{change}", ((one, m.leader_changes),)),
+        FleetSeries("lease_grants", "counter", "Probe leases granted to this "
+                    "host", "{lease}", ((one, m.lease_grants),)),
+    ]  # fmt: skip
 
 
 def row_of(breaker: Any) -> Row:

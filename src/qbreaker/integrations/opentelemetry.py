@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ._common import require
-from ._readings import OUTCOMES, STATES, Groups, Row, Sources
+from ._readings import (
+    OUTCOMES,
+    STATES,
+    Groups,
+    Row,
+    Sources,
+    fleet_families,
+    fleet_series,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -52,6 +60,11 @@ def instrument(
       since OpenTelemetry drops infinities);
     - ``qbreaker.group.breakers`` (up-down counter per ``qbreaker.group``
       and ``qbreaker.state``) when there are groups.
+    - ``qbreaker.fleet.*`` (the counters of ``qbreaker.fleet.metrics()``:
+      ``agent``, ``syncs``, ``sync_errors`` per ``qbreaker.kind``,
+      ``round_trip_seconds`` per ``qbreaker.stat``, ``events_applied``,
+      ``leader_changes``, ``lease_grants``) when this process has called
+      ``qbreaker.fleet.connect()`` before.
 
     Every breaker series carries ``qbreaker.breaker``; a breaker named by an
     authority (``scheme://host:port``, or ``host:port`` with or without a
@@ -106,7 +119,35 @@ def instrument(
             "qbreaker.group.breakers", [observe.groups], unit="{breaker}",
             description="A group's breakers by state",
         )  # fmt: skip
+    # A process in a fleet (connected before this call) also reports its
+    # agent's counters; they are observed only while it stays connected.
+    for series in fleet_families() if fleet_series() else ():
+        name = f"qbreaker.fleet.{series.name}"
+        make = (
+            meter.create_observable_counter
+            if series.kind == "counter"
+            else meter.create_observable_gauge
+        )
+        made[name] = make(
+            name, [_fleet_callback(series.name)], unit=series.unit,
+            description=series.description,
+        )  # fmt: skip
     return made
+
+
+def _fleet_callback(
+    name: str,
+) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    def callback(options: CallbackOptions) -> Iterator[Observation]:
+        from opentelemetry.metrics import Observation
+
+        for series in fleet_series():
+            if series.name == name:
+                for labels, value in series.points:
+                    attributes = {f"qbreaker.{k}": v for k, v in labels.items()}
+                    yield Observation(value, attributes)
+
+    return callback
 
 
 class _Observer:

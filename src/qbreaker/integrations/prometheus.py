@@ -63,6 +63,11 @@ class BreakerCollector:
       read from its segment: host-wide totals, the same whichever process
       serves the scrape.
     - ``registry``: where to register (None: nowhere).
+    - In a process that has called ``qbreaker.fleet.connect()``, every
+      scrape also has the ``qbreaker_fleet_*`` families of
+      ``qbreaker.fleet.metrics()`` (agent, syncs, sync_errors{kind},
+      round_trip_seconds{stat}, events_applied, leader_changes,
+      lease_grants).
     - ``profile``: ``"qbreaker"`` or ``"resilience4j"``.
 
     A breaker named by more than one source is reported once.
@@ -107,6 +112,7 @@ class BreakerCollector:
         else:
             yield from _qbreaker(reading)
         yield from _groups(reading)
+        yield from _fleet(reading)
 
 
 def _qbreaker(reading: Reading) -> Iterator[Metric]:
@@ -240,6 +246,21 @@ def _resilience4j(reading: Reading) -> Iterator[Metric]:
         buffered.add_metric([r.name, "failed"], failed)
         buffered.add_metric([r.name, "successful"], r.window_calls - failed)
     yield from (state, not_permitted, calls, failure_rate, slow_rate, buffered)
+
+
+def _fleet(reading: Reading) -> Iterator[Metric]:
+    if not reading.fleet:
+        return
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    for series in reading.fleet:
+        labels = sorted(series.points[0][0])
+        make = CounterMetricFamily if series.kind == "counter" else GaugeMetricFamily
+        family = make(f"qbreaker_fleet_{series.name}", series.description,
+                      labels=labels)  # fmt: skip
+        for point, value in series.points:
+            family.add_metric([point[k] for k in labels], value)
+        yield family
 
 
 def _groups(reading: Reading) -> Iterator[Metric]:
