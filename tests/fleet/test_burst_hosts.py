@@ -51,8 +51,15 @@ for _ in range(failures):
             raise OSError("the backend failed")
     except OSError:
         pass
+
+def opened_by_the_fleet() -> bool:
+    # The agent publishes its view just after the cell's CAS: wait for both.
+    view = breaker.metrics().fleet
+    return str(breaker.state) == "open" and view is not None and bool(view.origin)
+
+
 deadline = time.monotonic() + 20.0
-while str(breaker.state) != "open" and time.monotonic() < deadline:
+while not opened_by_the_fleet() and time.monotonic() < deadline:
     time.sleep(0.01)
 view = breaker.metrics().fleet
 print(json.dumps({
