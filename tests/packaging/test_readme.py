@@ -6,7 +6,9 @@
   give its reason.
 - Any other ``python`` block runs as written, in a fresh interpreter; one
   that imports an optional extra's library skips, naming the extra, when that
-  library is missing (as the integrations' own tests do).
+  library is missing (as the integrations' own tests do). One that makes a
+  host-wide breaker (a ``shared=`` argument) skips on the pure-Python core,
+  which refuses them.
 
 Every relative link of these pages names a file that exists, and a heading of
 it where the link has an anchor.
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+import qbreaker
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -125,6 +129,15 @@ def missing_libraries(body: str) -> list[str]:
     return missing
 
 
+def makes_a_shared_breaker(body: str) -> bool:
+    """Whether ``body`` passes ``shared=`` to a call: only the compiled core
+    shares a breaker between processes."""
+    return any(
+        isinstance(node, ast.Call) and any(kw.arg == "shared" for kw in node.keywords)
+        for node in ast.walk(ast.parse(body))
+    )
+
+
 BLOCKS = [block for page in PAGES for block in blocks_of(page)]
 PYTHON = [block for block in BLOCKS if block.language == "python"]
 
@@ -163,6 +176,8 @@ def test_python_block(block: Block) -> None:
         missing = missing_libraries(block.body)
         if missing:
             pytest.skip(f"{block.where} needs {', '.join(missing)}")
+        if makes_a_shared_breaker(block.body) and qbreaker.IMPLEMENTATION != "cython":
+            pytest.skip(f"{block.where} uses shared=: compiled core only")
         result = subprocess.run(
             [sys.executable, "-c", block.body],
             capture_output=True,
@@ -193,6 +208,13 @@ def test_a_block_whose_extra_is_missing_skips_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(needing)} skipped" in result.stdout, result.stdout
     assert 'pip install "qbreaker[prometheus]"' in result.stdout
+
+
+def test_shared_breaker_blocks_are_found() -> None:
+    assert makes_a_shared_breaker('qbreaker.CircuitBreaker(5, 1.0, shared="a")')
+    assert not makes_a_shared_breaker("qbreaker.CircuitBreaker(5, 1.0)")
+    readme = [b for b in PYTHON if b.page.name == "README.md" and NO_RUN not in b.info]
+    assert any(makes_a_shared_breaker(b.body) for b in readme), "none runs shared="
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
