@@ -422,3 +422,20 @@ def test_a_fresh_agent_behind_the_fleets_record_of_its_host_catches_up(
     ring = here.backend._breakers["pay"].ring
     assert sum(bucket[0] for bucket in ring.values()) == 5
     assert sum(bucket[1] for bucket in ring.values()) == 1
+
+
+def test_the_fleet_view_carries_the_whole_fleets_window_counts(here: Fleet) -> None:
+    agent = here.agent
+    agent.refresh_registry()
+    # Another host's calls, and this host's own.
+    here.other("elsewhere").sync(
+        wall_ms(), delta("pay", here.fleet_policy(), calls=10, failures=1, successes=9)
+    )
+    for _ in range(4):
+        here.breaker.record_success()
+    here.breaker.record_failure()
+    agent.sync()
+    agent.publish()
+    view = here.breaker.metrics().fleet
+    assert (view.sent_calls, view.sent_failures) == (5, 1)
+    assert (view.fleet_calls, view.fleet_failures, view.fleet_successes) == (15, 2, 13)

@@ -63,7 +63,9 @@ class FleetView:
     "forced_closed"; None before the first sync), ``generation`` the fleet
     generation, ``origin`` "fleet" when the host's cell is open because the
     fleet opened it, "local" when it opened for this host's own reasons, None
-    otherwise. ``sent_*`` count what this host has reported.
+    otherwise. ``sent_*`` count what this host has reported; ``fleet_*``
+    are the whole fleet's counts over its window (``fleet_window``), as of
+    the agent's last sync (0 before it).
     ``lease_holder``: the host that probes for the fleet once its open has
     expired ("" when none).
     """
@@ -79,6 +81,10 @@ class FleetView:
     sent_successes: int
     connected: bool
     lease_holder: str = ""
+    fleet_calls: int = 0
+    fleet_failures: int = 0
+    fleet_successes: int = 0
+    fleet_slow: int = 0
 
 
 @dataclass(frozen=True)
@@ -429,6 +435,7 @@ def _status_of(control: ControlSegment | None) -> FleetStatus:
     breakers = {}
     for name, entry in raw.get("breakers", {}).items():
         sent = entry.get("sent") or [0, 0, 0]
+        window = entry.get("window") or [0, 0, 0, 0]
         breakers[name] = FleetView(
             name=name,
             state=entry.get("state"),
@@ -441,6 +448,10 @@ def _status_of(control: ControlSegment | None) -> FleetStatus:
             sent_successes=int(sent[2]),
             connected=connected,
             lease_holder=str(entry.get("lease_holder", "")),
+            fleet_calls=int(window[0]),
+            fleet_failures=int(window[1]),
+            fleet_successes=int(window[2]),
+            fleet_slow=int(window[3]),
         )
     return FleetStatus(
         connected=connected,

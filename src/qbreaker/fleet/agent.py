@@ -658,6 +658,10 @@ class Agent:
                 "open_fgen": track.open_fgen,
                 "base": list(track.base),
                 "sent": list(track.sent),
+                # The fleet's counts over its window, from the last reply.
+                "window": []
+                if fleet is None
+                else [fleet.calls, fleet.failures, fleet.successes, fleet.slow],
             }
         public = {k: v for k, v in self.info.items() if k != "password"}
         self.control.write_status(
