@@ -208,7 +208,18 @@ def test_the_adapter_type_checks_against_the_installed_requests() -> None:
     root = Path(__file__).parents[2]
     module = root / "src/qbreaker/integrations/requests.py"
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(module)],
+        # This module's errors only: the modules it imports are the lint
+        # job's, against the library versions it installs; an older,
+        # untyped redis-py here must not fail the adapter's check.
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--follow-imports=silent",
+            str(module),
+        ],
         cwd=root,  # pyproject.toml's settings
         capture_output=True,
         text=True,
