@@ -159,6 +159,8 @@ class Host:
             "QBREAKER_FLEET_HOST_ID": host_id,
         }
         self.args = [redis_url, namespace, str(backend_port)]
+        #: The worker script, run as ``WORKER HOST_ID *args``.
+        self.worker = WORKER
         self.workers: list[subprocess.Popen[str]] = []
         self._cell: Any = None
         self._control: ControlSegment | None = None
@@ -174,7 +176,7 @@ class Host:
                 stderr = open(self.directory / f"stderr-{index}.log", "wb")  # noqa: SIM115
             self.workers.append(
                 subprocess.Popen(
-                    [sys.executable, str(WORKER), self.host_id, *self.args],
+                    [sys.executable, str(self.worker), self.host_id, *self.args],
                     env=env,
                     stdout=subprocess.PIPE,
                     stderr=stderr,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -350,3 +351,53 @@ def test_redis_outage_logs_at_most_two_warnings_per_host(
     )
     ((_, every),) = _outage_warnings([host], redis_proc).values()
     assert every <= 2, host.stderr_lines()
+
+
+#: The dead-backend comparison: each worker calls every LOW_RATE_PAUSE s.
+LOW_RATE_PAUSE = 0.5
+DEAD_WINDOW = 8.0
+PROBE_WORKER = Path(__file__).with_name("probe_worker.py")
+
+
+def test_dead_backend_at_a_low_call_rate(world: dict[str, Any]) -> None:
+    """The calls that reach a dead backend, fleet and host-wide in one run:
+    HOSTS hosts of each, the same breaker (tests/fleet/probe_worker.py)."""
+    redis_proc: RedisProcess = world["redis"]
+    backend: CountingBackend = world["backend"]
+    hosts: dict[str, list[Host]] = {"fleet": [], "host": []}
+    for mode, made in hosts.items():
+        for index in range(1, HOSTS + 1):
+            host = Host(f"{mode}{index}", world["base"], "", "", backend.port)
+            host.worker = PROBE_WORKER
+            host.args = [mode, redis_proc.url, world["namespace"],
+                         str(backend.port), str(LOW_RATE_PAUSE)]  # fmt: skip
+            world["hosts"].append(host)
+            made.append(host)
+            host.start(WORKERS)
+    for host in hosts["fleet"]:
+        wait_for(
+            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
+            60,
+            f"{host.host_id}'s agent to sync",
+        )
+    backend.fail_all = True
+    died = time.monotonic()
+    time.sleep(DEAD_WINDOW)
+    ended = time.monotonic()
+    calls = {
+        mode: sum(backend.calls_from(h.host_id, died, ended) for h in made)
+        for mode, made in hosts.items()
+    }
+    summaries = [s for made in hosts.values() for h in made for s in h.stop()]
+    assert len(summaries) == 2 * HOSTS * WORKERS
+    assert all(not s["unexpected"] for s in summaries), summaries
+    ratio = calls["fleet"] / max(1, calls["host"])
+    print(
+        f"\ndead backend at a low call rate ({HOSTS} hosts x {WORKERS} workers of "
+        f"each mode, a call every {LOW_RATE_PAUSE:g} s per worker, over "
+        f"{DEAD_WINDOW:g} s, {time.strftime('%Y-%m-%d')}; bound: fleet at most 60 % "
+        f"of host-wide): fleet {calls['fleet']}, host-wide {calls['host']} "
+        f"({ratio:.0%})"
+    )
+    assert calls["host"] >= HOSTS * DEAD_WINDOW / 2  # host-wide kept probing
+    assert ratio <= 0.6
