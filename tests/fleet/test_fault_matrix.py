@@ -40,8 +40,8 @@ from .fault_proxy import FaultProxy
 pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
-HOSTS = int(os.environ.get("QBREAKER_MATRIX_HOSTS", "4"))
-WORKERS = int(os.environ.get("QBREAKER_MATRIX_WORKERS", "2"))
+HOSTS = int(os.environ.get("QBREAKER_MATRIX_HOSTS", "6"))
+WORKERS = int(os.environ.get("QBREAKER_MATRIX_WORKERS", "3"))
 #: The agents' quiet tick (qbreaker.fleet.agent).
 TICK = 1.0
 #: How long each Redis stall lasts, and the baseline stretch.
