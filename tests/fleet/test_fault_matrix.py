@@ -250,6 +250,8 @@ def _run_matrix(
         "host1's connections to Redis through its proxy, before / 2 ticks after the "
         "thaw (the agent sets no CLIENT SETNAME, so CLIENT LIST cannot name agents)"
     ] = f"{connections} / {proxies['host1'].connections()}"
+    # The thawed worker stepped down and closed its connections.
+    assert proxies["host1"].connections() <= connections
     # The issue's bound is 3 ticks; the election's lease alone lasts LEASE_MS
     # from its last renewal (every LEASE_RENEW_MS), and the other workers look
     # every LEASE_RENEW_MS: so 3 ticks is met only when the freeze comes late
