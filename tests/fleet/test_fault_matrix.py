@@ -182,12 +182,12 @@ def _run_matrix(
     fleet_backend.force(NAME, "reset", by="matrix")
 
     # -- Redis stalled: CLIENT PAUSE, then DEBUG SLEEP ------------------------------
-    for what, stall in (
-        ("CLIENT PAUSE", lambda: client.execute_command("CLIENT", "PAUSE", "1500")),
-        ("DEBUG SLEEP", lambda: client.execute_command("DEBUG", "SLEEP", "1.5")),
+    for what, command in (
+        ("CLIENT PAUSE", ("CLIENT", "PAUSE", "1500")),
+        ("DEBUG SLEEP", ("DEBUG", "SLEEP", "1.5")),
     ):
         started = time.monotonic()
-        stall()
+        client.execute_command(*command)
         time.sleep(max(0.0, started + STALL - time.monotonic()))
         phases[what] = (started, time.monotonic())
         back = wait_for(all_connected, 10, f"every host to sync after {what}")
