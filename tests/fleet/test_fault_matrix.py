@@ -245,13 +245,23 @@ def _run_matrix(
         os.kill(victim, signal.SIGCONT)
     successor = h1.status().agent_pid
     time.sleep(2 * TICK)
-    assert h1.status().agent_pid == successor, "the thawed agent took back over"
+    # The election's truth is the control segment's lease: the successor
+    # keeps it. The published status may still name the thawed worker, when
+    # it was frozen inside an agent step: that step ends (and publishes)
+    # before its election loop sees it lost the lease.
+    assert h1._control is not None
+    assert h1._control.lease().pid == successor, "the thawed agent took back over"
+    figures[
+        "2 ticks after the thaw: the lease's holder / the status's agent_pid "
+        "(frozen worker, successor)"
+    ] = f"{h1._control.lease().pid} / {h1.status().agent_pid} ({victim}, {successor})"
     figures[
         "host1's connections to Redis through its proxy, before / 2 ticks after the "
         "thaw (the agent sets no CLIENT SETNAME, so CLIENT LIST cannot name agents)"
     ] = f"{connections} / {proxies['host1'].connections()}"
-    # The thawed worker stepped down and closed its connections.
-    assert proxies["host1"].connections() <= connections
+    # One agent's worth (its sync connection and its events connection):
+    # the thawed worker stepped down and closed its own.
+    assert proxies["host1"].connections() <= 2
     # The issue's bound is 3 ticks; the election's lease alone lasts LEASE_MS
     # from its last renewal (every LEASE_RENEW_MS), and the other workers look
     # every LEASE_RENEW_MS: so 3 ticks is met only when the freeze comes late
