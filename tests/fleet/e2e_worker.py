@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import http.client
 import json
+import logging
 import os
 import signal
 import sys
@@ -33,6 +34,8 @@ CALL_PAUSE = 0.02
 SLOW_CALL = 0.03
 PAUSE = "pause"
 OPS_FILE = "ops-{pid}.bin"
+#: Set: qbreaker's warnings go to stderr (the fault matrix counts them).
+LOG_ENV = "QBREAKER_E2E_LOG"
 
 
 def main() -> int:
@@ -41,6 +44,8 @@ def main() -> int:
     paused = os.path.join(directory, PAUSE)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if os.environ.get(LOG_ENV):
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)
     breaker = qbreaker.CircuitBreaker(
         MAX_FAILURES,

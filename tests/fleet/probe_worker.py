@@ -1,10 +1,10 @@
 """One worker of a simulated host in the probe-lease end-to-end test.
 
-``python probe_worker.py HOST_ID MODE REDIS_URL NAMESPACE BACKEND_PORT``,
+``python probe_worker.py HOST_ID MODE REDIS_URL NAMESPACE BACKEND_PORT [PAUSE]``,
 with the host's QBREAKER_SHM_DIR in the environment. MODE "fleet": a fleet
 breaker (the fleet's agent runs in an elected worker); "host": the same
 host-wide breaker without the fleet. It calls the backend through the
-breaker every CALL_PAUSE s until SIGTERM, and prints "ready" once the
+breaker every PAUSE s (else CALL_PAUSE) until SIGTERM, and prints "ready" once the
 breaker exists, then a JSON summary (calls made, errors qbreaker raised).
 """
 
@@ -27,6 +27,7 @@ CALL_PAUSE = 0.01
 
 def main() -> int:
     host_id, mode, url, namespace, port = sys.argv[1:6]
+    pause = float(sys.argv[6]) if len(sys.argv) > 6 else CALL_PAUSE
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if mode == "fleet":
@@ -50,7 +51,7 @@ def main() -> int:
                 breaker.release(ticket, _call(host_id, int(port)))
         except Exception as exc:  # noqa: BLE001 - counted: there must be none
             unexpected.append(repr(exc))
-        stop.wait(CALL_PAUSE)
+        stop.wait(pause)
     print(json.dumps({"host": host_id, "calls": calls, "unexpected": unexpected[:5]}))
     return 0
 

@@ -1,0 +1,308 @@
+"""The fleet end-to-end machinery: simulated hosts, a counting backend, Redis.
+
+Shared by the end-to-end test and the fault matrix. A host is its own
+segment directory and host id with worker processes (e2e_worker.py) calling
+one local HTTP backend that counts who reached it and fails on command, per
+host. ``RedisProcess`` is a redis-server without persistence on a fixed
+port, so that killed and restarted it comes back empty.
+"""
+
+from __future__ import annotations
+
+import array
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qbreaker import fleet, shared
+from qbreaker.fleet.control import ControlSegment
+
+from ..redis_server import free_port
+from . import e2e_worker
+
+redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
+
+WORKERS = 2
+NAME = "pay"
+#: How long the backend takes for a host told to be slow.
+SLOW_SLEEP = 0.06
+WORKER = Path(__file__).with_name("e2e_worker.py")
+
+
+class CountingBackend:
+    """A local HTTP service: ``GET /HOST`` answers 200, or 500 for a host
+    (or everyone) told to fail; every arrival is recorded with its time."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.slow: set[str] = set()
+        self.fail_all = False
+        self.arrivals: list[tuple[str, float]] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                host = self.path.strip("/")
+                with lock:
+                    outer.arrivals.append((host, time.monotonic()))
+                bad = outer.fail_all or host in outer.failing
+                if host in outer.slow:
+                    time.sleep(SLOW_SLEEP)
+                self.send_response(500 if bad else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls_from(self, host: str, since: float, until: float = float("inf")) -> int:
+        return sum(
+            1 for h, t in list(self.arrivals) if h == host and since <= t < until
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RedisProcess:
+    """A redis-server without persistence on a fixed port: killed and
+    restarted there, it comes back empty."""
+
+    def __init__(self, workdir: Path, *options: str) -> None:
+        self.options = options
+        self.exe = shutil.which("redis-server")
+        if self.exe is None:
+            pytest.skip(
+                "redis-server is not installed (scripts/ci_redis.sh installs it)"
+            )
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.exe or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *self.options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        wait_for(lambda: _pings(client), 10, "redis-server to answer PING")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+class Host:
+    """A simulated host: a segment directory, a host id, its workers."""
+
+    def __init__(
+        self,
+        host_id: str,
+        base: Path,
+        redis_url: str,
+        namespace: str,
+        backend_port: int,
+    ) -> None:
+        self.host_id = host_id
+        self.directory = base / host_id
+        self.directory.mkdir(mode=0o700)
+        self.env = {
+            **os.environ,
+            "QBREAKER_SHM_DIR": str(self.directory),
+            "QBREAKER_FLEET_HOST_ID": host_id,
+        }
+        self.args = [redis_url, namespace, str(backend_port)]
+        #: The worker script, run as ``WORKER HOST_ID *args``.
+        self.worker = WORKER
+        self.workers: list[subprocess.Popen[str]] = []
+        self._cell: Any = None
+        self._control: ControlSegment | None = None
+
+    def start(self, count: int = WORKERS, log_stderr: bool = False) -> None:
+        """Start ``count`` workers; with ``log_stderr`` their stderr (where
+        qbreaker's warnings go) is kept in ``stderr_lines()``'s files."""
+        env = {**self.env, e2e_worker.LOG_ENV: "1"} if log_stderr else self.env
+        for _ in range(count):
+            stderr = None
+            if log_stderr:
+                index = len(self.workers)
+                stderr = open(self.directory / f"stderr-{index}.log", "wb")  # noqa: SIM115
+            self.workers.append(
+                subprocess.Popen(
+                    [sys.executable, str(self.worker), self.host_id, *self.args],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                )
+            )
+            if stderr is not None:
+                stderr.close()  # the worker has its own copy
+
+    def stderr_lines(self) -> list[str]:
+        """Every line its workers wrote to stderr (started with log_stderr)."""
+        lines: list[str] = []
+        for path in sorted(self.directory.glob("stderr-*.log")):
+            lines.extend(path.read_text(errors="replace").splitlines())
+        return lines
+
+    @property
+    def cell(self) -> Any:
+        """This host's fleet breaker, opened by the test from its directory."""
+        if self._cell is None:
+            saved = os.environ.get("QBREAKER_SHM_DIR")
+            os.environ["QBREAKER_SHM_DIR"] = str(self.directory)
+            try:
+                self._cell = shared.open_existing(NAME)
+            finally:
+                if saved is None:
+                    del os.environ["QBREAKER_SHM_DIR"]
+                else:
+                    os.environ["QBREAKER_SHM_DIR"] = saved
+        return self._cell
+
+    def status(self) -> fleet.FleetStatus:
+        if self._control is None:
+            path = self.directory / f"qbreaker-fleet-v1-{os.geteuid()}"
+            self._control = ControlSegment(str(path))
+        return fleet._status_of(self._control)
+
+    def fleet_state(self) -> str | None:
+        view = self.status().breakers.get(NAME)
+        return None if view is None else view.state
+
+    def counts(self) -> list[int]:
+        """(calls, failures, successes, slow): what the agent sends deltas of."""
+        totals = self.cell.totals()
+        calls = totals.successes + totals.failures + totals.neutral
+        return [calls, totals.failures, totals.successes, self.cell._slow_total()]
+
+    def synced(self) -> bool:
+        """Whether the agent's last acknowledged sync carried every count."""
+        self.status()  # maps the control segment
+        assert self._control is not None
+        entry = self._control.read_status().get("breakers", {}).get(NAME, {})
+        return bool(entry.get("base") == self.counts())
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or let go on) the workers' calls; the agent keeps running."""
+        flag = self.directory / e2e_worker.PAUSE
+        if paused:
+            flag.touch()
+        else:
+            flag.unlink()
+
+    def ops(self) -> list[tuple[float, float]]:
+        """(end, duration) of every breaker operation of the stopped workers."""
+        found: list[tuple[float, float]] = []
+        for path in self.directory.glob(e2e_worker.OPS_FILE.format(pid="*")):
+            values = array.array("d")
+            values.frombytes(path.read_bytes())
+            found.extend(zip(values[0::2], values[1::2]))
+        return found
+
+    def stop(self) -> list[dict[str, Any]]:
+        summaries = []
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                out, _ = worker.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                out, _ = worker.communicate()
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    summaries.append(json.loads(line))
+        return summaries
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; the seconds it took. Fails after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.0005)
+    return time.monotonic() - started
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@pytest.fixture(name="world")
+def world_fixture() -> Iterator[dict[str, Any]]:
+    """A temporary base directory, a redis-server and a counting backend;
+    the hosts the test adds to ``hosts`` are stopped at the end."""
+    base = Path(tempfile.mkdtemp(prefix="qbreaker-fleet-e2e-", dir=_tmp_base()))
+    os.chmod(base, 0o700)
+    made: dict[str, Any] = {"hosts": []}
+    try:
+        # DEBUG SLEEP (the fault matrix) is refused unless enabled.
+        made["redis"] = RedisProcess(base, "--enable-debug-command", "local")
+        made["backend"] = CountingBackend()
+        made["base"] = base
+        made["namespace"] = f"e2e-{os.getpid()}"
+        yield made
+    finally:
+        for host in made["hosts"]:
+            host.stop()
+        if "backend" in made:
+            made["backend"].close()
+        if "redis" in made:
+            made["redis"].stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _tmp_base() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
