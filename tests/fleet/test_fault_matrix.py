@@ -337,12 +337,6 @@ def _outage_warnings(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent's guard breaker ('qbreaker.fleet.agent') logs every "
-    "half-open -> open transition at WARNING: about 4 lines a second per host "
-    "while Redis is down, against a bound of 2 per outage",
-)
 def test_redis_outage_logs_at_most_two_warnings_per_host(
     world: dict[str, Any],
 ) -> None:

@@ -108,3 +108,26 @@ def test_a_reason_given_by_the_operation_wins(
     assert records.records[0].getMessage() == (
         "circuit breaker 'api': closed -> open (open_for, generation 1)"
     )
+
+
+def test_qbreakers_own_breakers_log_at_debug(
+    impl: Impl, clock: FakeClock, records: Records
+) -> None:
+    # The fleet agent's guard ("qbreaker.fleet.agent") re-opens every few
+    # hundred ms while Redis is down; its agent logs connectivity itself.
+    guard = impl.Breaker(1, 10, 1, clock=clock, name="qbreaker.fleet.agent")
+    logging.getLogger("qbreaker").setLevel(logging.DEBUG)
+    guard.record_failure()
+    clock.advance(10)
+    guard.release(guard.acquire(), False)
+    assert [f[:4] for f in records.fields()] == [
+        ("DEBUG", "qbreaker.fleet.agent", "closed", "open"),
+        ("DEBUG", "qbreaker.fleet.agent", "open", "half_open"),
+        ("DEBUG", "qbreaker.fleet.agent", "half_open", "open"),
+    ]
+    # At INFO (what an application's logging usually lets through): nothing.
+    records.records.clear()
+    logging.getLogger("qbreaker").setLevel(logging.INFO)
+    guard.reset()
+    guard.record_failure()
+    assert records.records == []

@@ -106,6 +106,11 @@ class Dispatcher:
                 self._forks = _forks
 
 
+#: Names of qbreaker's own breakers start with this; their transitions log
+#: at DEBUG.
+INTERNAL_PREFIX = "qbreaker."
+
+
 def _log_wanted(logger: logging.Logger, level: int) -> bool:
     """Whether a record at ``level`` would reach a handler that does something.
 
@@ -168,7 +173,15 @@ def _log_transition(
 
     was = describe(old)[0]
     state, generation = describe(new)
-    level = logging.WARNING if state is State.OPEN else logging.INFO
+    if str(breaker.name).startswith(INTERNAL_PREFIX):
+        # qbreaker's own breakers (the fleet agent's guard around its Redis
+        # calls): their owner logs what matters once per change, and a
+        # warning each time the guard re-opened would flood an outage.
+        level = logging.DEBUG
+    elif state is State.OPEN:
+        level = logging.WARNING
+    else:
+        level = logging.INFO
     if not _log_wanted(logger, level):
         return
     logger.log(
