@@ -91,8 +91,9 @@ def test_cibuildwheel_builds_exactly_the_promised_wheels(platform: str) -> None:
 
 def test_the_workflow_runs_the_cibuildwheel_tested_here() -> None:
     """Minor releases of cibuildwheel add and drop Python versions: the
-    action's vX.Y tag is the release whose identifiers are checked above."""
+    action is pinned to a release tag (vX.Y.Z: the project tags releases
+    only) of the minor release whose identifiers are checked above."""
     version = _cibuildwheel_version()
     workflow = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
-    tags = set(re.findall(r"uses: pypa/cibuildwheel@v(\d+\.\d+)\b", workflow))
+    tags = set(re.findall(r"uses: pypa/cibuildwheel@v(\d+\.\d+)\.\d+\b", workflow))
     assert tags == {".".join(version.split(".")[:2])}, (tags, version)
