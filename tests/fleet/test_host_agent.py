@@ -439,3 +439,34 @@ def test_the_fleet_view_carries_the_whole_fleets_window_counts(here: Fleet) -> N
     view = here.breaker.metrics().fleet
     assert (view.sent_calls, view.sent_failures) == (5, 1)
     assert (view.fleet_calls, view.fleet_failures, view.fleet_successes) == (15, 2, 13)
+
+
+def test_counts_taken_before_the_agent_first_sees_a_new_breaker_are_sent(
+    here: Fleet,
+) -> None:
+    # The breaker made its segment: every count in it is news, including
+    # failures recorded before the agent's first scan took it in.
+    here.breaker.record_success()
+    here.breaker.record_failure()
+    agent = here.agent
+    agent.refresh_registry()
+    agent.sync()
+    assert agent.tracks["pay"].sent[:2] == (2, 1)
+    # Taken in once: a later agent (a takeover) does not replay them.
+    assert not here.control.take_fresh("pay")
+
+
+def test_a_segment_that_outlived_its_processes_replays_no_old_counts(
+    host_dir: str,
+) -> None:
+    # Counts made before the breaker became a fleet one (here: the same
+    # segment used without fleet=) stay out of the fleet's ring.
+    old = qbreaker.CircuitBreaker(2, 5.0, 1, shared="pay")
+    old.record_success()
+    old.record_failure()
+    here = Fleet(MemoryBackend())
+    here.breaker.record_failure()  # after the agent's first sight: sent
+    here.agent.refresh_registry()
+    here.breaker.record_failure()
+    here.agent.sync()
+    assert here.agent.tracks["pay"].sent[:2] == (1, 1)

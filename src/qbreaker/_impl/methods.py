@@ -80,7 +80,8 @@ class FleetHooks(NamedTuple):
     """What ``qbreaker.fleet.connect()`` provides to the layers below it:
     this module sits under the fleet package and cannot import it."""
 
-    register: Callable[[str, FleetOptions], None]  # a new fleet breaker's cell
+    # A new fleet breaker's cell; True if this process created its segment.
+    register: Callable[[str, FleetOptions, bool], None]
     view: Callable[[str], Any]  # its fleet view for metrics(), or None
 
 
@@ -257,7 +258,7 @@ def configure(b: Any, config: Config) -> None:
             shared=opened.buffer,
         )
         if hooks is not None and config.fleet is not None:
-            hooks.register(config.shared, config.fleet)
+            hooks.register(config.shared, config.fleet, opened.created)
     if config.on_state_change is not None:
         b._listeners = (config.on_state_change,)
 

@@ -412,11 +412,11 @@ def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
     return make
 
 
-def _register(name: str, options: FleetOptions) -> None:
+def _register(name: str, options: FleetOptions, created: bool) -> None:
     control = _control
     if control is None:
         raise ValueError("fleet=True needs qbreaker.fleet.connect() first")
-    control.register(name, options)
+    control.register(name, options, fresh=created)
 
 
 def _view(name: str) -> FleetView | None:

@@ -255,12 +255,19 @@ class Agent:
             except (OSError, ValueError, TypeError) as exc:
                 self._note_error(f"cannot open fleet breaker {name!r}: {exc}")
                 continue
+            fresh = self.control.take_fresh(name)
             with self.lock:
-                self._add(name, options, breaker)
+                self._add(name, options, breaker, fresh=fresh)
 
-    def _add(self, name: str, options: FleetOptions, breaker: Any) -> None:
+    def _add(
+        self, name: str, options: FleetOptions, breaker: Any, *, fresh: bool = False
+    ) -> None:
         counts = _counts(breaker)
-        track = Track(name, breaker, fleet_policy(options, breaker.policy), counts)
+        # A segment made by its registering process holds only news: send it
+        # all, from zero (else the counts taken before this first sight,
+        # such as a new worker's first failures, would never be sent).
+        start = (0, 0, 0, 0) if fresh else counts
+        track = Track(name, breaker, fleet_policy(options, breaker.policy), start)
         totals = breaker.totals()
         track.activity = (int(totals.allowed), int(totals.rejected))
         restored = self._restored.pop(name, None)

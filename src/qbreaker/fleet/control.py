@@ -17,7 +17,9 @@ followed through a symbolic link, its pages reserved when it is made::
     72      status length      u32
     128     status             JSON, written by the agent (see AgentStatus)
     65536   registry           REGISTRY_SLOTS entries of 256 bytes: a fleet
-                               breaker's name and its fleet options
+                               breaker's name and its fleet options (the
+                               name length's top bit: "fresh", see
+                               ControlSegment.take_fresh)
 
 Every change (the lease, a registration, the status) is made under an
 exclusive ``flock`` of a descriptor opened for that change alone, held for
@@ -65,6 +67,10 @@ _STATUS_HEAD = struct.Struct("<QI")
 # name length, quorum, burst (0: off), window ms; then the name.
 _ENTRY = struct.Struct("<HIII")
 _NAME_LIMIT = REGISTRY_ENTRY - _ENTRY.size
+# Set in the name length of an entry whose registering process created the
+# breaker's segment (all its counts are news to the fleet), until the agent
+# has taken the breaker in (see take_fresh).
+_FRESH = 0x8000
 
 
 class Lease(NamedTuple):
@@ -194,8 +200,12 @@ class ControlSegment:
 
     # -- the registry -----------------------------------------------------
 
-    def register(self, name: str, options: FleetOptions) -> None:
-        """Record ``name`` as a fleet breaker of this host with ``options``.
+    def register(
+        self, name: str, options: FleetOptions, *, fresh: bool = False
+    ) -> None:
+        """Record ``name`` as a fleet breaker of this host with ``options``;
+        ``fresh``: the caller created its segment, so every count the cell
+        holds is still to be sent (see ``take_fresh``).
 
         The first registration of a name wins; another with different options
         is refused (a clear ValueError), as a shared segment refuses another
@@ -229,7 +239,7 @@ class ControlSegment:
             _ENTRY.pack_into(
                 self._buffer,
                 offset,
-                len(encoded),
+                len(encoded) | (_FRESH if fresh else 0),
                 options.quorum,
                 options.max_failures or 0,
                 options.window_ms,
@@ -240,10 +250,32 @@ class ControlSegment:
         with self._locked():
             return list(self._entries())
 
+    def take_fresh(self, name: str) -> bool:
+        """Whether ``name`` was registered by the process that created its
+        segment and no agent has taken it in since; clears that mark.
+
+        The agent counts such a breaker from zero, so the calls it took
+        before the agent first saw it reach the fleet. Any other breaker is
+        counted from what its cell holds at first sight: a segment that
+        outlived its processes must not replay old counts.
+        """
+        with self._locked():
+            for slot, (known, _) in enumerate(self._entries()):
+                if known != name:
+                    continue
+                offset = REGISTRY_OFFSET + slot * REGISTRY_ENTRY
+                length = struct.unpack_from("<H", self._buffer, offset)[0]
+                if not length & _FRESH:
+                    return False
+                struct.pack_into("<H", self._buffer, offset, length & ~_FRESH)
+                return True
+        return False
+
     def _entries(self) -> Iterator[tuple[str, FleetOptions]]:
         for slot in range(REGISTRY_SLOTS):
             offset = REGISTRY_OFFSET + slot * REGISTRY_ENTRY
             length, quorum, burst, window = _ENTRY.unpack_from(self._buffer, offset)
+            length &= ~_FRESH
             if length == 0 or length > _NAME_LIMIT or quorum == 0 or window == 0:
                 return  # entries are written length last: this one is not yet
             start = offset + _ENTRY.size
