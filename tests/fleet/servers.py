@@ -89,7 +89,10 @@ def make_ca(cwd: Path, name: str) -> None:
         "req", "-x509", "-new", "-nodes", "-newkey", "ec",
         "-pkeyopt", "ec_paramgen_curve:prime256v1",
         "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
-        "-subj", f"/CN={name}", cwd=cwd,
+        "-subj", f"/CN={name}",
+        # Python 3.13's default context verifies strictly (X509 strict): a
+        # CA must say it signs certificates.
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=cwd,
     )  # fmt: skip
 
 
@@ -103,6 +106,7 @@ def make_cert(cwd: Path, name: str, ca: str, san: str, usage: str) -> None:
     )  # fmt: skip
     (cwd / f"{name}.ext").write_text(
         f"subjectAltName={san}\nextendedKeyUsage={usage}\n"
+        "authorityKeyIdentifier=keyid\nkeyUsage=critical,digitalSignature\n"
     )
     openssl(
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt",
