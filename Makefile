@@ -91,8 +91,13 @@ freethreaded: ## the suite on CPython 3.13t with the GIL off (builds and caches 
 other-pythons: ## the suite on the machine's other CPythons (3.9, 3.12, 3.13)
 	bash scripts/ci_other_pythons.sh
 
-wheels: ## dist/: the sdist, the pure wheel, a manylinux wheel for each CPython (3.9-3.13, 3.13t)
-	PYTHON="$(PYTHON)" bash scripts/build_wheels.sh
+# CI builds and tests 3.10-3.13t: the 3.9 wheel builds, but its installed
+# suite fails five tests with the newest 3.9 releases of the integrations'
+# libraries and one fleet end-to-end count (open work, see the issue's
+# note). QBREAKER_WHEEL_PYTHONS="3.9 ..." builds it here.
+WHEEL_PYTHONS ?= 3.10 3.11 3.12 3.13 3.13t
+wheels: ## dist/: the sdist, the pure wheel, a manylinux wheel for each CPython (WHEEL_PYTHONS)
+	QBREAKER_WHEEL_PYTHONS="$(WHEEL_PYTHONS)" PYTHON="$(PYTHON)" bash scripts/build_wheels.sh
 
 test-wheels: ## each wheel of dist/ installed in a fresh venv, no compiler; the suite on it
 	PYTHON="$(PYTHON)" bash scripts/test_wheels.sh
