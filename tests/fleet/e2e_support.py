@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,31 +40,65 @@ NAME = "pay"
 #: How long the backend takes for a host told to be slow.
 SLOW_SLEEP = 0.06
 WORKER = Path(__file__).with_name("e2e_worker.py")
+#: A probe's request carries this header: the generation it probes under.
+PROBE_HEADER = "X-Probe-Generation"
+#: The longest a hanging backend holds a call before it lets go.
+HANG_FOR = 30.0
+
+
+class Call:
+    """One call that reached the backend: who made it, when it started and
+    ended (the backend's monotonic clock), and whether it was a probe (a
+    call a half-open cell admitted) and of which generation."""
+
+    __slots__ = ("host", "start", "end", "probe", "generation")
+
+    def __init__(self, host: str, start: float, probe: bool, generation: int) -> None:
+        self.host = host
+        self.start = start
+        self.end = float("inf")  # until it has answered
+        self.probe = probe
+        self.generation = generation
 
 
 class CountingBackend:
     """A local HTTP service: ``GET /HOST`` answers 200, or 500 for a host
-    (or everyone) told to fail; every arrival is recorded with its time."""
+    (or everyone) told to fail; every arrival is recorded with its time.
+
+    Each call is also kept as a ``Call``: its start and end (so the calls in
+    flight at any instant are known), and the ``PROBE_HEADER`` its caller
+    sent (the generation a half-open cell admitted it under). ``delay``
+    makes every call take that long, so that overlapping calls are seen;
+    ``hang`` makes each call wait (up to ``HANG_FOR``, or ``close()``)
+    without answering, as a backend that accepts and never replies.
+    """
 
     def __init__(self) -> None:
         self.failing: set[str] = set()
         self.slow: set[str] = set()
         self.fail_all = False
+        self.delay = 0.0
+        self.hang = False
         self.arrivals: list[tuple[str, float]] = []
+        self.calls: list[Call] = []
+        self._closing = threading.Event()
         lock = threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 host = self.path.strip("/")
+                probe = self.headers.get(PROBE_HEADER)
+                call = Call(
+                    host, time.monotonic(), probe is not None, int(probe or 0)
+                )
                 with lock:
-                    outer.arrivals.append((host, time.monotonic()))
-                bad = outer.fail_all or host in outer.failing
-                if host in outer.slow:
-                    time.sleep(SLOW_SLEEP)
-                self.send_response(500 if bad else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                    outer.arrivals.append((host, call.start))
+                    outer.calls.append(call)
+                try:
+                    outer._serve(self, host)
+                finally:
+                    call.end = time.monotonic()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -73,14 +108,49 @@ class CountingBackend:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def _serve(self, handler: http.server.BaseHTTPRequestHandler, host: str) -> None:
+        if self.hang:
+            self._closing.wait(HANG_FOR)
+            return  # no reply: the caller's timeout ends the call
+        bad = self.fail_all or host in self.failing
+        if host in self.slow:
+            time.sleep(SLOW_SLEEP)
+        if self.delay:
+            time.sleep(self.delay)
+        handler.send_response(500 if bad else 200)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
     def calls_from(self, host: str, since: float, until: float = float("inf")) -> int:
         return sum(
             1 for h, t in list(self.arrivals) if h == host and since <= t < until
         )
 
+    def between(
+        self, since: float, until: float = float("inf"), prefix: str = ""
+    ) -> list[Call]:
+        """The calls that started in [since, until) from hosts named ``prefix*``."""
+        return [
+            c
+            for c in list(self.calls)
+            if since <= c.start < until and c.host.startswith(prefix)
+        ]
+
     def close(self) -> None:
+        self._closing.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def most_at_once(calls: list[Call]) -> int:
+    """The most of ``calls`` in flight at one instant (an end before a
+    start at the same instant: one call handing over to the next is not two)."""
+    edges = sorted([(c.start, 1) for c in calls] + [(c.end, -1) for c in calls])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
 
 
 class RedisProcess:
@@ -265,6 +335,28 @@ class Host:
         return summaries
 
 
+def warning_lines(host: Host) -> int:
+    """The WARNING lines its workers logged so far, every logger's."""
+    return sum(1 for line in host.stderr_lines() if line.startswith("WARNING"))
+
+
+def outage_warnings(
+    hosts: list[Host], redis_proc: RedisProcess, seconds: float
+) -> dict[str, int]:
+    """Kill Redis for ``seconds`` and restart it (empty); the WARNING lines
+    each host (started with log_stderr) logged over the outage and its end."""
+    before = {h.host_id: warning_lines(h) for h in hosts}
+    redis_proc.kill()
+    time.sleep(seconds)
+    redis_proc.start()
+    wait_for(
+        lambda: all(h.status().connected for h in hosts),
+        10,
+        "every host to reconnect after the outage",
+    )
+    return {h.host_id: warning_lines(h) - before[h.host_id] for h in hosts}
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> float:
     """Poll ``condition`` until true; the seconds it took. Fails after ``timeout``."""
     started = time.monotonic()
@@ -280,10 +372,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-@pytest.fixture(name="world")
-def world_fixture() -> Iterator[dict[str, Any]]:
+@contextmanager
+def make_world() -> Iterator[dict[str, Any]]:
     """A temporary base directory, a redis-server and a counting backend;
-    the hosts the test adds to ``hosts`` are stopped at the end."""
+    the hosts added to ``hosts`` are stopped at the end."""
     base = Path(tempfile.mkdtemp(prefix="qbreaker-fleet-e2e-", dir=_tmp_base()))
     os.chmod(base, 0o700)
     made: dict[str, Any] = {"hosts": []}
@@ -302,6 +394,13 @@ def world_fixture() -> Iterator[dict[str, Any]]:
         if "redis" in made:
             made["redis"].stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(name="world")
+def world_fixture() -> Iterator[dict[str, Any]]:
+    """``make_world()`` for one test."""
+    with make_world() as made:
+        yield made
 
 
 def _tmp_base() -> str:
