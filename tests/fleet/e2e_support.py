@@ -232,6 +232,8 @@ class Host:
         #: The worker script, run as ``WORKER HOST_ID *args``.
         self.worker = WORKER
         self.workers: list[subprocess.Popen[str]] = []
+        #: The workers' exit statuses, once stopped.
+        self.exits: list[int | None] = []
         self._cell: Any = None
         self._control: ControlSegment | None = None
 
@@ -319,6 +321,8 @@ class Host:
         return found
 
     def stop(self) -> list[dict[str, Any]]:
+        """SIGTERM every worker; their JSON summaries. One that has not
+        exited 15 s later is killed (its exit status, -9, is in ``exits``)."""
         summaries = []
         for worker in self.workers:
             if worker.poll() is None:
@@ -332,6 +336,7 @@ class Host:
             for line in out.splitlines():
                 if line.startswith("{"):
                     summaries.append(json.loads(line))
+        self.exits = [worker.returncode for worker in self.workers]
         return summaries
 
 

@@ -105,7 +105,8 @@ def stop_all(hosts: dict[str, list[Host]]) -> list[dict[str, Any]]:
     """Stop every worker; their summaries (each must have exited on SIGTERM
     and reported no error that qbreaker raised)."""
     summaries = [s for made in hosts.values() for h in made for s in h.stop()]
-    assert len(summaries) == len(MODES) * HOSTS * WORKERS, "a worker did not stop"
+    exits = {h.host_id: h.exits for made in hosts.values() for h in made}
+    assert len(summaries) == len(MODES) * HOSTS * WORKERS, exits
     assert all(not s["unexpected"] for s in summaries), summaries
     return summaries
 

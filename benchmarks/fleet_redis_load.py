@@ -1,0 +1,314 @@
+"""The load that fleet mode puts on Redis, from ``INFO commandstats``.
+
+    python benchmarks/fleet_redis_load.py [--seconds 60] [--hosts 6]
+        [--breakers 100] [--redis URL] [--json]
+
+Starts a redis-server without persistence on a free port of 127.0.0.1
+(or uses ``--redis``, which should be a quiet one: its commandstats are
+read server-wide), then HOSTS simulated hosts: each a process with its own
+segment directory and host id that joins the fleet (it runs its host's
+agent), makes BREAKERS fleet breakers and calls each one ten times a second,
+every call a success (a quiet fleet: the agents sync once per tick). Once
+every agent has synced, it reads ``INFO commandstats`` before and after
+SECONDS, and prints each command's calls and microseconds, the commands per
+second, and an extrapolation to 200 hosts x 32 workers x 1,000 breakers.
+
+The model behind the extrapolation: one agent per host syncs all of the
+host's breakers in one EVALSHA per tick, and keeps one blocking XREAD of
+the event stream going; a host's worker processes only write their
+breakers' shared segments, which the agent reads. So the commands per
+second scale with the hosts, not with the workers, and Redis time scales
+with hosts x breakers (a sync's script time is taken here as proportional
+to the breakers it carries: an upper bound, since part of it is fixed).
+
+    python benchmarks/fleet_redis_load.py host HOST_ID URL NAMESPACE BREAKERS
+        one simulated host (what the command above starts); prints "ready"
+        once its agent has synced every breaker, then, on SIGTERM, its
+        agent's counters as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+#: The extrapolation's fleet.
+TARGET_HOSTS = 200
+TARGET_WORKERS = 32
+TARGET_BREAKERS = 1000
+#: Calls per breaker per second on every host.
+CALL_RATE = 10
+#: Commands the benchmark itself sends (left out of the figures).
+OWN_COMMANDS = ("info", "ping", "config|resetstat")
+START_TIMEOUT = 60.0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["host"]:
+        return run_host(*argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--hosts", type=int, default=6)
+    parser.add_argument("--breakers", type=int, default=100)
+    parser.add_argument("--redis", help="a quiet Redis to use (default: start one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.hosts < 1 or args.breakers < 1:
+        parser.error("--seconds, --hosts and --breakers must be positive")
+    base = tempfile.mkdtemp(prefix="qbreaker-redis-load-")
+    server = None
+    try:
+        if args.redis:
+            url = args.redis
+        else:
+            server, url = start_redis(base)
+        result = measure(url, base, args.hosts, args.breakers, args.seconds)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        report(result)
+    return 0
+
+
+def start_redis(base: str) -> tuple[subprocess.Popen[bytes], str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("redis-server is not installed (scripts/ci_redis.sh installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", base],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = _client(url)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            client.ping()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.05)
+    client.close()
+    return server, url
+
+
+def _client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+def commandstats(client: Any) -> dict[str, tuple[int, int]]:
+    """(calls, usec) per command, the benchmark's own left out."""
+    stats = client.info("commandstats")
+    return {
+        key.removeprefix("cmdstat_"): (int(value["calls"]), int(value["usec"]))
+        for key, value in stats.items()
+        if key.removeprefix("cmdstat_") not in OWN_COMMANDS
+    }
+
+
+def measure(
+    url: str, base: str, hosts: int, breakers: int, seconds: float
+) -> dict[str, Any]:
+    namespace = f"load-{os.getpid()}"
+    procs = []
+    try:
+        for index in range(1, hosts + 1):
+            directory = os.path.join(base, f"host{index}")
+            os.mkdir(directory, 0o700)
+            env = {**os.environ, "QBREAKER_SHM_DIR": directory}
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "host", f"host{index}", url,
+                     namespace, str(breakers)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
+            )
+        for proc in procs:
+            _await_ready(proc)
+        client = _client(url)
+        before = commandstats(client)
+        started = time.monotonic()
+        time.sleep(seconds)
+        after = commandstats(client)
+        took = time.monotonic() - started
+        cpu = client.info("cpu")
+        client.close()
+    finally:
+        agents = _stop(procs)
+    commands = {}
+    for name, (calls, usec) in after.items():
+        was_calls, was_usec = before.get(name, (0, 0))
+        if calls > was_calls:
+            commands[name] = {"calls": calls - was_calls, "usec": usec - was_usec}
+    return {
+        "hosts": hosts,
+        "breakers": breakers,
+        "seconds": took,
+        "commands": commands,
+        "agents": agents,
+        "redis_cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        "load_average": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d"),
+        "extrapolation": extrapolate(commands, hosts, breakers, took),
+    }
+
+
+#: The commands a client sends; the others run inside the scripts.
+CLIENT_COMMANDS = ("evalsha", "xread", "xrevrange", "hgetall", "script|load")
+
+
+def extrapolate(
+    commands: dict[str, dict[str, int]], hosts: int, breakers: int, seconds: float
+) -> dict[str, float]:
+    """Per host and second, then at TARGET_HOSTS x TARGET_BREAKERS (the
+    workers do not enter: one agent per host)."""
+    sent = sum(commands.get(c, {}).get("calls", 0) for c in CLIENT_COMMANDS)
+    usec = sum(c["usec"] for c in commands.values())
+    evalsha = commands.get("evalsha", {"calls": 0, "usec": 0})
+    syncs_per_host_s = evalsha["calls"] / hosts / seconds
+    sync_usec = evalsha["usec"] / max(1, evalsha["calls"])
+    per_breaker_usec = sync_usec / breakers
+    # Everything but the syncs (XREAD, conflicts) per host, as measured.
+    other_usec_per_host_s = (usec - evalsha["usec"]) / hosts / seconds
+    target_sync_usec = per_breaker_usec * TARGET_BREAKERS
+    busy = TARGET_HOSTS * (
+        syncs_per_host_s * target_sync_usec + other_usec_per_host_s
+    )
+    return {
+        "client_commands_per_s": sent / seconds,
+        "client_commands_per_host_s": sent / hosts / seconds,
+        "syncs_per_host_s": syncs_per_host_s,
+        "sync_usec": sync_usec,
+        "per_breaker_usec": per_breaker_usec,
+        "redis_usec_per_s": usec / seconds,
+        "target_client_commands_per_s": TARGET_HOSTS * sent / hosts / seconds,
+        "target_syncs_per_s": TARGET_HOSTS * syncs_per_host_s,
+        "target_sync_usec": target_sync_usec,
+        "target_redis_core_fraction": busy / 1e6,
+    }
+
+
+def _await_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    timer = threading.Timer(START_TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        line = proc.stdout.readline()
+    finally:
+        timer.cancel()
+    if line.strip() != "ready":
+        raise RuntimeError(f"a host did not start (it said {line!r})")
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    agents = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        agents += [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    return agents
+
+
+def report(result: dict[str, Any]) -> None:
+    x = result["extrapolation"]
+    seconds = result["seconds"]
+    print(
+        f"Redis load of a quiet fleet: {result['hosts']} hosts x "
+        f"{result['breakers']} breakers, {seconds:.1f} s, {result['date']}, "
+        f"load average {result['load_average']:.1f}"
+    )
+    print(f"  {'command':<14}{'calls':>9}{'calls/s':>10}{'usec':>11}{'usec/call':>11}")
+    for name, c in sorted(result["commands"].items(), key=lambda kv: -kv[1]["usec"]):
+        print(
+            f"  {name:<14}{c['calls']:>9}{c['calls'] / seconds:>10.1f}"
+            f"{c['usec']:>11}{c['usec'] / c['calls']:>11.1f}"
+        )
+    errors = sum(sum(a["errors"].values()) for a in result["agents"])
+    print(
+        f"  client commands/s {x['client_commands_per_s']:.1f} "
+        f"({x['client_commands_per_host_s']:.2f} per host); syncs per host and "
+        f"second {x['syncs_per_host_s']:.2f}; {x['sync_usec']:.0f} usec per sync "
+        f"of {result['breakers']} breakers ({x['per_breaker_usec']:.1f} per "
+        f"breaker); Redis busy {x['redis_usec_per_s'] / 1e4:.2f} % of a core; "
+        f"agents' sync errors {errors}"
+    )
+    print(
+        f"  extrapolated to {TARGET_HOSTS} hosts x {TARGET_WORKERS} workers x "
+        f"{TARGET_BREAKERS} breakers (one agent per host: the workers add no "
+        f"commands): {x['target_client_commands_per_s']:.0f} client commands/s, "
+        f"{x['target_syncs_per_s']:.0f} syncs/s of {x['target_sync_usec'] / 1000:.1f}"
+        f" ms each, Redis busy {x['target_redis_core_fraction']:.0%} of a core"
+    )
+
+
+def run_host(host_id: str, url: str, namespace: str, breakers: str) -> int:
+    import qbreaker
+    from qbreaker import fleet
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)
+    made = [
+        qbreaker.CircuitBreaker(5, 30.0, shared=f"b{i}", fleet=True)
+        for i in range(int(breakers))
+    ]
+    names = {f"b{i}" for i in range(int(breakers))}
+    deadline = time.monotonic() + START_TIMEOUT
+    while not stop.is_set() and time.monotonic() < deadline:
+        status = fleet.status()
+        if status.connected and names <= {
+            n for n, v in status.breakers.items() if v.state is not None
+        }:
+            break
+        _sweep(made)
+        stop.wait(1 / CALL_RATE)
+    print("ready", flush=True)
+    while not stop.is_set():
+        _sweep(made)
+        stop.wait(1 / CALL_RATE)
+    metrics = fleet.metrics()
+    print(json.dumps({"host": host_id, "syncs": metrics.syncs,
+                      "errors": dict(metrics.errors)}), flush=True)  # fmt: skip
+    return 0
+
+
+def _sweep(breakers: list[Any]) -> None:
+    for breaker in breakers:
+        if breaker.allow():
+            breaker.record_success()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

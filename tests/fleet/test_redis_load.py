@@ -1,0 +1,71 @@
+"""benchmarks/fleet_redis_load.py, a short run: its figures hold together.
+
+The benchmark starts its own redis-server and simulated hosts (one agent
+each) and reads ``INFO commandstats`` around a quiet stretch. Here a short
+run (HOSTS x BREAKERS, SECONDS) checks its numbers against the agents'
+model: one EVALSHA per host per quiet tick, a blocking XREAD every 500 ms,
+each sync reading every breaker's state, only the commands the fleet's ACL
+allows, and the extrapolation's arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
+pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
+
+from qbreaker.fleet.agent import EVENTS_BLOCK_MS  # noqa: E402 - needs redis
+from qbreaker.fleet.redis_backend import ACL_COMMANDS  # noqa: E402
+
+BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "fleet_redis_load.py"
+HOSTS = 3
+BREAKERS = 20
+SECONDS = 8.0
+#: The agents' quiet tick (qbreaker.fleet.agent).
+TICK = 1.0
+
+
+def test_short_run_is_consistent() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/ci_redis.sh installs it)")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--json", "--seconds", str(SECONDS),
+         "--hosts", str(HOSTS), "--breakers", str(BREAKERS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout  # fmt: skip
+    result = json.loads(out.splitlines()[-1])
+    commands = result["commands"]
+    seconds = result["seconds"]
+    calls = {name: c["calls"] for name, c in commands.items()}
+    print(f"\nfleet_redis_load, {HOSTS} hosts x {BREAKERS} breakers, {seconds:.1f} s:")
+    print(f"  {calls}")
+    print(f"  {result['extrapolation']}")
+    assert len(result["agents"]) == HOSTS
+    assert all(a["syncs"] > 0 and not any(a["errors"].values())
+               for a in result["agents"])  # fmt: skip
+    # Only what the fleet's minimal ACL allows (scripts' commands included).
+    assert set(commands) <= set(ACL_COMMANDS), set(commands) - set(ACL_COMMANDS)
+    # One sync per host per quiet tick (a tick starts after the last reply).
+    ticks = HOSTS * seconds / TICK
+    assert 0.7 * ticks <= calls["evalsha"] <= ticks + HOSTS
+    # One blocking XREAD per host at a time, each EVENTS_BLOCK_MS (no events).
+    reads = HOSTS * seconds / (EVENTS_BLOCK_MS / 1000)
+    assert 0.6 * reads <= calls["xread"] <= reads + 2 * HOSTS
+    # Every sync reads every breaker's state.
+    assert calls["hget"] >= calls["evalsha"] * BREAKERS
+    x = result["extrapolation"]
+    per_host = calls["evalsha"] / HOSTS / seconds
+    assert x["syncs_per_host_s"] == pytest.approx(per_host)
+    assert x["target_syncs_per_s"] == pytest.approx(200 * per_host)
+    usec = commands["evalsha"]["usec"] / calls["evalsha"]
+    assert x["target_sync_usec"] == pytest.approx(usec / BREAKERS * 1000)
