@@ -142,8 +142,15 @@ def measure(
             env = {**os.environ, "QBREAKER_SHM_DIR": directory}
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, __file__, "host", f"host{index}", url,
-                     namespace, str(breakers)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "host",
+                        f"host{index}",
+                        url,
+                        namespace,
+                        str(breakers),
+                    ],
                     env=env,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -197,9 +204,7 @@ def extrapolate(
     # Everything but the syncs (XREAD, conflicts) per host, as measured.
     other_usec_per_host_s = (usec - evalsha["usec"]) / hosts / seconds
     target_sync_usec = per_breaker_usec * TARGET_BREAKERS
-    busy = TARGET_HOSTS * (
-        syncs_per_host_s * target_sync_usec + other_usec_per_host_s
-    )
+    busy = TARGET_HOSTS * (syncs_per_host_s * target_sync_usec + other_usec_per_host_s)
     return {
         "client_commands_per_s": sent / seconds,
         "client_commands_per_host_s": sent / hosts / seconds,

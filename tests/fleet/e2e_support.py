@@ -89,9 +89,7 @@ class CountingBackend:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 host = self.path.strip("/")
                 probe = self.headers.get(PROBE_HEADER)
-                call = Call(
-                    host, time.monotonic(), probe is not None, int(probe or 0)
-                )
+                call = Call(host, time.monotonic(), probe is not None, int(probe or 0))
                 with lock:
                     outer.arrivals.append((host, call.start))
                     outer.calls.append(call)

@@ -172,7 +172,9 @@ def recovery(request: pytest.FixtureRequest) -> Recovery:
         (final,) = RedisBackend(client, world["namespace"]).view()
         client.close()
     assert final.state == "closed"
-    probes = {m: [c for c in backend.between(opened, prefix=m) if c.probe] for m in MODES}
+    probes = {
+        m: [c for c in backend.between(opened, prefix=m) if c.probe] for m in MODES
+    }
     # A probe tagged with the fleet's closed generation was made after the
     # probing host's verdict closed the fleet (its host had seen that).
     after = [c for c in probes["fleet"] if c.generation >= final.generation]
