@@ -13,6 +13,7 @@ import array
 import http.server
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -256,6 +257,21 @@ class Host:
             if stderr is not None:
                 stderr.close()  # the worker has its own copy
 
+    def await_ready(self, timeout: float) -> None:
+        """Wait until every worker has said "ready" (its breaker exists, its
+        calls begin); fail after ``timeout`` s in all."""
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            assert worker.stdout is not None
+            # Nothing follows "ready" until the summary at exit, so this
+            # readline buffers nothing that stop() would miss.
+            ready, _, _ = select.select(
+                [worker.stdout], [], [], max(0.0, deadline - time.monotonic())
+            )
+            line = worker.stdout.readline() if ready else ""
+            if line.strip() != "ready":
+                pytest.fail(f"a worker of {self.host_id} did not start: {line!r}")
+
     def stderr_lines(self) -> list[str]:
         """Every line its workers wrote to stderr (started with log_stderr)."""
         lines: list[str] = []
@@ -329,6 +345,10 @@ class Host:
             try:
                 out, _ = worker.communicate(timeout=15)
             except subprocess.TimeoutExpired:
+                # Its threads' stacks to its stderr first (both worker
+                # scripts register faulthandler for SIGUSR1).
+                worker.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
                 worker.kill()
                 out, _ = worker.communicate()
             for line in out.splitlines():

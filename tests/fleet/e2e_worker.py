@@ -13,6 +13,7 @@ go to OPS_FILE in the host's directory, for the test's per-phase figures.
 from __future__ import annotations
 
 import array
+import faulthandler
 import http.client
 import json
 import logging
@@ -44,6 +45,8 @@ def main() -> int:
     paused = os.path.join(directory, PAUSE)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # A worker that does not stop is asked for its threads' stacks first.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if os.environ.get(LOG_ENV):
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)

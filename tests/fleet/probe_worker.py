@@ -18,6 +18,7 @@ breaker's settings (``max_failures``, ``reset_timeout``, ``half_open_max``,
 
 from __future__ import annotations
 
+import faulthandler
 import http.client
 import json
 import os
@@ -54,6 +55,8 @@ def main() -> int:
     }
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # A worker that does not stop is asked for its threads' stacks first.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if mode == "fleet":
         fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)
     breaker = qbreaker.CircuitBreaker(
