@@ -23,8 +23,16 @@ import sys
 import threading
 import time
 
-import qbreaker
-from qbreaker import fleet
+#: Set by SIGTERM. Installed before qbreaker is imported (a slow start on a
+#: loaded machine): a worker stopped while it starts still prints its summary.
+STOP = threading.Event()
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    # A worker that does not stop is asked for its threads' stacks first.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+import qbreaker  # noqa: E402 - after the handlers
+from qbreaker import fleet  # noqa: E402
 
 #: The breaker every worker of every host uses (the e2e test reads these).
 MAX_FAILURES = 3
@@ -43,10 +51,7 @@ def main() -> int:
     host_id, url, namespace, port = sys.argv[1:5]
     directory = os.environ["QBREAKER_SHM_DIR"]
     paused = os.path.join(directory, PAUSE)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # A worker that does not stop is asked for its threads' stacks first.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stop = STOP
     if os.environ.get(LOG_ENV):
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)

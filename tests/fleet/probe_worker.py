@@ -27,9 +27,17 @@ import sys
 import threading
 import time
 
-import qbreaker
-from qbreaker import fleet
-from qbreaker._word import BASE_FIELD, TRACKED
+#: Set by SIGTERM. Installed before qbreaker is imported (a slow start on a
+#: loaded machine): a worker stopped while it starts still prints its summary.
+STOP = threading.Event()
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    # A worker that does not stop is asked for its threads' stacks first.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+import qbreaker  # noqa: E402 - after the handlers
+from qbreaker import fleet  # noqa: E402
+from qbreaker._word import BASE_FIELD, TRACKED  # noqa: E402
 
 MAX_FAILURES = 3
 RESET_TIMEOUT = 1.0
@@ -53,10 +61,7 @@ def main() -> int:
         "half_open_max": HALF_OPEN_MAX,
         **config,
     }
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # A worker that does not stop is asked for its threads' stacks first.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stop = STOP
     if mode == "fleet":
         fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)
     breaker = qbreaker.CircuitBreaker(
