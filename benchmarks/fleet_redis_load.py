@@ -51,6 +51,10 @@ CALL_RATE = 10
 #: Commands the benchmark itself sends (left out of the figures).
 OWN_COMMANDS = ("info", "ping", "config|resetstat")
 START_TIMEOUT = 60.0
+#: How long Redis's idle CPU is measured before the hosts start.
+IDLE_SECONDS = 2.0
+#: Syncs per calibration point (after as many to warm up).
+CALIBRATION_SYNCS = 50
 
 
 def main(argv: list[str]) -> int:
@@ -120,6 +124,12 @@ def _client(url: str) -> Any:
     return redis.Redis.from_url(url, socket_timeout=5)
 
 
+def redis_cpu(client: Any) -> float:
+    """The CPU seconds redis-server has used (its main thread and others)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
 def commandstats(client: Any) -> dict[str, tuple[int, int]]:
     """(calls, usec) per command, the benchmark's own left out."""
     stats = client.info("commandstats")
@@ -134,6 +144,12 @@ def measure(
     url: str, base: str, hosts: int, breakers: int, seconds: float
 ) -> dict[str, Any]:
     namespace = f"load-{os.getpid()}"
+    # Redis's own CPU with no fleet (its timers), taken off the fleet's.
+    client = _client(url)
+    idle_before = redis_cpu(client)
+    time.sleep(IDLE_SECONDS)
+    idle = (redis_cpu(client) - idle_before) / IDLE_SECONDS
+    client.close()
     procs = []
     try:
         for index in range(1, hosts + 1):
@@ -159,15 +175,17 @@ def measure(
         for proc in procs:
             _await_ready(proc)
         client = _client(url)
+        cpu_before = redis_cpu(client)
         before = commandstats(client)
         started = time.monotonic()
         time.sleep(seconds)
         after = commandstats(client)
         took = time.monotonic() - started
-        cpu = client.info("cpu")
+        cpu = max(0.0, redis_cpu(client) - cpu_before - idle * seconds)
         client.close()
     finally:
         agents = _stop(procs)
+    fit = calibrate(url, breakers)
     commands = {}
     for name, (calls, usec) in after.items():
         was_calls, was_usec = before.get(name, (0, 0))
@@ -179,24 +197,39 @@ def measure(
         "seconds": took,
         "commands": commands,
         "agents": agents,
-        "redis_cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        "redis_cpu_s": cpu,
         "load_average": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d"),
-        "extrapolation": extrapolate(commands, hosts, breakers, took),
+        "calibration": fit,
+        "extrapolation": extrapolate(commands, cpu, fit, hosts, breakers, took),
     }
 
 
-#: The commands a client sends; the others run inside the scripts.
+#: The commands a client sends; the others run inside the scripts, whose
+#: time EVALSHA's includes (the conflicts' HGET, one per conflict, is none
+#: in a quiet fleet).
 CLIENT_COMMANDS = ("evalsha", "xread", "xrevrange", "hgetall", "script|load")
 
 
 def extrapolate(
-    commands: dict[str, dict[str, int]], hosts: int, breakers: int, seconds: float
+    commands: dict[str, dict[str, int]],
+    cpu: float,
+    fit: dict[str, float],
+    hosts: int,
+    breakers: int,
+    seconds: float,
 ) -> dict[str, float]:
     """Per host and second, then at TARGET_HOSTS x TARGET_BREAKERS (the
-    workers do not enter: one agent per host)."""
+    workers do not enter: one agent per host). Two estimates of Redis's
+    busy time: commandstats' (wall time inside the commands: it counts the
+    time redis-server waited for a CPU on a loaded machine) and its CPU
+    time less its idle time (which also counts accepting, parsing and
+    replying); each scaled
+    by hosts x breakers, an upper bound (a sync's fixed part scales too);
+    and the calibrated one: a sync of TARGET_BREAKERS costs fixed + per
+    breaker x TARGET_BREAKERS (``calibrate``), once per host and tick."""
     sent = sum(commands.get(c, {}).get("calls", 0) for c in CLIENT_COMMANDS)
-    usec = sum(c["usec"] for c in commands.values())
+    usec = sum(commands.get(c, {}).get("usec", 0) for c in CLIENT_COMMANDS)
     evalsha = commands.get("evalsha", {"calls": 0, "usec": 0})
     syncs_per_host_s = evalsha["calls"] / hosts / seconds
     sync_usec = evalsha["usec"] / max(1, evalsha["calls"])
@@ -216,7 +249,51 @@ def extrapolate(
         "target_syncs_per_s": TARGET_HOSTS * syncs_per_host_s,
         "target_sync_usec": target_sync_usec,
         "target_redis_core_fraction": busy / 1e6,
+        "fitted_sync_usec": fit["fixed_usec"]
+        + fit["per_breaker_usec"] * TARGET_BREAKERS,
+        "fitted_redis_core_fraction": TARGET_HOSTS
+        * (
+            syncs_per_host_s
+            * (fit["fixed_usec"] + fit["per_breaker_usec"] * TARGET_BREAKERS)
+            + other_usec_per_host_s
+        )
+        / 1e6,
+        "redis_cpu_per_s": cpu / seconds,
+        "target_redis_cpu_fraction": cpu
+        / seconds
+        * (TARGET_HOSTS / hosts)
+        * (TARGET_BREAKERS / breakers),
     }
+
+
+def calibrate(url: str, breakers: int) -> dict[str, float]:
+    """A sync's script time (commandstats' usec) as fixed + per breaker:
+    CALIBRATION_SYNCS syncs of 1 and of ``breakers`` quiet breakers from one
+    client in a namespace of their own, after the measured run."""
+    from qbreaker.fleet._protocol import BreakerDelta, FleetPolicy, SyncRequest
+    from qbreaker.fleet.redis_backend import RedisBackend
+
+    client = _client(url)
+    policy = FleetPolicy(2, 5, 10_000, 30_000, None, None, 100)
+    usec = {}
+    for count in (1, breakers):
+        backend = RedisBackend(client, f"calibrate-{os.getpid()}-{count}")
+        deltas = tuple(
+            BreakerDelta(f"b{i}", policy, 10, 0, 0, 10, False, None)
+            for i in range(count)
+        )
+        seq = 0
+        for warm in (True, False):
+            before = commandstats(client).get("evalsha", (0, 0))[1]
+            for _ in range(CALIBRATION_SYNCS):
+                seq += 1
+                backend.sync(SyncRequest("calibrate", seq, deltas))
+            if not warm:
+                after = commandstats(client)["evalsha"][1]
+                usec[count] = (after - before) / CALIBRATION_SYNCS
+    client.close()
+    per_breaker = max(0.0, (usec[breakers] - usec[1]) / max(1, breakers - 1))
+    return {"fixed_usec": usec[1] - per_breaker, "per_breaker_usec": per_breaker}
 
 
 def _await_ready(proc: subprocess.Popen[str]) -> None:
@@ -266,15 +343,26 @@ def report(result: dict[str, Any]) -> None:
         f"({x['client_commands_per_host_s']:.2f} per host); syncs per host and "
         f"second {x['syncs_per_host_s']:.2f}; {x['sync_usec']:.0f} usec per sync "
         f"of {result['breakers']} breakers ({x['per_breaker_usec']:.1f} per "
-        f"breaker); Redis busy {x['redis_usec_per_s'] / 1e4:.2f} % of a core; "
-        f"agents' sync errors {errors}"
+        f"breaker); Redis busy {x['redis_usec_per_s'] / 1e4:.2f} % of a core "
+        f"(commandstats), CPU {x['redis_cpu_per_s']:.2%} of a core; agents' sync "
+        f"errors {errors}"
     )
     print(
         f"  extrapolated to {TARGET_HOSTS} hosts x {TARGET_WORKERS} workers x "
         f"{TARGET_BREAKERS} breakers (one agent per host: the workers add no "
         f"commands): {x['target_client_commands_per_s']:.0f} client commands/s, "
         f"{x['target_syncs_per_s']:.0f} syncs/s of {x['target_sync_usec'] / 1000:.1f}"
-        f" ms each, Redis busy {x['target_redis_core_fraction']:.0%} of a core"
+        f" ms each, Redis busy {x['target_redis_core_fraction']:.0%} of a core "
+        f"(commandstats) / {x['target_redis_cpu_fraction']:.0%} (CPU time), "
+        f"scaled linearly"
+    )
+    fit = result["calibration"]
+    print(
+        f"  calibrated (one client, {CALIBRATION_SYNCS} syncs of 1 and of "
+        f"{result['breakers']} breakers): a sync costs {fit['fixed_usec']:.0f} usec"
+        f" + {fit['per_breaker_usec']:.1f} usec per breaker, so "
+        f"{x['fitted_sync_usec'] / 1000:.1f} ms for {TARGET_BREAKERS}: Redis busy "
+        f"{x['fitted_redis_core_fraction']:.0%} of a core at {TARGET_HOSTS} hosts"
     )
 
 
