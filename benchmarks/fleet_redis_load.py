@@ -18,8 +18,13 @@ host's breakers in one EVALSHA per tick, and keeps one blocking XREAD of
 the event stream going; a host's worker processes only write their
 breakers' shared segments, which the agent reads. So the commands per
 second scale with the hosts, not with the workers, and Redis time scales
-with hosts x breakers (a sync's script time is taken here as proportional
-to the breakers it carries: an upper bound, since part of it is fixed).
+with hosts x breakers: every sync carries every breaker of its host, quiet
+or not. Two extrapolations are printed: the measured time per sync scaled
+by the breakers (an upper bound: a sync's fixed part scales too), and a
+calibrated one, a sync's script time fitted as fixed + per breaker from
+syncs of 1 and of BREAKERS breakers sent after the run by one client.
+commandstats' usec is wall time inside Redis: on a loaded machine it
+counts time redis-server waited for a CPU, so quote it with the load.
 
     python benchmarks/fleet_redis_load.py host HOST_ID URL NAMESPACE BREAKERS
         one simulated host (what the command above starts); prints "ready"

@@ -5,7 +5,7 @@ each) and reads ``INFO commandstats`` around a quiet stretch. Here a short
 run (HOSTS x BREAKERS, SECONDS) checks its numbers against the agents'
 model: one EVALSHA per host per quiet tick, a blocking XREAD every 500 ms,
 each sync reading every breaker's state, only the commands the fleet's ACL
-allows, and the extrapolation's arithmetic.
+allows, and the extrapolations' arithmetic.
 """
 
 from __future__ import annotations
@@ -69,3 +69,8 @@ def test_short_run_is_consistent() -> None:
     assert x["target_syncs_per_s"] == pytest.approx(200 * per_host)
     usec = commands["evalsha"]["usec"] / calls["evalsha"]
     assert x["target_sync_usec"] == pytest.approx(usec / BREAKERS * 1000)
+    fit = result["calibration"]
+    assert fit["per_breaker_usec"] > 0
+    assert x["fitted_sync_usec"] == pytest.approx(
+        fit["fixed_usec"] + fit["per_breaker_usec"] * 1000
+    )
