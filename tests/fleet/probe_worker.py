@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 #: Set by SIGTERM. Installed before qbreaker is imported (a slow start on a
 #: loaded machine): a worker stopped while it starts still prints its summary.
@@ -55,7 +56,7 @@ def main() -> int:
     pause = float(sys.argv[6]) if len(sys.argv) > 6 else CALL_PAUSE
     config = json.loads(os.environ.get(CONFIG_ENV, "{}"))
     call_timeout = float(config.pop("call_timeout", CALL_TIMEOUT))
-    settings = {
+    settings: dict[str, Any] = {
         "max_failures": MAX_FAILURES,
         "reset_timeout": RESET_TIMEOUT,
         "half_open_max": HALF_OPEN_MAX,
@@ -64,12 +65,8 @@ def main() -> int:
     stop = STOP
     if mode == "fleet":
         fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)
-    breaker = qbreaker.CircuitBreaker(
-        **settings,
-        shared=NAME,
-        fleet=mode == "fleet",
-        **({"fleet_quorum": 2} if mode == "fleet" else {}),
-    )
+        settings.update(fleet=True, fleet_quorum=2)
+    breaker = qbreaker.CircuitBreaker(**settings, shared=NAME)
     calls = 0
     longest_call = longest_breaker = 0.0
     unexpected: list[str] = []
