@@ -1,5 +1,8 @@
 """``python -m qbreaker demo``: a flaky local backend, with and without a breaker.
 
+(``--fleet``: the same backend for several simulated hosts, fleet-wide
+breakers against host-wide ones; see ``.fleet``.)
+
 Two identical backends on 127.0.0.1 follow the same script from the same
 moment: healthy, failing fast (503s), hanging past the client timeout, then
 recovering. The same callers, with the same cache fallback, call one through
@@ -19,8 +22,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TextIO
 
 from qbreaker import IMPLEMENTATION, CircuitBreaker, State, __version__
 
@@ -32,6 +35,8 @@ PERIOD = 0.05  # each caller sends at most one request per period
 CLIENT_TIMEOUT = 0.3
 MAX_FAILURES, HALF_OPEN_MAX = 5, 2
 DEFAULT_SECONDS, MAX_SECONDS = 30.0, 3600.0
+DEFAULT_HOSTS, MIN_HOSTS, MAX_HOSTS = 4, 2, 8
+FLEET_QUORUM = 2  # hosts whose local trips open the fleet, in --fleet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +45,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_seconds,
         default=DEFAULT_SECONDS,
         help=f"how long the demo runs (default: {DEFAULT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="simulated hosts sharing their trips through Redis, side by side "
+        "with the same hosts in host-wide mode",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        type=redis_url,
+        help="with --fleet: the Redis to use (default: start a local "
+        "redis-server for the demo)",
+    )
+    parser.add_argument(
+        "--hosts",
+        metavar="N",
+        type=host_count,
+        help=f"with --fleet: how many simulated hosts per mode "
+        f"(default: {DEFAULT_HOSTS})",
     )
 
 
@@ -57,6 +82,30 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def redis_url(text: str) -> str:
+    """A URL that qbreaker.fleet.connect() accepts; argparse's error names --redis."""
+    from qbreaker.fleet.connection import check_url
+
+    try:
+        return check_url(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def host_count(text: str) -> int:
+    """A whole number of hosts; argparse's error names --hosts."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not MIN_HOSTS <= value <= MAX_HOSTS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of hosts from {MIN_HOSTS} to {MAX_HOSTS} "
+            f"(the fleet opens on a quorum of {FLEET_QUORUM}); got {text!r}"
+        )
+    return value
+
+
 class Timing(NamedTuple):
     """Everything that scales with ``--seconds``."""
 
@@ -65,10 +114,10 @@ class Timing(NamedTuple):
     interval: float  # of the timeline
 
     @classmethod
-    def of(cls, seconds: float) -> Timing:
+    def of(cls, seconds: float, shortest_reset: float = 0.25) -> Timing:
         # Several open/probe cycles fit in the outage (40% of the run), and
         # the timeline has about 30 lines, however long the run.
-        reset = round(min(2.0, max(0.25, seconds / 15)), 2)
+        reset = round(min(2.0, max(shortest_reset, seconds / 15)), 2)
         return cls(seconds, reset, max(0.25, seconds / 30))
 
 
@@ -165,12 +214,22 @@ def protect(side: Side, timing: Timing, printer: Printer) -> None:
     )
 
 
-def drive(side: Side, start: float, end: float, stop: threading.Event) -> None:
-    """One caller: a request per PERIOD until ``end``. A slot that passed while
-    a call hung is skipped, as a blocked caller would: both sides alike."""
-    for slot in range(int((end - start) / PERIOD)):
-        wait = start + slot * PERIOD - time.monotonic()
-        if wait < -PERIOD / 2:
+class Caller(Protocol):
+    def get(self) -> object: ...
+
+
+def drive(
+    side: Caller,
+    start: float,
+    end: float,
+    stop: threading.Event,
+    period: float = PERIOD,
+) -> None:
+    """One caller: a request per ``period`` until ``end``. A slot that passed
+    while a call hung is skipped, as a blocked caller would: both sides alike."""
+    for slot in range(int((end - start) / period)):
+        wait = start + slot * period - time.monotonic()
+        if wait < -period / 2:
             continue
         if stop.wait(max(wait, 0.0)):
             return
@@ -211,7 +270,8 @@ def interval_line(phase: str, protected: Side, bare: Side) -> str:
     )
 
 
-def timeline(sides: Sequence[Side], timing: Timing, printer: Printer) -> None:
+def timeline(line: Callable[[str], str], timing: Timing, printer: Printer) -> None:
+    """Every interval until the end, ``line(phase)`` printed at its end."""
     from .backend import phase_at
 
     ticks = math.ceil(timing.seconds / timing.interval)
@@ -219,7 +279,7 @@ def timeline(sides: Sequence[Side], timing: Timing, printer: Printer) -> None:
         at = printer.start + min(tick * timing.interval, timing.seconds)
         time.sleep(max(0.0, at - time.monotonic()))
         phase = phase_at((tick - 0.5) * timing.interval / timing.seconds)
-        printer(interval_line(phase, *sides), at)
+        printer(line(phase), at)
 
 
 def summary(sides: Sequence[Side], out: TextIO) -> None:
@@ -248,16 +308,24 @@ def summary(sides: Sequence[Side], out: TextIO) -> None:
     )
 
 
-def introduce(timing: Timing, out: TextIO) -> None:
-    from .backend import PHASES, RECOVERY_FAILS_EVERY
+def script_text(seconds: float) -> str:
+    """The backend's script, its phases in seconds of the run."""
+    from .backend import PHASES
 
-    s, begin, script = timing.seconds, 0.0, []
+    begin, script = 0.0, []
     for name, end in PHASES:
-        script.append(f"{name} {begin * s:g}-{end * s:g} s")
+        script.append(f"{name} {begin * seconds:g}-{end * seconds:g} s")
         begin = end
+    return f"backend script: {', '.join(script)}"
+
+
+def introduce(timing: Timing, out: TextIO) -> None:
+    from .backend import RECOVERY_FAILS_EVERY
+
+    s = timing.seconds
     print(
         f"qbreaker {__version__} demo ({IMPLEMENTATION} core), {s:g} s\n"
-        f"backend script: {', '.join(script)}\n"
+        f"{script_text(s)}\n"
         f"  hanging: past the {CLIENT_TIMEOUT:g} s client timeout; recovering: "
         f"1 call in {RECOVERY_FAILS_EVERY} still fails\n"
         f"{CALLERS} callers per side, each one request per {PERIOD * 1000:g} ms; "
@@ -289,6 +357,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .backend import Backend
 
     out = out if out is not None else sys.stdout
+    if getattr(args, "fleet", False):
+        from . import fleet
+
+        return fleet.run(args, out)
+    if getattr(args, "redis", None) is not None or getattr(args, "hosts", None):
+        print("python -m qbreaker demo: --redis and --hosts need --fleet",
+              file=sys.stderr)  # fmt: skip
+        return 2
     timing = Timing.of(float(getattr(args, "seconds", DEFAULT_SECONDS)))
     introduce(timing, out)
     start = time.monotonic()
@@ -304,7 +380,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         try:
             for caller in callers:
                 caller.start()
-            timeline(sides, timing, printer)
+            timeline(lambda phase: interval_line(phase, *sides), timing, printer)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the callers and the backends", file=out)
             return 130
