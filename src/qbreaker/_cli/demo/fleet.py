@@ -34,7 +34,8 @@ from typing import Any, TextIO
 import qbreaker
 from qbreaker import IMPLEMENTATION, __version__
 
-from . import (
+from .backend import OUTAGE, Backend
+from .common import (
     DEFAULT_HOSTS,
     FLEET_QUORUM,
     HALF_OPEN_MAX,
@@ -45,7 +46,6 @@ from . import (
     script_text,
     timeline,
 )
-from .backend import OUTAGE, Backend
 
 NAME = "demo"  # the shared breaker of every host
 WORKERS = 2  # processes per host

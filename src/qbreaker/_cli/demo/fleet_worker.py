@@ -32,7 +32,7 @@ import qbreaker
 from qbreaker import State, fleet
 from qbreaker._word import S_HALF_OPEN, STATE_FIELD
 
-from . import drive
+from .common import drive
 
 MONITOR_INTERVAL = 0.01  # seconds between reads of the host's state
 ORIGIN_SECONDS = 2.0  # how long an open waits for the agent to say why
