@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -219,7 +219,9 @@ def test_a_real_run_shows_the_fleet_sparing_the_dead_backend(
 @pytest.mark.c_extension
 @needs_redis_server
 @pytest.mark.parametrize(
-    ("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)]
+    ("sig", "status"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+    ids=["SIGTERM", "Ctrl-C"],
 )
 def test_a_signal_stops_every_host_and_the_redis_server(
     sig: signal.Signals, status: int, kill_leftovers: list[Watched]
@@ -385,3 +387,50 @@ def test_the_host_wide_demo_is_unchanged_by_the_fleet_options() -> None:
     out = io.StringIO()
     assert demo.run(args, out) == 0
     assert "the breaker spared the failing backend" in out.getvalue()
+
+
+@pytest.mark.fleet
+@pytest.mark.c_extension
+def test_a_given_redis_is_used_and_left_without_the_demos_keys(
+    redis_backend: Any, kill_leftovers: list[Watched]
+) -> None:
+    redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
+    if redis_backend.port is None:
+        pytest.skip(f"needs a real redis-server: {redis_backend.fallback_reason}")
+    url = f"redis://127.0.0.1:{redis_backend.port}/0"
+    client = redis.Redis(host="127.0.0.1", port=redis_backend.port, socket_timeout=5)
+    before = set(client.scan_iter(match="{qb1:demo-*"))
+    seen: set[bytes] = set()
+    run = Watched("--redis", url, "--hosts", "2", "--seconds", "4")
+    kill_leftovers.append(run)
+    while run.proc.poll() is None and not seen:  # the demo's keys, while it runs
+        seen = set(client.scan_iter(match="{qb1:demo-*")) - before
+        time.sleep(0.1)
+    code, out, err = run.finish(timeout=60)
+    assert code == 0, err
+    assert f"Redis: {url}" in out
+    assert seen, "the demo wrote no keys to the given Redis"
+    assert set(client.scan_iter(match="{qb1:demo-*")) == before
+    commands = list(run.children.values())
+    assert not any("redis-server" in c for c in commands), commands
+    assert run.leftovers() == {}
+    client.close()
+
+
+@pytest.mark.fleet
+@needs_redis_server
+def test_the_local_redis_server_is_stopped_and_its_directory_removed() -> None:
+    from qbreaker._cli.demo.local_redis import LocalRedis
+
+    exe = shutil.which("redis-server")
+    assert exe is not None
+    with LocalRedis(exe) as server:
+        assert server.pid is not None
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+        assert alive(server.pid, cmdline)
+        assert re.fullmatch(r"redis://127\.0\.0\.1:\d+/0", server.url)
+        directory = server._dir
+        assert directory is not None and directory.is_dir()
+    # Stopped by the block's end (this process lives on: no parent-death signal).
+    assert not alive(server.pid, cmdline)
+    assert not directory.exists()

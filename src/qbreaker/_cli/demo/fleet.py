@@ -149,11 +149,13 @@ def _package_root() -> str:
 class Demo:
     """Both modes' hosts and backends, and what their workers report."""
 
-    def __init__(self, hosts: int, timing: Timing, redis_url: str) -> None:
+    def __init__(
+        self, hosts: int, timing: Timing, redis_url: str, namespace: str
+    ) -> None:
         config: dict[str, Any] = {
             "name": NAME,
             "redis": redis_url,
-            "namespace": f"demo-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            "namespace": namespace,
             "max_failures": MAX_FAILURES,
             "reset_timeout": timing.reset_timeout,
             "half_open_max": HALF_OPEN_MAX,
@@ -162,13 +164,16 @@ class Demo:
             "quorum": FLEET_QUORUM,
             "timeout": CLIENT_TIMEOUT,
         }
-        self.namespace: str = config["namespace"]
         self.timing = timing
         self.base = Path(tempfile.mkdtemp(prefix="qbreaker-demo-fleet-", dir=_shm()))
-        self.hosts = {
-            mode: [Host(mode, i, self.base, config) for i in range(hosts)]
-            for mode in MODES
-        }
+        try:
+            self.hosts = {
+                mode: [Host(mode, i, self.base, config) for i in range(hosts)]
+                for mode in MODES
+            }
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
         self.backends: dict[str, Backend] = {}
         self.printer: Printer | None = None
         self._ready = threading.Semaphore(0)
@@ -462,9 +467,10 @@ def _run(
                   file=sys.stderr)  # fmt: skip
             return 2
         where = _redacted(redis_url)
-    demo = Demo(hosts, timing, redis_url)
+    namespace = f"demo-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if given:  # a Redis of the user's: the demo's keys are removed at the end
-        stack.callback(_forget, redis_url, demo.namespace)
+        stack.callback(_forget, redis_url, namespace)
+    demo = Demo(hosts, timing, redis_url, namespace)
     stack.callback(demo.stop)
     introduce(hosts, timing, where, out)
     demo.start()
