@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,7 +66,10 @@ class Terminated(Exception):
 
 
 class WorkerFailed(Exception):
-    """A worker exited before its summary."""
+    """A worker did not start, exited early, or did not stop."""
+
+
+OnLine = Callable[["Host", dict[str, Any]], None]
 
 
 class Host:
@@ -87,7 +90,7 @@ class Host:
         self.readers: list[threading.Thread] = []
         self._config = config
 
-    def start(self, on_line: Any) -> None:
+    def start(self, on_line: OnLine) -> None:
         env = {
             **os.environ,
             "QBREAKER_SHM_DIR": str(self.directory),
@@ -135,7 +138,7 @@ class Host:
         return text.strip()[-1500:]
 
 
-def _read_lines(worker: subprocess.Popen[str], host: Host, on_line: Any) -> None:
+def _read_lines(worker: subprocess.Popen[str], host: Host, on_line: OnLine) -> None:
     assert worker.stdout is not None
     for line in worker.stdout:
         if line.startswith("{"):
