@@ -318,7 +318,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         try:
             for caller in callers:
                 caller.start()
-            timeline(lambda phase: interval_line(phase, *sides), timing, printer)
+            timeline(lambda phase, _: interval_line(phase, *sides), timing, printer)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the callers and the backends", file=out)
             return 130

@@ -70,8 +70,10 @@ class Printer:
             print(f"{now - self.start:6.2f}s  {text}", file=self.out, flush=True)
 
 
-def timeline(line: Callable[[str], str], timing: Timing, printer: Printer) -> None:
-    """Every interval until the end, ``line(phase)`` printed at its end."""
+def timeline(
+    line: Callable[[str, float], str], timing: Timing, printer: Printer
+) -> None:
+    """Every interval until the end, ``line(phase, end)`` printed at its end."""
     from .backend import phase_at
 
     ticks = math.ceil(timing.seconds / timing.interval)
@@ -79,7 +81,7 @@ def timeline(line: Callable[[str], str], timing: Timing, printer: Printer) -> No
         at = printer.start + min(tick * timing.interval, timing.seconds)
         time.sleep(max(0.0, at - time.monotonic()))
         phase = phase_at((tick - 0.5) * timing.interval / timing.seconds)
-        printer(line(phase), at)
+        printer(line(phase, at), at)
 
 
 def script_text(seconds: float) -> str:

@@ -180,6 +180,11 @@ class Demo:
         self.backends: dict[str, Backend] = {}
         self.printer: Printer | None = None
         self._ready = threading.Semaphore(0)
+        # Event lines, (when, text), printed in time order at the next
+        # interval's end: a host's open waits for its agent to say why, so
+        # they come in out of order.
+        self._events: list[tuple[float, str]] = []
+        self._events_lock = threading.Lock()
         self._last = {mode: (0, 0) for mode in MODES}  # (reached, probes) so far
 
     @property
@@ -201,15 +206,25 @@ class Demo:
 
     def _changed(self, host: Host, state: str, at: float, why: str) -> None:
         was, host.state = host.state, state
-        printer = self.printer
-        if printer is None:
-            return
         if was == "closed" and state != "closed":
             host.opened.append((at, why))
-            printer(f"*** {host.mode:<9} {host.host_id} open: {why}", at)
+            text = f"open: {why}"
         elif state == "closed":
-            printer(f"*** {host.mode:<9} {host.host_id} closed: the backend is "
-                    "trusted again", at)  # fmt: skip
+            text = "closed: the backend is trusted again"
+        else:
+            return  # a probe's half-open and its verdict: the probe columns
+        with self._events_lock:
+            self._events.append((at, f"*** {host.mode:<9} {host.host_id} {text}"))
+
+    def print_events(self, until: float = float("inf")) -> None:
+        """The event lines up to ``until``, in time order."""
+        assert self.printer is not None
+        with self._events_lock:
+            self._events.sort()
+            due = [event for event in self._events if event[0] <= until]
+            del self._events[: len(due)]
+        for at, text in due:
+            self.printer(text, at)
 
     # -- the run ----------------------------------------------------------------
 
@@ -247,7 +262,9 @@ class Demo:
                 worker.stdin.write(f"go {start!r} {end!r} {url}\n")
                 worker.stdin.flush()
 
-    def interval_line(self, phase: str) -> str:
+    def interval_line(self, phase: str, at: float) -> str:
+        """The interval ending ``at``, after the events it saw."""
+        self.print_events(at)
         cells = []
         for mode in MODES:
             backend = self.backends[mode]
@@ -482,6 +499,7 @@ def _run(
     demo.go(start, stack)
     timeline(demo.interval_line, timing, demo.printer)
     demo.finish()
+    demo.print_events()
     errors = demo.summary(out)
     if errors:
         print("qbreaker raised in the workers (a bug):", *errors, sep="\n  ",
