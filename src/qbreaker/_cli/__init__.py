@@ -19,7 +19,11 @@ from types import ModuleType
 # Each command, with its module in this package and its one-line help.
 COMMANDS = {
     "tour": ("tour", "trace the seed scenario: trip, reject, probe, close"),
-    "demo": ("demo", "a flaky local HTTP backend, with and without breaker"),
+    "demo": (
+        "demo",
+        "a flaky local HTTP backend, with and without breaker "
+        "(--fleet: simulated hosts, fleet-wide against host-wide)",
+    ),
     "bench": ("bench", "a quick benchmark against the twin and the peers"),
     "status": ("admin", "this user's shared breakers on this host"),
     "open": ("admin", "force a shared breaker open, host-wide"),

@@ -1,5 +1,8 @@
 """``python -m qbreaker demo``: a flaky local backend, with and without a breaker.
 
+(``--fleet``: the same backend for several simulated hosts, fleet-wide
+breakers against host-wide ones; see ``.fleet``.)
+
 Two identical backends on 127.0.0.1 follow the same script from the same
 moment: healthy, failing fast (503s), hanging past the client timeout, then
 recovering. The same callers, with the same cache fallback, call one through
@@ -20,17 +23,30 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from qbreaker import IMPLEMENTATION, CircuitBreaker, State, __version__
+
+from .common import (
+    DEFAULT_HOSTS,
+    FLEET_QUORUM,
+    HALF_OPEN_MAX,
+    MAX_FAILURES,
+    MAX_HOSTS,
+    MIN_HOSTS,
+    PERIOD,
+    Printer,
+    Timing,
+    drive,
+    script_text,
+    timeline,
+)
 
 if TYPE_CHECKING:
     from .backend import Backend
 
 CALLERS = 4  # per run
-PERIOD = 0.05  # each caller sends at most one request per period
 CLIENT_TIMEOUT = 0.3
-MAX_FAILURES, HALF_OPEN_MAX = 5, 2
 DEFAULT_SECONDS, MAX_SECONDS = 30.0, 3600.0
 
 
@@ -40,6 +56,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_seconds,
         default=DEFAULT_SECONDS,
         help=f"how long the demo runs (default: {DEFAULT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="simulated hosts sharing their trips through Redis, side by side "
+        "with the same hosts in host-wide mode",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        type=redis_url,
+        help="with --fleet: the Redis to use (default: start a local "
+        "redis-server for the demo)",
+    )
+    parser.add_argument(
+        "--hosts",
+        metavar="N",
+        type=host_count,
+        help=f"with --fleet: how many simulated hosts per mode "
+        f"(default: {DEFAULT_HOSTS})",
     )
 
 
@@ -57,19 +93,28 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-class Timing(NamedTuple):
-    """Everything that scales with ``--seconds``."""
+def redis_url(text: str) -> str:
+    """A URL that qbreaker.fleet.connect() accepts; argparse's error names --redis."""
+    from qbreaker.fleet.connection import check_url
 
-    seconds: float
-    reset_timeout: float  # how long the breaker stays open
-    interval: float  # of the timeline
+    try:
+        return check_url(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
-    @classmethod
-    def of(cls, seconds: float) -> Timing:
-        # Several open/probe cycles fit in the outage (40% of the run), and
-        # the timeline has about 30 lines, however long the run.
-        reset = round(min(2.0, max(0.25, seconds / 15)), 2)
-        return cls(seconds, reset, max(0.25, seconds / 30))
+
+def host_count(text: str) -> int:
+    """A whole number of hosts; argparse's error names --hosts."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not MIN_HOSTS <= value <= MAX_HOSTS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of hosts from {MIN_HOSTS} to {MAX_HOSTS} "
+            f"(the fleet opens on a quorum of {FLEET_QUORUM}); got {text!r}"
+        )
+    return value
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -165,31 +210,6 @@ def protect(side: Side, timing: Timing, printer: Printer) -> None:
     )
 
 
-def drive(side: Side, start: float, end: float, stop: threading.Event) -> None:
-    """One caller: a request per PERIOD until ``end``. A slot that passed while
-    a call hung is skipped, as a blocked caller would: both sides alike."""
-    for slot in range(int((end - start) / PERIOD)):
-        wait = start + slot * PERIOD - time.monotonic()
-        if wait < -PERIOD / 2:
-            continue
-        if stop.wait(max(wait, 0.0)):
-            return
-        side.get()
-
-
-class Printer:
-    """Whole lines, timestamped from the start, from any thread, flushed."""
-
-    def __init__(self, out: TextIO, start: float) -> None:
-        self.out, self.start = out, start
-        self._lock = threading.Lock()
-
-    def __call__(self, text: str, at: float | None = None) -> None:
-        now = time.monotonic() if at is None else at
-        with self._lock:
-            print(f"{now - self.start:6.2f}s  {text}", file=self.out, flush=True)
-
-
 HEADER = (
     "reached: calls the backend received; failed: errors and timeouts, each "
     "served\nstale; fast: rejected without a call, served stale; probes: "
@@ -209,17 +229,6 @@ def interval_line(phase: str, protected: Side, bare: Side) -> str:
         f"{a['stale']:5} {'-' if probes == '0/0' else probes:>7} "
         f"| {b['reached']:7} {b['failed']:6}"
     )
-
-
-def timeline(sides: Sequence[Side], timing: Timing, printer: Printer) -> None:
-    from .backend import phase_at
-
-    ticks = math.ceil(timing.seconds / timing.interval)
-    for tick in range(1, ticks + 1):
-        at = printer.start + min(tick * timing.interval, timing.seconds)
-        time.sleep(max(0.0, at - time.monotonic()))
-        phase = phase_at((tick - 0.5) * timing.interval / timing.seconds)
-        printer(interval_line(phase, *sides), at)
 
 
 def summary(sides: Sequence[Side], out: TextIO) -> None:
@@ -249,15 +258,12 @@ def summary(sides: Sequence[Side], out: TextIO) -> None:
 
 
 def introduce(timing: Timing, out: TextIO) -> None:
-    from .backend import PHASES, RECOVERY_FAILS_EVERY
+    from .backend import RECOVERY_FAILS_EVERY
 
-    s, begin, script = timing.seconds, 0.0, []
-    for name, end in PHASES:
-        script.append(f"{name} {begin * s:g}-{end * s:g} s")
-        begin = end
+    s = timing.seconds
     print(
         f"qbreaker {__version__} demo ({IMPLEMENTATION} core), {s:g} s\n"
-        f"backend script: {', '.join(script)}\n"
+        f"{script_text(s)}\n"
         f"  hanging: past the {CLIENT_TIMEOUT:g} s client timeout; recovering: "
         f"1 call in {RECOVERY_FAILS_EVERY} still fails\n"
         f"{CALLERS} callers per side, each one request per {PERIOD * 1000:g} ms; "
@@ -289,6 +295,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .backend import Backend
 
     out = out if out is not None else sys.stdout
+    if getattr(args, "fleet", False):
+        from . import fleet
+
+        return fleet.run(args, out)
+    if getattr(args, "redis", None) is not None or getattr(args, "hosts", None):
+        print("python -m qbreaker demo: --redis and --hosts need --fleet",
+              file=sys.stderr)  # fmt: skip
+        return 2
     timing = Timing.of(float(getattr(args, "seconds", DEFAULT_SECONDS)))
     introduce(timing, out)
     start = time.monotonic()
@@ -304,7 +318,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         try:
             for caller in callers:
                 caller.start()
-            timeline(sides, timing, printer)
+            timeline(lambda phase, _: interval_line(phase, *sides), timing, printer)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the callers and the backends", file=out)
             return 130
