@@ -232,17 +232,6 @@ def test_recovery_probes_fleet_wide(recovery: Recovery) -> None:
 
 
 @pytest.mark.fleet
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a fleet close closes only the cells the fleet opened (the agent's "
-        "track.owned): a host whose cell tripped locally before the fleet "
-        "opened is held open during the fleet's open, and when the probing "
-        "host's verdict closes the fleet its hold lapses and it half-opens "
-        "and probes on its own: up to HOSTS - 1 hosts probe at once, under a "
-        "closed fleet"
-    ),
-)
 def test_no_host_probes_alone_after_the_fleet_closed(recovery: Recovery) -> None:
     assert not recovery.after_close
 

@@ -156,6 +156,22 @@ def test_a_fleet_close_closes_only_what_the_fleet_opened(host_dir: str) -> None:
     assert here.breaker.state == qbreaker.State.OPEN
 
 
+def test_a_fleet_close_closes_a_local_open_the_fleet_held(here: Fleet) -> None:
+    # This host's trip completes the quorum: its own open is held by the
+    # fleet's. When the fleet closes (here by a reset; a probe's verdict
+    # alike), the cell closes with it: left open, its hold would lapse and
+    # it would probe alone under a closed fleet.
+    here.trip_elsewhere("h2")
+    here.trip_here()
+    here.agent.step()
+    assert here.fleet_state().state == "open"
+    assert here.breaker.metrics().fleet.origin == "local"
+    here.backend.force("pay", "reset", by="ops")
+    here.agent.sync()
+    assert here.fleet_state().state == "closed"
+    assert here.breaker.state == qbreaker.State.CLOSED
+
+
 def test_events_apply_a_decision_without_waiting_for_a_tick(here: Fleet) -> None:
     here.agent.step()
     here.backend.force("pay", "open", by="ops")

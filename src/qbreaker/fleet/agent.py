@@ -577,8 +577,16 @@ class Agent:
                 # The fleet's open ended: the cell half-opens at its next call.
                 changed = bool(b._expire_open(generation))
         elif fleet.state == "closed":
-            if track.owned is not None and state in ("open", "half-open"):
-                changed = bool(b._close_if(track.owned))
+            if state in ("open", "half-open"):
+                if track.owned is not None:
+                    changed = bool(b._close_if(track.owned))
+                elif track.open_fgen:
+                    # A local open the fleet held through its open and its
+                    # probe: the fleet's verdict closes it too, else every
+                    # such host would probe alone after the fleet closed.
+                    # A local open made while the fleet was closed (one bad
+                    # host) has no open_fgen and stands.
+                    changed = bool(b._close_if(generation))
                 track.seen = track.view()[:2]
             track.owned = None
             track.open_fgen = 0
