@@ -353,10 +353,18 @@ def _cluster_trip_and_recovery(
     reached = {
         h.host_id: backend.calls_from(h.host_id, all_open, closed_at) for h in hosts
     }
+    since = f"{int((all_open + wall_offset) * 1000)}-0"
+    transitions = [
+        _transition(fields)
+        for _, fields in view._client.xrange(view.keys[-1], min=since)
+    ]
     figures[
         "recovery: calls that reached the backend until the fleet closed, by host "
         "(bound: only the lease holder's)"
-    ] = f"{reached} (the holder: {prober}); every host closed {took:.2f} s after"
+    ] = (
+        f"{reached} (the holder: {prober}); every host closed {took:.2f} s after; "
+        f"the fleet's transitions: {transitions}"
+    )
     assert [h for h, n in reached.items() if n] == [prober]
 
 
@@ -467,6 +475,8 @@ def test_six_node_cluster_failover_during_an_open_fleet(
                 phases["CLUSTER FAILOVER"] = (started, time.monotonic())
             with node_client(replica) as node:
                 now = node.info("commandstats").get("cmdstat_evalsha", {})
+            with node_client(master) as node:
+                moved = node.info("errorstats").get("errorstat_MOVED", {})
             after = fleet_state(view)
         finally:
             view.close()
@@ -478,7 +488,8 @@ def test_six_node_cluster_failover_during_an_open_fleet(
         f"(bound 2 ticks of the promotion)"
     ] = (
         f"{took * 1000:.0f} ms; scripts run there since: "
-        f"{now.get('calls', 0) - syncs.get('calls', 0)}"
+        f"{now.get('calls', 0) - syncs.get('calls', 0)}; MOVED replies of the "
+        f"old master: {moved.get('count', 0)}"
     )
     figures["the fleet across the failover (bound: the same state and generation)"] = (
         f"{before.state} g{before.generation} -> {after.state} g{after.generation}"
