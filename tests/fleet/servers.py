@@ -254,7 +254,7 @@ def redis_cluster(workdir: Path, masters: int, replicas: int = 0) -> Iterator[Cl
                     f"nodes-{port}.conf",
                     "--cluster-node-timeout",
                     "2000",
-                )  # fmt: skip
+                )
             )
         for port in ports:
             with node_client(port) as node:
@@ -350,7 +350,6 @@ def sentinel_group(
     *,
     link: Callable[[int], Any] | None = None,
     failover_timeout_ms: int = 4000,
-    extra: tuple[str, ...] = (),
 ) -> Iterator[SentinelGroup]:
     """A master, a replica (through ``link(master_port)``, a proxy, if
     given) and three Sentinels, every Sentinel ready to promote the replica.
@@ -362,7 +361,7 @@ def sentinel_group(
     with ExitStack() as stack:
         processes = {
             "master": stack.enter_context(
-                redis_process(workdir, "master", "--port", str(master), *extra)
+                redis_process(workdir, "master", "--port", str(master))
             )
         }
         proxy = None if link is None else link(master)
@@ -376,8 +375,7 @@ def sentinel_group(
                 "--replicaof",
                 "127.0.0.1",
                 str(upstream),
-                *extra,
-            )  # fmt: skip
+            )
         )
         with node_client(replica) as client:
             wait_for(
@@ -394,7 +392,7 @@ def sentinel_group(
                     f"sentinel-{i}",
                     "--sentinel",
                     config=sentinel_config(port, service, master, failover_timeout_ms),
-                )  # fmt: skip
+                )
             )
         for i, port in enumerate(group.sentinels):
             wait_for(
