@@ -332,13 +332,18 @@ def _text(value: Any) -> str:
 
 
 def sentinel_config(
-    port: int, service: str, master: int, failover_timeout_ms: int = 4000
+    port: int,
+    service: str,
+    master: int,
+    failover_timeout_ms: int = 4000,
+    down_after_ms: int = 1000,
 ) -> str:
-    """A Sentinel that sees ``master`` down after 1 s (two of three agree)."""
+    """A Sentinel that sees ``master`` down after ``down_after_ms`` (two of
+    three agree)."""
     return (
         f"port {port}\n"
         f"sentinel monitor {service} 127.0.0.1 {master} 2\n"
-        f"sentinel down-after-milliseconds {service} 1000\n"
+        f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
         f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
     )
 
@@ -350,13 +355,16 @@ def sentinel_group(
     *,
     link: Callable[[int], Any] | None = None,
     failover_timeout_ms: int = 4000,
+    down_after_ms: int = 1000,
 ) -> Iterator[SentinelGroup]:
     """A master, a replica (through ``link(master_port)``, a proxy, if
     given) and three Sentinels, every Sentinel ready to promote the replica.
 
     With a proxy, a Sentinel re-points the replica at the master itself once
     ``failover_timeout_ms`` has passed since it saw it replicate elsewhere
-    (``+fix-slave-config``): keep that longer than the test."""
+    (``+fix-slave-config``): keep that longer than the test. A master that
+    does not answer the Sentinels for ``down_after_ms`` (a loaded machine's
+    stall too) is failed over."""
     master, replica = free_port(), free_port()
     with ExitStack() as stack:
         processes = {
@@ -391,7 +399,9 @@ def sentinel_group(
                     workdir,
                     f"sentinel-{i}",
                     "--sentinel",
-                    config=sentinel_config(port, service, master, failover_timeout_ms),
+                    config=sentinel_config(
+                        port, service, master, failover_timeout_ms, down_after_ms
+                    ),
                 )
             )
         for i, port in enumerate(group.sentinels):
