@@ -10,12 +10,13 @@ against real redis-server processes on 127.0.0.1 (servers.py):
   namespace's slot during an open fleet;
 - a 6-node Cluster (3 masters, 3 replicas): ``CLUSTER FAILOVER`` on the
   replica of the namespace's slot master during an open fleet;
-- Sentinel: the master killed during an outage (fleet open) with the
-  replica's link cut first, so the failover loses the trip (a lower fleet
-  generation; a strict xfail while agents that heard of the open only from
-  the event stream do not re-seed); and killed during recovery while a host
-  holds the probe lease, its probe in flight, so that its verdict arrives at
-  the new master after the lease expired there.
+- Sentinel (the master killed, then ``SENTINEL FAILOVER``): during an
+  outage (fleet open), the replica's link cut first, so that the failover
+  loses the trip (a lower fleet generation; a strict xfail while agents
+  that heard of the open only from the event stream do not re-seed); and
+  during recovery, while a host holds the probe lease with its probe in
+  flight, so that its verdict arrives at the new master after the lease
+  expired there.
 
 Every figure is printed with its bound (run with ``-s``). A tick is the
 agents' quiet sync interval, 1 s.
