@@ -72,6 +72,30 @@ def test_a_fleet_generation_that_went_back_is_reseeded_and_never_closes_a_cell(
     assert here.breaker.state == qbreaker.State.OPEN
 
 
+def test_a_generation_known_only_from_an_event_that_went_back_is_reseeded(
+    host_dir: str,
+) -> None:
+    # The agent hears of the fleet's open from the event stream alone (no
+    # sync reply carried that generation), then a failover loses it: the
+    # next reply's lower generation is a loss all the same.
+    here = Fleet(MemoryBackend())
+    here.agent.step()
+    replica = snapshot(here.backend)
+    here.trip_elsewhere("h2", "h3")
+    (opened,) = [s for s in here.backend.view() if s.name == "pay"]
+    here.agent.apply_event(opened)
+    assert here.breaker.state == qbreaker.State.OPEN
+    assert here.agent.tracks["pay"].replied_generation == 0
+
+    fail_over_to(here.backend, replica)
+    here.agent.sync()  # "closed", generation 0, below the event's 1
+    assert here.breaker.state == qbreaker.State.OPEN
+    here.agent.sync()  # the re-seed
+    state = here.fleet_state()
+    assert (state.state, state.reason) == ("open", "reseed")
+    assert here.breaker.state == qbreaker.State.OPEN
+
+
 class AlwaysNoScript:
     """A client whose script cache never keeps a script (a proxy in front
     of nodes that lost theirs, say): it counts the loads."""

@@ -12,8 +12,8 @@ against real redis-server processes on 127.0.0.1 (servers.py):
   replica of the namespace's slot master during an open fleet;
 - Sentinel (the master killed, then ``SENTINEL FAILOVER``): during an
   outage (fleet open), the replica's link cut first, so that the failover
-  loses the trip (a lower fleet generation; a strict xfail while agents
-  that heard of the open only from the event stream do not re-seed); and
+  loses the trip (a lower fleet generation than the agents applied, some
+  of them from the event stream only: they re-seed); and
   during recovery, while a host holds the probe lease with its probe in
   flight, so that its verdict arrives at the new master after the lease
   expired there.
@@ -272,7 +272,7 @@ def added_ms(
 
 def require(condition: object, what: str) -> None:
     """A step's precondition: it fails the test as an error of the run, never
-    as an AssertionError (which the xfail below expects of its bound only)."""
+    as an AssertionError of a bound."""
     if not condition:
         pytest.fail(what)
 
@@ -590,18 +590,6 @@ def _seconds_until(condition: Any, timeout: float) -> float | None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "an agent that learned the fleet's open from the event stream, with no "
-        "sync reply carrying its generation yet, does not see that a failover "
-        "lost it: Agent._generation_went_back compares reply generations only, "
-        "and Agent.apply drops the promoted replica's lower generation as an "
-        "older decision. No agent re-seeds: each holds the lost open, and the "
-        "fleet stays closed on the new master"
-    ),
-)
 def test_sentinel_failover_that_loses_the_trip_during_an_outage(
     world: dict[str, Any],
 ) -> None:

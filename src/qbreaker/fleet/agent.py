@@ -339,6 +339,13 @@ class Agent:
         with self.lock:
             if self.pending is None:
                 self.pending = self._request()
+            # What this host had applied when it sent (replies and events
+            # alike): one master answers with no lower generation.
+            floors = {
+                name: t.fleet.generation
+                for name, t in self.tracks.items()
+                if t.fleet is not None
+            }
         try:
             if not self.guard.allow():
                 raise _GuardOpen
@@ -374,7 +381,7 @@ class Agent:
             self.errors = 0
             self.unreachable = False
             self.good_syncs += 1
-            done = self._acknowledge(reply)
+            done = self._acknowledge(reply, floors)
             busy = self._apply_reply(reply)
         self.last_good_sync = time.time()
         self.set_connected(True, None)
@@ -438,7 +445,7 @@ class Agent:
             return LeaseRequest(fleet.generation, True)
         return None
 
-    def _acknowledge(self, reply: SyncReply) -> bool:
+    def _acknowledge(self, reply: SyncReply, floors: dict[str, int]) -> bool:
         """Take the reply's news; False if another sync must follow at once
         (the request again, or the re-seed of a backend that lost its data)."""
         pending = self.pending
@@ -465,22 +472,24 @@ class Agent:
         lost = (self.epoch is not None and reply.epoch != self.epoch) or (
             reply.version < self.version
         )
-        lost = self._generation_went_back(reply) or lost
+        lost = self._generation_went_back(reply, floors) or lost
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
         return not (behind or lost)
 
-    def _generation_went_back(self, reply: SyncReply) -> bool:
+    def _generation_went_back(self, reply: SyncReply, floors: dict[str, int]) -> bool:
         """A failover that lost writes: a breaker's fleet generation below
-        the one an earlier reply gave, whatever the epoch and version say.
-        Only replies are compared: they come in order, while an event may
-        run ahead of the reply of a sync sent before it."""
+        the one an earlier reply gave, or the one applied (from a reply or
+        an event) when this sync was sent, whatever the epoch and version
+        say. An event read after the send may run ahead of this reply, so
+        ``floors`` is taken at the send."""
         back = False
         for state in reply.states:
             track = self.tracks.get(state.name)
             if track is not None:
-                back = back or state.generation < track.replied_generation
+                floor = max(track.replied_generation, floors.get(state.name, 0))
+                back = back or state.generation < floor
                 track.replied_generation = state.generation
         return back
 
