@@ -278,6 +278,7 @@ def _stream_trimmed(m: Matrix) -> None:
     watching.start()
     time.sleep(0.2)  # the reader is blocked
     script = _script("force")
+    m.client.script_load(script.text)  # EVALSHA in MULTI cannot load it
     transaction = m.client.pipeline(transaction=True)
     # The force script's arguments, as RedisBackend._run sends them.
     transaction.evalsha(script.sha, len(m.fleet.keys), *m.fleet.keys,
@@ -287,6 +288,7 @@ def _stream_trimmed(m: Matrix) -> None:
     transaction.execute()
     took = wait_for(lambda: m.cells(State.OPEN), 10, "every host to open")
     watching.join(5)
+    reader.close()
     delivered = sum(len(entries) for _, entries in (seen[0] or ())) if seen else -1
     assert m.client.xlen(stream) == 0 and delivered == 0, seen
     within = m.figure(
