@@ -23,7 +23,10 @@ order:
 
 Every figure is printed with its bound (run with ``-s``); the breaker
 operations of the workers in each fault are compared with a baseline.
-``QBREAKER_MATRIX_HOSTS`` / ``QBREAKER_MATRIX_WORKERS`` size the run.
+``QBREAKER_MATRIX_HOSTS`` / ``QBREAKER_MATRIX_WORKERS`` size the run (about
+70 s at 6 x 3 here). Marked ``fleet_heavy`` besides: Redis out of memory for
+30 s (the issue's outage length), its WARNING lines per host. Last, the
+matrix's findings held by the agent alone, as strict xfails.
 """
 
 from __future__ import annotations
@@ -83,7 +86,10 @@ NEW_PASSWORD = "matrix-rotated-secret"  # noqa: S105 - a test's own server
 class Matrix:
     """The run's hosts, proxies, Redis and figures, and what each phase uses."""
 
-    def __init__(self, world: dict[str, Any]) -> None:
+    def __init__(
+        self, world: dict[str, Any], hosts: int = HOSTS, workers: int = WORKERS
+    ) -> None:
+        self.workers = workers
         self.redis: RedisProcess = world["redis"]
         self.backend: CountingBackend = world["backend"]
         self.namespace: str = world["namespace"]
@@ -94,7 +100,7 @@ class Matrix:
         self.summaries: list[dict[str, Any]] = []
         #: Seconds from the backend's return to every cell closed.
         self.recoveries: list[float] = []
-        for index in range(1, HOSTS + 1):
+        for index in range(1, hosts + 1):
             host_id = f"host{index}"
             proxy = FaultProxy(self.redis.port)
             self.proxies[host_id] = proxy
@@ -116,7 +122,7 @@ class Matrix:
 
     def start(self) -> None:
         for host in self.hosts:
-            host.start(WORKERS, log_stderr=True)
+            host.start(self.workers, log_stderr=True)
         for host in self.hosts:
             wait_for(
                 lambda h=host: h.fleet_state() == "closed" and h.status().connected,
@@ -172,6 +178,20 @@ class Matrix:
             timeout=60,
         )
 
+    def print(self, title: str) -> None:
+        """Every figure, with the run's size, date and load."""
+        print(
+            f"\n{title} ({len(self.hosts)} hosts x {self.workers} workers, "
+            f"{time.strftime('%Y-%m-%d')}, load {_load()}):"
+        )
+        if self.recoveries:
+            self.figures[
+                "backend back after each outage -> every cell closed (reset_timeout "
+                f"{e2e_worker.RESET_TIMEOUT:g} s)"
+            ] = ", ".join(f"{took:.1f} s" for took in self.recoveries)
+        for what, value in self.figures.items():
+            print(f"  {what}: {value}")
+
     def recover(self) -> None:
         """The backend back: a probe closes the fleet, every cell closes."""
         self.backend.fail_all = False
@@ -220,17 +240,24 @@ def test_redis_fault_matrix(world: dict[str, Any]) -> None:
         _calls(matrix)
     finally:
         matrix.close()
-        print(
-            f"\nfleet fault matrix, Redis faults ({HOSTS} hosts x {WORKERS} "
-            f"workers, {time.strftime('%Y-%m-%d')}, load {_load()}):"
-        )
-        if matrix.recoveries:
-            matrix.figures[
-                "backend back after each outage -> every cell closed (reset_timeout "
-                f"{e2e_worker.RESET_TIMEOUT:g} s)"
-            ] = ", ".join(f"{took:.1f} s" for took in matrix.recoveries)
-        for what, value in matrix.figures.items():
-            print(f"  {what}: {value}")
+        matrix.print("fleet fault matrix, Redis faults")
+
+
+#: The issue's Redis outage for the WARNING count (fleet_heavy: 30 s).
+LONG_FAULT = 30.0
+
+
+@pytest.mark.fleet_heavy
+def test_redis_out_of_memory_for_30_s_logs_at_most_two_warnings_per_host(
+    world: dict[str, Any],
+) -> None:
+    matrix = Matrix(world, hosts=2, workers=1)
+    try:
+        matrix.start()
+        _out_of_memory(matrix, LONG_FAULT)
+    finally:
+        matrix.close()
+        matrix.print(f"Redis out of memory for {LONG_FAULT:g} s")
 
 
 def _load() -> str:
@@ -302,7 +329,7 @@ def _stream_trimmed(m: Matrix) -> None:
     wait_for(lambda: m.cells(State.CLOSED), 10, "every host to close")
 
 
-def _out_of_memory(m: Matrix) -> None:
+def _out_of_memory(m: Matrix, lasting: float = FAULT) -> None:
     m.client.config_set("maxmemory-policy", "noeviction")
     before = {h.host_id: _logged(h) for h in m.hosts}
     with m.timed("out of memory"):
@@ -312,7 +339,7 @@ def _out_of_memory(m: Matrix) -> None:
             10,
             "every host to show degraded while Redis is out of memory",
         )
-        time.sleep(max(0.0, FAULT - seen))
+        time.sleep(max(0.0, lasting - seen))
         alive = all(w.poll() is None for h in m.hosts for w in h.workers)
         errors = {h.host_id: h.status().last_error for h in m.hosts}
         m.client.config_set("maxmemory", "0")
@@ -324,7 +351,7 @@ def _out_of_memory(m: Matrix) -> None:
     took = wait_for(m.all_connected, 30, "every host to sync after memory is back")
     within = m.figure(
         "Redis out of memory for "
-        f"{FAULT:g} s, memory restored -> every host syncing (the agent backs off "
+        f"{lasting:g} s, memory restored -> every host syncing (the agent backs off "
         f"up to {fleet_agent.BACKOFF_MAX:g} s after errors Redis answers)",
         CONVERGE,
         took,
@@ -502,7 +529,7 @@ def _rolling_policy_change(m: Matrix) -> None:
     for h in rolled:
         h.env[matrix_worker.MAX_FAILURES_ENV] = "5"
         h.env[matrix_worker.RESET_TIMEOUT_ENV] = "4.0"
-        h.start(WORKERS, log_stderr=True)
+        h.start(m.workers, log_stderr=True)
     started = time.monotonic()
     for h in rolled:
         wait_for(lambda h=h: h.status().connected and h.fleet_state() == "closed",
