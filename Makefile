@@ -128,6 +128,10 @@ ci-after-suite: check-core soak tsan lint-workflows wheels test-wheels ## ci's s
 fleet-e2e: ## the fleet end to end (real redis-server, 5 hosts x 2 workers), with its figures
 	$(PYTHON) -m pytest -m fleet -s -q -p no:cacheprovider tests/fleet/test_e2e.py
 
+.PHONY: fleet-redis-faults
+fleet-redis-faults: ## the fleet's Redis faults (6 hosts x 3 workers; QBREAKER_MATRIX_HOSTS/_WORKERS), with their figures
+	$(PYTHON) -m pytest -m fleet -s -q -p no:cacheprovider tests/fleet/test_fault_matrix_redis.py
+
 .PHONY: fleet-pair
 fleet-pair: ## a shared breaker's allow()+record_success() with and without fleet=True: callgrind instructions, timing ratio
 	$(PYTHON) benchmarks/fleet_pair.py
