@@ -26,7 +26,9 @@ operations of the workers in each fault are compared with a baseline.
 ``QBREAKER_MATRIX_HOSTS`` / ``QBREAKER_MATRIX_WORKERS`` size the run (about
 70 s at 6 x 3 here). Marked ``fleet_heavy`` besides: Redis out of memory for
 30 s (the issue's outage length), its WARNING lines per host. Last, the
-matrix's findings held by the agent alone, as strict xfails.
+matrix's findings checked on the agent alone (no Redis, no timing): the
+backoff after errors Redis answers, the refused password named, and a
+rolling change of max_failures alone.
 """
 
 from __future__ import annotations
@@ -352,22 +354,26 @@ def _out_of_memory(m: Matrix, lasting: float = FAULT) -> None:
     within = m.figure(
         "Redis out of memory for "
         f"{lasting:g} s, memory restored -> every host syncing (the agent backs off "
-        f"up to {fleet_agent.BACKOFF_MAX:g} s after errors Redis answers)",
+        "up to a quiet tick after errors Redis answers)",
         CONVERGE,
         took,
     )
     assert m.cells(State.CLOSED)
-    # Held to what the agent's backoff allows; the issue's 2 ticks is printed.
-    assert within or took <= fleet_agent.BACKOFF_MAX + TICK
-    _held_to_two_warnings(m, "Redis out of memory", before, m.hosts)
+    assert within
+    _held_to_warnings(m, "Redis out of memory", before, m.hosts)
 
 
-def _held_to_two_warnings(
-    m: Matrix, fault: str, before: dict[str, dict[str, list[str]]], of: list[Host]
+def _held_to_warnings(
+    m: Matrix,
+    fault: str,
+    before: dict[str, dict[str, list[str]]],
+    of: list[Host],
+    bound: int = 2,
 ) -> None:
-    """At most 2 WARNING lines per host (``of``) since ``before``: the loss
-    and the return. The protected breaker's own transitions (a failing
-    backend's, not Redis's) are counted apart."""
+    """At most ``bound`` WARNING lines per host (``of``) since ``before``: the
+    loss and the return (and, for a changed password, the refusal named
+    once). The protected breaker's own transitions (a failing backend's, not
+    Redis's) are counted apart."""
     own = f"circuit breaker '{NAME}':"
     lines, transitions = {}, 0
     for h in of:
@@ -375,10 +381,10 @@ def _held_to_two_warnings(
         lines[h.host_id] = [line for line in found if own not in line]
         transitions += len(found) - len(lines[h.host_id])
     counts = {host: len(found) for host, found in lines.items()}
-    m.figures[f"{fault}: WARNING lines per host, the fault and its end (bound 2)"] = (
+    m.figures[f"{fault}: WARNING lines per host, the fault and its end (bound {bound})"] = (
         f"{counts} (and {transitions} of the breaker's own transitions)"
     )
-    assert all(n <= 2 for n in counts.values()), lines
+    assert all(n <= bound for n in counts.values()), lines
 
 
 def _killed_and_restarted_empty(m: Matrix) -> None:
@@ -428,7 +434,7 @@ def _killed_and_restarted_empty(m: Matrix) -> None:
         watching.set()
         watcher.join(5)
     reason = m.fleet_now().reason
-    _held_to_two_warnings(m, "Redis killed and restarted", before, m.hosts)
+    _held_to_warnings(m, "Redis killed and restarted", before, m.hosts)
     within = m.figure(
         "Redis killed during an open fleet and restarted empty -> every host "
         f"synced the new epoch, the fleet open again ({reason}); cells closed "
@@ -475,7 +481,7 @@ def _partitioned(m: Matrix) -> None:
 
     wait_for(converged, 15, "the healed hosts to converge")
     took = time.monotonic() - healed
-    _held_to_two_warnings(m, f"{count} host(s) partitioned", before, cut)
+    _held_to_warnings(m, f"{count} host(s) partitioned", before, cut)
     within = m.figure(
         f"{count} host(s) partitioned during a trip, healed -> they hold the "
         "fleet's generation",
@@ -585,7 +591,12 @@ def _password_changed(m: Matrix) -> None:
     took = wait_for(m.all_connected, 30, "every host to sync with the new password")
     time.sleep(TICK)
     lines = {h.host_id: _warned_since(h, before[h.host_id]) for h in m.hosts}
-    _held_to_two_warnings(m, "Redis password changed", before, m.hosts)
+    # The connections' loss, Redis refusing the old password (a new cause,
+    # named once), the return.
+    _held_to_warnings(m, "Redis password changed", before, m.hosts, bound=3)
+    assert all(
+        any("AuthenticationError" in line for line in found) for found in lines.values()
+    ), lines
     m.figures["Redis password changed: the first host's first WARNING line"] = (
         f"{lines[m.hosts[0].host_id][:1]}"
     )
@@ -597,7 +608,7 @@ def _password_changed(m: Matrix) -> None:
     )
     assert all("Authentication" in e for e in errors.values()), errors
     assert all(any("lost" in line for line in found) for found in lines.values()), lines
-    assert within or took <= fleet_agent.BACKOFF_MAX + TICK
+    assert within
     assert m.fleet_now().state == "closed"
 
 
@@ -669,14 +680,6 @@ class _Switched:
         return self.inner.view(time_ms=time_ms)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after errors Redis answers (out of memory, refused credentials) the "
-    "agent backs off with full jitter up to BACKOFF_MAX (10 s) before its next "
-    "sync: a Redis whose memory is restored is seen again up to 10 s later, not "
-    "within the issue's 2 ticks (over 6 matrix runs: 1.5 to 6.0 s after memory "
-    "was restored, 0.6 to 6.9 s after the new password was given)",
-)
 def test_after_redis_ran_out_of_memory_the_next_sync_is_within_two_ticks(
     host_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -694,14 +697,6 @@ def test_after_redis_ran_out_of_memory_the_next_sync_is_within_two_ticks(
     assert here.agent.next_sync - now <= CONVERGE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent logs one WARNING per change of connectivity, with the "
-    "error that ended it: a password changed under running agents (their "
-    "connections killed) is logged as 'Connection closed by server'; the "
-    "AuthenticationError of every try after it is only in "
-    "fleet.status().last_error",
-)
 def test_a_changed_password_is_named_in_the_hosts_warning(host_dir: str) -> None:
     backend = _Switched()
     here = Fleet(backend)

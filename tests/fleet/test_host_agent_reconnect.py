@@ -129,8 +129,12 @@ def test_a_backend_answering_with_errors_gets_backoff_with_jitter(
         waits.append(agent.next_sync - now)
         now = agent.next_sync
     late = waits[10:]
-    # Full jitter up to BACKOFF_MAX: spread out, and mostly past a tick.
-    assert max(late) > 4 * agent.hot_interval
+    # Doubling from a hot tick up to the quiet tick, jittered over its upper
+    # half: spread out, never more than a tick (a fixed backend is seen
+    # within one), never more than two tries a second.
+    assert waits[0] <= agent.hot_interval * 2
+    assert max(waits) <= agent.sync_interval
+    assert min(late) >= agent.sync_interval / 2
     assert len(set(late)) > 10
 
 

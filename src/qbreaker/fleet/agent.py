@@ -35,8 +35,10 @@ while it holds the lease. ``Agent`` is one loop:
 Redis trouble never reaches a call: the agent guards its backend calls with
 a breaker of its own, publishes ``connected=False`` in the control segment
 and logs ONE warning per change of connectivity; the cells go on as
-host-wide breakers. A backend that answers with errors gets backoff (full
-jitter, up to BACKOFF_MAX); one that cannot be reached gets one sync attempt
+host-wide breakers, and once more while degraded if the backend's answer
+names another cause (a changed password after a dropped connection). A
+backend that answers with errors gets backoff (doubling up to a quiet tick,
+jittered); one that cannot be reached gets one sync attempt
 a tick (one connection attempt in flight per host: the events thread waits
 for the sync loop to reconnect), so its return is noticed within a tick.
 A backend that lost its data (a new epoch, or a namespace version that went
@@ -78,7 +80,7 @@ REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
 # change is news for people, not for the cells.
 CONFLICT_INTERVAL = 10.0
 LEASE_RENEW_MS = LEASE_MS // 6
-BACKOFF_MAX = 10.0  # seconds: the longest wait after failing syncs
+BACKOFF_MAX = 10.0  # seconds: the longest wait after failing event reads
 # A blocked read that outlives its socket timeout (this + timeout) is a frozen
 # Redis: short enough to say so within a second.
 EVENTS_BLOCK_MS = 500
@@ -177,6 +179,8 @@ class Agent:
         self.connected: bool | None = None
         self.degraded_since: float | None = None
         self.last_error: str | None = None
+        # The kinds of error already told in a WARNING line this outage.
+        self._causes_told: set[str] = set()
         self.last_good_sync: float | None = None
         self.applied = 0  # fleet states that changed a cell
         self.counters = counters if counters is not None else AgentCounters()
@@ -370,11 +374,12 @@ class Agent:
                 self.next_sync = now + self.hot_interval
             else:
                 # A backend that answers with errors (out of memory, refused
-                # credentials, loading): backoff with full jitter.
-                delay = random.uniform(
-                    0, min(BACKOFF_MAX, self.hot_interval * 2**self.errors)
-                )
-                self.next_sync = now + max(delay, self.hot_interval / 4)
+                # credentials, loading): backoff, doubling from a hot tick up
+                # to the quiet tick, jittered over its upper half. At most
+                # two tries a second per host, and a backend that is fixed
+                # is seen within a tick: the fleet reconverges in two.
+                delay = min(self.sync_interval, self.hot_interval * 2**self.errors)
+                self.next_sync = now + random.uniform(delay / 2, delay)
             self.set_connected(False, None if isinstance(exc, _GuardOpen) else exc)
             return False
         with self.lock:
@@ -630,12 +635,15 @@ class Agent:
             self.last_error = _describe_error(error, self.info.get("password"))
         if connected == self.connected:
             if not connected:
+                if error is not None and not unreachable(error):
+                    self._warn_cause(error)
                 self.publish()
             return
         was = self.connected
         self.connected = connected
         if connected:
             self.degraded_since = None
+            self._causes_told.clear()
             if was is False:
                 self._warn(
                     "qbreaker fleet: connected to %s again; fleet decisions apply",
@@ -643,6 +651,8 @@ class Agent:
                 )
         else:
             self.degraded_since = time.time()
+            if error is not None:
+                self._causes_told.add(type(error).__name__)
             self._warn(
                 "qbreaker fleet: lost %s (%s); breakers are host-wide only "
                 "until it is back",
@@ -650,6 +660,20 @@ class Agent:
                 self.last_error,
             )
         self.publish()
+
+    def _warn_cause(self, error: BaseException) -> None:
+        """While degraded, one line for each new kind of answer: the outage
+        began as a dropped connection, say, and Redis now refuses the
+        credentials. An operator must hear that, once."""
+        kind = type(error).__name__
+        if kind in self._causes_told:
+            return
+        self._causes_told.add(kind)
+        self._warn(
+            "qbreaker fleet: %s answers %s; breakers stay host-wide only",
+            self.info.get("url", "the fleet backend"),
+            self.last_error,
+        )
 
     def _note_error(self, message: str) -> None:
         self.last_error = message
