@@ -381,9 +381,8 @@ def _held_to_warnings(
         lines[h.host_id] = [line for line in found if own not in line]
         transitions += len(found) - len(lines[h.host_id])
     counts = {host: len(found) for host, found in lines.items()}
-    m.figures[f"{fault}: WARNING lines per host, the fault and its end (bound {bound})"] = (
-        f"{counts} (and {transitions} of the breaker's own transitions)"
-    )
+    label = f"{fault}: WARNING lines per host, the fault and its end (bound {bound})"
+    m.figures[label] = f"{counts} (and {transitions} of the breaker's own transitions)"
     assert all(n <= bound for n in counts.values()), lines
 
 
