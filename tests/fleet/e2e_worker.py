@@ -26,7 +26,9 @@ import time
 #: Set by SIGTERM. Installed before qbreaker is imported (a slow start on a
 #: loaded machine): a worker stopped while it starts still prints its summary.
 STOP = threading.Event()
-if __name__ == "__main__":
+# Run as a script, or imported by name by another worker script (the fault
+# matrix's matrix_worker.py); never when the tests import it as a module.
+if __name__ in ("__main__", "e2e_worker"):
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     # A worker that does not stop is asked for its threads' stacks first.
     faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -17,6 +17,11 @@ import functools
 import os
 import sys
 
+if __name__ == "__main__":
+    # First, so that e2e_worker's SIGTERM handler is set before anything slow
+    # is imported: a worker stopped while it starts still prints its summary.
+    import e2e_worker
+
 from redis.credentials import CredentialProvider
 
 from qbreaker import fleet
@@ -39,10 +44,6 @@ class FileCredentials(CredentialProvider):
 
 
 def main() -> int:
-    # Run as a script: its directory is on sys.path (the test imports this
-    # module only for the names above).
-    import e2e_worker
-
     path = os.environ.get(PASSWORD_ENV)
     if path:
         provider = FileCredentials(path)
