@@ -68,7 +68,7 @@ from ._protocol import (
     SyncRequest,
     Verdict,
 )
-from .control import LEASE_MS, ControlSegment, monotonic_ms
+from .control import LEASE_CHECK_MS, LEASE_MS, ControlSegment, monotonic_ms
 from .counters import AgentCounters
 
 SCAN_INTERVAL = 0.02  # seconds between scans of the cells
@@ -77,7 +77,7 @@ REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
 # Seconds between reads of the fleet's policy conflicts: a rolling policy
 # change is news for people, not for the cells.
 CONFLICT_INTERVAL = 10.0
-LEASE_RENEW_MS = LEASE_MS // 6
+LEASE_RENEW_MS = LEASE_CHECK_MS
 BACKOFF_MAX = 10.0  # seconds: the longest wait after failing syncs
 # A blocked read that outlives its socket timeout (this + timeout) is a frozen
 # Redis: short enough to say so within a second.
@@ -190,6 +190,11 @@ class Agent:
         # loop's pace): a dead Redis costs one connection attempt in flight,
         # bounded by the client's timeout, and quick rejections otherwise.
         self.guard = CircuitBreaker(3, hot_interval / 2, 1, name="qbreaker.fleet.agent")
+        # Host monotonic ms until which this agent surely holds its host's
+        # lease (the Runner moves it on at every renewal): past it, another
+        # process may have taken over, so this one sends no sync (a worker
+        # frozen inside a step must not send a stale one when it thaws).
+        self.lease_deadline_ms = math.inf
         self._restore()
 
     # -- state kept across agents ------------------------------------------
@@ -336,6 +341,8 @@ class Agent:
     def sync(self, now: float | None = None) -> bool:
         """One sync with the backend; True if it got a reply."""
         now = time.monotonic() if now is None else now
+        if monotonic_ms() >= self.lease_deadline_ms:
+            return False  # no longer surely elected: the Runner steps down
         with self.lock:
             if self.pending is None:
                 self.pending = self._request()
@@ -827,6 +834,9 @@ class Runner:
                     self._elect()
                 elif not held and self.agent is not None:
                     self._demote()
+                if held and self.agent is not None:
+                    # The lease's expiry is at least LEASE_MS from now_ms.
+                    self.agent.lease_deadline_ms = now_ms + LEASE_MS
             if self.agent is not None:
                 try:
                     self.agent.step()
