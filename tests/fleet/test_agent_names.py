@@ -71,7 +71,8 @@ def test_a_name_per_agent_that_redis_accepts_and_that_parses_back(
 
 
 @pytest.mark.parametrize(
-    "name", ["", "x", "qbreaker-agent:", "qbreaker-agent:ns:h:pid", "qbreaker-agent:ns:9"]
+    "name",
+    ["", "x", "qbreaker-agent:", "qbreaker-agent:ns:h:pid", "qbreaker-agent:ns:9"],
 )
 def test_other_names_are_not_agents(name: str) -> None:
     assert parse_agent_client_name(name) is None
@@ -93,7 +94,7 @@ def test_a_bad_client_name_is_refused_before_connecting(
         connect_redis("redis://127.0.0.1:1/0", client_name=bad)  # type: ignore[arg-type]
 
 
-# -- every topology names its connections ---------------------------------------------
+# -- every topology names its connections --------------------------------------
 
 
 def names_on(port: int, **options: Any) -> list[str]:
@@ -201,7 +202,7 @@ def test_cluster_connections_are_named_on_every_node_reached(
         backend.close()
 
 
-# -- at most one agent per host, counted by CLIENT LIST -----------------------------------
+# -- at most one agent per host, counted by CLIENT LIST ----------------------------
 
 HOSTS = int(os.environ.get("QBREAKER_NAMES_HOSTS", "3"))
 WORKERS = int(os.environ.get("QBREAKER_NAMES_WORKERS", "3"))
@@ -261,8 +262,7 @@ class AgentCounter:
 def cpu_load() -> Iterator[None]:
     """Two busy processes beside the test's: a loaded 2-core machine."""
     burners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        for _ in range(2)
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)
     ]
     try:
         yield
@@ -312,7 +312,6 @@ def test_one_agent_per_host_by_client_list_across_a_kill_and_a_freeze(
         victim = killed_host.status().agent_pid
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        killed = time.monotonic()
         took = wait_for(
             lambda: (
                 killed_host.status().agent_pid not in (None, victim)
@@ -322,15 +321,18 @@ def test_one_agent_per_host_by_client_list_across_a_kill_and_a_freeze(
             "another worker to take over from the killed agent",
         )
         successor = killed_host.status().agent_pid
-        named = wait_for(
-            lambda: successor in counter.agents().get(killed_host.host_id, ()),
-            10,
-            "the successor's named connections",
-        ) + took
+        named = (
+            wait_for(
+                lambda: successor in counter.agents().get(killed_host.host_id, ()),
+                10,
+                "the successor's named connections",
+            )
+            + took
+        )
         figures[
             f"elected agent killed (SIGKILL) -> another agent syncing "
             f"(bound 3 ticks: {3 * TICK:g} s)"
-        ] = f"{took * 1000:.0f} ms; its named connections listed after {named * 1000:.0f} ms"
+        ] = f"{took * 1000:.0f} ms; its connections listed after {named * 1000:.0f} ms"
         assert took <= 3 * TICK
         # The killed worker's connections are gone: the kernel closed them.
         wait_for(
