@@ -8,6 +8,7 @@ step by step, except where the election thread itself is under test.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -377,13 +378,27 @@ def test_status_command_shows_the_fleet_line_and_columns(
 
     def status(*args: str) -> str:
         env = {**os.environ, "QBREAKER_SHM_DIR": host_dir}
-        done = subprocess.run(
-            [sys.executable, "-m", "qbreaker", "status", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # The lease (1.5 s) renewed as a running agent would, however long
+        # the command takes to start on a busy machine.
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(0.1):
+                here.control.try_lease(1)
+
+        renewer = threading.Thread(target=renew, daemon=True)
+        renewer.start()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "qbreaker", "status", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            stop.set()
+            renewer.join(5)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

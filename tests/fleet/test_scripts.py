@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qbreaker.fleet._protocol import (
+    ACTIVE_HOSTS_KEPT_MS,
     BreakerDelta,
     FleetPolicy,
     LeaseRequest,
@@ -108,6 +109,10 @@ class Pair:
 
     def check_end(self) -> None:
         assert self.redis.view(time_ms=self.now) == self.spec.view(time_ms=self.now)
+        for within in (1, 1_000, ACTIVE_HOSTS_KEPT_MS):
+            assert self.redis.overview(within, time_ms=self.now) == (
+                self.spec.overview(within, time_ms=self.now)
+            )
         assert self.redis.events("0-0", 0)[1] == self.spec.events("0-0", 0)[1]
         assert self.redis.conflicts() == self.spec.conflicts()
         assert len(self.epochs[0]) <= 1 and len(self.epochs[1]) <= 1

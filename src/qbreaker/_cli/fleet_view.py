@@ -2,8 +2,9 @@
 
 One ``view`` script (and a read of the recorded policy conflicts) with the
 fleet's short timeout: every fleet breaker's state, who tripped it and why,
-and the probe lease holder. Redis unreachable: one clear line and exit 1;
-nothing is read from this host's segments.
+the probe lease holder, and the hosts whose agents synced within the last 3
+ticks. Redis unreachable: one clear line and exit 1; nothing is read from
+this host's segments.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from qbreaker.fleet.redis_backend import RedisBackend
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        states = backend.view()
+        # A URL's backend: a RedisBackend, whose view has the active hosts.
+        overview = cast("RedisBackend", backend).overview()
         read = getattr(backend, "conflicts", None)
         conflicts = () if read is None else read()
     except Exception as exc:  # noqa: BLE001 - Redis unreachable, refused, ...
@@ -42,13 +47,25 @@ def run(args: argparse.Namespace) -> int:
             close()
     if args.json:
         print(json.dumps({
-            "breakers": [dataclasses.asdict(s) for s in states],
+            "breakers": [dataclasses.asdict(s) for s in overview.states],
+            "active_hosts": [dataclasses.asdict(h) for h in overview.active_hosts],
+            "active_within_ms": overview.active_within_ms,
             "policy_conflicts": [dataclasses.asdict(c) for c in conflicts],
         }, indent=2))  # fmt: skip
         return 0
-    for line in lines(states, conflicts):
+    for line in lines(overview.states, conflicts) + active_lines(overview):
         print(line)
     return 0
+
+
+def active_lines(overview: Any) -> list[str]:
+    """One line: how many hosts synced within the window, and which."""
+    hosts = overview.active_hosts
+    listed = ", ".join(f"{h.host_id} ({h.ms_ago / 1000:.1f} s ago)" for h in hosts)
+    return [
+        f"active hosts (synced within {overview.active_within_ms / 1000:g} s): "
+        f"{len(hosts)}{': ' + listed if hosts else ''}"
+    ]
 
 
 def lines(states: Any, conflicts: Any) -> list[str]:

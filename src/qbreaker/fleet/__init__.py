@@ -376,7 +376,7 @@ def _make_runner(
         "password": settings.password,  # for redacting errors; never published
     }
     return Runner(
-        _backend_factory(settings),
+        _backend_factory(settings, agent=True),
         settings.host_id,
         info=info,
         sync_interval=settings.sync_interval,
@@ -384,7 +384,11 @@ def _make_runner(
     )
 
 
-def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
+def _backend_factory(
+    settings: _Settings, *, agent: bool = False
+) -> Callable[[], FleetBackend]:
+    """What makes the backend; ``agent``: for the host's agent, whose
+    connections carry its name (made in the elected process, at election)."""
     given = settings.backend
     if given is not None:
         if not hasattr(given, "sync"):
@@ -394,6 +398,7 @@ def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
 
     def make() -> FleetBackend:
         from .agent import EVENTS_BLOCK_MS
+        from .connection import agent_client_name
         from .redis_backend import RedisBackend, connect_redis
 
         assert settings.url is not None
@@ -401,6 +406,10 @@ def _backend_factory(settings: _Settings) -> Callable[[], FleetBackend]:
             "password": settings.password,
             "credential_provider": settings.credential_provider,
         }
+        if agent:
+            options["client_name"] = agent_client_name(
+                settings.namespace, settings.host_id, os.getpid()
+            )
         client = connect_redis(settings.url, timeout=settings.timeout, **options)
         events = connect_redis(
             settings.url,

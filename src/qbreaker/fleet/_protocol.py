@@ -25,14 +25,18 @@ from .._validate import integer
 
 __all__ = (
     "ACTIONS",
+    "ACTIVE_HOSTS_KEPT_MS",
+    "ACTIVE_WITHIN_MS",
     "EVENTS_KEPT",
     "EVENTS_PER_READ",
     "PROBE_LEASE_MS",
     "REASONS",
     "SCHEMA",
     "STATES",
+    "ActiveHost",
     "BreakerDelta",
     "FleetBackend",
+    "FleetOverview",
     "FleetPolicy",
     "FleetState",
     "LeaseRequest",
@@ -41,6 +45,7 @@ __all__ = (
     "SyncRequest",
     "Verdict",
     "check_block",
+    "check_active_within",
     "check_force",
     "check_time",
     "key_prefix",
@@ -72,6 +77,12 @@ EVENTS_PER_READ = 1000
 #: How long a probe lease lasts (backend ms) unless its holder renews it:
 #: a few of the agent's hot ticks, so one missed sync does not lose it.
 PROBE_LEASE_MS = 2_000
+#: How long a backend remembers a host's last sync (backend ms): every sync
+#: records it, and trims the hosts silent for longer.
+ACTIVE_HOSTS_KEPT_MS = 300_000
+#: A view's active hosts by default: those that synced within 3 quiet ticks
+#: (the agent's default sync interval is 1 s).
+ACTIVE_WITHIN_MS = 3_000
 # Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
 _MAX_INT = 2**53 - 1
 
@@ -343,6 +354,25 @@ class PolicyConflict:
     stored_digest: str
 
 
+@dataclass(frozen=True)
+class ActiveHost:
+    """A host whose agent synced within a view's window, ``ms_ago`` backend
+    ms before the view (0 if the backend's clock went back since)."""
+
+    host_id: str
+    ms_ago: int
+
+
+@dataclass(frozen=True)
+class FleetOverview:
+    """The fleet-wide view: every breaker's state (as ``view()``), and the
+    hosts active within ``active_within_ms``, by host id."""
+
+    states: tuple[FleetState, ...]
+    active_hosts: tuple[ActiveHost, ...]
+    active_within_ms: int
+
+
 class FleetBackend(Protocol):
     """Where the fleet rules run; both backends implement exactly the same rules."""
 
@@ -374,3 +404,8 @@ def check_block(block_ms: object) -> int:
 
 def check_time(time_ms: object) -> int | None:
     return None if time_ms is None else _int("time_ms", time_ms, 0)
+
+
+def check_active_within(active_within_ms: object) -> int:
+    """The window of a view's active hosts, in backend ms."""
+    return _int("active_within_ms", active_within_ms, 1, ACTIVE_HOSTS_KEPT_MS)

@@ -70,7 +70,7 @@ from ._protocol import (
     SyncRequest,
     Verdict,
 )
-from .control import LEASE_MS, ControlSegment, monotonic_ms
+from .control import LEASE_CHECK_MS, LEASE_MS, ControlSegment, monotonic_ms
 from .counters import AgentCounters
 
 SCAN_INTERVAL = 0.02  # seconds between scans of the cells
@@ -79,7 +79,12 @@ REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
 # Seconds between reads of the fleet's policy conflicts: a rolling policy
 # change is news for people, not for the cells.
 CONFLICT_INTERVAL = 10.0
-LEASE_RENEW_MS = LEASE_MS // 6
+LEASE_RENEW_MS = LEASE_CHECK_MS
+# The longest the election loop may go without a pass and still have its
+# lease renewed for it: a slow step (redis-py imported on a busy machine,
+# Sentinels asked in turn) keeps the lease; a hung one loses it. A frozen
+# process renews nothing: its lease lapses after LEASE_MS.
+STALL_MS = 5_000
 BACKOFF_MAX = 10.0  # seconds: the longest wait after failing event reads
 # A blocked read that outlives its socket timeout (this + timeout) is a frozen
 # Redis: short enough to say so within a second.
@@ -194,6 +199,11 @@ class Agent:
         # loop's pace): a dead Redis costs one connection attempt in flight,
         # bounded by the client's timeout, and quick rejections otherwise.
         self.guard = CircuitBreaker(3, hot_interval / 2, 1, name="qbreaker.fleet.agent")
+        # Host monotonic ms until which this agent surely holds its host's
+        # lease (the Runner moves it on at every renewal): past it, another
+        # process may have taken over, so this one sends no sync (a worker
+        # frozen inside a step must not send a stale one when it thaws).
+        self.lease_deadline_ms = math.inf
         self._restore()
 
     # -- state kept across agents ------------------------------------------
@@ -340,6 +350,8 @@ class Agent:
     def sync(self, now: float | None = None) -> bool:
         """One sync with the backend; True if it got a reply."""
         now = time.monotonic() if now is None else now
+        if monotonic_ms() >= self.lease_deadline_ms:
+            return False  # no longer surely elected: the Runner steps down
         with self.lock:
             if self.pending is None:
                 self.pending = self._request()
@@ -832,6 +844,11 @@ class Runner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._events_thread: threading.Thread | None = None
+        self._lease_thread: threading.Thread | None = None
+        # Taking, renewing and releasing the lease, and the election or
+        # demotion that follows, one thread at a time.
+        self._lease_lock = threading.RLock()
+        self._beat = 0  # host monotonic ms of the election loop's last pass
         # Outlast each election: metrics() reads them.
         self.counters = AgentCounters()
 
@@ -843,7 +860,7 @@ class Runner:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        for thread in (self._thread, self._events_thread):
+        for thread in (self._thread, self._events_thread, self._lease_thread):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout)
         self._demote()
@@ -857,17 +874,17 @@ class Runner:
         """The election loop (the sidecar runs it in its main thread)."""
         renewed = 0
         while not self._stop.is_set():
-            now_ms = monotonic_ms()
+            now_ms = self._beat = monotonic_ms()
             if now_ms - renewed >= LEASE_RENEW_MS or self.agent is None:
-                try:
-                    held = self.control.try_lease(self.nonce)
-                except Exception:  # noqa: BLE001 - the control segment was removed
-                    held = False
                 renewed = now_ms
-                if held and self.agent is None:
-                    self._elect()
-                elif not held and self.agent is not None:
-                    self._demote()
+                with self._lease_lock:
+                    held = self._renew(now_ms)
+                    if held and self.agent is None:
+                        self._elect()
+                        assert self.agent is not None
+                        self.agent.lease_deadline_ms = now_ms + LEASE_MS
+                    elif not held and self.agent is not None:
+                        self._demote()
             if self.agent is not None:
                 try:
                     self.agent.step()
@@ -876,6 +893,31 @@ class Runner:
                 self._stop.wait(SCAN_INTERVAL)
             else:
                 self._stop.wait(LEASE_RENEW_MS / 1000)
+
+    def _renew(self, now_ms: int) -> bool:
+        """Take or renew the lease; True if held. The agent, if any, may
+        sync until it would lapse."""
+        try:
+            held = self.control.try_lease(self.nonce)
+        except Exception:  # noqa: BLE001 - the control segment was removed
+            return False
+        if held and self.agent is not None:
+            # The lease's expiry is at least LEASE_MS from now_ms.
+            self.agent.lease_deadline_ms = now_ms + LEASE_MS
+        return held
+
+    def _keep_lease(self, agent: Agent) -> None:
+        # Renewals on a thread of their own, while the election loop passes
+        # at least every STALL_MS: a step slower than the lease (an import,
+        # a Sentinel round) is no reason for another process to take over.
+        while not self._stop.wait(LEASE_RENEW_MS / 1000):
+            with self._lease_lock:
+                if self.agent is not agent:
+                    return
+                now_ms = monotonic_ms()
+                if now_ms - self._beat <= STALL_MS:
+                    # A lost lease is the election loop's to act on.
+                    self._renew(now_ms)
 
     def _elect(self) -> None:
         self.agent = Agent(
@@ -895,16 +937,25 @@ class Runner:
             daemon=True,
         )
         self._events_thread.start()
+        self._lease_thread = threading.Thread(
+            target=self._keep_lease,
+            args=(self.agent,),
+            name="qbreaker-fleet-lease",
+            daemon=True,
+        )
+        self._lease_thread.start()
 
     def _demote(self) -> None:
-        agent, self.agent = self.agent, None
-        if agent is not None:
-            self.counters.leader_changed(False)
-            _close(agent.backend)
-        try:
-            self.control.release_lease(self.nonce)
-        except Exception:  # noqa: BLE001, S110 - the file may be gone
-            pass
+        with self._lease_lock:
+            agent, self.agent = self.agent, None
+            if agent is not None:
+                self.counters.leader_changed(False)
+                # Its connections go before the lease: never two agents.
+                _close(agent.backend)
+            try:
+                self.control.release_lease(self.nonce)
+            except Exception:  # noqa: BLE001, S110 - the file may be gone
+                pass
 
     def _events(self, agent: Agent) -> None:
         # The backend serves events on a connection of their own (a blocking

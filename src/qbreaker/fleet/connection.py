@@ -41,10 +41,13 @@ if TYPE_CHECKING:
     from redis.cluster import RedisCluster
 
 __all__ = (
+    "AGENT_NAME_PREFIX",
     "DEFAULT_TIMEOUT",
     "SCHEMES",
+    "agent_client_name",
     "check_url",
     "connect_redis",
+    "parse_agent_client_name",
     "redacted_url",
 )
 
@@ -63,6 +66,14 @@ _QUERY_OPTIONS = {
 }
 _SECRET_QUERY = re.compile(r"((?:^|[?&])(?:password|sentinel_password)=)[^&#]*")
 _HIDDEN = r"\1***"
+#: Every connection of a host's agent is named (``CLIENT SETNAME``)
+#: ``qbreaker-agent:<namespace>:<host id>:<pid>``, so ``CLIENT LIST`` tells
+#: whose it is: at most one agent per host, by these names.
+AGENT_NAME_PREFIX = "qbreaker-agent:"
+# Redis refuses a connection name with a byte outside "!".."~": a host id is
+# percent-encoded, "%" and the rest of printable ASCII kept (one host id, one
+# name; ":" is kept too, the pid is after the last one).
+_NAME_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _BOOLEANS = {
     "true": True,
     "yes": True,
@@ -89,6 +100,24 @@ def redacted_url(url: object) -> str:
         if ":" in credentials:
             netloc = f"{credentials.partition(':')[0]}:***@{where}"
     return f"{scheme}://{netloc}{_SECRET_QUERY.sub(_HIDDEN, tail)}"
+
+
+def agent_client_name(namespace: str, host_id: str, pid: int) -> str:
+    """The connection name of ``host_id``'s agent in process ``pid``."""
+    host = urllib.parse.quote(host_id, safe=_NAME_SAFE)
+    return f"{AGENT_NAME_PREFIX}{namespace}:{host}:{pid}"
+
+
+def parse_agent_client_name(name: str) -> tuple[str, str, int] | None:
+    """(namespace, host id, pid) of an agent's connection name, or None
+    for any other name. The namespace has no ":" (nor spaces or braces)."""
+    if not name.startswith(AGENT_NAME_PREFIX):
+        return None
+    namespace, colon, rest = name[len(AGENT_NAME_PREFIX) :].partition(":")
+    host, colon2, pid = rest.rpartition(":")
+    if not (colon and colon2 and namespace and host and pid.isdigit()):
+        return None
+    return namespace, urllib.parse.unquote(host), int(pid)
 
 
 def _scheme(url: str) -> str:
@@ -199,14 +228,17 @@ def connect_redis(
     timeout: float = DEFAULT_TIMEOUT,
     password: str | None = None,
     credential_provider: Any = None,
+    client_name: str | None = None,
     **options: Any,
 ) -> redis.Redis | RedisCluster:
     """A client for ``url`` (one of the forms above) with ``timeout`` (s) on
     connect and on every reply, and no retries. ``password`` (e.g. from a
     password file) or ``credential_provider`` (a redis-py
     ``CredentialProvider``) replace a password in the URL, which must then
-    have none. ``options`` go to redis-py as they are. No connection is made
-    here."""
+    have none. ``client_name``: every connection it opens, to the data
+    nodes and to Sentinels alike, is named so (``CLIENT SETNAME``; printable
+    ASCII without spaces). ``options`` go to redis-py as they are. No
+    connection is made here."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -221,6 +253,8 @@ def connect_redis(
         raise ValueError("give password or credential_provider, not both")
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {redacted_url(url)}")
+    if client_name is not None:
+        _check_client_name(client_name)
     scheme, settings = _parse(url)
     in_url = _url_password(url, scheme) is not None or "password" in settings
     if in_url and (password is not None or credential_provider is not None):
@@ -243,6 +277,8 @@ def connect_redis(
         settings["password"] = password
     if credential_provider is not None:
         settings["credential_provider"] = credential_provider
+    if client_name is not None:
+        settings["client_name"] = client_name
     settings.update(options)
     if scheme in (_SENTINEL, _CLUSTER):
         hosts, path, user, url_password = _node_list(url, scheme)
@@ -264,6 +300,8 @@ def connect_redis(
             key: settings[key]
             for key in ("socket_timeout", "socket_connect_timeout", "retry")
         }
+        if client_name is not None:
+            sentinel_settings["client_name"] = client_name
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_settings, **settings)
         client: redis.Redis = sentinel.master_for(service, db=int(db or 0))
         return client
@@ -277,6 +315,16 @@ def connect_redis(
             f"url must be a redis://, rediss:// or unix:// URL, "
             f"got {redacted_url(url)!r} ({type(exc).__name__})"
         ) from None
+
+
+def _check_client_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"client_name must be a str, got {type(name).__name__}")
+    if not name or any(not "!" <= c <= "~" for c in name):
+        raise ValueError(
+            f"client_name must be printable ASCII without spaces (Redis "
+            f"refuses others), got {name!r}"
+        )
 
 
 def _url_password(url: str, scheme: str) -> str | None:

@@ -58,8 +58,16 @@ STATUS_LIMIT = 65536 - STATUS_OFFSET
 REGISTRY_OFFSET = 65536
 REGISTRY_ENTRY = 256
 REGISTRY_SLOTS = (SIZE - REGISTRY_OFFSET) // REGISTRY_ENTRY
-#: How long a lease lasts unless renewed; the agent renews it on every scan.
-LEASE_MS = 3000
+#: How long the agent lease lasts unless renewed: 1.5 ticks (the agent's
+#: quiet sync interval, 1 s by default). A frozen agent is replaced within
+#: LEASE_MS + LEASE_CHECK_MS of its last renewal, and then the new agent
+#: syncs at once: under 2 ticks, inside the fleet's bound of 3 ticks without
+#: a leader. Its holder must miss renewals for 1.25 s (LEASE_MS less one
+#: check period) to lose it, far beyond a GC pause or a busy core's wait.
+LEASE_MS = 1500
+#: How often the holder renews the lease and every other process of the
+#: host looks whether it lapsed (a dead holder is replaced at the next look).
+LEASE_CHECK_MS = LEASE_MS // 6
 
 _HEADER = struct.Struct("<QII")
 _LEASE = struct.Struct("<QQQ")

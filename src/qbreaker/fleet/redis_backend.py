@@ -30,13 +30,17 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ._protocol import (
+    ACTIVE_WITHIN_MS,
     EVENTS_KEPT,
     EVENTS_PER_READ,
+    ActiveHost,
     FleetBackend,
+    FleetOverview,
     FleetState,
     PolicyConflict,
     SyncReply,
     SyncRequest,
+    check_active_within,
     check_block,
     check_force,
     check_time,
@@ -54,7 +58,7 @@ __all__ = (
 )
 
 #: The keys of a namespace, after its prefix, in the order the scripts take them.
-KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "ev")
+KEY_NAMES = ("meta", "pol", "st", "ring", "trip", "seq", "conf", "hosts", "ev")
 
 
 class _Script:
@@ -84,6 +88,7 @@ def _script(name: str) -> _Script:
 ACL_COMMANDS = (
     "evalsha", "script|load", "xread", "xrevrange", "hgetall", "hget",
     "time", "hset", "hsetnx", "hdel", "hincrby", "hkeys", "xadd",
+    "zadd", "zremrangebyscore", "zrangebyscore",
 )  # fmt: skip
 
 
@@ -278,8 +283,26 @@ class RedisBackend:
         return cursor, tuple(states)
 
     def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
-        states = _json_states(self._run("view", check_time(time_ms)))
-        return tuple(sorted(states, key=lambda state: state.name))
+        return self._view(0, check_time(time_ms)).states
+
+    def overview(
+        self, active_within_ms: int = ACTIVE_WITHIN_MS, *, time_ms: int | None = None
+    ) -> FleetOverview:
+        """``view()`` and the hosts that synced within ``active_within_ms``
+        (at most ACTIVE_HOSTS_KEPT_MS), from one script."""
+        within = check_active_within(active_within_ms)
+        return self._view(within, check_time(time_ms))
+
+    def _view(self, within_ms: int, time_ms: int | None) -> FleetOverview:
+        raw_states, raw_hosts = self._run("view", time_ms, str(within_ms))
+        states = sorted(_json_states(raw_states), key=lambda state: state.name)
+        # Lua's cjson writes an empty array as {}.
+        hosts = [ActiveHost(str(h), int(ago)) for h, ago in json.loads(raw_hosts) or ()]
+        return FleetOverview(
+            tuple(states),
+            tuple(sorted(hosts, key=lambda host: host.host_id)),
+            within_ms,
+        )
 
     # -- beyond the protocol ----------------------------------------------------
 

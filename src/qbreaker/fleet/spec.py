@@ -19,17 +19,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._protocol import (
+    ACTIVE_HOSTS_KEPT_MS,
+    ACTIVE_WITHIN_MS,
     EVENTS_KEPT,
     EVENTS_PER_READ,
     PROBE_LEASE_MS,
     RING_BUCKETS,
+    ActiveHost,
     BreakerDelta,
     FleetBackend,
+    FleetOverview,
     FleetPolicy,
     FleetState,
     PolicyConflict,
     SyncReply,
     SyncRequest,
+    check_active_within,
     check_block,
     check_force,
     check_time,
@@ -87,6 +92,13 @@ class MemoryBackend:
         with self._lock:
             now = self._now(request.time_ms)
             host = request.host_id
+            # The host's last sync (any, a duplicate too: the host is alive),
+            # for the view's active hosts; those silent too long go.
+            self._hosts[host] = now
+            for silent in [
+                h for h, t in self._hosts.items() if t < now - ACTIVE_HOSTS_KEPT_MS
+            ]:
+                del self._hosts[silent]
             duplicate = request.seq <= self._seqs.setdefault(host, -1)
             if not duplicate:
                 self._seqs[host] = request.seq
@@ -138,6 +150,21 @@ class MemoryBackend:
 
     # -- beyond the protocol ----------------------------------------------------
 
+    def overview(
+        self, active_within_ms: int = ACTIVE_WITHIN_MS, *, time_ms: int | None = None
+    ) -> FleetOverview:
+        """``view()`` and the hosts whose last sync is at most
+        ``active_within_ms`` old, by host id."""
+        within = check_active_within(active_within_ms)
+        with self._lock:
+            now = self._now(check_time(time_ms))
+            hosts = tuple(
+                ActiveHost(host, max(0, now - at))
+                for host, at in sorted(self._hosts.items())
+                if at >= now - within
+            )
+            return FleetOverview(self.view(time_ms=now), hosts, within)
+
     def conflicts(self) -> tuple[PolicyConflict, ...]:
         """Hosts whose policy for a breaker differs from the stored one."""
         with self._lock:
@@ -156,6 +183,8 @@ class MemoryBackend:
             self._epoch = os.urandom(8).hex()
             self._version = 0
             self._seqs: dict[str, int] = {}
+            # host id -> backend ms of its last sync
+            self._hosts: dict[str, int] = {}
             self._breakers: dict[str, _Breaker] = {}
             self._conflicts: dict[tuple[str, str], str] = {}
             self._events: list[FleetState] = []

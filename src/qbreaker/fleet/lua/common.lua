@@ -2,13 +2,16 @@
 -- this file to sync.lua, force.lua and view.lua). The rules are those of
 -- qbreaker/fleet/spec.py, the executable specification; docs/fleet.md states them.
 --
--- KEYS (one hash tag, one slot): meta, pol, st, ring, trip, seq, conf, ev.
+-- KEYS (one hash tag, one slot): meta, pol, st, ring, trip, seq, conf, hosts, ev.
 -- ARGV[1] an epoch to create if none exists, ARGV[2] an injected time in ms
 -- ("" = Redis TIME; only where meta.test_clock is "1"), ARGV[3] the stream's
 -- MAXLEN (approximate), ARGV[4..] the script's own.
 local K_META, K_POL, K_ST, K_RING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_TRIP, K_SEQ, K_CONF, K_EV = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_TRIP, K_SEQ, K_CONF = KEYS[5], KEYS[6], KEYS[7]
+local K_HOSTS, K_EV = KEYS[8], KEYS[9]
 local BUCKETS = 10
+-- ACTIVE_HOSTS_KEPT_MS of qbreaker/fleet/_protocol.py.
+local HOSTS_KEPT_MS = 300000
 -- PROBE_LEASE_MS of qbreaker/fleet/_protocol.py.
 local LEASE_MS = 2000
 

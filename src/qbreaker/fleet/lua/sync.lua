@@ -170,6 +170,11 @@ local function apply(d)
   applied[name] = {st, sums}
 end
 
+-- The host's last sync (any, a duplicate too: the host is alive), for the
+-- view's active hosts; hosts silent for HOSTS_KEPT_MS are trimmed.
+redis.call('ZADD', K_HOSTS, int(now), host)
+redis.call('ZREMRANGEBYSCORE', K_HOSTS, '-inf', '(' .. int(now - HOSTS_KEPT_MS))
+
 local last = tonumber(redis.call('HGET', K_SEQ, host) or '-1')
 local duplicate = tonumber(request.q) <= last
 if not duplicate then

@@ -1,5 +1,6 @@
 -- view: every breaker the namespace knows (a stored state or policy), in no
--- particular order. Reply: JSON of [state, ...].
+-- particular order, and the hosts that synced within ARGV[4] ms ('' or 0:
+-- none asked). Reply: {JSON of [state, ...], JSON of [[host, ms ago], ...]}.
 local now = clock()
 if now == nil then
   return redis.error_reply(TEST_CLOCK_ERROR)
@@ -13,4 +14,13 @@ for _, key in ipairs({K_ST, K_POL}) do
     end
   end
 end
-return cjson.encode(states)
+local active = {}
+local within = tonumber(ARGV[4] or '') or 0
+if within > 0 then
+  local found = redis.call('ZRANGEBYSCORE', K_HOSTS, int(now - within), '+inf', 'WITHSCORES')
+  for i = 1, #found, 2 do
+    -- A clock that went back since (a failover) makes no negative age.
+    active[#active + 1] = {found[i], math.max(0, now - tonumber(found[i + 1]))}
+  end
+end
+return {cjson.encode(states), cjson.encode(active)}
