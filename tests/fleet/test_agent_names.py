@@ -35,10 +35,10 @@ from qbreaker.fleet.connection import (
 from .conftest import TEST_TIMEOUT, RedisBackend
 from .e2e_support import Host, RedisProcess, wait_for, world_fixture
 from .helpers import delta, policy
-from .servers import log_tail, redis_process
+from .servers import Cluster, SentinelGroup, log_tail, redis_process
 from .servers import wait_for as wait_until
 from .test_connection import tls_server, tls_url
-from .test_topologies import SentinelSetup, cluster, sentinel_setup
+from .test_topologies import cluster, sentinel_setup
 
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
@@ -175,7 +175,7 @@ def test_unix_socket_connections_are_named(tmp_path: Path, namespace: str) -> No
 @pytest.mark.fleet
 @pytest.mark.fleet_heavy
 def test_sentinel_connections_are_named_on_the_master_and_the_sentinels(
-    sentinel_setup: SentinelSetup, namespace: str
+    sentinel_setup: SentinelGroup, namespace: str
 ) -> None:
     setup = sentinel_setup
     name, backend = exercise_named(setup.url, namespace)
@@ -191,12 +191,11 @@ def test_sentinel_connections_are_named_on_the_master_and_the_sentinels(
 @pytest.mark.fleet
 @pytest.mark.fleet_heavy
 def test_cluster_connections_are_named_on_every_node_reached(
-    cluster: list[int], namespace: str
+    cluster: Cluster, namespace: str
 ) -> None:
-    url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster)
-    name, backend = exercise_named(url, namespace)
+    name, backend = exercise_named(cluster.url, namespace)
     try:
-        listed = [names_on(port) for port in cluster]
+        listed = [names_on(port) for port in cluster.ports]
         assert sum(names.count(name) for names in listed) >= 2
     finally:
         backend.close()
