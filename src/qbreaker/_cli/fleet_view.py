@@ -20,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         backend = fleet.redis_backend_for(
-            args.url, args.namespace, password_file=args.password_file
+            args.url,
+            args.namespace,
+            password_file=args.password_file,
+            fleet_groups=getattr(args, "fleet_groups", None),
         )
     except (TypeError, ValueError, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

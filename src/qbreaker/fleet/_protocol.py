@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +28,7 @@ __all__ = (
     "ACTIONS",
     "EVENTS_KEPT",
     "EVENTS_PER_READ",
+    "MAX_GROUPS",
     "PROBE_LEASE_MS",
     "REASONS",
     "SCHEMA",
@@ -42,7 +44,10 @@ __all__ = (
     "Verdict",
     "check_block",
     "check_force",
+    "check_groups",
     "check_time",
+    "data_lost",
+    "group_of",
     "key_prefix",
 )
 
@@ -72,6 +77,10 @@ EVENTS_PER_READ = 1000
 #: How long a probe lease lasts (backend ms) unless its holder renews it:
 #: a few of the agent's hot ticks, so one missed sync does not lose it.
 PROBE_LEASE_MS = 2_000
+#: The most hash tags one namespace's breakers may be split over
+#: (``fleet_groups``): far more than a cluster has masters, and few enough
+#: that an ACL user's key patterns (one per group) stay a short list.
+MAX_GROUPS = 256
 # Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
 _MAX_INT = 2**53 - 1
 
@@ -128,8 +137,14 @@ def _bool(field: str, value: object) -> bool:
     return value
 
 
-def key_prefix(namespace: str) -> str:
-    """``{qb1:<namespace>}:``: every key of a namespace in one hash slot.
+def key_prefix(namespace: str, group: int = 0, groups: int = 1) -> str:
+    """The prefix of a namespace's keys: every key of one group in one hash slot.
+
+    One group (the default): ``{qb1:<namespace>}:``. ``groups`` > 1 (the
+    ``fleet_groups`` setting): group ``g`` is ``{qb1-g<g>:<namespace>}:``,
+    a tag no one-group namespace can have (theirs all start ``{qb1:``), so
+    two namespaces never share a key and an ACL key pattern per group fences
+    exactly one namespace.
 
     The namespace is 1 to 64 bytes of printable text without braces (a brace
     would move the hash tag) or whitespace (ACL key patterns are split on it).
@@ -140,7 +155,60 @@ def key_prefix(namespace: str) -> str:
             f"namespace must be printable ASCII without braces or spaces, "
             f"got {namespace!r}"
         )
-    return "{" + SCHEMA + ":" + namespace + "}:"
+    groups = check_groups(groups)
+    group = _int("group", group, 0, groups - 1)
+    if groups == 1:
+        return "{" + SCHEMA + ":" + namespace + "}:"
+    return "{" + SCHEMA + "-g" + str(group) + ":" + namespace + "}:"
+
+
+def check_groups(groups: object) -> int:
+    """``fleet_groups``: an int in [1, MAX_GROUPS]."""
+    number = integer(groups)
+    if number is None or not 1 <= number <= MAX_GROUPS:
+        error = TypeError if number is None else ValueError
+        raise error(
+            f"fleet_groups must be an int in [1, {MAX_GROUPS}], got {groups!r}"
+            + ("" if number is not None else f" ({type(groups).__name__})")
+        )
+    return number
+
+
+def group_of(name: str, groups: int) -> int:
+    """The group of breaker ``name`` among ``groups``: a stable hash (CRC-32
+    of its UTF-8 bytes, the same in every process and on every host, unlike
+    Python's salted ``hash``) modulo ``groups``."""
+    if groups == 1:
+        return 0
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % groups
+
+
+def data_lost(epoch: str | None, version: int, reply: SyncReply) -> bool:
+    """Whether ``reply`` says the backend lost data since the reply that
+    gave ``epoch`` and ``version``: a new epoch, or a version that went back.
+
+    A namespace split over groups answers with each group's epoch and
+    version in its epoch text (``g<g>=<epoch>/<version>;...``, see
+    ``qbreaker.fleet.grouping``); then only the groups both replies name are
+    compared, since a host's breakers, and so the groups it syncs, change.
+    """
+    if epoch is None or "=" not in epoch or "=" not in reply.epoch:
+        return (epoch is not None and reply.epoch != epoch) or reply.version < version
+    before = _group_marks(epoch)
+    for group, (now_epoch, now_version) in _group_marks(reply.epoch).items():
+        then = before.get(group)
+        if then is not None and (now_epoch != then[0] or now_version < then[1]):
+            return True
+    return False
+
+
+def _group_marks(epoch: str) -> dict[str, tuple[str, int]]:
+    marks = {}
+    for part in epoch.split(";"):
+        group, _, mark = part.partition("=")
+        part_epoch, _, part_version = mark.rpartition("/")
+        marks[group] = (part_epoch, int(part_version or 0))
+    return marks
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from ._protocol import (
     SyncReply,
     SyncRequest,
     Verdict,
+    data_lost,
 )
 from .control import LEASE_MS, ControlSegment, monotonic_ms
 from .counters import AgentCounters
@@ -462,9 +463,10 @@ class Agent:
                         s + delta.successes,
                     )
             self.pending = None
-        lost = (self.epoch is not None and reply.epoch != self.epoch) or (
-            reply.version < self.version
-        )
+            # A namespace split over groups may send parts past the seq
+            # (see grouping): the next request goes after them.
+            self.seq = max(self.seq, reply.last_seq)
+        lost = data_lost(self.epoch, self.version, reply)
         lost = self._generation_went_back(reply) or lost
         self.epoch, self.version = reply.epoch, reply.version
         if lost:
