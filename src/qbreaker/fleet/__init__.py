@@ -368,9 +368,9 @@ def _make_settings(
 def _fleet_groups(value: object) -> int:
     """``fleet_groups``, else $QBREAKER_FLEET_GROUPS, else 1."""
     if value is None:
-        text = os.environ.get(ENV_GROUPS) or "1"
+        text = os.environ.get(ENV_GROUPS) or ""
         try:
-            value = int(text.strip())
+            value = int(text.strip() or "1")
         except ValueError:
             raise ValueError(
                 f"fleet_groups (${ENV_GROUPS}) must be an int in "
