@@ -448,3 +448,31 @@ def test_the_agent_reseeds_when_one_group_lost_its_data_and_not_for_a_new_group(
     assert len(reseeds) == 1
     assert agent.sync() and len(reseeds) == 1
     assert all(b.state == qbreaker.State.CLOSED for b in kept)
+
+
+@pytest.mark.c_extension  # fleet breakers are shared cells
+def test_a_fresh_agent_behind_in_some_groups_goes_on_past_them(host_dir: str) -> None:
+    """An earlier life of this host (before a reboot wiped its control
+    segment) got to seq 50 in the groups of its first three breakers; the
+    fourth breaker's group never saw the host."""
+    backend = MemoryKeyspace().backend(G)
+    fleet.connect(namespace="tests", agent="off", backend=backend, fleet_groups=G)
+    names = names_per_group(G)
+    breakers = [qbreaker.CircuitBreaker(2, 5.0, 1, shared=n, fleet=True) for n in names]
+    control = ControlSegment()
+    assert control.try_lease(1)
+    agent = Agent(control, backend, "here", info={}, log=lambda *_: None)
+    agent.refresh_registry()
+    earlier = Host(backend, "here")
+    earlier.seq = 49
+    earlier.sync(int(time.time() * 1000), *(delta(n, agent.tracks[n].policy) for n in names[:3]))
+    for breaker in breakers:
+        breaker.record_success()
+    assert agent.sync()
+    assert agent.seq == 51  # past the parts sent again as seq 51
+    assert [s.calls for s in backend.view()] == [1, 1, 1, 1]
+    for breaker in breakers:
+        breaker.record_success()
+    assert agent.sync()
+    assert agent.seq == 52
+    assert [s.calls for s in backend.view()] == [2, 2, 2, 2]

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         states = backend.view()
         read = getattr(backend, "conflicts", None)
         conflicts = () if read is None else read()
+    except ValueError as exc:  # this host's fleet_groups is not the namespace's
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - Redis unreachable, refused, ...
         print(
             f"the fleet backend is unreachable ({type(exc).__name__}: "
