@@ -135,10 +135,14 @@ def test_breakers_spread_evenly_over_the_groups() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, MAX_GROUPS + 1, 10**9])
 def test_fleet_groups_out_of_range_is_a_value_error(bad: int, host_dir: str) -> None:
-    with pytest.raises(ValueError, match=rf"fleet_groups must be an int in \[1, 256\], got {bad}"):
+    with pytest.raises(
+        ValueError, match=rf"fleet_groups must be an int in \[1, 256\], got {bad}"
+    ):
         check_groups(bad)
     with pytest.raises(ValueError, match="fleet_groups"):
-        fleet.connect(namespace="t", agent="off", backend=MemoryBackend(), fleet_groups=bad)
+        fleet.connect(
+            namespace="t", agent="off", backend=MemoryBackend(), fleet_groups=bad
+        )
     assert not fleet.joined()
 
 
@@ -194,7 +198,9 @@ def test_each_group_holds_only_its_breakers_and_view_covers_all() -> None:
     # A force goes to the breaker's group.
     name = names[-1]
     assert backend.force(name, "open", by="ops", time_ms=T0).state == "forced_open"
-    assert [s.name for s in space.tag(G - 1, G).view(time_ms=T0) if s.state != "closed"] == [name]
+    assert [
+        s.name for s in space.tag(G - 1, G).view(time_ms=T0) if s.state != "closed"
+    ] == [name]
 
 
 def test_a_sync_calls_only_the_groups_that_have_breakers() -> None:
@@ -238,7 +244,9 @@ def test_a_trip_by_quorum_in_every_group() -> None:
     assert cursor.count(",") == G - 1
     assert backend.events(cursor, 0) == (cursor, ())
     # A probe's verdict for the current generation closes each one.
-    verdicts = [delta(n, pol, verdict=(s.generation, True)) for n, s in zip(names, reply.states)]
+    verdicts = [
+        delta(n, pol, verdict=(s.generation, True)) for n, s in zip(names, reply.states)
+    ]
     closed = h1.sync(T0 + 6_000, *verdicts)
     assert {(s.state, s.reason) for s in closed.states} == {("closed", "probe")}
     _, later = backend.events(cursor, 0)
@@ -325,7 +333,10 @@ def test_hosts_that_disagree_on_g_are_refused() -> None:
     Host(first, "h1").sync(T0, delta("pay", policy()))
     for groups in (1, 2, 8):
         other = space.backend(groups)
-        with pytest.raises(FleetGroupsError, match=rf"fleet_groups={groups} on this host.*fleet_groups={G}"):
+        with pytest.raises(
+            FleetGroupsError,
+            match=rf"fleet_groups={groups} on this host.*fleet_groups={G}",
+        ):
             Host(other, "h2").sync(T0, delta("pay", policy()))
         with pytest.raises(FleetGroupsError):
             other.view()
@@ -360,7 +371,9 @@ def test_an_event_in_any_group_is_seen_within_a_slice_of_the_block() -> None:
     backend = space.backend(G)
     names = names_per_group(G)
     cursor, _ = backend.events("$", 0)
-    timer = threading.Timer(0.05, lambda: space.backend(G).force(names[3], "open", by="ops"))
+    timer = threading.Timer(
+        0.05, lambda: space.backend(G).force(names[3], "open", by="ops")
+    )
     timer.start()
     started = time.monotonic()
     states: tuple[Any, ...] = ()
@@ -370,11 +383,13 @@ def test_an_event_in_any_group_is_seen_within_a_slice_of_the_block() -> None:
     timer.join()
     assert [s.name for s in states] == [names[3]]
     # Each read waits at most block_ms / G on one group, then reads them all.
-    print(f"event seen after {waited * 1000:.0f} ms (bound: 50 ms + 400 / {G} ms + slack)")
+    print(
+        f"event seen after {waited * 1000:.0f} ms (bound: 50 ms + 400 / {G} ms + slack)"
+    )
     assert waited < 0.05 + 0.1 + 1.0
 
 
-# -- the agent over G groups ------------------------------------------------------------
+# -- the agent over G groups ----------------------------------------------------------
 
 
 @pytest.mark.c_extension  # fleet breakers are shared cells
@@ -400,7 +415,9 @@ def test_the_agent_syncs_trips_and_recovers_over_groups(host_dir: str) -> None:
     assert sorted(s.name for s in backend.view()) == sorted(names)
     pols = {n: agent.tracks[n].policy for n in names}
     for n in names:
-        Host(backend, "h2").sync(int(time.time() * 1000), delta(n, pols[n], tripped=True))
+        Host(backend, "h2").sync(
+            int(time.time() * 1000), delta(n, pols[n], tripped=True)
+        )
     for breaker in breakers:
         breaker.record_failure()
         breaker.record_failure()
@@ -433,7 +450,9 @@ def test_the_agent_reseeds_when_one_group_lost_its_data_and_not_for_a_new_group(
     agent = Agent(control, backend, "here", info={}, log=lambda *_: None)
     reseeds: list[str | None] = []
     reseed = agent._reseed
-    monkeypatch.setattr(agent, "_reseed", lambda: (reseeds.append(agent.epoch), reseed()))
+    monkeypatch.setattr(
+        agent, "_reseed", lambda: (reseeds.append(agent.epoch), reseed())
+    )
     agent.step()
     assert agent.sync() and reseeds == []
     # A breaker in a group this host never synced: news, not a loss.
@@ -465,7 +484,9 @@ def test_a_fresh_agent_behind_in_some_groups_goes_on_past_them(host_dir: str) ->
     agent.refresh_registry()
     earlier = Host(backend, "here")
     earlier.seq = 49
-    earlier.sync(int(time.time() * 1000), *(delta(n, agent.tracks[n].policy) for n in names[:3]))
+    earlier.sync(
+        int(time.time() * 1000), *(delta(n, agent.tracks[n].policy) for n in names[:3])
+    )
     for breaker in breakers:
         breaker.record_success()
     assert agent.sync()

@@ -5,6 +5,7 @@ the G tags land on more than one master (``fleet_heavy``).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -87,7 +88,13 @@ def test_sync_trip_verdict_view_and_events_over_four_groups(
             if prefix != key_prefix(namespace, g, G)
         )
     groups_keys = [
-        {k.decode() for k in redis_client.keys(key_prefix(namespace, g, G).replace("{", "\\{").replace("}", "\\}") + "*")}
+        {
+            k.decode()
+            for k in redis_client.keys(
+                key_prefix(namespace, g, G).replace("{", "\\{").replace("}", "\\}")
+                + "*"
+            )
+        }
         for g in range(G)
     ]
     for g, keys in enumerate(groups_keys):
@@ -95,12 +102,19 @@ def test_sync_trip_verdict_view_and_events_over_four_groups(
     assert len({key_slot(next(iter(k)).encode()) for k in groups_keys}) == G
     # The events of every group, in one read (one server: one XREAD).
     cursor, events = backend.events(cursor, 0)
-    assert sorted((s.name, s.reason) for s in events) == sorted((n, "quorum") for n in names)
+    assert sorted((s.name, s.reason) for s in events) == sorted(
+        (n, "quorum") for n in names
+    )
     # Verdicts after the opens expired close them, each in its group.
-    verdicts = [delta(n, pol, verdict=(s.generation, True)) for n, s in zip(names, reply.states)]
+    verdicts = [
+        delta(n, pol, verdict=(s.generation, True)) for n, s in zip(names, reply.states)
+    ]
     closed = h1.sync(T0 + 6_000, *verdicts)
     assert {(s.state, s.reason) for s in closed.states} == {("closed", "probe")}
-    assert backend.force(names[2], "open", by="ops", time_ms=T0 + 6_001).state == "forced_open"
+    assert (
+        backend.force(names[2], "open", by="ops", time_ms=T0 + 6_001).state
+        == "forced_open"
+    )
     view = backend.view(time_ms=T0 + 6_002)
     assert [(s.name, s.state) for s in view] == sorted(
         (n, "forced_open" if n == names[2] else "closed") for n in names
@@ -136,7 +150,10 @@ def test_hosts_with_another_g_are_refused(grouped: Any, namespace: str) -> None:
     Host(first, "h1").sync(T0, delta("pay", policy()))
     for groups in (1, 2):
         other = grouped(groups)
-        with pytest.raises(FleetGroupsError, match=f"namespace {namespace!r} is split over fleet_groups=4"):
+        with pytest.raises(
+            FleetGroupsError,
+            match=f"namespace {namespace!r} is split over fleet_groups=4",
+        ):
             Host(other, "h2").sync(T0, delta("pay", policy()))
         with pytest.raises(FleetGroupsError):
             other.view()
@@ -181,7 +198,11 @@ def test_the_agent_over_four_groups_of_redis(
         other = Host(backend, "h2")
         other.seq = 0
         other.backend.sync(
-            SyncRequest("h2", 1, tuple(delta(n, agent.tracks[n].policy, tripped=True) for n in names))
+            SyncRequest(
+                "h2",
+                1,
+                tuple(delta(n, agent.tracks[n].policy, tripped=True) for n in names),
+            )
         )
         for breaker in breakers:
             breaker.record_failure()
@@ -219,7 +240,12 @@ def test_status_fleet_and_fleet_control_cover_every_group(
     backend = grouped(test_clock=False)
     names = names_per_group(G)
     backend.sync(SyncRequest("h1", 1, tuple(delta(n, policy()) for n in names)))
-    where = ("--url", f"redis://127.0.0.1:{port_of(redis_client)}/0", "--namespace", namespace)
+    where = (
+        "--url",
+        f"redis://127.0.0.1:{port_of(redis_client)}/0",
+        "--namespace",
+        namespace,
+    )
     done = cli("fleet", "open", names[3], *where, "--fleet-groups", str(G))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{names[3]}: fleet forced_open")
@@ -234,7 +260,10 @@ def test_status_fleet_and_fleet_control_cover_every_group(
         assert "fleet_groups=1 on this host" in done.stderr
         assert "fleet_groups=4" in done.stderr
     done = cli("status", "--fleet", *where, "--fleet-groups", "0")
-    assert done.returncode == 2 and "fleet_groups must be an int in [1, 256]" in done.stderr
+    assert (
+        done.returncode == 2
+        and "fleet_groups must be an int in [1, 256]" in done.stderr
+    )
 
 
 def test_acl_rules_fence_a_namespace_split_over_groups(
@@ -250,12 +279,20 @@ def test_acl_rules_fence_a_namespace_split_over_groups(
         redis_client.execute_command(
             "ACL", "SETUSER", user, "on", f">{SECRET}{ns}", *acl_rules(ns, groups)
         )
-        client = connect_redis(f"redis://{user}:{SECRET}{ns}@127.0.0.1:{port}/0", timeout=TEST_TIMEOUT)
+        client = connect_redis(
+            f"redis://{user}:{SECRET}{ns}@127.0.0.1:{port}/0", timeout=TEST_TIMEOUT
+        )
         made[ns] = (user, client, grouped_backend(client, ns, groups))
     try:
         names = names_per_group(G)
         for ns, (_, _, backend) in made.items():
-            reply = backend.sync(SyncRequest("h1", 1, tuple(delta(n, policy(quorum=1), tripped=True) for n in names)))
+            reply = backend.sync(
+                SyncRequest(
+                    "h1",
+                    1,
+                    tuple(delta(n, policy(quorum=1), tripped=True) for n in names),
+                )
+            )
             assert {s.state for s in reply.states} == {"open"}, ns
             assert len(backend.view()) == len(names)
             backend.events("$", 0)
@@ -267,19 +304,28 @@ def test_acl_rules_fence_a_namespace_split_over_groups(
                         me.xrevrange(key, count=1)
                     else:
                         me.hgetall(key)
-            intruder = grouped_backend(me, other, G if other == "acl-h" else 1)
-            for call in (
-                intruder.view,
-                lambda: intruder.sync(SyncRequest("h9", 9, (delta(names[0], policy()),))),
-                lambda: intruder.force(names[0], "close", by="intruder"),
-            ):
-                with pytest.raises(redis.exceptions.NoPermissionError):
-                    call()
+            # The other's scripts, run with my credentials (each group's,
+            # past the check of G, which is refused as well).
+            intruders = grouped_backend(me, other, G if other == "acl-h" else 1)
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                intruders.view()
+            request = SyncRequest("h9", 9, (delta(names[0], policy()),))
+            for part in intruders.parts:
+                for call in (
+                    part.view,
+                    functools.partial(part.sync, request),
+                    functools.partial(part.force, names[0], "close", by="intruder"),
+                    functools.partial(part.events, "0-0", 0),
+                ):
+                    with pytest.raises(redis.exceptions.NoPermissionError):
+                        call()
         with pytest.raises(redis.exceptions.NoPermissionError):
             me.keys("*")
         # Nothing of the attempts landed.
         for ns, (_, _, backend) in made.items():
-            assert {(s.state, s.generation) for s in backend.view()} == {("open", 1)}, ns
+            assert {(s.state, s.generation) for s in backend.view()} == {("open", 1)}, (
+                ns
+            )
     finally:
         for ns, (user, client, backend) in made.items():
             client.close()
@@ -294,8 +340,12 @@ def test_acl_rules_of_one_group_are_todays() -> None:
     assert acl_rules("pay")[:2] == ("resetkeys", "~{qb1:pay}:*")
     rules = acl_rules("pay", 3)
     assert rules[:5] == (
-        "resetkeys", "~{qb1:pay}:*", "~{qb1-g0:pay}:*", "~{qb1-g1:pay}:*", "~{qb1-g2:pay}:*",
-    )  # fmt: skip
+        "resetkeys",
+        "~{qb1:pay}:*",
+        "~{qb1-g0:pay}:*",
+        "~{qb1-g1:pay}:*",
+        "~{qb1-g2:pay}:*",
+    )
     with pytest.raises(ValueError, match="fleet_groups"):
         acl_rules("pay", 0)
 
@@ -304,13 +354,17 @@ def test_acl_rules_of_one_group_are_todays() -> None:
 
 
 @pytest.mark.fleet_heavy
-def test_four_groups_on_a_three_master_cluster(cluster: list[int], namespace: str) -> None:
+def test_four_groups_on_a_three_master_cluster(
+    cluster: list[int], namespace: str
+) -> None:
     from qbreaker.fleet.redis_backend import connect_redis
 
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster)
     client = connect_redis(url, timeout=TEST_TIMEOUT)
     events_client = connect_redis(url, timeout=TEST_TIMEOUT + 2)
-    backend = grouped_backend(client, namespace, G, events_client=events_client, test_clock=True)
+    backend = grouped_backend(
+        client, namespace, G, events_client=events_client, test_clock=True
+    )
     try:
         masters = {_node_of(cluster, key_prefix(namespace, g, G)) for g in range(G)}
         print(f"{G} group tags of {namespace!r} on {len(masters)} of 3 masters")
@@ -329,7 +383,10 @@ def test_four_groups_on_a_three_master_cluster(cluster: list[int], namespace: st
             cursor, got = backend.events(cursor, 200)
             states.extend(got)
         assert sorted(s.name for s in states) == sorted(names)
-        verdicts = [delta(n, pol, verdict=(s.generation, True)) for n, s in zip(names, reply.states)]
+        verdicts = [
+            delta(n, pol, verdict=(s.generation, True))
+            for n, s in zip(names, reply.states)
+        ]
         assert {s.state for s in h1.sync(T0 + 6_000, *verdicts).states} == {"closed"}
         assert backend.force(names[0], "open", by="ops").state == "forced_open"
         assert sorted(s.name for s in backend.view()) == sorted(names)
@@ -338,10 +395,17 @@ def test_four_groups_on_a_three_master_cluster(cluster: list[int], namespace: st
             prefix = key_prefix(namespace, g, G)
             port = _node_of(cluster, prefix)
             with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as node:
-                held = {k.decode() for k in node.keys(prefix.replace("{", "\\{").replace("}", "\\}") + "*")}
+                held = {
+                    k.decode()
+                    for k in node.keys(
+                        prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+                    )
+                }
             assert held and held <= set(backend.parts[g].keys), (g, held)
         # A host with another G is refused on the cluster too.
         with pytest.raises(FleetGroupsError):
-            Host(grouped_backend(client, namespace, 2), "h3").sync(T0, delta(names[0], pol))
+            Host(grouped_backend(client, namespace, 2), "h3").sync(
+                T0, delta(names[0], pol)
+            )
     finally:
         backend.close()

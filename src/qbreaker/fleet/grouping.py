@@ -61,9 +61,7 @@ __all__ = ("CHECK_INTERVAL", "FleetGroupsError", "GroupedBackend", "GroupsRecord
 CHECK_INTERVAL = 10.0
 
 #: Reads every group's stream at once: (cursors, block_ms) -> (cursors, states).
-ReadAll = Callable[
-    [Sequence[str], int], tuple[Sequence[str], tuple[FleetState, ...]]
-]
+ReadAll = Callable[[Sequence[str], int], tuple[Sequence[str], tuple[FleetState, ...]]]
 
 
 class FleetGroupsError(ValueError):
@@ -133,8 +131,12 @@ class GroupedBackend:
         self, name: str, action: str, *, by: str, time_ms: int | None = None
     ) -> FleetState:
         self._check(always=True)
-        part = self.parts[group_of(name, self.groups)] if isinstance(name, str) else (
-            self.parts[0]  # the part's own check names the bad value
+        part = (
+            self.parts[group_of(name, self.groups)]
+            if isinstance(name, str)
+            else (
+                self.parts[0]  # the part's own check names the bad value
+            )
         )
         return part.force(name, action, by=by, time_ms=time_ms)
 

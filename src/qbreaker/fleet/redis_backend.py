@@ -44,8 +44,8 @@ from ._protocol import (
     check_time,
     key_prefix,
 )
-from .grouping import GroupedBackend
 from .connection import DEFAULT_TIMEOUT, connect_redis, describe_server, redacted_url
+from .grouping import GroupedBackend
 
 __all__ = (
     "ACL_COMMANDS",
@@ -396,7 +396,9 @@ class _StreamsReader:
         ]
         index = {stream: i for i, stream in enumerate(self._streams)}
         reply = self._client.xread(
-            dict(zip(self._streams, read)), count=EVENTS_PER_READ, block=block_ms or None
+            dict(zip(self._streams, read)),
+            count=EVENTS_PER_READ,
+            block=block_ms or None,
         )
         states: list[FleetState] = []
         for stream, entries in reply or ():

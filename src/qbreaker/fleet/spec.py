@@ -77,6 +77,8 @@ class MemoryBackend:
         # The number the next event gets, from 1. Like stream ids, numbers go
         # on growing when the data is lost, so an old cursor misses nothing.
         self._next_event = 1
+        # The namespace's fleet_groups, once a host stored it.
+        self._groups: int | None = None
         self.lose_data()
 
     # -- the protocol ---------------------------------------------------------
@@ -152,9 +154,10 @@ class MemoryBackend:
         """Store the namespace's ``fleet_groups`` unless one is stored; the
         stored one (as the Redis backend keeps it in the namespace's meta)."""
         with self._lock:
-            if self._groups is None:
-                self._groups = check_groups(groups)
-            return self._groups
+            stored = self._groups
+            if stored is None:
+                stored = self._groups = check_groups(groups)
+            return stored
 
     @property
     def epoch(self) -> str:
@@ -169,7 +172,7 @@ class MemoryBackend:
             self._breakers: dict[str, _Breaker] = {}
             self._conflicts: dict[tuple[str, str], str] = {}
             self._events: list[FleetState] = []
-            self._groups: int | None = None
+            self._groups = None
 
     # -- the rules ------------------------------------------------------------
 
