@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--password-file", help="a file holding the Redis password", default=None
         )
-        from .fleet import add_groups_argument
+        from .fleet_view import add_groups_argument
 
         add_groups_argument(parser)
     elif command == "prune":

@@ -23,6 +23,8 @@ import socket
 import sys
 import threading
 
+from . import fleet_view
+
 _ACTIONS = ("open", "close", "reset")
 
 
@@ -43,22 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--password-file", help="a file holding the Redis password", default=None
     )
-    add_groups_argument(parser)
+    fleet_view.add_groups_argument(parser)
     if command == "agent":
         parser.add_argument(
             "--host-id", help="this host's id (default: $QBREAKER_FLEET_HOST_ID)"
         )
-
-
-def add_groups_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--fleet-groups",
-        type=int,
-        default=None,
-        metavar="G",
-        help="hash tags the namespace is split over (default: "
-        "$QBREAKER_FLEET_GROUPS, else 1); every host must agree",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

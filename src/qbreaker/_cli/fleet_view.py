@@ -15,6 +15,17 @@ import sys
 from typing import Any
 
 
+def add_groups_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fleet-groups",
+        type=int,
+        default=None,
+        metavar="G",
+        help="hash tags the namespace is split over (default: "
+        "$QBREAKER_FLEET_GROUPS, else 1); every host must agree",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from qbreaker import fleet
 
