@@ -497,3 +497,43 @@ def test_a_fresh_agent_behind_in_some_groups_goes_on_past_them(host_dir: str) ->
     assert agent.sync()
     assert agent.seq == 52
     assert [s.calls for s in backend.view()] == [2, 2, 2, 2]
+
+
+def test_an_overview_of_every_group_lists_each_host_once() -> None:
+    """Parts that offer ``overview()`` (the view with the hosts that synced
+    lately): the groups' overviews as one."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Seen:
+        host_id: str
+        ms_ago: int
+
+    @dataclass(frozen=True)
+    class Overview:
+        states: tuple[Any, ...]
+        active_hosts: tuple[Seen, ...]
+        active_within_ms: int
+
+    space = MemoryKeyspace()
+    names = names_per_group(2)
+    seen = ({"h1": 30, "h2": 900}, {"h1": 10, "h3": 5})
+
+    class WithOverview:
+        def __init__(self, group: int) -> None:
+            self.inner = space.tag(group, 2)
+            self.group = group
+
+        def overview(self, within: int = 3_000) -> Overview:
+            hosts = tuple(Seen(h, ago) for h, ago in seen[self.group].items())
+            return Overview(self.inner.view(), hosts, within)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    backend = GroupedBackend([WithOverview(g) for g in range(2)], space.tag(0, 1))
+    Host(backend, "h1").sync(T0, *(delta(n, policy()) for n in names))
+    merged = backend.overview(5_000)
+    assert [s.name for s in merged.states] == sorted(names)
+    assert merged.active_hosts == (Seen("h1", 10), Seen("h2", 900), Seen("h3", 5))
+    assert merged.active_within_ms == 5_000

@@ -39,6 +39,7 @@ removed. The check runs on the first call and every ``CHECK_INTERVAL`` after.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -172,6 +173,28 @@ class GroupedBackend:
     def conflicts(self) -> tuple[PolicyConflict, ...]:
         found = [c for part in self.parts for c in _conflicts(part)]
         return tuple(sorted(found, key=lambda c: (c.name, c.host_id)))
+
+    def overview(self, *args: Any, **kwargs: Any) -> Any:
+        """Every group's ``overview()`` as one, where the parts have one (the
+        view with the hosts that synced lately): all the states, and each
+        host once, as its most recent sync in any group saw it."""
+        self._check(always=True)
+        views = [part.overview(*args, **kwargs) for part in self.parts]  # type: ignore[attr-defined]
+        if len(views) == 1:
+            return views[0]
+        hosts: dict[str, Any] = {}
+        for view in views:
+            for host in view.active_hosts:
+                seen = hosts.get(host.host_id)
+                if seen is None or host.ms_ago < seen.ms_ago:
+                    hosts[host.host_id] = host
+        return dataclasses.replace(
+            views[0],
+            states=tuple(
+                sorted((s for v in views for s in v.states), key=lambda s: s.name)
+            ),
+            active_hosts=tuple(hosts[h] for h in sorted(hosts)),
+        )
 
     def enable_test_clock(self) -> None:
         for part in self.parts:
