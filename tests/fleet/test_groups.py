@@ -537,3 +537,32 @@ def test_an_overview_of_every_group_lists_each_host_once() -> None:
     assert [s.name for s in merged.states] == sorted(names)
     assert merged.active_hosts == (Seen("h1", 10), Seen("h2", 900), Seen("h3", 5))
     assert merged.active_within_ms == 5_000
+
+
+@pytest.mark.c_extension  # fleet breakers are shared cells
+def test_an_agent_with_another_g_says_why_and_stays_host_wide(host_dir: str) -> None:
+    space = MemoryKeyspace()
+    Host(space.backend(G), "h1").sync(T0, delta("pay", policy()))
+    backend = space.backend(2)
+    fleet.connect(namespace="tests", agent="off", backend=backend, fleet_groups=2)
+    breaker = qbreaker.CircuitBreaker(2, 5.0, 1, shared="pay", fleet=True)
+    control = ControlSegment()
+    assert control.try_lease(1)
+    warnings: list[str] = []
+    agent = Agent(
+        control, backend, "here", info={},
+        log=lambda message, *args: warnings.append(message % args),
+    )  # fmt: skip
+    agent.step()
+    assert not agent.sync()
+    assert len(warnings) == 1, warnings
+    assert "fleet_groups=2 on this host" in warnings[0]
+    assert "fleet_groups=4" in warnings[0]
+    status = fleet._status_of(control)
+    assert not status.connected
+    assert status.last_error is not None and "fleet_groups=4" in status.last_error
+    # Nothing of this host reached the fleet; its breaker works host-wide.
+    assert [s.calls for s in space.backend(G).view()] == [0]
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state == qbreaker.State.OPEN

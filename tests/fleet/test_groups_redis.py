@@ -409,3 +409,42 @@ def test_four_groups_on_a_three_master_cluster(
             )
     finally:
         backend.close()
+
+
+@pytest.mark.c_extension  # the agent's control segment
+def test_the_agent_command_takes_fleet_groups(
+    host_dir: str, redis_client: Any, namespace: str
+) -> None:
+    url = f"redis://127.0.0.1:{port_of(redis_client)}/0"
+    done = cli("agent", "--url", url, "--namespace", namespace, "--fleet-groups", "0")
+    assert done.returncode == 2
+    assert "fleet_groups must be an int in [1, 256], got 0" in done.stderr
+    # A worker of this host, with a fleet breaker for the sidecar to sync.
+    fleet.connect(url, namespace=namespace, agent="sidecar", fleet_groups=G)
+    qbreaker.CircuitBreaker(2, 5.0, 1, shared="pay", fleet=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBREAKER_FLEET")}
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "qbreaker", "agent", "--url", url,
+         "--namespace", namespace, "--fleet-groups", str(G)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    meta = key_prefix(namespace) + "meta"
+    try:
+        deadline = time.monotonic() + 30
+        while redis_client.hget(meta, "groups") is None:
+            assert agent.poll() is None, agent.communicate(timeout=10)
+            assert time.monotonic() < deadline, "the agent's first sync"
+            time.sleep(0.05)
+        # Its first sync stored the namespace's G, and the breaker is in
+        # its group's keys.
+        assert redis_client.hget(meta, "groups") == b"4"
+        where = key_prefix(namespace, group_of("pay", G), G) + "pol"
+        while not redis_client.hexists(where, "pay"):
+            assert time.monotonic() < deadline, "the breaker in its group's keys"
+            time.sleep(0.05)
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
+        redis_client.delete(
+            meta, *(key_prefix(namespace, g, G) + "seq" for g in range(G))
+        )
