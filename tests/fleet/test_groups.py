@@ -8,6 +8,7 @@ test_groups_redis.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -62,28 +63,32 @@ def test_one_group_keeps_todays_keys_exactly() -> None:
     assert key_prefix("pay", 0, 1) == "{qb1:pay}:"
 
 
-def test_each_group_has_its_own_hash_tag() -> None:
-    prefixes = [key_prefix("pay", g, G) for g in range(G)]
-    assert prefixes == [f"{{qb1-g{g}:pay}}:" for g in range(G)]
-    assert len(set(prefixes)) == G
+def test_each_group_has_its_own_hash_tag_in_its_slice_of_the_slots() -> None:
     from redis.crc import key_slot  # the cluster's slot of a key
 
-    # The tags spread over slots (a cluster's masters hold slot ranges).
-    assert len({key_slot(p.encode()) for p in prefixes}) == G
+    for groups in (2, 3, 4, 16, 256):
+        prefixes = [key_prefix("pay", g, groups) for g in range(groups)]
+        for g, prefix in enumerate(prefixes):
+            assert re.fullmatch(rf"\{{qb1-g{g}of{groups}\.\d+:pay\}}:", prefix)
+            # Evenly spread: group g's slot in the g-th of G equal slices.
+            assert g * 16384 // groups <= key_slot(prefix.encode())
+            assert key_slot(prefix.encode()) < (g + 1) * 16384 // groups
+    # Every key of a group in its one slot.
+    prefix = key_prefix("pay", 3, 4)
+    assert len({key_slot((prefix + k).encode()) for k in ("meta", "st", "ev")}) == 1
 
 
 def test_no_group_tag_is_another_namespaces_tag() -> None:
-    # Namespaces may hold ':' and digits: a group tag must still never be
-    # the tag of another namespace (the ACL fence relies on it). A group's
-    # tag does not depend on G (hosts with another G are refused anyway).
-    namespaces = ("pay", "pay:g1", "g1:pay", "qb1-g1:pay", "1:pay", "pay-g1")
+    # Namespaces may hold ':', '.' and digits: a group tag must still never
+    # be the tag of another namespace (the ACL fence relies on it).
+    namespaces = ("pay", "pay:g1", "g1:pay", "qb1-g1of2.0:pay", "0:pay", "1.2:pay")
     tags = {
-        key_prefix(ns, g, groups): (ns, g if groups > 1 else None)
+        key_prefix(ns, g, groups)
         for ns in namespaces
         for groups in (1, 2, 4, 12)
         for g in range(groups)
     }
-    assert len(tags) == len(set(tags.values())) == len(namespaces) * (1 + 12)
+    assert len(tags) == len(namespaces) * (1 + 2 + 4 + 12)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from .helpers import T0, Host, delta, policy
 from .host_helpers import host_dir
 from .test_connection import SECRET
 from .test_groups import names_per_group
-from .test_topologies import _node_of, cluster
+from .test_topologies import cluster
 
 redis = pytest.importorskip("redis")
 
@@ -342,10 +343,9 @@ def test_acl_rules_of_one_group_are_todays() -> None:
     assert rules[:5] == (
         "resetkeys",
         "~{qb1:pay}:*",
-        "~{qb1-g0:pay}:*",
-        "~{qb1-g1:pay}:*",
-        "~{qb1-g2:pay}:*",
+        *(f"~{key_prefix('pay', g, 3)}*" for g in range(3)),
     )
+    assert rules[2].startswith("~{qb1-g0of3.")
     with pytest.raises(ValueError, match="fleet_groups"):
         acl_rules("pay", 0)
 
@@ -354,11 +354,43 @@ def test_acl_rules_of_one_group_are_todays() -> None:
 
 
 @pytest.mark.fleet_heavy
+def masters_of(ports: list[int]) -> Any:
+    """``where(key)``: the port of the master holding ``key``'s slot."""
+    from redis.crc import key_slot
+
+    with redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=1) as node:
+        ranges = [(s, e, int(m[1])) for s, e, m, *_ in node.cluster("slots")]
+
+    def where(key: str) -> int:
+        slot = key_slot(key.encode())
+        return next(port for s, e, port in ranges if s <= slot <= e)
+
+    return where
+
+
+@pytest.mark.fleet_heavy
+def test_the_group_tags_spread_over_a_clusters_masters(cluster: list[int]) -> None:
+    where = masters_of(cluster)
+    spans = Counter(
+        len({where(key_prefix(f"ns-{i}", g, G)) for g in range(G)}) for i in range(300)
+    )
+    one = Counter(where(key_prefix(f"ns-{i}")) for i in range(300))
+    print(
+        f"{G} tags per namespace on 1/2/3 of 3 masters: {dict(sorted(spans.items()))}"
+    )
+    # One group: each namespace on one master. Four: the tags' slots are in
+    # the four quarters of the slot space, so on two or three masters.
+    assert len(one) == 3
+    assert spans[1] == 0
+
+
+@pytest.mark.fleet_heavy
 def test_four_groups_on_a_three_master_cluster(
     cluster: list[int], namespace: str
 ) -> None:
     from qbreaker.fleet.redis_backend import connect_redis
 
+    where = masters_of(cluster)
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster)
     client = connect_redis(url, timeout=TEST_TIMEOUT)
     events_client = connect_redis(url, timeout=TEST_TIMEOUT + 2)
@@ -366,9 +398,8 @@ def test_four_groups_on_a_three_master_cluster(
         client, namespace, G, events_client=events_client, test_clock=True
     )
     try:
-        masters = {_node_of(cluster, key_prefix(namespace, g, G)) for g in range(G)}
+        masters = {where(key_prefix(namespace, g, G)) for g in range(G)}
         print(f"{G} group tags of {namespace!r} on {len(masters)} of 3 masters")
-        assert len(masters) > 1
         names = names_per_group(G)
         pol = policy(quorum=2)
         h1, h2 = Host(backend, "h1"), Host(backend, "h2")
@@ -393,7 +424,7 @@ def test_four_groups_on_a_three_master_cluster(
         # Each group's keys on the one master of its slot.
         for g in range(G):
             prefix = key_prefix(namespace, g, G)
-            port = _node_of(cluster, prefix)
+            port = where(prefix)
             with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as node:
                 held = {
                     k.decode()

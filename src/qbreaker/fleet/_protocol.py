@@ -16,7 +16,10 @@ an expired fleet open with a lease holder is the fleet's half-open.
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
+import itertools
 import math
 import zlib
 from dataclasses import dataclass
@@ -81,6 +84,8 @@ PROBE_LEASE_MS = 2_000
 #: (``fleet_groups``): far more than a cluster has masters, and few enough
 #: that an ACL user's key patterns (one per group) stay a short list.
 MAX_GROUPS = 256
+#: Redis Cluster's hash slots: CRC16 (XMODEM) of a key's hash tag, modulo this.
+SLOTS = 16384
 # Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
 _MAX_INT = 2**53 - 1
 
@@ -141,10 +146,13 @@ def key_prefix(namespace: str, group: int = 0, groups: int = 1) -> str:
     """The prefix of a namespace's keys: every key of one group in one hash slot.
 
     One group (the default): ``{qb1:<namespace>}:``. ``groups`` > 1 (the
-    ``fleet_groups`` setting): group ``g`` is ``{qb1-g<g>:<namespace>}:``,
+    ``fleet_groups`` setting): group ``g`` is ``{qb1-g<g>of<G>.<n>:<namespace>}:``,
     a tag no one-group namespace can have (theirs all start ``{qb1:``), so
     two namespaces never share a key and an ACL key pattern per group fences
-    exactly one namespace.
+    exactly one namespace. ``n`` is the first number that puts the tag's
+    cluster slot in the g-th of G equal slices of the slot space: the groups
+    spread evenly over the slots (and so over a cluster's masters), where
+    tags that differ in one character often share a master (CRC16 is linear).
 
     The namespace is 1 to 64 bytes of printable text without braces (a brace
     would move the hash tag) or whitespace (ACL key patterns are split on it).
@@ -159,7 +167,19 @@ def key_prefix(namespace: str, group: int = 0, groups: int = 1) -> str:
     group = _int("group", group, 0, groups - 1)
     if groups == 1:
         return "{" + SCHEMA + ":" + namespace + "}:"
-    return "{" + SCHEMA + "-g" + str(group) + ":" + namespace + "}:"
+    return "{" + _group_tag(namespace, group, groups) + "}:"
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_tag(namespace: str, group: int, groups: int) -> str:
+    low, high = group * SLOTS // groups, (group + 1) * SLOTS // groups
+    base = f"{SCHEMA}-g{group}of{groups}."
+    # About G tries: a slice is a G-th of the slots, and CRC16 spreads n.
+    for n in itertools.count():
+        tag = f"{base}{n}:{namespace}"
+        if low <= binascii.crc_hqx(tag.encode(), 0) % SLOTS < high:
+            return tag
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def check_groups(groups: object) -> int:
