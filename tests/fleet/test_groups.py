@@ -571,3 +571,12 @@ def test_an_agent_with_another_g_says_why_and_stays_host_wide(host_dir: str) -> 
     breaker.record_failure()
     breaker.record_failure()
     assert breaker.state == qbreaker.State.OPEN
+
+
+@pytest.mark.parametrize("bad", [7, "", None])
+def test_a_bad_force_names_the_bad_value(bad: Any) -> None:
+    backend = MemoryKeyspace().backend(G)
+    with pytest.raises((TypeError, ValueError), match="name must be"):
+        backend.force(bad, "open", by="ops")
+    with pytest.raises(ValueError, match="action must be one of"):
+        backend.force("pay", "shut", by="ops")

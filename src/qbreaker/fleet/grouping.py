@@ -132,14 +132,9 @@ class GroupedBackend:
         self, name: str, action: str, *, by: str, time_ms: int | None = None
     ) -> FleetState:
         self._check(always=True)
-        part = (
-            self.parts[group_of(name, self.groups)]
-            if isinstance(name, str)
-            else (
-                self.parts[0]  # the part's own check names the bad value
-            )
-        )
-        return part.force(name, action, by=by, time_ms=time_ms)
+        # A name that is not a str: the part's own check names the bad value.
+        group = group_of(name, self.groups) if isinstance(name, str) else 0
+        return self.parts[group].force(name, action, by=by, time_ms=time_ms)
 
     def events(self, cursor: str, block_ms: int) -> tuple[str, tuple[FleetState, ...]]:
         """Transitions of every group after ``cursor``: ``"$"`` (from now on),
