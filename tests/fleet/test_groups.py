@@ -580,3 +580,36 @@ def test_a_bad_force_names_the_bad_value(bad: Any) -> None:
         backend.force(bad, "open", by="ops")
     with pytest.raises(ValueError, match="action must be one of"):
         backend.force("pay", "shut", by="ops")
+
+
+def test_an_idle_reader_in_turn_sends_g_plus_one_reads_per_wait() -> None:
+    from qbreaker.fleet.grouping import MIN_WAIT_MS
+
+    groups = 16
+    space = MemoryKeyspace()
+    reads: list[int] = []
+
+    class Counting:
+        def __init__(self, group: int) -> None:
+            self.inner = space.tag(group, groups)
+
+        def events(self, cursor: str, block_ms: int) -> Any:
+            reads.append(block_ms)
+            return self.inner.events(cursor, block_ms)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    backend = GroupedBackend([Counting(g) for g in range(groups)], space.tag(0, 1))
+    cursor, _ = backend.events("$", 0)
+    reads.clear()
+    started = time.monotonic()
+    for _ in range(3):
+        cursor, states = backend.events(cursor, 500)
+        assert states == ()
+    elapsed = time.monotonic() - started
+    # 500 ms / 16 is under the floor: each wait is MIN_WAIT_MS.
+    assert reads.count(MIN_WAIT_MS) == 3
+    assert len(reads) == 3 * (groups + 1)
+    print(f"3 idle reads: {len(reads)} stream reads in {elapsed * 1000:.0f} ms")
+    assert elapsed >= 3 * MIN_WAIT_MS / 1000

@@ -26,7 +26,8 @@ one namespace:
   so unless the backend can read them all at once (``read_all``: one
   ``XREAD`` on a single server), each call reads every group's stream
   without waiting, then, if nothing came, waits on one of them (in turn)
-  for ``block_ms / G``: an event waits at most about that long.
+  for ``block_ms / G``, at least MIN_WAIT_MS: an event waits at most about
+  that long (the next sync reply brings the state anyway).
 - ``view``, ``force`` and ``conflicts`` cover all groups.
 
 Hosts that disagree on G would split a breaker's state silently, so G is
@@ -60,6 +61,11 @@ __all__ = ("CHECK_INTERVAL", "FleetGroupsError", "GroupedBackend", "GroupsRecord
 
 #: Seconds between checks of the namespace's stored ``fleet_groups``.
 CHECK_INTERVAL = 10.0
+
+#: The shortest wait on one group's stream (ms) when they are read in turn:
+#: each read goes over every stream first, so this bounds an idle agent's
+#: reads to about G + 1 per MIN_WAIT_MS.
+MIN_WAIT_MS = 100
 
 #: Reads every group's stream at once: (cursors, block_ms) -> (cursors, states).
 ReadAll = Callable[[Sequence[str], int], tuple[Sequence[str], tuple[FleetState, ...]]]
@@ -153,7 +159,7 @@ class GroupedBackend:
         if not found and block_ms:
             # Nothing now: wait on one stream, a slice of the block, in turn.
             group = self._turn = (self._turn + 1) % self.groups
-            wait = max(1, block_ms // self.groups)
+            wait = min(block_ms, max(block_ms // self.groups, MIN_WAIT_MS))
             cursors[group], states = self.parts[group].events(cursors[group], wait)
             found.extend(states)
         return ",".join(cursors), tuple(found)
