@@ -16,7 +16,7 @@ def host_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A private segment directory: one simulated host."""
     where = tempfile.mkdtemp(prefix="qbreaker-fleet-host-", dir=_base())
     monkeypatch.setenv("QBREAKER_SHM_DIR", where)
-    for name in ("URL", "NAMESPACE", "AGENT", "HOST_ID"):
+    for name in ("URL", "NAMESPACE", "AGENT", "HOST_ID", "GROUPS"):
         monkeypatch.delenv(f"QBREAKER_FLEET_{name}", raising=False)
     try:
         yield where

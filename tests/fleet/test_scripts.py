@@ -29,9 +29,10 @@ from qbreaker.fleet._protocol import (
     LeaseRequest,
     SyncRequest,
     Verdict,
+    group_of,
     key_prefix,
 )
-from qbreaker.fleet.spec import MemoryBackend
+from qbreaker.fleet.spec import MemoryBackend, MemoryKeyspace
 
 from .conftest import RedisBackend, connect_redis
 from .helpers import T0, Host, delta, policy
@@ -54,10 +55,18 @@ TIME_STEPS = (0, 1, 50, 999, 1_000, 2_500, 5_000, 12_000, -1_500)
 class Pair:
     """The spec and the scripts fed the same operations, compared at each."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, groups: int = 1) -> None:
         self.client = client
-        self.spec = MemoryBackend()
-        self.redis = RedisBackend(client, f"d-{uuid.uuid4().hex[:12]}", test_clock=True)
+        namespace = f"d-{uuid.uuid4().hex[:12]}"
+        self.groups = groups
+        self.spec: Any = MemoryBackend()
+        self.redis: Any = RedisBackend(client, namespace, test_clock=True)
+        if groups > 1:  # fleet_groups: both backends split the same way
+            self.spec = MemoryKeyspace().backend(groups)
+            self.redis = redis_backend_module.grouped_backend(
+                client, namespace, groups, test_clock=True
+            )
+            self.home = key_prefix(namespace) + "meta"
         self.now = T0
         self.seq = dict.fromkeys(HOSTS, 0)
         self.pending: list[SyncRequest] = []
@@ -67,6 +76,8 @@ class Pair:
 
     def close(self) -> None:
         self.client.delete(*self.redis.keys)
+        if self.groups > 1:
+            self.client.delete(self.home)
 
     def generation(self, name: str) -> int:
         for state in self.spec.view(time_ms=self.now):
@@ -96,8 +107,9 @@ class Pair:
             expected.states,
             expected.last_seq,
         ), request
-        self.epochs[0].add(expected.epoch)
-        self.epochs[1].add(got.epoch)
+        # Split over groups: each group's epoch, apart (see data_lost).
+        self.epochs[0].update(e.split("/")[0] for e in expected.epoch.split(";"))
+        self.epochs[1].update(e.split("/")[0] for e in got.epoch.split(";"))
         self.replies += 1
 
     def force(self, name: str, action: str) -> None:
@@ -115,15 +127,16 @@ class Pair:
             )
         assert self.redis.events("0-0", 0)[1] == self.spec.events("0-0", 0)[1]
         assert self.redis.conflicts() == self.spec.conflicts()
-        assert len(self.epochs[0]) <= 1 and len(self.epochs[1]) <= 1
+        groups = len(set(group_of(name, self.groups) for name in NAMES))
+        assert len(self.epochs[0]) <= groups and len(self.epochs[1]) <= groups
 
 
 @pytest.fixture
 def pair(redis_client: Any) -> Iterator[Any]:
     made: list[Pair] = []
 
-    def make() -> Pair:
-        made.append(Pair(redis_client))
+    def make(groups: int = 1) -> Pair:
+        made.append(Pair(redis_client, groups))
         return made[-1]
 
     yield make
@@ -240,6 +253,34 @@ def test_scripts_agree_with_the_spec_on_long_walks(pair: Any) -> None:
         "reseed",
         "lease_expired",
     }, reasons
+
+
+@pytest.mark.fleet
+@pytest.mark.hypothesis
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=operations)
+def test_scripts_agree_with_the_spec_split_over_groups(
+    pair: Any, ops: list[Any]
+) -> None:
+    """fleet_groups=3: the breakers in two groups, one group unused."""
+    run(pair(3), ops)
+
+
+@pytest.mark.fleet
+def test_scripts_agree_with_the_spec_on_long_walks_split_over_groups(
+    pair: Any,
+) -> None:
+    reasons: set[str] = set()
+    for seed, groups in ((4, 3), (5, 4)):
+        one = pair(groups)
+        reasons |= walk(one, random.Random(seed))
+        used = {group_of(name, groups) for name in NAMES}
+        assert len(used) == 2 and len(one.redis.parts) == groups
+    assert {"quorum", "probe", "manual"} <= reasons, reasons
 
 
 def walk(one: Pair, rng: random.Random) -> set[str]:

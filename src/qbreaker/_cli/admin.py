@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--password-file", help="a file holding the Redis password", default=None
         )
+        from .fleet_view import add_groups_argument
+
+        add_groups_argument(parser)
     elif command == "prune":
         parser.add_argument(
             "--dry-run", action="store_true", help="list what would go; remove nothing"

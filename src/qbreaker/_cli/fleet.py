@@ -3,7 +3,8 @@
 ``agent`` runs this host's fleet agent in the foreground (a sidecar): it
 waits for the host's agent lease, then syncs while it holds it, until
 SIGTERM or SIGINT. Its settings come from the environment
-(QBREAKER_FLEET_URL, _NAMESPACE, _HOST_ID, QBREAKER_SHM_DIR) or options.
+(QBREAKER_FLEET_URL, _NAMESPACE, _HOST_ID, _GROUPS, QBREAKER_SHM_DIR) or
+options.
 Workers then connect with ``agent="sidecar"``.
 
 ``fleet ACTION NAME`` changes a breaker fleet-wide, in Redis only: it needs
@@ -21,6 +22,8 @@ import signal
 import socket
 import sys
 import threading
+
+from . import fleet_view
 
 _ACTIONS = ("open", "close", "reset")
 
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--password-file", help="a file holding the Redis password", default=None
     )
+    fleet_view.add_groups_argument(parser)
     if command == "agent":
         parser.add_argument(
             "--host-id", help="this host's id (default: $QBREAKER_FLEET_HOST_ID)"
@@ -61,10 +65,11 @@ def _agent(args: argparse.Namespace) -> int:
         ("url", fleet.ENV_URL),
         ("namespace", fleet.ENV_NAMESPACE),
         ("host_id", fleet.ENV_HOST_ID),
+        ("fleet_groups", fleet.ENV_GROUPS),
     ):
         value = getattr(args, option, None)
         if value is not None:
-            os.environ[variable] = value
+            os.environ[variable] = str(value)
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
@@ -87,7 +92,10 @@ def _fleet(args: argparse.Namespace) -> int:
 
     try:
         backend = fleet.redis_backend_for(
-            args.url, args.namespace, password_file=args.password_file
+            args.url,
+            args.namespace,
+            password_file=args.password_file,
+            fleet_groups=args.fleet_groups,
         )
     except (TypeError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)

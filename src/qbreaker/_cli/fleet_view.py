@@ -19,12 +19,26 @@ if TYPE_CHECKING:
     from qbreaker.fleet.redis_backend import RedisBackend
 
 
+def add_groups_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fleet-groups",
+        type=int,
+        default=None,
+        metavar="G",
+        help="hash tags the namespace is split over (default: "
+        "$QBREAKER_FLEET_GROUPS, else 1); every host must agree",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from qbreaker import fleet
 
     try:
         backend = fleet.redis_backend_for(
-            args.url, args.namespace, password_file=args.password_file
+            args.url,
+            args.namespace,
+            password_file=args.password_file,
+            fleet_groups=getattr(args, "fleet_groups", None),
         )
     except (TypeError, ValueError, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -34,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         overview = cast("RedisBackend", backend).overview()
         read = getattr(backend, "conflicts", None)
         conflicts = () if read is None else read()
+    except ValueError as exc:  # this host's fleet_groups is not the namespace's
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - Redis unreachable, refused, ...
         print(
             f"the fleet backend is unreachable ({type(exc).__name__}: "

@@ -25,7 +25,14 @@ from typing import Any, Callable, Union, cast
 
 from .._impl import methods
 from .._impl.methods import FleetOptions
-from ._protocol import MAX_NAME_BYTES, FleetBackend, PolicyConflict, key_prefix
+from ._protocol import (
+    MAX_GROUPS,
+    MAX_NAME_BYTES,
+    FleetBackend,
+    PolicyConflict,
+    check_groups,
+    key_prefix,
+)
 from .connection import check_url, redacted_url
 from .control import ControlSegment, monotonic_ms
 from .control import exists as control_exists
@@ -46,6 +53,7 @@ ENV_URL = "QBREAKER_FLEET_URL"
 ENV_NAMESPACE = "QBREAKER_FLEET_NAMESPACE"
 ENV_AGENT = "QBREAKER_FLEET_AGENT"
 ENV_HOST_ID = "QBREAKER_FLEET_HOST_ID"
+ENV_GROUPS = "QBREAKER_FLEET_GROUPS"
 AGENT_MODES = {
     "auto": "a daemon thread of an elected worker",
     "sidecar": "python -m qbreaker agent runs it; workers never do",
@@ -126,6 +134,7 @@ class _Settings:
     password: str | None = field(repr=False)
     backend: Backend | None
     credential_provider: Any = field(default=None, repr=False)
+    fleet_groups: int = 1
 
 
 _lock = threading.Lock()
@@ -145,6 +154,7 @@ def connect(
     password_file: str | None = None,
     credential_provider: Any = None,
     backend: Backend | None = None,
+    fleet_groups: int | None = None,
 ) -> None:
     """Join this process to its host's fleet agent; once per process.
 
@@ -161,7 +171,11 @@ def connect(
     ``CredentialProvider``, asked for the user and password on every new
     connection. ``backend``: a FleetBackend (or a callable making one) in place
     of Redis. ``sync_interval`` is the quiet tick (250 ms while anything is
-    failing or open), ``timeout`` every Redis call's.
+    failing or open), ``timeout`` every Redis call's. ``fleet_groups`` (else
+    $QBREAKER_FLEET_GROUPS, else 1): split the namespace's breakers over this
+    many Redis hash tags (1 to 256), to spread a hot namespace over a
+    cluster's masters; every host of the namespace must use the same number
+    (a host with another is refused, and stays host-wide).
 
     Never raises because Redis is unreachable: the agent starts degraded and
     keeps trying. Bad settings raise TypeError/ValueError here. Connecting
@@ -172,6 +186,7 @@ def connect(
     settings = _make_settings(
         url, namespace, sync_interval, timeout, agent, host_id, password_file, backend
     )
+    settings = replace(settings, fleet_groups=_fleet_groups(fleet_groups))
     if credential_provider is not None:
         if password_file is not None:
             raise ValueError("give password_file or credential_provider, not both")
@@ -255,6 +270,7 @@ def run_agent(
     settings = _make_settings(
         None, None, 1.0, 0.25, "sidecar", None, password_file, None
     )
+    settings = replace(settings, fleet_groups=_fleet_groups(None))
     runner = _make_runner(settings, ControlSegment(), mode="sidecar")
     if stop is not None:
         threading.Thread(
@@ -267,13 +283,19 @@ def run_agent(
 
 
 def redis_backend_for(
-    url: str | None, namespace: str | None, *, password_file: str | None = None
+    url: str | None,
+    namespace: str | None,
+    *,
+    password_file: str | None = None,
+    fleet_groups: int | None = None,
 ) -> FleetBackend:
     """A Redis backend for ``url`` and ``namespace`` (else the environment's),
-    with the fleet's short timeouts; no connection is made here."""
+    split over ``fleet_groups`` (else the environment's, else 1), with the
+    fleet's short timeouts; no connection is made here."""
     settings = _make_settings(
         url, namespace, 1.0, 0.25, "off", None, password_file, None
     )
+    settings = replace(settings, fleet_groups=_fleet_groups(fleet_groups))
     return _backend_factory(settings)()
 
 
@@ -343,6 +365,20 @@ def _make_settings(
     )
 
 
+def _fleet_groups(value: object) -> int:
+    """``fleet_groups``, else $QBREAKER_FLEET_GROUPS, else 1."""
+    if value is None:
+        text = os.environ.get(ENV_GROUPS) or ""
+        try:
+            value = int(text.strip() or "1")
+        except ValueError:
+            raise ValueError(
+                f"fleet_groups (${ENV_GROUPS}) must be an int in "
+                f"[1, {MAX_GROUPS}], got {text!r}"
+            ) from None
+    return check_groups(value)
+
+
 def _seconds(name: str, value: object, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
@@ -373,6 +409,7 @@ def _make_runner(
         "namespace": settings.namespace,
         "url": None if settings.url is None else redacted_url(settings.url),
         "sync_interval": settings.sync_interval,
+        "fleet_groups": settings.fleet_groups,
         "password": settings.password,  # for redacting errors; never published
     }
     return Runner(
@@ -399,7 +436,7 @@ def _backend_factory(
     def make() -> FleetBackend:
         from .agent import EVENTS_BLOCK_MS
         from .connection import agent_client_name
-        from .redis_backend import RedisBackend, connect_redis
+        from .redis_backend import connect_redis, grouped_backend
 
         assert settings.url is not None
         options: dict[str, Any] = {
@@ -416,7 +453,9 @@ def _backend_factory(
             timeout=settings.timeout + EVENTS_BLOCK_MS / 1000,
             **options,
         )
-        return RedisBackend(client, settings.namespace, events_client=events)
+        return grouped_backend(
+            client, settings.namespace, settings.fleet_groups, events_client=events
+        )
 
     return make
 

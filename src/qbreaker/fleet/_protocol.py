@@ -16,8 +16,12 @@ an expired fleet open with a lease holder is the fleet's half-open.
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
+import itertools
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +33,7 @@ __all__ = (
     "ACTIVE_WITHIN_MS",
     "EVENTS_KEPT",
     "EVENTS_PER_READ",
+    "MAX_GROUPS",
     "PROBE_LEASE_MS",
     "REASONS",
     "SCHEMA",
@@ -47,7 +52,10 @@ __all__ = (
     "check_block",
     "check_active_within",
     "check_force",
+    "check_groups",
     "check_time",
+    "data_lost",
+    "group_of",
     "key_prefix",
 )
 
@@ -83,6 +91,12 @@ ACTIVE_HOSTS_KEPT_MS = 300_000
 #: A view's active hosts by default: those that synced within 3 quiet ticks
 #: (the agent's default sync interval is 1 s).
 ACTIVE_WITHIN_MS = 3_000
+#: The most hash tags one namespace's breakers may be split over
+#: (``fleet_groups``): far more than a cluster has masters, and few enough
+#: that an ACL user's key patterns (one per group) stay a short list.
+MAX_GROUPS = 256
+#: Redis Cluster's hash slots: CRC16 (XMODEM) of a key's hash tag, modulo this.
+SLOTS = 16384
 # Whole milliseconds fit a double exactly below 2**53, and Lua numbers are doubles.
 _MAX_INT = 2**53 - 1
 
@@ -139,8 +153,17 @@ def _bool(field: str, value: object) -> bool:
     return value
 
 
-def key_prefix(namespace: str) -> str:
-    """``{qb1:<namespace>}:``: every key of a namespace in one hash slot.
+def key_prefix(namespace: str, group: int = 0, groups: int = 1) -> str:
+    """The prefix of a namespace's keys: every key of one group in one hash slot.
+
+    One group (the default): ``{qb1:<namespace>}:``. ``groups`` > 1 (the
+    ``fleet_groups`` setting): group ``g`` is ``{qb1-g<g>of<G>.<n>:<namespace>}:``,
+    a tag no one-group namespace can have (theirs all start ``{qb1:``), so
+    two namespaces never share a key and an ACL key pattern per group fences
+    exactly one namespace. ``n`` is the first number that puts the tag's
+    cluster slot in the g-th of G equal slices of the slot space: the groups
+    spread evenly over the slots (and so over a cluster's masters), where
+    tags that differ in one character often share a master (CRC16 is linear).
 
     The namespace is 1 to 64 bytes of printable text without braces (a brace
     would move the hash tag) or whitespace (ACL key patterns are split on it).
@@ -151,7 +174,72 @@ def key_prefix(namespace: str) -> str:
             f"namespace must be printable ASCII without braces or spaces, "
             f"got {namespace!r}"
         )
-    return "{" + SCHEMA + ":" + namespace + "}:"
+    groups = check_groups(groups)
+    group = _int("group", group, 0, groups - 1)
+    if groups == 1:
+        return "{" + SCHEMA + ":" + namespace + "}:"
+    return "{" + _group_tag(namespace, group, groups) + "}:"
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_tag(namespace: str, group: int, groups: int) -> str:
+    low, high = group * SLOTS // groups, (group + 1) * SLOTS // groups
+    base = f"{SCHEMA}-g{group}of{groups}."
+    # About G tries: a slice is a G-th of the slots, and CRC16 spreads n.
+    for n in itertools.count():
+        tag = f"{base}{n}:{namespace}"
+        if low <= binascii.crc_hqx(tag.encode(), 0) % SLOTS < high:
+            return tag
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_groups(groups: object) -> int:
+    """``fleet_groups``: an int in [1, MAX_GROUPS]."""
+    number = integer(groups)
+    if number is None or not 1 <= number <= MAX_GROUPS:
+        error = TypeError if number is None else ValueError
+        raise error(
+            f"fleet_groups must be an int in [1, {MAX_GROUPS}], got {groups!r}"
+            + ("" if number is not None else f" ({type(groups).__name__})")
+        )
+    return number
+
+
+def group_of(name: str, groups: int) -> int:
+    """The group of breaker ``name`` among ``groups``: a stable hash (CRC-32
+    of its UTF-8 bytes, the same in every process and on every host, unlike
+    Python's salted ``hash``) modulo ``groups``."""
+    if groups == 1:
+        return 0
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % groups
+
+
+def data_lost(epoch: str | None, version: int, reply: SyncReply) -> bool:
+    """Whether ``reply`` says the backend lost data since the reply that
+    gave ``epoch`` and ``version``: a new epoch, or a version that went back.
+
+    A namespace split over groups answers with each group's epoch and
+    version in its epoch text (``g<g>=<epoch>/<version>;...``, see
+    ``qbreaker.fleet.grouping``); then only the groups both replies name are
+    compared, since a host's breakers, and so the groups it syncs, change.
+    """
+    if epoch is None or "=" not in epoch or "=" not in reply.epoch:
+        return (epoch is not None and reply.epoch != epoch) or reply.version < version
+    before = _group_marks(epoch)
+    for group, (now_epoch, now_version) in _group_marks(reply.epoch).items():
+        then = before.get(group)
+        if then is not None and (now_epoch != then[0] or now_version < then[1]):
+            return True
+    return False
+
+
+def _group_marks(epoch: str) -> dict[str, tuple[str, int]]:
+    marks = {}
+    for part in epoch.split(";"):
+        group, _, mark = part.partition("=")
+        part_epoch, _, part_version = mark.rpartition("/")
+        marks[group] = (part_epoch, int(part_version or 0))
+    return marks
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ from ._protocol import (
     SyncReply,
     SyncRequest,
     Verdict,
+    data_lost,
 )
 from .control import LEASE_CHECK_MS, LEASE_MS, ControlSegment, monotonic_ms
 from .counters import AgentCounters
@@ -486,9 +487,10 @@ class Agent:
                         s + delta.successes,
                     )
             self.pending = None
-        lost = (self.epoch is not None and reply.epoch != self.epoch) or (
-            reply.version < self.version
-        )
+            # A namespace split over groups may send parts past the seq
+            # (see grouping): the next request goes after them.
+            self.seq = max(self.seq, reply.last_seq)
+        lost = data_lost(self.epoch, self.version, reply)
         lost = self._generation_went_back(reply, floors) or lost
         self.epoch, self.version = reply.epoch, reply.version
         if lost:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,12 @@ from ._protocol import (
     check_active_within,
     check_block,
     check_force,
+    check_groups,
     check_time,
     key_prefix,
 )
 from .connection import DEFAULT_TIMEOUT, connect_redis, describe_server, redacted_url
+from .grouping import GroupedBackend
 
 __all__ = (
     "ACL_COMMANDS",
@@ -54,6 +57,7 @@ __all__ = (
     "RedisBackend",
     "acl_rules",
     "connect_redis",
+    "grouped_backend",
     "redacted_url",
 )
 
@@ -92,13 +96,17 @@ ACL_COMMANDS = (
 )  # fmt: skip
 
 
-def acl_rules(namespace: str) -> tuple[str, ...]:
+def acl_rules(namespace: str, groups: int = 1) -> tuple[str, ...]:
     """The least an ACL user of one namespace needs, for ``ACL SETUSER``:
-    its keys only, no channels, only the commands of ``ACL_COMMANDS``."""
-    prefix = key_prefix(namespace)
+    its keys only, no channels, only the commands of ``ACL_COMMANDS``.
+    Split over ``groups`` (``fleet_groups``): one key pattern per group,
+    and the one-group prefix, whose meta holds the namespace's G."""
+    patterns = [f"~{key_prefix(namespace)}*"]
+    if check_groups(groups) > 1:
+        patterns += [f"~{key_prefix(namespace, g, groups)}*" for g in range(groups)]
     return (
         "resetkeys",
-        f"~{prefix}*",
+        *patterns,
         "resetchannels",
         "-@all",
         *(f"+{command}" for command in ACL_COMMANDS),
@@ -154,9 +162,12 @@ class RedisBackend:
         events_client: Any = None,
         stream_maxlen: int = EVENTS_KEPT,
         test_clock: bool = False,
+        group: int = 0,
+        groups: int = 1,
     ) -> None:
         self.namespace = namespace
-        self.prefix = key_prefix(namespace)
+        # A part of a namespace split over groups serves one group's keys.
+        self.prefix = key_prefix(namespace, group, groups)
         self.keys = tuple(self.prefix + name for name in KEY_NAMES)
         self._client = client
         self._events_client = client if events_client is None else events_client
@@ -278,8 +289,7 @@ class RedisBackend:
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 cursor = _text(entry_id)
-                f = {_text(k): v for k, v in fields.items()}
-                states.append(_state([f[k] for k in ("n", "s", "g", "r", "w", "b")]))
+                states.append(_event(fields))
         return cursor, tuple(states)
 
     def view(self, *, time_ms: int | None = None) -> tuple[FleetState, ...]:
@@ -317,6 +327,16 @@ class RedisBackend:
             found.append(PolicyConflict(name, host, _text(digest), stored_digest))
         return tuple(sorted(found, key=lambda c: (c.name, c.host_id)))
 
+    def claim_groups(self, groups: int) -> int:
+        """Store the namespace's ``fleet_groups`` unless one is stored (in the
+        one-group namespace's meta, which hosts of every G find); return the
+        stored value (a record from before groups existed: 1)."""
+        meta = key_prefix(self.namespace) + "meta"
+        if self._client.hsetnx(meta, "groups", str(check_groups(groups))):
+            return groups
+        stored = self._client.hget(meta, "groups")
+        return int(_text(stored)) if stored is not None else groups
+
     def enable_test_clock(self) -> None:
         """Let the scripts take injected times in this namespace (tests only)."""
         self._client.hset(self.keys[0], "test_clock", "1")
@@ -342,6 +362,79 @@ class RedisBackend:
             # Redis restarted or the scripts were flushed: load once, send once.
             self._client.script_load(script.text)
             return self._client.evalsha(script.sha, len(self.keys), *self.keys, *argv)
+
+
+def grouped_backend(
+    client: Any,
+    namespace: str,
+    groups: int = 1,
+    *,
+    events_client: Any = None,
+    stream_maxlen: int = EVENTS_KEPT,
+    test_clock: bool = False,
+) -> GroupedBackend:
+    """One namespace split over ``groups`` hash tags (``fleet_groups``): a
+    ``RedisBackend`` per group, as one backend (see ``grouping``). With one
+    group, its keys are exactly those of ``RedisBackend(client, namespace)``."""
+    groups = check_groups(groups)
+    parts = [
+        RedisBackend(
+            client,
+            namespace,
+            events_client=events_client,
+            stream_maxlen=stream_maxlen,
+            test_clock=test_clock,
+            group=group,
+            groups=groups,
+        )
+        for group in range(groups)
+    ]
+    reader = parts[0]._events_client
+    # A single server reads every stream in one XREAD; a cluster cannot
+    # (the streams are in different slots).
+    read_all = None if _is_cluster(reader) else _StreamsReader(reader, parts)
+    return GroupedBackend(parts, parts[0], namespace=namespace, read_all=read_all)
+
+
+def _is_cluster(client: Any) -> bool:
+    cluster = getattr(redis, "cluster", None)
+    return cluster is not None and isinstance(client, cluster.RedisCluster)
+
+
+class _StreamsReader:
+    """Every group's stream in one ``XREAD`` (one server only)."""
+
+    def __init__(self, client: Any, parts: list[RedisBackend]) -> None:
+        self._client = client
+        self._parts = parts
+        self._streams = [part.keys[-1] for part in parts]
+
+    def __call__(
+        self, cursors: Sequence[str], block_ms: int
+    ) -> tuple[list[str], tuple[FleetState, ...]]:
+        # "$" names no id to resume from: each part resolves it (no wait).
+        read = [
+            part.events("$", 0)[0] if cursor == "$" else cursor
+            for part, cursor in zip(self._parts, cursors)
+        ]
+        index = {stream: i for i, stream in enumerate(self._streams)}
+        reply = self._client.xread(
+            dict(zip(self._streams, read)),
+            count=EVENTS_PER_READ,
+            block=block_ms or None,
+        )
+        states: list[FleetState] = []
+        for stream, entries in reply or ():
+            i = index[_text(stream)]
+            for entry_id, fields in entries:
+                read[i] = _text(entry_id)
+                states.append(_event(fields))
+        return read, tuple(states)
+
+
+def _event(fields: Any) -> FleetState:
+    f = {_text(k): v for k, v in fields.items()}
+    return _state([f[k] for k in ("n", "s", "g", "r", "w", "b")])
 
 
 if TYPE_CHECKING:  # mypy checks that the backend implements the protocol

@@ -37,10 +37,12 @@ from ._protocol import (
     check_active_within,
     check_block,
     check_force,
+    check_groups,
     check_time,
 )
+from .grouping import GroupedBackend
 
-__all__ = ("MemoryBackend",)
+__all__ = ("MemoryBackend", "MemoryKeyspace")
 
 _FORCED = {"open": "forced_open", "close": "forced_closed", "reset": "closed"}
 
@@ -80,6 +82,8 @@ class MemoryBackend:
         # The number the next event gets, from 1. Like stream ids, numbers go
         # on growing when the data is lost, so an old cursor misses nothing.
         self._next_event = 1
+        # The namespace's fleet_groups, once a host stored it.
+        self._groups: int | None = None
         self.lose_data()
 
     # -- the protocol ---------------------------------------------------------
@@ -173,6 +177,15 @@ class MemoryBackend:
                 for (name, host), digest in sorted(self._conflicts.items())
             )
 
+    def claim_groups(self, groups: int) -> int:
+        """Store the namespace's ``fleet_groups`` unless one is stored; the
+        stored one (as the Redis backend keeps it in the namespace's meta)."""
+        with self._lock:
+            stored = self._groups
+            if stored is None:
+                stored = self._groups = check_groups(groups)
+            return stored
+
     @property
     def epoch(self) -> str:
         return self._epoch
@@ -188,6 +201,7 @@ class MemoryBackend:
             self._breakers: dict[str, _Breaker] = {}
             self._conflicts: dict[tuple[str, str], str] = {}
             self._events: list[FleetState] = []
+            self._groups = None
 
     # -- the rules ------------------------------------------------------------
 
@@ -372,6 +386,33 @@ class MemoryBackend:
                 f"cursor must be '$' or an event id like '12-0', got {cursor!r}"
             )
         return int(head)
+
+
+class MemoryKeyspace:
+    """A namespace's key space in memory, as Redis holds it: a
+    ``MemoryBackend`` per hash tag, made on first use, so hosts that use the
+    same ``fleet_groups`` share each group's state (and hosts that do not are
+    refused, as on Redis)."""
+
+    def __init__(self, clock: Callable[[], int] = _wall_ms) -> None:
+        self._clock = clock
+        self._tags: dict[tuple[int, int], MemoryBackend] = {}
+        self._lock = threading.Lock()
+
+    def tag(self, group: int, groups: int) -> MemoryBackend:
+        """The backend of group ``group`` of ``groups`` (the key prefix's tag)."""
+        with self._lock:
+            found = self._tags.get((group, groups))
+            if found is None:
+                found = self._tags[(group, groups)] = MemoryBackend(self._clock)
+            return found
+
+    def backend(self, groups: int = 1) -> GroupedBackend:
+        """The namespace split over ``groups``; its G is stored in the
+        one-group tag, as on Redis."""
+        groups = check_groups(groups)
+        parts = [self.tag(group, groups) for group in range(groups)]
+        return GroupedBackend(parts, self.tag(0, 1), namespace="memory")
 
 
 def _window_sums(breaker: _Breaker, now: int) -> tuple[int, int, int, int]:
