@@ -173,6 +173,21 @@ def test_a_fleet_close_closes_a_local_open_the_fleet_held(here: Fleet) -> None:
     assert here.breaker.state == qbreaker.State.CLOSED
 
 
+def test_a_closed_reply_before_the_scan_leaves_a_local_trip_to_send(
+    here: Fleet,
+) -> None:
+    # A sync's reply ("closed") lands between a local trip and the scan that
+    # would see it: the trip is still sent, and completes the quorum.
+    here.agent.step()
+    here.trip_elsewhere("h2")
+    here.trip_here()
+    here.agent.sync()
+    assert here.fleet_state().state == "closed"
+    here.agent.step()
+    state = here.fleet_state()
+    assert (state.state, state.reason) == ("open", "quorum")
+
+
 def test_events_apply_a_decision_without_waiting_for_a_tick(here: Fleet) -> None:
     here.agent.step()
     here.backend.force("pay", "open", by="ops")

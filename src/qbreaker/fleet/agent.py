@@ -605,17 +605,20 @@ class Agent:
                 # The fleet's open ended: the cell half-opens at its next call.
                 changed = bool(b._expire_open(generation))
         elif fleet.state == "closed":
-            if state in ("open", "half-open"):
-                if track.owned is not None:
-                    changed = bool(b._close_if(track.owned))
-                elif track.open_fgen:
-                    # A local open the fleet held through its open and its
-                    # probe: the fleet's verdict closes it too, else every
-                    # such host would probe alone after the fleet closed.
-                    # A local open made while the fleet was closed (one bad
-                    # host) has no open_fgen and stands.
-                    changed = bool(b._close_if(generation))
+            if track.owned is not None and state in ("open", "half-open"):
+                changed = bool(b._close_if(track.owned))
                 track.seen = track.view()[:2]
+            elif track.open_fgen and state in ("open", "half-open"):
+                # A local open the fleet held through its open and its
+                # probe: the fleet's verdict closes it too, else every such
+                # host would probe alone after the fleet closed. A local open
+                # made while the fleet was closed (one bad host) has no
+                # open_fgen and stands. ``seen`` moves only if this closed
+                # it: a local transition the scan has not seen yet (a trip
+                # to send) must stay news.
+                if b._close_if(generation):
+                    changed = True
+                    track.seen = track.view()[:2]
             track.owned = None
             track.open_fgen = 0
         elif fleet.state == "forced_closed" and not track.forced_closed:
