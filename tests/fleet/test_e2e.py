@@ -55,6 +55,18 @@ HOT_TICK = 0.25
 FROZEN_FOR = 2.0
 
 
+def assert_running(hosts: list[Host]) -> None:
+    """Every worker of ``hosts`` still runs: one that died (a spawn that
+    aborted, say) would otherwise show only as a summary missing at the end."""
+    died = {
+        f"{h.host_id} pid {w.pid}": w.returncode
+        for h in hosts
+        for w in h.workers
+        if w.poll() is not None
+    }
+    assert not died, f"workers exited early (return codes): {died}"
+
+
 def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     figures: dict[str, str] = {}
     redis_proc: RedisProcess = world["redis"]
@@ -76,6 +88,7 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
             60,
             f"{host.host_id}'s agent to sync",
         )
+    assert_running(hosts)
     client = redis.Redis(host="127.0.0.1", port=redis_proc.port, socket_timeout=2)
     from qbreaker.fleet.redis_backend import RedisBackend
 
@@ -124,6 +137,7 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
     backend.fail_all = True
     h5 = new_host(5)
     wait_for(lambda: h5.fleet_state() == "open", 60, "host5's first sync")
+    assert_running([h5])
     first_sync = time.monotonic()
     left = h5.status().breakers[NAME]
     # The open it received lasts until the fleet's open expires: count until then.
