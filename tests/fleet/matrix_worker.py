@@ -7,8 +7,8 @@ e2e_worker.py, and from the environment:
   redis-py credential provider on every new connection. ``connect()``'s
   ``password_file=`` is read once, at ``connect()``; a provider is the
   documented way to rotate a secret under running agents.
-- MAX_FAILURES_ENV / RESET_TIMEOUT_ENV: the breaker's max_failures and
-  reset_timeout in place of e2e_worker's (a rolling policy change).
+- MAX_FAILURES_ENV: the breaker's max_failures in place of e2e_worker's (a
+  rolling policy change).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from qbreaker import fleet
 
 PASSWORD_ENV = "QBREAKER_MATRIX_PASSWORD_FILE"
 MAX_FAILURES_ENV = "QBREAKER_MATRIX_MAX_FAILURES"
-RESET_TIMEOUT_ENV = "QBREAKER_MATRIX_RESET_TIMEOUT"
 
 
 class FileCredentials(CredentialProvider):
@@ -50,8 +49,6 @@ def main() -> int:
         fleet.connect = functools.partial(fleet.connect, credential_provider=provider)  # type: ignore[assignment]
     if MAX_FAILURES_ENV in os.environ:
         e2e_worker.MAX_FAILURES = int(os.environ[MAX_FAILURES_ENV])
-    if RESET_TIMEOUT_ENV in os.environ:
-        e2e_worker.RESET_TIMEOUT = float(os.environ[RESET_TIMEOUT_ENV])
     return e2e_worker.main()
 
 

@@ -253,6 +253,10 @@ class FleetPolicy:
     failure_rate: float | None
     slow_rate: float | None
     minimum_calls: int
+    # The hosts' own consecutive-failure threshold: not a fleet rule (the
+    # scripts ignore it), but hosts that disagree on it trip at different
+    # points, so it is in the digest (a rolling change is a conflict).
+    local_max_failures: int | None = None
 
     def __post_init__(self) -> None:
         _set_int(self, "quorum", 1, 10_000)
@@ -266,6 +270,8 @@ class FleetPolicy:
         )
         object.__setattr__(self, "slow_rate", _rate("slow_rate", self.slow_rate))
         _set_int(self, "minimum_calls", 1, 1 << 31)
+        if self.local_max_failures is not None:
+            _set_int(self, "local_max_failures", 1, 1 << 31)
         # Computed once: an agent sends the same policy object every sync.
         encoded = self._encode()
         object.__setattr__(self, "_encoded", encoded)
@@ -294,6 +300,7 @@ class FleetPolicy:
                 opt(self.failure_rate),
                 opt(self.slow_rate),
                 str(self.minimum_calls),
+                opt(self.local_max_failures),
             )
         )
 

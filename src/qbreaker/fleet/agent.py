@@ -763,6 +763,7 @@ def fleet_policy(options: FleetOptions, policy: Any) -> FleetPolicy:
         failure_rate=policy.failure_rate_threshold or None,
         slow_rate=policy.slow_rate_threshold or None,
         minimum_calls=max(1, int(policy.minimum_calls)),
+        local_max_failures=max(1, int(policy.max_failures)),
     )
 
 

@@ -51,7 +51,8 @@ local function unpacked(key, name)
   return {}
 end
 
--- A stored policy: "digest|quorum|max_failures|window|reset|failure_rate|slow_rate|minimum".
+-- A stored policy: "digest|quorum|max_failures|window|reset|failure_rate|slow_rate|minimum"
+-- and, last, the hosts' own max_failures: in the digest only, no rule reads it.
 local function parse_policy(text)
   local f = {}
   for part in string.gmatch(text .. '|', '([^|]*)|') do
