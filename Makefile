@@ -115,9 +115,10 @@ ci-before-suite: ci-deps integrations-deps lint redis ## ci's steps before the s
 # test-wheels runs the suite on every CPython the machine has (3.9 to 3.13
 # and 3.13t, GIL off, with the same GIL checks), from installed wheels, and on
 # the pure wheel's twin (what PyPy and platforms without a compiled wheel
-# get), each without the stress and fleet_heavy tests (Redis Sentinel and
-# Cluster: nothing in them depends on the interpreter; the suite above runs
-# them once). So it replaces three legs that ran the same suites from source:
+# get), each without the stress, fleet_heavy (Redis Sentinel and Cluster)
+# and fleet_matrix tests (simulated hosts of worker processes): nothing in
+# them depends on the interpreter beyond what the other fleet tests cover;
+# the suite above runs them once. So it replaces three legs that ran the same suites from source:
 # other-pythons (3.9, 3.12, 3.13), freethreaded (3.13t) and test-pure. Those
 # targets stay for local use.
 ci-after-suite: check-core soak tsan lint-workflows wheels test-wheels ## ci's steps after the suite

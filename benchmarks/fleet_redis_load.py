@@ -374,9 +374,10 @@ def report(result: dict[str, Any]) -> None:
 def run_host(host_id: str, url: str, namespace: str, breakers: str) -> int:
     import qbreaker
     from qbreaker import fleet
+    from qbreaker._cli.signals import set_on_signals
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    set_on_signals(stop, signal.SIGTERM)
     fleet.connect(url, namespace=namespace, host_id=host_id, timeout=0.25)
     made = [
         qbreaker.CircuitBreaker(5, 30.0, shared=f"b{i}", fleet=True)

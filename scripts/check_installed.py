@@ -14,8 +14,11 @@ an empty temporary directory, so no source tree is importable:
 3. the suite runs on the installed package: compiled, with
    ``QBREAKER_REQUIRE_EXTENSIONS=1``; pure, with ``--no-c-extensions``. Not
    the stress tests, nor the Redis Sentinel and Cluster topologies
-   (``fleet_heavy``: several redis-server processes each, and nothing in
-   them depends on the interpreter), which the main suite runs once.
+   (``fleet_heavy``: several redis-server processes each), nor the fleet's
+   runs of simulated hosts (``fleet_matrix``: the end-to-end test, the fault
+   matrix, the fleet demo): nothing in them depends on the interpreter
+   beyond what the rest of the fleet tests cover, and the main suite runs
+   them once.
    The suite's own packaging tests check the installed files against their
    list, and build the cimport example against the installed headers.
 
@@ -34,7 +37,7 @@ import tempfile
 
 GIL_WARNING = "error:The global interpreter lock:RuntimeWarning"
 #: The tests each installed wheel runs (see 3. above).
-SELECTION = "not stress and not fleet_heavy"
+SELECTION = "not stress and not fleet_heavy and not fleet_matrix"
 
 # Run in a child interpreter started with -I (no PYTHON* variables, no user
 # site, no script directory on sys.path) from the empty directory.

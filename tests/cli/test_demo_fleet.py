@@ -157,6 +157,7 @@ def summary_row(text: str, label: str) -> tuple[str, str]:
 
 
 @pytest.mark.fleet
+@pytest.mark.fleet_matrix
 @pytest.mark.c_extension
 @needs_redis_server
 def test_a_real_run_shows_the_fleet_sparing_the_dead_backend(
@@ -216,6 +217,7 @@ def test_a_real_run_shows_the_fleet_sparing_the_dead_backend(
 
 
 @pytest.mark.fleet
+@pytest.mark.fleet_matrix
 @pytest.mark.c_extension
 @needs_redis_server
 @pytest.mark.parametrize(
@@ -390,6 +392,7 @@ def test_the_host_wide_demo_is_unchanged_by_the_fleet_options() -> None:
 
 
 @pytest.mark.fleet
+@pytest.mark.fleet_matrix
 @pytest.mark.c_extension
 def test_a_given_redis_is_used_and_left_without_the_demos_keys(
     redis_backend: Any, kill_leftovers: list[Watched]

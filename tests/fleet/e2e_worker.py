@@ -29,7 +29,10 @@ STOP = threading.Event()
 # Run as a script, or imported by name by another worker script (the fault
 # matrix's matrix_worker.py); never when the tests import it as a module.
 if __name__ in ("__main__", "e2e_worker"):
-    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    # Set from a thread: the handler may run inside STOP.wait(), which holds
+    # the event's lock (qbreaker._cli.signals says why; not imported here,
+    # as it imports qbreaker).
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=STOP.set).start())
     # A worker that does not stop is asked for its threads' stacks first.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 

@@ -32,7 +32,10 @@ from typing import Any
 #: loaded machine): a worker stopped while it starts still prints its summary.
 STOP = threading.Event()
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    # Set from a thread: the handler may run inside STOP.wait(), which holds
+    # the event's lock (qbreaker._cli.signals says why; not imported here,
+    # as it imports qbreaker).
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=STOP.set).start())
     # A worker that does not stop is asked for its threads' stacks first.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 

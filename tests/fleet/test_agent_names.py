@@ -272,6 +272,7 @@ def cpu_load() -> Iterator[None]:
 
 
 @pytest.mark.fleet
+@pytest.mark.fleet_matrix
 @pytest.mark.c_extension
 def test_one_agent_per_host_by_client_list_across_a_kill_and_a_freeze(
     world: dict[str, Any], cpu_load: None

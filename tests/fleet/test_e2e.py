@@ -44,7 +44,7 @@ from .e2e_support import (
     world_fixture,  # noqa: F401 - the ``world`` fixture
 )
 
-pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
+pytestmark = [pytest.mark.fleet, pytest.mark.fleet_matrix, pytest.mark.c_extension]
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
 HOSTS = 4

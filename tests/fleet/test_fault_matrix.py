@@ -38,7 +38,7 @@ from .e2e_support import (
 )
 from .fault_proxy import FaultProxy
 
-pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
+pytestmark = [pytest.mark.fleet, pytest.mark.fleet_matrix, pytest.mark.c_extension]
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
 HOSTS = int(os.environ.get("QBREAKER_MATRIX_HOSTS", "6"))

@@ -38,7 +38,7 @@ from .e2e_support import (
     world_fixture,  # noqa: F401 - the ``world`` fixture
 )
 
-pytestmark = [pytest.mark.c_extension]
+pytestmark = [pytest.mark.fleet_matrix, pytest.mark.c_extension]
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
 from qbreaker.fleet.redis_backend import RedisBackend  # noqa: E402 - needs redis

@@ -225,6 +225,7 @@ def _warned_since(host: Host, before: dict[str, list[str]]) -> list[str]:
     ]
 
 
+@pytest.mark.fleet_matrix
 def test_redis_fault_matrix(world: dict[str, Any]) -> None:
     assert HOSTS >= 3, "2 hosts partitioned (1 of 3), and at least two others"
     matrix = Matrix(world)
@@ -250,6 +251,7 @@ LONG_FAULT = 30.0
 
 
 @pytest.mark.fleet_heavy
+@pytest.mark.fleet_matrix
 def test_redis_out_of_memory_for_30_s_logs_at_most_two_warnings_per_host(
     world: dict[str, Any],
 ) -> None:

@@ -33,7 +33,7 @@ from ..redis_server import free_port
 from . import probe_worker
 from .servers import redis_process, wait_for
 
-pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
+pytestmark = [pytest.mark.fleet, pytest.mark.fleet_matrix, pytest.mark.c_extension]
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
 HOSTS = 4

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.fleet, pytest.mark.c_extension]
+pytestmark = [pytest.mark.fleet, pytest.mark.fleet_matrix, pytest.mark.c_extension]
 pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
 from qbreaker.fleet.agent import EVENTS_BLOCK_MS  # noqa: E402 - needs redis

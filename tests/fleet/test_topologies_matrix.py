@@ -55,7 +55,12 @@ from .servers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.fleet, pytest.mark.fleet_heavy, pytest.mark.c_extension]
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.fleet_heavy,
+    pytest.mark.fleet_matrix,
+    pytest.mark.c_extension,
+]
 redis = pytest.importorskip("redis", reason="the fleet extra (redis-py) is missing")
 
 HOSTS = int(os.environ.get("QBREAKER_TOPOLOGY_HOSTS", "3"))
@@ -568,7 +573,7 @@ def _view(backend: Any) -> Any:
 def _stored_policy(backend: Any) -> FleetPolicy:
     """The breaker's policy as the fleet stored it (the first host's)."""
     raw = backend._client.hget(backend.keys[1], NAME).decode()
-    _, quorum, most, window, reset, rate, slow, least = raw.split("|")
+    _, quorum, most, window, reset, rate, slow, least, local = raw.split("|")
     return FleetPolicy(
         int(quorum),
         int(most) if most else None,
@@ -577,6 +582,7 @@ def _stored_policy(backend: Any) -> FleetPolicy:
         float(rate) if rate else None,
         float(slow) if slow else None,
         int(least),
+        int(local) if local else None,
     )
 
 

@@ -24,6 +24,7 @@ import sys
 import threading
 
 from . import fleet_view
+from .signals import set_on_signals
 
 _ACTIONS = ("open", "close", "reset")
 
@@ -71,8 +72,7 @@ def _agent(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[variable] = str(value)
     stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
+    set_on_signals(stop, signal.SIGTERM, signal.SIGINT)
     try:
         print(f"qbreaker fleet agent: pid {os.getpid()}", flush=True)
         fleet.run_agent(stop=stop, password_file=args.password_file)

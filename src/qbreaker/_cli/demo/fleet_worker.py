@@ -32,6 +32,7 @@ import qbreaker
 from qbreaker import State, fleet
 from qbreaker._word import S_HALF_OPEN, STATE_FIELD
 
+from ..signals import set_on_signals
 from .common import drive
 
 MONITOR_INTERVAL = 0.01  # seconds between reads of the host's state
@@ -172,7 +173,7 @@ def main() -> int:
         return 0  # the demo stopped before the start
     start, end, worker.url = float(line[1]), float(line[2]), line[3]
     # The demo gone (stdin closed) or SIGTERM: stop at once.
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    set_on_signals(worker.stop, signal.SIGTERM)
     threading.Thread(target=stop_at_eof, args=(worker.stop,), daemon=True).start()
     threads = [
         threading.Thread(
