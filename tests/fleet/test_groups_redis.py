@@ -26,6 +26,7 @@ from qbreaker.fleet.grouping import FleetGroupsError, GroupedBackend
 from .conftest import TEST_TIMEOUT, redis_backend_module
 from .helpers import T0, Host, delta, policy
 from .host_helpers import host_dir
+from .servers import Cluster
 from .test_connection import SECRET
 from .test_groups import names_per_group
 from .test_topologies import cluster
@@ -375,8 +376,9 @@ def masters_of(ports: list[int]) -> Any:
 
 
 @pytest.mark.fleet_heavy
-def test_the_group_tags_spread_over_a_clusters_masters(cluster: list[int]) -> None:
-    where = masters_of(cluster)
+def test_the_group_tags_spread_over_a_clusters_masters(cluster: Cluster) -> None:
+    # The slot map read once (Cluster.master_of asks a node per key).
+    where = masters_of(cluster.ports)
     spans = Counter(
         len({where(key_prefix(f"ns-{i}", g, G)) for g in range(G)}) for i in range(300)
     )
@@ -392,12 +394,12 @@ def test_the_group_tags_spread_over_a_clusters_masters(cluster: list[int]) -> No
 
 @pytest.mark.fleet_heavy
 def test_four_groups_on_a_three_master_cluster(
-    cluster: list[int], namespace: str
+    cluster: Cluster, namespace: str
 ) -> None:
     from qbreaker.fleet.redis_backend import connect_redis
 
-    where = masters_of(cluster)
-    url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster)
+    where = masters_of(cluster.ports)
+    url = cluster.url
     client = connect_redis(url, timeout=TEST_TIMEOUT)
     events_client = connect_redis(url, timeout=TEST_TIMEOUT + 2)
     backend = grouped_backend(

@@ -173,6 +173,24 @@ def test_a_fleet_close_closes_a_local_open_the_fleet_held(here: Fleet) -> None:
     assert here.breaker.state == qbreaker.State.CLOSED
 
 
+def test_a_fleet_close_applied_late_leaves_a_newer_local_open(here: Fleet) -> None:
+    # The fleet held this host's open, then closed; before the agent hears
+    # of it, the cell closed and tripped again on its own: that newer open
+    # is this host's evidence, not the fleet's, and stands.
+    here.trip_elsewhere("h2")
+    here.trip_here()
+    here.agent.step()
+    assert here.fleet_state().state == "open"
+    here.backend.force("pay", "reset", by="ops")
+    here.breaker.reset()
+    here.trip_here()
+    here.agent.sync()
+    assert here.fleet_state().state == "closed"
+    assert here.breaker.state == qbreaker.State.OPEN
+    here.agent.step()
+    assert here.breaker.state == qbreaker.State.OPEN
+
+
 def test_a_closed_reply_before_the_scan_leaves_a_local_trip_to_send(
     here: Fleet,
 ) -> None:

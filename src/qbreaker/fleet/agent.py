@@ -116,6 +116,7 @@ class Track:
     base: tuple[int, int, int, int]
     seen: tuple[str, int] | None = None  # (state, generation) at the last scan
     owned: int | None = None  # the generation of the cell's fleet-made open
+    held: int | None = None  # the generation of a local open the fleet held
     open_fgen: int = 0  # the fleet generation whose open was applied
     fleet: FleetState | None = None
     fleet_until_ms: int = 0  # host monotonic ms when the fleet's open ends
@@ -523,7 +524,7 @@ class Agent:
                 )
             elif state == "open":
                 track.trip = True
-            track.owned = None
+            track.owned = track.held = None
             track.open_fgen = 0
             track.replied_generation = 0
             track.fleet = None
@@ -589,6 +590,8 @@ class Agent:
                     # A local open is held to the fleet's expiry, never to a
                     # forced open's: the fleet's reset would not end it.
                     changed = bool(b._extend_open(generation, seconds))
+                    if changed and generation != track.owned:
+                        track.held = generation
                 track.open_fgen = fleet.generation
             elif self.probe_lease and state == "open":
                 if fleet.lease_holder == self.host_id:
@@ -601,6 +604,8 @@ class Agent:
                     # for two ticks, renewed at every sync while it lasts.
                     hold = 2 * self.hot_interval
                     changed = bool(b._extend_open(generation, hold))
+                    if changed and generation != track.owned:
+                        track.held = generation
             elif state == "open" and generation == track.owned:
                 # The fleet's open ended: the cell half-opens at its next call.
                 changed = bool(b._expire_open(generation))
@@ -608,23 +613,24 @@ class Agent:
             if track.owned is not None and state in ("open", "half-open"):
                 changed = bool(b._close_if(track.owned))
                 track.seen = track.view()[:2]
-            elif track.open_fgen and state in ("open", "half-open"):
+            elif track.held is not None and state in ("open", "half-open"):
                 # A local open the fleet held through its open and its
                 # probe: the fleet's verdict closes it too, else every such
-                # host would probe alone after the fleet closed. A local open
-                # made while the fleet was closed (one bad host) has no
-                # open_fgen and stands. ``seen`` moves only if this closed
-                # it: a local transition the scan has not seen yet (a trip
-                # to send) must stay news.
-                if b._close_if(generation):
+                # host would probe alone after the fleet closed. Only that
+                # open (by its generation): a local open made while the
+                # fleet was closed (one bad host), or since the fleet's
+                # verdict, stands. ``seen`` moves only if this closed it: a
+                # local transition the scan has not seen yet (a trip to
+                # send) must stay news.
+                if b._close_if(track.held):
                     changed = True
                     track.seen = track.view()[:2]
-            track.owned = None
+            track.owned = track.held = None
             track.open_fgen = 0
         elif fleet.state == "forced_closed" and not track.forced_closed:
             b.force_closed()
             track.forced_closed = True
-            track.owned = None
+            track.owned = track.held = None
             changed = True
         if changed:
             self.applied += 1
