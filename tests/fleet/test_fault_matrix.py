@@ -32,6 +32,7 @@ from .e2e_support import (
     CountingBackend,
     Host,
     RedisProcess,
+    outage_warnings,
     percentile,
     wait_for,
     world_fixture,  # noqa: F401 - the ``world`` fixture
@@ -217,17 +218,13 @@ def _run_matrix(
     for h in hosts:
         h.pause(False)
 
-    # -- a Redis outage: the WARNING lines each host logs -----------------------------
-    # The agent's own lines are held to the bound here; every line, the
-    # agent's guard breaker's transitions included, in the test below.
-    logged = _outage_warnings(hosts, redis_proc)
-    own = {h: n for h, (n, _) in logged.items()}
-    every = {h: n for h, (_, n) in logged.items()}
+    # -- a Redis outage: the WARNING lines each host logs, every logger's ----------
+    every = outage_warnings(hosts, redis_proc, OUTAGE)
     figures[
         f"WARNING lines per host over a {OUTAGE:g} s Redis outage and its end "
-        f"(bound 2): the agent's own / all, its guard breaker's transitions included"
-    ] = f"most {max(own.values())} / most {max(every.values())} ({every})"
-    assert max(own.values()) <= 2, [h.stderr_lines()[-6:] for h in hosts]
+        f"(bound 2), every logger's"
+    ] = f"most {max(every.values())} ({every})"
+    assert max(every.values()) <= 2, [h.stderr_lines()[-6:] for h in hosts]
 
     # -- the elected agent frozen (SIGSTOP): another worker takes over ---------------
     victim = h1.status().agent_pid
@@ -314,59 +311,6 @@ def _agents_of(client: Any, namespace: str, host_id: str) -> set[int]:
 
 
 #: The agent's guard around its Redis calls is a breaker with this name.
-GUARD = "'qbreaker.fleet.agent'"
-
-
-def _warnings(host: Host) -> tuple[int, int]:
-    """WARNING lines so far: the agent's own (its guard's left out), and all."""
-    lines = [line for line in host.stderr_lines() if line.startswith("WARNING")]
-    return sum(1 for line in lines if GUARD not in line), len(lines)
-
-
-def _outage_warnings(
-    hosts: list[Host], redis_proc: RedisProcess
-) -> dict[str, tuple[int, int]]:
-    """Kill Redis for OUTAGE s and restart it; each host's new WARNING lines."""
-    warned = {h.host_id: _warnings(h) for h in hosts}
-    redis_proc.kill()
-    time.sleep(OUTAGE)
-    redis_proc.start()
-    wait_for(
-        lambda: all(h.status().connected for h in hosts),
-        10,
-        "every host to reconnect after the outage",
-    )
-    return {
-        h.host_id: (
-            _warnings(h)[0] - warned[h.host_id][0],
-            _warnings(h)[1] - warned[h.host_id][1],
-        )
-        for h in hosts
-    }
-
-
-def test_redis_outage_logs_at_most_two_warnings_per_host(
-    world: dict[str, Any],
-) -> None:
-    redis_proc: RedisProcess = world["redis"]
-    host = Host(
-        "host1",
-        world["base"],
-        redis_proc.url,
-        world["namespace"],
-        world["backend"].port,
-    )
-    world["hosts"].append(host)
-    host.start(1, log_stderr=True)
-    wait_for(
-        lambda: host.fleet_state() == "closed" and host.status().connected,
-        60,
-        "the agent to sync",
-    )
-    ((_, every),) = _outage_warnings([host], redis_proc).values()
-    assert every <= 2, host.stderr_lines()
-
-
 #: The dead-backend comparison: each worker calls every LOW_RATE_PAUSE s.
 LOW_RATE_PAUSE = 0.5
 DEAD_WINDOW = 8.0
