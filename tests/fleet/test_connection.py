@@ -333,6 +333,26 @@ def test_two_acl_users_cannot_reach_each_others_namespace(
 
 
 @pytest.mark.fleet
+def test_an_acl_user_runs_the_agents_named_connections(
+    acl_user: Any, redis_backend: Any, namespace: str
+) -> None:
+    # The agent names its connections (CLIENT SETNAME): the documented rules
+    # must let it, or an ACL-fenced agent never connects.
+    from qbreaker.fleet.connection import agent_client_name
+
+    user = acl_user(namespace)
+    url = f"redis://{user}:{SECRET}{namespace}@127.0.0.1:{redis_backend.port}/0"
+    name = agent_client_name(namespace, "h1", os.getpid())
+    backend = RedisBackend(
+        connect_redis(url, timeout=TEST_TIMEOUT, client_name=name), namespace
+    )
+    try:
+        exercise(backend)
+    finally:
+        backend.close()
+
+
+@pytest.mark.fleet
 def test_password_file_and_credential_provider(
     host_dir: str, acl_user: Any, redis_backend: Any, namespace: str, tmp_path: Path
 ) -> None:

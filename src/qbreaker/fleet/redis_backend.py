@@ -88,12 +88,15 @@ def _script(name: str) -> _Script:
 
 
 #: Every command the backend sends, and those its scripts call (Redis checks
-#: those against the ACL as well).
+#: those against the ACL as well); ``client|setname``: the agent names its
+#: connections. (``HELLO`` and ``AUTH``, the handshake, need no rule.)
 ACL_COMMANDS = (
     "evalsha", "script|load", "xread", "xrevrange", "hgetall", "hget",
     "time", "hset", "hsetnx", "hdel", "hincrby", "hkeys", "xadd",
-    "zadd", "zremrangebyscore", "zrangebyscore",
+    "zadd", "zremrangebyscore", "zrangebyscore", "client|setname",
 )  # fmt: skip
+#: What a client sends before any command, which every user may.
+HANDSHAKE_COMMANDS = ("hello", "auth")
 
 
 def acl_rules(namespace: str, groups: int = 1) -> tuple[str, ...]:
