@@ -294,10 +294,12 @@ class Host:
                     os.environ["QBREAKER_SHM_DIR"] = saved
         return self._cell
 
+    def control_path(self) -> Path:
+        return self.directory / f"qbreaker-fleet-v1-{os.geteuid()}"
+
     def status(self) -> fleet.FleetStatus:
         if self._control is None:
-            path = self.directory / f"qbreaker-fleet-v1-{os.geteuid()}"
-            self._control = ControlSegment(str(path))
+            self._control = ControlSegment(str(self.control_path()))
         return fleet._status_of(self._control)
 
     def fleet_state(self) -> str | None:
@@ -356,6 +358,45 @@ class Host:
                     summaries.append(json.loads(line))
         self.exits = [worker.returncode for worker in self.workers]
         return summaries
+
+
+def holds_flock(pid: int, path: Path) -> bool:
+    """Whether ``pid`` holds a flock on ``path``, by /proc/locks."""
+    inode = os.stat(path).st_ino
+    with open("/proc/locks", encoding="ascii") as locks:
+        for line in locks:
+            # "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; a waiter's
+            # line has "->" after the number.
+            fields = line.split()
+            if len(fields) >= 6 and fields[1] == "FLOCK":
+                owner, where = int(fields[4]), fields[5]
+                if owner == pid and int(where.rsplit(":", 1)[1]) == inode:
+                    return True
+    return False
+
+
+def wait_for_takeover(host: Host, frozen: int, what: str) -> float:
+    """Seconds until another worker of ``host`` is its agent and synced,
+    its agent ``frozen`` (SIGSTOP). A process stopped inside the control
+    segment's lock (held a few microseconds at each lease renewal and status
+    write) keeps every other worker from the election until it runs again:
+    a known limitation (docs/fleet.md), reported as an xfail, not a pass."""
+    try:
+        return wait_for(
+            lambda: (
+                host.status().agent_pid not in (None, frozen)
+                and host.status().connected
+            ),
+            10,
+            what,
+        )
+    except pytest.fail.Exception:
+        if holds_flock(frozen, host.control_path()):
+            pytest.xfail(
+                f"the agent {frozen} was frozen inside the control segment's "
+                "lock: no other worker can take the election until it thaws"
+            )
+        raise
 
 
 def warning_lines(host: Host) -> int:

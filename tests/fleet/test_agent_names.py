@@ -33,7 +33,13 @@ from qbreaker.fleet.connection import (
 )
 
 from .conftest import TEST_TIMEOUT, RedisBackend
-from .e2e_support import Host, RedisProcess, wait_for, world_fixture
+from .e2e_support import (
+    Host,
+    RedisProcess,
+    wait_for,
+    wait_for_takeover,
+    world_fixture,
+)
 from .helpers import delta, policy
 from .servers import Cluster, SentinelGroup, log_tail, redis_process
 from .servers import wait_for as wait_until
@@ -347,13 +353,8 @@ def test_one_agent_per_host_by_client_list_across_a_kill_and_a_freeze(
         counter.stopped.add(frozen)
         os.kill(frozen, signal.SIGSTOP)
         try:
-            took = wait_for(
-                lambda: (
-                    frozen_host.status().agent_pid not in (None, frozen)
-                    and frozen_host.status().connected
-                ),
-                10,
-                "another worker to take over from the frozen agent",
+            took = wait_for_takeover(
+                frozen_host, frozen, "another worker to take over from the frozen agent"
             )
             thawed_successor = frozen_host.status().agent_pid
             listed = counter.agents().get(frozen_host.host_id, frozenset())

@@ -35,6 +35,7 @@ from .e2e_support import (
     outage_warnings,
     percentile,
     wait_for,
+    wait_for_takeover,
     world_fixture,  # noqa: F401 - the ``world`` fixture
 )
 from .fault_proxy import FaultProxy
@@ -232,12 +233,8 @@ def _run_matrix(
     agents_before = _agents_of(client, namespace, "host1")
     os.kill(victim, signal.SIGSTOP)
     try:
-        took = wait_for(
-            lambda: (
-                h1.status().agent_pid not in (None, victim) and h1.status().connected
-            ),
-            10,
-            "another host1 worker to take over from the frozen agent",
+        took = wait_for_takeover(
+            h1, victim, "another host1 worker to take over from the frozen agent"
         )
     finally:
         os.kill(victim, signal.SIGCONT)
