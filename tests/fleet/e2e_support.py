@@ -360,6 +360,16 @@ class Host:
         return summaries
 
 
+def wait_synced(hosts: list[Host]) -> None:
+    """Every host's agent elected and synced, its breaker known closed."""
+    for host in hosts:
+        wait_for(
+            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
+            60,
+            f"{host.host_id}'s agent to sync",
+        )
+
+
 def holds_flock(pid: int, path: Path) -> bool:
     """Whether ``pid`` holds a flock on ``path``, by /proc/locks."""
     inode = os.stat(path).st_ino

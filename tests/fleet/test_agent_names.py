@@ -38,6 +38,7 @@ from .e2e_support import (
     RedisProcess,
     wait_for,
     wait_for_takeover,
+    wait_synced,
     world_fixture,
 )
 from .helpers import delta, policy
@@ -297,12 +298,7 @@ def test_one_agent_per_host_by_client_list_across_a_kill_and_a_freeze(
         world["hosts"].append(host)
         hosts.append(host)
         host.start(WORKERS)
-    for host in hosts:
-        wait_for(
-            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-            60,
-            f"{host.host_id}'s agent to sync",
-        )
+    wait_synced(hosts)
     counter = AgentCounter(redis_proc.port, namespace, hosts)
     figures: dict[str, str] = {}
     try:

@@ -41,6 +41,7 @@ from .e2e_support import (
     RedisProcess,
     percentile,
     wait_for,
+    wait_synced,
     world_fixture,  # noqa: F401 - the ``world`` fixture
 )
 
@@ -82,12 +83,7 @@ def test_fleet_end_to_end(world: dict[str, Any]) -> None:
         return host
 
     hosts = [new_host(i) for i in range(1, HOSTS + 1)]
-    for host in hosts:
-        wait_for(
-            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-            60,
-            f"{host.host_id}'s agent to sync",
-        )
+    wait_synced(hosts)
     assert_running(hosts)
     client = redis.Redis(host="127.0.0.1", port=redis_proc.port, socket_timeout=2)
     from qbreaker.fleet.redis_backend import RedisBackend

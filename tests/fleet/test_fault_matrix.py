@@ -36,6 +36,7 @@ from .e2e_support import (
     percentile,
     wait_for,
     wait_for_takeover,
+    wait_synced,
     world_fixture,  # noqa: F401 - the ``world`` fixture
 )
 from .fault_proxy import FaultProxy
@@ -72,12 +73,7 @@ def test_fault_matrix(world: dict[str, Any]) -> None:
             world["hosts"].append(host)
             hosts.append(host)
             host.start(WORKERS, log_stderr=True)
-        for host in hosts:
-            wait_for(
-                lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-                60,
-                f"{host.host_id}'s agent to sync",
-            )
+        wait_synced(hosts)
         _run_matrix(hosts, proxies, redis_proc, backend, namespace, figures)
     finally:
         for proxy in proxies.values():
@@ -329,12 +325,7 @@ def test_dead_backend_at_a_low_call_rate(world: dict[str, Any]) -> None:
             world["hosts"].append(host)
             made.append(host)
             host.start(WORKERS)
-    for host in hosts["fleet"]:
-        wait_for(
-            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-            60,
-            f"{host.host_id}'s agent to sync",
-        )
+    wait_synced(hosts["fleet"])
     backend.fail_all = True
     died = time.monotonic()
     time.sleep(DEAD_WINDOW)

@@ -35,6 +35,7 @@ from .e2e_support import (
     most_at_once,
     outage_warnings,
     wait_for,
+    wait_synced,
     world_fixture,  # noqa: F401 - the ``world`` fixture
 )
 
@@ -87,12 +88,7 @@ def start_hosts(
     for made in hosts.values():
         for host in made:
             host.await_ready(60)
-    for host in hosts["fleet"]:
-        wait_for(
-            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-            60,
-            f"{host.host_id}'s agent to sync",
-        )
+    wait_synced(hosts["fleet"])
     return hosts
 
 
@@ -325,12 +321,7 @@ def test_thirty_second_redis_outage_warnings(world: dict[str, Any]) -> None:
         world["hosts"].append(host)
         hosts.append(host)
         host.start(WORKERS, log_stderr=True)
-    for host in hosts:
-        wait_for(
-            lambda h=host: h.fleet_state() == "closed" and h.status().connected,
-            60,
-            f"{host.host_id}'s agent to sync",
-        )
+    wait_synced(hosts)
     warned = outage_warnings(hosts, redis_proc, OUTAGE)
     print(
         f"\nWARNING lines per host over a {OUTAGE:g} s Redis outage and its end "
