@@ -379,6 +379,12 @@ def test_the_backend_counts_probes_by_phase_and_host_and_at_once() -> None:
         # Both probes were answered together (each takes 0.2 s).
         assert backend.peak_probes["healthy"] == 2
         assert backend.take_peak_probes() == 2
+        # A caller has its reply a moment before the handler marks the probe
+        # finished: wait (bounded) until both handlers have.
+        deadline = time.monotonic() + 5.0
+        while backend.probing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert backend.probing == 0
         assert backend.take_peak_probes() == 0  # none since
         get("host=h3&probe=1")
         assert backend.take_peak_probes() == 1

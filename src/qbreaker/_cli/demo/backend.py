@@ -109,6 +109,13 @@ class Backend:
         self._thread.join()
         self._server.server_close()  # joins the handler threads
 
+    @property
+    def probing(self) -> int:
+        """Probes being answered now (a caller may hold its reply a moment before
+        the handler marks it finished)."""
+        with self._lock:
+            return self._probing
+
     def take_peak_probes(self) -> int:
         """The most probes answered at once since the last call."""
         with self._lock:
