@@ -1,14 +1,15 @@
 """The load that fleet mode puts on Redis, from ``INFO commandstats``.
 
     python benchmarks/fleet_redis_load.py [--seconds 60] [--hosts 6]
-        [--breakers 100] [--redis URL] [--json]
+        [--breakers 100] [--idle 0] [--redis URL] [--json]
 
 Starts a redis-server without persistence on a free port of 127.0.0.1
 (or uses ``--redis``, which should be a quiet one: its commandstats are
 read server-wide), then HOSTS simulated hosts: each a process with its own
 segment directory and host id that joins the fleet (it runs its host's
 agent), makes BREAKERS fleet breakers and calls each one ten times a second,
-every call a success (a quiet fleet: the agents sync once per tick). Once
+every call a success (a quiet fleet: the agents sync once per tick), but for
+the last IDLE, which get no calls once the run starts. Once
 every agent has synced, it reads ``INFO commandstats`` before and after
 SECONDS, and prints each command's calls and microseconds, the commands per
 second, and an extrapolation to 200 hosts x 32 workers x 1,000 breakers.
@@ -18,15 +19,17 @@ host's breakers in one EVALSHA per tick, and keeps one blocking XREAD of
 the event stream going; a host's worker processes only write their
 breakers' shared segments, which the agent reads. So the commands per
 second scale with the hosts, not with the workers, and Redis time scales
-with hosts x breakers: every sync carries every breaker of its host, quiet
-or not. Two extrapolations are printed: the measured time per sync scaled
-by the breakers (an upper bound: a sync's fixed part scales too), and a
-calibrated one, a sync's script time fitted as fixed + per breaker from
-syncs of 1 and of BREAKERS breakers sent after the run by one client.
+with hosts x the breakers a sync carries: every breaker with calls, and an
+idle, closed one every FULL_SYNC_TICKS-th tick (qbreaker.fleet.agent). Two
+extrapolations are printed, to 1,000 breakers with the same share idle: the
+measured time per sync scaled by the breakers a sync carries (an upper
+bound: a sync's fixed part scales too), and a calibrated one, a sync's
+script time fitted as fixed + per breaker from syncs of 1 and of BREAKERS
+breakers sent after the run by one client.
 commandstats' usec is wall time inside Redis: on a loaded machine it
 counts time redis-server waited for a CPU, so quote it with the load.
 
-    python benchmarks/fleet_redis_load.py host HOST_ID URL NAMESPACE BREAKERS
+    python benchmarks/fleet_redis_load.py host HOST_ID URL NAMESPACE BREAKERS IDLE
         one simulated host (what the command above starts); prints "ready"
         once its agent has synced every breaker, then, on SIGTERM, its
         agent's counters as JSON.
@@ -69,11 +72,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--hosts", type=int, default=6)
     parser.add_argument("--breakers", type=int, default=100)
+    parser.add_argument(
+        "--idle", type=int, default=0, help="of the breakers, how many get no calls"
+    )
     parser.add_argument("--redis", help="a quiet Redis to use (default: start one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.hosts < 1 or args.breakers < 1:
         parser.error("--seconds, --hosts and --breakers must be positive")
+    if not 0 <= args.idle <= args.breakers:
+        parser.error(f"--idle must be from 0 to --breakers, got {args.idle}")
     base = tempfile.mkdtemp(prefix="qbreaker-redis-load-")
     server = None
     try:
@@ -81,7 +89,7 @@ def main(argv: list[str]) -> int:
             url = args.redis
         else:
             server, url = start_redis(base)
-        result = measure(url, base, args.hosts, args.breakers, args.seconds)
+        result = measure(url, base, args.hosts, args.breakers, args.idle, args.seconds)
     finally:
         if server is not None:
             server.kill()
@@ -146,14 +154,14 @@ def commandstats(client: Any) -> dict[str, tuple[int, int]]:
 
 
 def measure(
-    url: str, base: str, hosts: int, breakers: int, seconds: float
+    url: str, base: str, hosts: int, breakers: int, idle: int, seconds: float
 ) -> dict[str, Any]:
     namespace = f"load-{os.getpid()}"
     # Redis's own CPU with no fleet (its timers), taken off the fleet's.
     client = _client(url)
     idle_before = redis_cpu(client)
     time.sleep(IDLE_SECONDS)
-    idle = (redis_cpu(client) - idle_before) / IDLE_SECONDS
+    idle_cpu = (redis_cpu(client) - idle_before) / IDLE_SECONDS
     client.close()
     procs = []
     try:
@@ -171,6 +179,7 @@ def measure(
                         url,
                         namespace,
                         str(breakers),
+                        str(idle),
                     ],
                     env=env,
                     stdout=subprocess.PIPE,
@@ -186,7 +195,7 @@ def measure(
         time.sleep(seconds)
         after = commandstats(client)
         took = time.monotonic() - started
-        cpu = max(0.0, redis_cpu(client) - cpu_before - idle * seconds)
+        cpu = max(0.0, redis_cpu(client) - cpu_before - idle_cpu * seconds)
         client.close()
     finally:
         agents = _stop(procs)
@@ -196,9 +205,12 @@ def measure(
         was_calls, was_usec = before.get(name, (0, 0))
         if calls > was_calls:
             commands[name] = {"calls": calls - was_calls, "usec": usec - was_usec}
+    carried = sync_carries(breakers, idle)
     return {
         "hosts": hosts,
         "breakers": breakers,
+        "idle": idle,
+        "carried_per_sync": carried,
         "seconds": took,
         "commands": commands,
         "agents": agents,
@@ -206,8 +218,18 @@ def measure(
         "load_average": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d"),
         "calibration": fit,
-        "extrapolation": extrapolate(commands, cpu, fit, hosts, breakers, took),
+        "extrapolation": extrapolate(
+            commands, cpu, fit, hosts, breakers, carried, took
+        ),
     }
+
+
+def sync_carries(breakers: int, idle: int) -> float:
+    """The breakers one quiet sync carries on average, by the agent's rule:
+    the busy ones each time, an idle closed one every FULL_SYNC_TICKS-th."""
+    from qbreaker.fleet.agent import FULL_SYNC_TICKS
+
+    return breakers - idle + idle / FULL_SYNC_TICKS
 
 
 #: The commands a client sends; the others run inside the scripts, whose
@@ -222,6 +244,7 @@ def extrapolate(
     fit: dict[str, float],
     hosts: int,
     breakers: int,
+    carried: float,
     seconds: float,
 ) -> dict[str, float]:
     """Per host and second, then at TARGET_HOSTS x TARGET_BREAKERS (the
@@ -229,19 +252,21 @@ def extrapolate(
     busy time: commandstats' (wall time inside the commands: it counts the
     time redis-server waited for a CPU on a loaded machine) and its CPU
     time less its idle time (which also counts accepting, parsing and
-    replying); each scaled
-    by hosts x breakers, an upper bound (a sync's fixed part scales too);
-    and the calibrated one: a sync of TARGET_BREAKERS costs fixed + per
-    breaker x TARGET_BREAKERS (``calibrate``), once per host and tick."""
+    replying); each scaled by hosts x breakers, an upper bound (a sync's
+    fixed part scales too); and the calibrated one: a sync costs fixed + per
+    breaker x the breakers it carries (``calibrate``), once per host and
+    tick. ``carried``: the breakers a sync carries (``sync_carries``); at
+    TARGET_BREAKERS, the same share of them."""
     sent = sum(commands.get(c, {}).get("calls", 0) for c in CLIENT_COMMANDS)
     usec = sum(commands.get(c, {}).get("usec", 0) for c in CLIENT_COMMANDS)
     evalsha = commands.get("evalsha", {"calls": 0, "usec": 0})
     syncs_per_host_s = evalsha["calls"] / hosts / seconds
     sync_usec = evalsha["usec"] / max(1, evalsha["calls"])
-    per_breaker_usec = sync_usec / breakers
+    per_breaker_usec = sync_usec / carried
+    target_carried = carried * TARGET_BREAKERS / breakers
     # Everything but the syncs (XREAD, conflicts) per host, as measured.
     other_usec_per_host_s = (usec - evalsha["usec"]) / hosts / seconds
-    target_sync_usec = per_breaker_usec * TARGET_BREAKERS
+    target_sync_usec = per_breaker_usec * target_carried
     busy = TARGET_HOSTS * (syncs_per_host_s * target_sync_usec + other_usec_per_host_s)
     return {
         "client_commands_per_s": sent / seconds,
@@ -255,11 +280,11 @@ def extrapolate(
         "target_sync_usec": target_sync_usec,
         "target_redis_core_fraction": busy / 1e6,
         "fitted_sync_usec": fit["fixed_usec"]
-        + fit["per_breaker_usec"] * TARGET_BREAKERS,
+        + fit["per_breaker_usec"] * target_carried,
         "fitted_redis_core_fraction": TARGET_HOSTS
         * (
             syncs_per_host_s
-            * (fit["fixed_usec"] + fit["per_breaker_usec"] * TARGET_BREAKERS)
+            * (fit["fixed_usec"] + fit["per_breaker_usec"] * target_carried)
             + other_usec_per_host_s
         )
         / 1e6,
@@ -333,8 +358,9 @@ def report(result: dict[str, Any]) -> None:
     seconds = result["seconds"]
     print(
         f"Redis load of a quiet fleet: {result['hosts']} hosts x "
-        f"{result['breakers']} breakers, {seconds:.1f} s, {result['date']}, "
-        f"load average {result['load_average']:.1f}"
+        f"{result['breakers']} breakers ({result['idle']} idle: a sync carries "
+        f"{result['carried_per_sync']:.1f} on average), {seconds:.1f} s, "
+        f"{result['date']}, load average {result['load_average']:.1f}"
     )
     print(f"  {'command':<14}{'calls':>9}{'calls/s':>10}{'usec':>11}{'usec/call':>11}")
     for name, c in sorted(result["commands"].items(), key=lambda kv: -kv[1]["usec"]):
@@ -347,15 +373,16 @@ def report(result: dict[str, Any]) -> None:
         f"  client commands/s {x['client_commands_per_s']:.1f} "
         f"({x['client_commands_per_host_s']:.2f} per host); syncs per host and "
         f"second {x['syncs_per_host_s']:.2f}; {x['sync_usec']:.0f} usec per sync "
-        f"of {result['breakers']} breakers ({x['per_breaker_usec']:.1f} per "
-        f"breaker); Redis busy {x['redis_usec_per_s'] / 1e4:.2f} % of a core "
+        f"({x['per_breaker_usec']:.1f} per breaker carried); Redis busy "
+        f"{x['redis_usec_per_s'] / 1e4:.2f} % of a core "
         f"(commandstats), CPU {x['redis_cpu_per_s']:.2%} of a core; agents' sync "
         f"errors {errors}"
     )
     print(
         f"  extrapolated to {TARGET_HOSTS} hosts x {TARGET_WORKERS} workers x "
-        f"{TARGET_BREAKERS} breakers (one agent per host: the workers add no "
-        f"commands): {x['target_client_commands_per_s']:.0f} client commands/s, "
+        f"{TARGET_BREAKERS} breakers, {result['idle'] / result['breakers']:.0%} "
+        f"idle (one agent per host: the workers add no commands): "
+        f"{x['target_client_commands_per_s']:.0f} client commands/s, "
         f"{x['target_syncs_per_s']:.0f} syncs/s of {x['target_sync_usec'] / 1000:.1f}"
         f" ms each, Redis busy {x['target_redis_core_fraction']:.0%} of a core "
         f"(commandstats) / {x['target_redis_cpu_fraction']:.0%} (CPU time), "
@@ -366,12 +393,13 @@ def report(result: dict[str, Any]) -> None:
         f"  calibrated (one client, {CALIBRATION_SYNCS} syncs of 1 and of "
         f"{result['breakers']} breakers): a sync costs {fit['fixed_usec']:.0f} usec"
         f" + {fit['per_breaker_usec']:.1f} usec per breaker, so "
-        f"{x['fitted_sync_usec'] / 1000:.1f} ms for {TARGET_BREAKERS}: Redis busy "
+        f"{x['fitted_sync_usec'] / 1000:.1f} ms a sync at {TARGET_BREAKERS}: "
+        f"Redis busy "
         f"{x['fitted_redis_core_fraction']:.0%} of a core at {TARGET_HOSTS} hosts"
     )
 
 
-def run_host(host_id: str, url: str, namespace: str, breakers: str) -> int:
+def run_host(host_id: str, url: str, namespace: str, breakers: str, idle: str) -> int:
     import qbreaker
     from qbreaker import fleet
     from qbreaker._cli.signals import set_on_signals
@@ -394,8 +422,9 @@ def run_host(host_id: str, url: str, namespace: str, breakers: str) -> int:
         _sweep(made)
         stop.wait(1 / CALL_RATE)
     print("ready", flush=True)
+    busy = made[: len(made) - int(idle)]
     while not stop.is_set():
-        _sweep(made)
+        _sweep(busy)
         stop.wait(1 / CALL_RATE)
     metrics = fleet.metrics()
     print(json.dumps({"host": host_id, "syncs": metrics.syncs,

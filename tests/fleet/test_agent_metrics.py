@@ -37,7 +37,9 @@ def test_syncs_round_trips_and_applied_decisions_are_counted(
     assert 0 < read.rtt_last <= read.rtt_max
     assert read.events_applied == 0
     here.trip_elsewhere("h2", "h3")
-    here.agent.sync()  # the reply opens the fleet: the cell is opened
+    # The fleet's open, as the events thread reads it (the syncs since the
+    # first leave the quiet, closed breaker out): the cell is opened.
+    here.agent.pump_events(here.backend, "0-0")
     assert here.breaker.state == qbreaker.State.OPEN
     read = here.agent.counters.read()
     assert read.events_applied == 1

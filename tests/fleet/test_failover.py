@@ -51,7 +51,9 @@ def test_a_fleet_generation_that_went_back_is_reseeded_and_never_closes_a_cell(
     here.agent.step()  # the breaker is known to the fleet, closed
     replica = snapshot(here.backend)
     here.trip_elsewhere("h2", "h3")
-    here.agent.sync()
+    here.agent.pump_events(here.backend, "0-0")  # the cell opens
+    here.agent.sync()  # an open cell is in every sync: the reply says generation 1
+    assert here.agent.tracks["pay"].replied_generation == 1
     assert here.fleet_state().generation == 1
     assert here.breaker.state == qbreaker.State.OPEN
     epoch, version = here.agent.epoch, here.agent.version

@@ -20,7 +20,9 @@ while it holds the lease. ``Agent`` is one loop:
   anything is failing or not closed, at once after a local trip or a
   verdict): per-breaker count deltas from the cells' totals since the last
   acknowledged sync, resent unchanged (same sequence number) after a lost
-  reply, so nothing is counted twice;
+  reply, so nothing is counted twice. A breaker that is closed, here and in
+  the fleet, with nothing to send, is left out but for every
+  FULL_SYNC_TICKS-th quiet tick and the first sync after any trouble;
 - it applies each breaker's fleet state to its cell with the core's fleet
   operations, each one CAS that a concurrent local transition wins;
 - once a fleet open has expired, one host at a time probes: the holder of
@@ -70,6 +72,7 @@ from ._protocol import (
     SyncRequest,
     Verdict,
     data_lost,
+    merged_epoch,
 )
 from .control import LEASE_CHECK_MS, LEASE_MS, ControlSegment, monotonic_ms
 from .counters import AgentCounters
@@ -80,6 +83,12 @@ REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
 # Seconds between reads of the fleet's policy conflicts: a rolling policy
 # change is news for people, not for the cells.
 CONFLICT_INTERVAL = 10.0
+# Quiet ticks between syncs that send every breaker. In between, a sync sends
+# only the breakers with news (counts, a trip, a verdict, a lease request, a
+# cell or a fleet state other than closed): a closed, idle breaker costs
+# Redis nothing, and learns of fleet decisions from the events stream. The
+# full sync bounds what a lost event (a trimmed stream) can hide from it.
+FULL_SYNC_TICKS = 10
 LEASE_RENEW_MS = LEASE_CHECK_MS
 # The longest the election loop may go without a pass and still have its
 # lease renewed for it: a slow step (redis-py imported on a busy machine,
@@ -174,6 +183,9 @@ class Agent:
         self.epoch: str | None = None
         self.version = 0
         self.pending: SyncRequest | None = None
+        # When the next sync must carry every breaker (monotonic seconds):
+        # at once for a new agent, and after any trouble (see _set_connected).
+        self.full_sync_at = -math.inf
         self._pending_totals: dict[str, tuple[int, int, int, int]] = {}
         self.next_sync = 0.0
         self.errors = 0
@@ -356,7 +368,7 @@ class Agent:
             return False  # no longer surely elected: the Runner steps down
         with self.lock:
             if self.pending is None:
-                self.pending = self._request()
+                self.pending = self._request(now)
             # What this host had applied when it sent (replies and events
             # alike): one master answers with no lower generation.
             floors = {
@@ -404,15 +416,25 @@ class Agent:
             busy = self._apply_reply(reply)
         self.last_good_sync = time.time()
         self.set_connected(True, None)
-        if not done:
+        if not done or self.full_sync_at == -math.inf:
+            # Or the request resent after trouble, which may have left out
+            # breakers that missed fleet decisions meanwhile: ask at once.
             self.next_sync = now
         else:
             self.next_sync = now + (self.hot_interval if busy else self.sync_interval)
         return True
 
-    def _request(self) -> SyncRequest:
+    def request_full_sync(self) -> None:
+        """The next sync carries every breaker, quiet or not."""
+        with self.lock:
+            self.full_sync_at = -math.inf
+
+    def _request(self, now: float) -> SyncRequest:
         deltas = []
         self._pending_totals = {}
+        full = now >= self.full_sync_at
+        if full:
+            self.full_sync_at = now + FULL_SYNC_TICKS * self.sync_interval
         for track in self.tracks.values():
             counts = _counts(track.breaker)
             if any(c < b for c, b in zip(counts, track.base)):
@@ -420,22 +442,23 @@ class Agent:
             calls, failures, successes, slow = (
                 c - b for c, b in zip(counts, track.base)
             )
-            self._pending_totals[track.name] = counts
-            deltas.append(
-                BreakerDelta(
-                    track.name,
-                    track.policy,
-                    calls,
-                    failures,
-                    slow,
-                    successes,
-                    track.trip,
-                    track.verdict,
-                    track.reseed_ms,
-                    self._lease_request(track),
-                )
+            delta = BreakerDelta(
+                track.name,
+                track.policy,
+                calls,
+                failures,
+                slow,
+                successes,
+                track.trip,
+                track.verdict,
+                track.reseed_ms,
+                self._lease_request(track),
             )
             track.failing = failures > 0
+            if not full and _quiet(track, delta):
+                continue
+            self._pending_totals[track.name] = counts
+            deltas.append(delta)
             track.trip, track.verdict, track.reseed_ms = False, None, None
         self.seq += 1
         return SyncRequest(self.host_id, self.seq, tuple(deltas))
@@ -493,7 +516,7 @@ class Agent:
             self.seq = max(self.seq, reply.last_seq)
         lost = data_lost(self.epoch, self.version, reply)
         lost = self._generation_went_back(reply, floors) or lost
-        self.epoch, self.version = reply.epoch, reply.version
+        self.epoch, self.version = merged_epoch(self.epoch, reply), reply.version
         if lost:
             self._reseed()
         return not (behind or lost)
@@ -656,6 +679,10 @@ class Agent:
     def _set_connected(self, connected: bool, error: BaseException | None) -> None:
         if error is not None:
             self.last_error = _describe_error(error, self.info.get("password"))
+        if not connected:
+            # Events may have been missed while the connection was down: the
+            # next good sync asks about every breaker.
+            self.full_sync_at = -math.inf
         if connected == self.connected:
             if not connected:
                 if error is not None and not unreachable(error):
@@ -804,6 +831,23 @@ def unreachable(error: BaseException) -> bool:
     return isinstance(
         error, (exceptions.ConnectionError, exceptions.TimeoutError)
     ) and not isinstance(error, answered)
+
+
+def _quiet(track: Track, delta: BreakerDelta) -> bool:
+    """Whether a sync may leave ``track`` out: nothing to send, and closed
+    here and in the fleet (an open is renewed by every reply)."""
+    fleet = track.fleet
+    return (
+        fleet is not None
+        and fleet.state == "closed"
+        and not (delta.calls or delta.failures or delta.successes or delta.slow)
+        and not delta.tripped
+        and delta.verdict is None
+        and delta.reseed_ms is None
+        and delta.lease is None
+        and not track.forced_closed
+        and track.view()[0] == "closed"
+    )
 
 
 def _counts(breaker: Any) -> tuple[int, int, int, int]:
@@ -985,8 +1029,15 @@ class Runner:
             pass
         while not self._stop.is_set() and self.agent is agent:
             try:
+                first = cursor == "$"
                 cursor = agent.pump_events(agent.backend, cursor)
                 errors = 0
+                if first:
+                    # Reading from "now" began after the first sync's reply:
+                    # a decision made in between reached neither, so the next
+                    # sync asks about the quiet breakers too. (After an error
+                    # the read resumes from its cursor and misses nothing.)
+                    agent.request_full_sync()
             except Exception as exc:  # noqa: BLE001 - any backend trouble
                 errors += 1
                 # A dead backend is seen here first: the sync loop would
