@@ -20,7 +20,7 @@ the event stream going; a host's worker processes only write their
 breakers' shared segments, which the agent reads. So the commands per
 second scale with the hosts, not with the workers, and Redis time scales
 with hosts x the breakers a sync carries: every breaker with calls, and an
-idle, closed one every FULL_SYNC_TICKS-th tick (qbreaker.fleet.agent). Two
+idle, closed one every FULL_SYNC_TICKS ticks (qbreaker.fleet.agent). Two
 extrapolations are printed, to 1,000 breakers with the same share idle: the
 measured time per sync scaled by the breakers a sync carries (an upper
 bound: a sync's fixed part scales too), and a calibrated one, a sync's
@@ -226,7 +226,7 @@ def measure(
 
 def sync_carries(breakers: int, idle: int) -> float:
     """The breakers one quiet sync carries on average, by the agent's rule:
-    the busy ones each time, an idle closed one every FULL_SYNC_TICKS-th."""
+    the busy ones each time, an idle closed one every FULL_SYNC_TICKS ticks."""
     from qbreaker.fleet.agent import FULL_SYNC_TICKS
 
     return breakers - idle + idle / FULL_SYNC_TICKS

@@ -10,7 +10,6 @@ renew the holds of an open cell.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 import qbreaker
 from qbreaker import fleet
+from qbreaker.fleet._protocol import FleetState
 from qbreaker.fleet.agent import FULL_SYNC_TICKS, Runner
 from qbreaker.fleet.control import ControlSegment
 from qbreaker.fleet.spec import MemoryBackend
@@ -147,10 +147,27 @@ def test_a_new_agent_sends_every_breaker_at_once(here: TwoBreakers) -> None:
     assert here.agent.sync(now=1.0) and here.backend.sent[-1] == []
     here.agent.publish()
     taking_over = here.new_agent()
-    assert taking_over.full_sync_at == -math.inf
     taking_over.refresh_registry()
     assert taking_over.sync(now=2.0)
     assert sorted(here.backend.sent[-1]) == ["idle", "pay"]
+
+
+def test_a_new_breaker_is_sent_though_an_event_told_it_closed_first(
+    here: TwoBreakers,
+) -> None:
+    assert here.agent.sync(now=0.0)
+    late = qbreaker.CircuitBreaker(2, 5.0, 1, shared="late", fleet=True)
+    here.agent.refresh_registry()
+    # Another host's sync made "late" known to the fleet, closed, and its
+    # event arrives before this host's first sync of it.
+    Host(here.backend, "h2").sync(
+        time.time_ns() // 1_000_000, delta("late", here.agent.tracks["late"].policy)
+    )
+    here.agent.apply_event(FleetState("late", "closed", 0, 0, (), ""))
+    assert here.agent.sync(now=1.0)
+    assert here.backend.sent[-1] == ["late"]  # its policy is stored: quiet since
+    assert here.agent.sync(now=2.0) and here.backend.sent[-1] == []
+    assert late.state == qbreaker.State.CLOSED
 
 
 class GapBackend(Recording):
@@ -193,12 +210,12 @@ def test_a_decision_made_before_the_first_event_read_reaches_a_quiet_breaker(
         while not backend.tripped and time.monotonic() < deadline:
             time.sleep(0.01)
         assert backend.tripped, "the agent never read events"
-        opened_by = time.monotonic() + 3 * runner.sync_interval
-        while breaker.state != qbreaker.State.OPEN and time.monotonic() < deadline:
-            time.sleep(0.01)
         # The sync after the events thread's first read carries every
-        # breaker: within a tick or two, not FULL_SYNC_TICKS.
+        # breaker: within a tick or two, long before the full sync due
+        # FULL_SYNC_TICKS ticks after the first.
+        opened_by = time.monotonic() + FULL_SYNC_TICKS * runner.sync_interval / 2
+        while breaker.state != qbreaker.State.OPEN and time.monotonic() < opened_by:
+            time.sleep(0.01)
         assert breaker.state == qbreaker.State.OPEN
-        assert time.monotonic() <= opened_by
     finally:
         runner.stop()

@@ -5,7 +5,7 @@ each) and reads ``INFO commandstats`` around a quiet stretch. Here a short
 run (HOSTS x BREAKERS, SECONDS) checks its numbers against the agents'
 model: one EVALSHA per host per quiet tick, a blocking XREAD every 500 ms,
 each sync reading the state of every breaker it carries (the busy ones, and
-an idle closed one every FULL_SYNC_TICKS-th tick), only the commands the
+an idle closed one every FULL_SYNC_TICKS ticks), only the commands the
 fleet's ACL allows, and the extrapolations' arithmetic.
 """
 

@@ -21,8 +21,8 @@ while it holds the lease. ``Agent`` is one loop:
   verdict): per-breaker count deltas from the cells' totals since the last
   acknowledged sync, resent unchanged (same sequence number) after a lost
   reply, so nothing is counted twice. A breaker that is closed, here and in
-  the fleet, with nothing to send, is left out but for every
-  FULL_SYNC_TICKS-th quiet tick and the first sync after any trouble;
+  the fleet, with nothing to send, is left out but for one sync every
+  FULL_SYNC_TICKS quiet ticks and the first after any trouble;
 - it applies each breaker's fleet state to its cell with the core's fleet
   operations, each one CAS that a concurrent local transition wins;
 - once a fleet open has expired, one host at a time probes: the holder of
@@ -83,11 +83,12 @@ REGISTRY_INTERVAL = 0.5  # seconds between reads of the registry
 # Seconds between reads of the fleet's policy conflicts: a rolling policy
 # change is news for people, not for the cells.
 CONFLICT_INTERVAL = 10.0
-# Quiet ticks between syncs that send every breaker. In between, a sync sends
-# only the breakers with news (counts, a trip, a verdict, a lease request, a
-# cell or a fleet state other than closed): a closed, idle breaker costs
-# Redis nothing, and learns of fleet decisions from the events stream. The
-# full sync bounds what a lost event (a trimmed stream) can hide from it.
+# Quiet ticks (sync_interval, whatever the pace) between syncs that send every
+# breaker. In between, a sync sends only the breakers with news (counts, a
+# trip, a verdict, a lease request, a cell or a fleet state other than
+# closed): a closed, idle breaker costs Redis nothing, and learns of fleet
+# decisions from the events stream. The full sync bounds what a lost event
+# (a trimmed stream) can hide from it.
 FULL_SYNC_TICKS = 10
 LEASE_RENEW_MS = LEASE_CHECK_MS
 # The longest the election loop may go without a pass and still have its
@@ -137,6 +138,7 @@ class Track:
     failing: bool = False  # failures in the last delta sent
     activity: tuple[int, int] = (0, 0)  # (allowed, rejected) at the last request
     sent: tuple[int, int, int] = (0, 0, 0)  # counts sent, for metrics
+    acknowledged: bool = False  # in a sync the backend acknowledged
 
     def view(self) -> tuple[str, int, float]:
         state, generation, retry_after = self.breaker._word_view()
@@ -503,6 +505,7 @@ class Agent:
             for delta in pending.deltas:
                 track = self.tracks.get(delta.name)
                 if track is not None:
+                    track.acknowledged = True
                     track.base = self._pending_totals[delta.name]
                     c, f, s = track.sent
                     track.sent = (
@@ -834,11 +837,14 @@ def unreachable(error: BaseException) -> bool:
 
 
 def _quiet(track: Track, delta: BreakerDelta) -> bool:
-    """Whether a sync may leave ``track`` out: nothing to send, and closed
-    here and in the fleet (an open is renewed by every reply)."""
+    """Whether a sync may leave ``track`` out: nothing to send, closed here
+    and in the fleet (an open is renewed by every reply), and known to the
+    backend (its policy stored: an event may bring a new breaker's fleet
+    state before its first sync)."""
     fleet = track.fleet
     return (
-        fleet is not None
+        track.acknowledged
+        and fleet is not None
         and fleet.state == "closed"
         and not (delta.calls or delta.failures or delta.successes or delta.slow)
         and not delta.tripped
@@ -1020,7 +1026,7 @@ class Runner:
         errors = 0
         # Connecting is the sync loop's (one connection attempt in flight per
         # host): read once it has synced. A decision made before the first
-        # read reaches this host by the next sync reply's version.
+        # read reaches this host by the full sync that read asks for.
         while (
             agent.good_syncs == 0
             and self.agent is agent

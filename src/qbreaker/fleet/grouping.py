@@ -27,7 +27,7 @@ one namespace:
   ``XREAD`` on a single server), each call reads every group's stream
   without waiting, then, if nothing came, waits on one of them (in turn)
   for ``block_ms / G``, at least MIN_WAIT_MS: an event waits at most about
-  that long (the next sync reply brings the state anyway).
+  that long.
 - ``view``, ``force`` and ``conflicts`` cover all groups.
 
 Hosts that disagree on G would split a breaker's state silently, so G is
@@ -102,6 +102,11 @@ class GroupedBackend:
         self._record = record
         self._read_all = read_all
         self._checked = -CHECK_INTERVAL
+        # The groups each host (one per backend, but for tests that play
+        # several) has sent a breaker to: each of its syncs asks every one of
+        # them, with no breaker if none has news, so a group that lost its
+        # data is found out at the next sync (its epoch).
+        self._used: dict[str, set[int]] = {}
         self._turn = 0
 
     @property
@@ -127,6 +132,10 @@ class GroupedBackend:
         split: dict[int, list[BreakerDelta]] = {}
         for delta in request.deltas:
             split.setdefault(group_of(delta.name, self.groups), []).append(delta)
+        used = self._used.setdefault(request.host_id, set())
+        used.update(split)
+        for group in used:
+            split.setdefault(group, [])
         if not split:
             split[0] = []  # a host with no breakers still learns its seq
         replies = {
