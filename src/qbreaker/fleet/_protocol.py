@@ -233,18 +233,6 @@ def data_lost(epoch: str | None, version: int, reply: SyncReply) -> bool:
     return False
 
 
-def merged_epoch(epoch: str | None, reply: SyncReply) -> str:
-    """The epoch text to compare the next reply with: the reply's, and for a
-    namespace split over groups, with the marks of the groups it did not
-    name kept (a sync sends only the groups that have news, and a group
-    that lost its data while quiet must still be found out)."""
-    if epoch is None or "=" not in epoch or "=" not in reply.epoch:
-        return reply.epoch
-    marks = _group_marks(epoch)
-    marks.update(_group_marks(reply.epoch))
-    return ";".join(f"{g}={e}/{v}" for g, (e, v) in sorted(marks.items()))
-
-
 def _group_marks(epoch: str) -> dict[str, tuple[str, int]]:
     marks = {}
     for part in epoch.split(";"):

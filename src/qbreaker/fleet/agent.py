@@ -72,7 +72,6 @@ from ._protocol import (
     SyncRequest,
     Verdict,
     data_lost,
-    merged_epoch,
 )
 from .control import LEASE_CHECK_MS, LEASE_MS, ControlSegment, monotonic_ms
 from .counters import AgentCounters
@@ -519,7 +518,7 @@ class Agent:
             self.seq = max(self.seq, reply.last_seq)
         lost = data_lost(self.epoch, self.version, reply)
         lost = self._generation_went_back(reply, floors) or lost
-        self.epoch, self.version = merged_epoch(self.epoch, reply), reply.version
+        self.epoch, self.version = reply.epoch, reply.version
         if lost:
             self._reseed()
         return not (behind or lost)
