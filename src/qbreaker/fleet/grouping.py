@@ -12,9 +12,12 @@ G)``, the same on every host.
 the protocol's semantics, so the agent, the command line and the tests see
 one namespace:
 
-- ``sync`` sends one call per group that has breakers in the request, all
-  with the request's seq (each group is idempotent by it on its own, so a
-  resend after a partial failure counts nothing twice). The reply's states
+- ``sync`` sends one call per group that has breakers in the request, or
+  that had some in an earlier request of the same host (with no breaker:
+  the agent leaves quiet breakers out, and a group that lost its data must
+  still be found out at the next sync), all with the request's seq (each
+  group is idempotent by it on its own, so a resend after a partial failure
+  counts nothing twice). The reply's states
   are in the request's order; ``duplicate`` when no group counted anything;
   ``last_seq`` the highest. With G > 1 the epoch text carries each group's
   epoch and version (``data_lost`` compares them group by group) and
