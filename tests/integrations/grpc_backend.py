@@ -105,6 +105,14 @@ def serving() -> Iterator[Backend]:
         server.stop(0).wait(10)
 
 
+#: Options of every channel the tests open. grpc shares subchannels between
+#: channels to the same address, process-wide; a test of a refused port
+#: leaves one in backoff, and when the kernel hands that port to the next
+#: test's server, a channel to it failed at once with the old "connection
+#: refused" (seen in CI). A channel's own pool keeps each test to itself.
+CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
+
+
 def closed_port() -> int:
     """A loopback port that nothing listens on (bound, then closed)."""
     with socket.socket() as sock:

@@ -27,6 +27,7 @@ from qbreaker.integrations.grpc import (  # noqa: E402
 
 from ..helpers import FakeClock, Impl  # noqa: E402
 from .grpc_backend import (  # noqa: E402
+    CHANNEL_OPTIONS,
     HANG,
     STREAM_STREAM,
     STREAM_UNARY,
@@ -56,7 +57,7 @@ def channels() -> Iterator[Callable[..., grpc.Channel]]:
     opened: list[grpc.Channel] = []
 
     def open_channel(target: str, interceptor: BreakerInterceptor) -> grpc.Channel:
-        raw = grpc.insecure_channel(target)
+        raw = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         opened.append(raw)
         return grpc.intercept_channel(raw, interceptor)
 
@@ -252,7 +253,7 @@ def test_an_error_before_the_call_is_neutral(
     interceptor = BreakerInterceptor(
         target=backend.target, group=make_group(impl, clock, max_failures=1)
     )
-    raw = grpc.insecure_channel(backend.target)
+    raw = grpc.insecure_channel(backend.target, options=CHANNEL_OPTIONS)
     echo = grpc.intercept_channel(raw, interceptor).unary_unary(UNARY_UNARY)
     raw.close()
     with pytest.raises(ValueError, match="(?i)channel closed|closed channel"):

@@ -27,6 +27,7 @@ from qbreaker.integrations.grpc import (  # noqa: E402
 
 from ..helpers import FakeClock, Impl  # noqa: E402
 from .grpc_backend import (  # noqa: E402
+    CHANNEL_OPTIONS,
     HANG,
     STREAM_UNARY,
     UNARY_STREAM,
@@ -57,7 +58,7 @@ def run(
 
     async def main() -> T:
         async with grpc.aio.insecure_channel(
-            target, interceptors=interceptor.interceptors
+            target, options=CHANNEL_OPTIONS, interceptors=interceptor.interceptors
         ) as channel:
             return await asyncio.wait_for(body(channel), 20)
 
@@ -284,7 +285,7 @@ def test_an_aio_and_a_sync_interceptor_share_a_breaker(
     group = make_group(impl, clock, max_failures=1)
     backend.script = Code.UNAVAILABLE
     channel = grpc.intercept_channel(
-        grpc.insecure_channel(backend.target),
+        grpc.insecure_channel(backend.target, options=CHANNEL_OPTIONS),
         BreakerInterceptor(target=backend.target, group=group),
     )
     with pytest.raises(grpc.RpcError):

@@ -15,7 +15,7 @@ pytest.importorskip(
 
 import grpc  # noqa: E402
 
-from .grpc_backend import UNARY_UNARY, serving  # noqa: E402
+from .grpc_backend import CHANNEL_OPTIONS, UNARY_UNARY, serving  # noqa: E402
 
 #: One spawn in twenty aborted with fork support on (grpcio 1.80, Python
 #: 3.9): a hundred all fail to see it one time in two hundred.
@@ -23,7 +23,9 @@ SPAWNS = 100
 
 
 def test_subprocesses_start_beside_a_live_grpc_channel() -> None:
-    with serving() as backend, grpc.insecure_channel(backend.target) as channel:
+    with serving() as backend, grpc.insecure_channel(
+        backend.target, options=CHANNEL_OPTIONS
+    ) as channel:
         echo = channel.unary_unary(UNARY_UNARY)
         assert echo(b"x", timeout=10) == b"echo:x"
         died = []
