@@ -8,6 +8,7 @@ message when read; it must be indistinguishable from one built by
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import pickle
 import sys
@@ -272,11 +273,18 @@ def _python_frames(action: Callable[[], object]) -> list[str]:
         if event == "call" and frame.f_code is not own:
             seen.append(frame.f_code.co_name)
 
+    # A collection during the action would run weakref callbacks of objects
+    # earlier tests left (WeakSet._remove, say): not the action's frames.
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
     sys.setprofile(profile)
     try:
         action()
     finally:
         sys.setprofile(None)
+        if collecting:
+            gc.enable()
     return seen
 
 

@@ -34,7 +34,9 @@ cdef class _Extras:
     slow totals.
     """
 
-    cdef set out            # None until the first tracked probe
+    # The set of tracked probes out: NULL until the first tracked probe, then
+    # published by CAS and owned (see _probes_out).
+    cdef void *out_ptr
     cdef uint64_t next
     cdef object last_observation
     cdef uint64_t opens
@@ -51,13 +53,18 @@ cdef class _Extras:
 
     def __dealloc__(self):
         Py_XDECREF(<PyObject *>self.events_ptr)
+        Py_XDECREF(<PyObject *>self.out_ptr)
 
 
 cdef inline set _probes_out(_Extras probes):
-    # The set of tracked probes out, made by the first probe.
-    if probes.out is None:
-        probes.out = set()
-    return probes.out
+    # The set of tracked probes out, made by the first probe. Published by
+    # CAS: on a free-threaded build two first probes may come at once, and a
+    # plain "if None: make one" let each make its own set, one of them lost
+    # with its ticket, whose release then counted nothing (seen in CI).
+    cdef void *seen = qb_load_ptr(&probes.out_ptr)
+    if seen != NULL:
+        return <set>seen
+    return <set>_publish(&probes.out_ptr, set())
 
 
 cdef inline object _options_of(CircuitBreaker b):
