@@ -246,9 +246,13 @@ class AgentCounter:
     def _run(self) -> None:
         while not self._stop.wait(0.01):
             now = time.monotonic()
+            # The frozen pids as they were before the listing: the test drops
+            # a thawed one from ``stopped`` once a listing of its own shows its
+            # connections gone, which may be after this listing was taken.
+            stopped = set(self.stopped)
             for host, pids in self.agents().items():
                 self.seen[host].append((now, pids))
-                running = len(pids - self.stopped)
+                running = len(pids - stopped)
                 self.most[host] = max(self.most[host], running)
             for host in self.hosts:
                 assert host._control is not None
