@@ -10,7 +10,6 @@ renew the holds of an open cell.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -25,7 +24,8 @@ from qbreaker.fleet.spec import MemoryBackend
 from .conftest import TEST_TIMEOUT
 from .helpers import Host, delta
 from .host_helpers import host_dir
-from .test_host_agent import Fleet
+from .servers import wait_for
+from .test_host_agent import Fleet, wall_ms
 
 __all__ = ("host_dir",)  # a fixture
 
@@ -161,7 +161,7 @@ def test_a_new_breaker_is_sent_though_an_event_told_it_closed_first(
     # Another host's sync made "late" known to the fleet, closed, and its
     # event arrives before this host's first sync of it.
     Host(here.backend, "h2").sync(
-        time.time_ns() // 1_000_000, delta("late", here.agent.tracks["late"].policy)
+        wall_ms(), delta("late", here.agent.tracks["late"].policy)
     )
     here.agent.apply_event(FleetState("late", "closed", 0, 0, (), ""))
     assert here.agent.sync(now=1.0)
@@ -189,7 +189,7 @@ class GapBackend(Recording):
             self.tripped = True
             for host_id in ("h2", "h3"):
                 Host(self, host_id).sync(
-                    time.time_ns() // 1_000_000,
+                    wall_ms(),
                     delta("pay", self.policies["pay"], tripped=True),
                 )
         return super().events(cursor, block_ms)
@@ -206,16 +206,14 @@ def test_a_decision_made_before_the_first_event_read_reaches_a_quiet_breaker(
     runner = Runner(lambda: backend, "here", info={}, control=ControlSegment())
     runner.start()
     try:
-        deadline = time.monotonic() + TEST_TIMEOUT
-        while not backend.tripped and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert backend.tripped, "the agent never read events"
+        wait_for(lambda: backend.tripped, "the agent's first events read", TEST_TIMEOUT)
         # The sync after the events thread's first read carries every
         # breaker: within a tick or two, long before the full sync due
         # FULL_SYNC_TICKS ticks after the first.
-        opened_by = time.monotonic() + FULL_SYNC_TICKS * runner.sync_interval / 2
-        while breaker.state != qbreaker.State.OPEN and time.monotonic() < opened_by:
-            time.sleep(0.01)
-        assert breaker.state == qbreaker.State.OPEN
+        wait_for(
+            lambda: breaker.state == qbreaker.State.OPEN,
+            "the quiet breaker to hear of the fleet's open",
+            FULL_SYNC_TICKS * runner.sync_interval / 2,
+        )
     finally:
         runner.stop()
